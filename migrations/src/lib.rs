@@ -1,0 +1,16 @@
+//! Database migrations for offboard (SQLite and PostgreSQL). The engine runs them at start;
+//! `cargo run -p migration -- up|down|status` runs them by hand.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_init;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_init::Migration)]
+    }
+}

@@ -1,0 +1,229 @@
+//! The HTTP plumbing every app client shares: one reqwest client per connection, a pacer
+//! that keeps the connection under its `requests_per_minute`, the secret header, and a
+//! record of every call (method, path, status, app error code, duration) for the trail.
+
+use std::time::{Duration, Instant};
+
+use tokio::time::Instant as TokioInstant;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::config::Secret;
+
+/// One HTTP call as the audit trail keeps it. No header, no body, no secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query relative to the base URL.
+    pub path: String,
+    /// Status, when a response came.
+    pub status: Option<u16>,
+    /// The app's error code from the body, when there was one.
+    pub error_code: Option<i64>,
+    /// Time from sending to the full response.
+    pub duration_ms: u64,
+}
+
+/// Where a client reports its calls; the runner writes them to the trail as they happen.
+#[derive(Clone, Debug, Default)]
+pub struct CallLog(Option<mpsc::UnboundedSender<CallRecord>>);
+
+impl CallLog {
+    /// A log feeding `sender`.
+    pub fn new(sender: mpsc::UnboundedSender<CallRecord>) -> Self {
+        CallLog(Some(sender))
+    }
+
+    /// A log that keeps nothing (connection checks).
+    pub fn discard() -> Self {
+        CallLog(None)
+    }
+
+    fn record(&self, call: CallRecord) {
+        if let Some(tx) = &self.0 {
+            // The receiver only goes away when the step is over; nothing to keep then.
+            let _ = tx.send(call);
+        }
+    }
+}
+
+/// Spaces requests so a connection never exceeds its requests-per-minute budget, across
+/// every workflow that shares it.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    next_slot: Mutex<TokioInstant>,
+}
+
+impl Pacer {
+    /// A pacer allowing `per_minute` requests a minute (at least one).
+    pub fn new(per_minute: u32) -> Self {
+        Pacer {
+            interval: Duration::from_secs(60) / per_minute.max(1),
+            next_slot: Mutex::new(TokioInstant::now()),
+        }
+    }
+
+    /// Waits for this request's slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let now = TokioInstant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in milliseconds, when given in seconds.
+    pub retry_after_ms: Option<u64>,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body as JSON (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+/// A call that got no HTTP response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportError {
+    /// What went wrong (timeout, refused, reset…), without secrets.
+    pub message: String,
+}
+
+/// An authenticated JSON client for one connection.
+#[derive(Debug)]
+pub struct ApiHttp {
+    client: reqwest::Client,
+    base_url: String,
+    auth_header: HeaderName,
+    auth_value: Secret,
+    pacer: Pacer,
+}
+
+impl ApiHttp {
+    /// A client for `base_url`, sending `auth_value` in `auth_header` (kept secret).
+    pub fn new(
+        base_url: &str,
+        auth_header: HeaderName,
+        auth_value: Secret,
+        requests_per_minute: u32,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("offboard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(ApiHttp {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            auth_header,
+            auth_value,
+            pacer: Pacer::new(requests_per_minute),
+        })
+    }
+
+    /// Sends one request; `error_code_of` extracts the app's error code from a body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        log: &CallLog,
+        error_code_of: fn(&Value) -> Option<i64>,
+    ) -> Result<Reply, TransportError> {
+        self.pacer.wait().await;
+        let mut value = HeaderValue::from_str(self.auth_value.expose())
+            .map_err(|_| TransportError {
+                message: "the credential contains characters not allowed in a header".into(),
+            })?;
+        value.set_sensitive(true);
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .header(self.auth_header.clone(), value);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        let outcome = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        }
+        .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok((status, headers, bytes)) => {
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let error_code = if status >= 400 { error_code_of(&body) } else { None };
+                log.record(CallRecord {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status: Some(status),
+                    error_code,
+                    duration_ms,
+                });
+                let retry_after_ms = headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|s| s * 1000);
+                Ok(Reply {
+                    status,
+                    retry_after_ms,
+                    headers,
+                    body,
+                })
+            }
+            Err(e) => {
+                log.record(CallRecord {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    status: None,
+                    error_code: None,
+                    duration_ms,
+                });
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "connection failed"
+                };
+                Err(TransportError {
+                    message: format!("{method} {path}: {kind}"),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_requests_evenly() {
+        let pacer = Pacer::new(120); // one every 500 ms
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            pacer.wait().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(2000));
+    }
+}

@@ -1,0 +1,88 @@
+//! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`]),
+//! actions (the workflow steps named in `workflows/`), an error mapping to the catalog's
+//! codes, a connection check, and a simulator used by tests and `offboard demo`.
+
+pub mod http;
+pub mod postman;
+pub mod smartsheet;
+
+use serde_json::{Map, Value};
+
+use crate::codes::Code;
+use crate::config::{AppKind, ConnectionConfig};
+use crate::domain::machine::WorkflowRequest;
+use crate::domain::step::{StepError, StepOutput};
+use http::CallLog;
+
+/// What an action may read: the request, the facts earlier steps learned, and where to
+/// report its HTTP calls.
+pub struct ActionContext<'a> {
+    /// What the workflow is asked to do.
+    pub request: &'a WorkflowRequest,
+    /// Facts from earlier steps.
+    pub facts: &'a Map<String, Value>,
+    /// Where calls are recorded.
+    pub calls: &'a CallLog,
+}
+
+impl ActionContext<'_> {
+    /// A fact as an integer id.
+    pub fn fact_i64(&self, key: &str) -> Option<i64> {
+        self.facts.get(key).and_then(Value::as_i64)
+    }
+
+    /// A fact as a string.
+    pub fn fact_str(&self, key: &str) -> Option<&str> {
+        self.facts.get(key).and_then(Value::as_str)
+    }
+}
+
+/// The result of checking one connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckReport {
+    /// `None` when everything the workflows need works.
+    pub problem: Option<(Code, String)>,
+    /// Problems that do not stop offboarding (e.g. no audit logs on this plan).
+    pub warnings: Vec<(Code, String)>,
+}
+
+/// A client for one configured connection.
+#[derive(Debug)]
+pub enum AppClient {
+    /// A Smartsheet account.
+    Smartsheet(smartsheet::client::Client),
+    /// A Postman team.
+    Postman(postman::client::Client),
+}
+
+impl AppClient {
+    /// Builds the client for a connection, reading its token from the environment.
+    pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, String> {
+        let token = config.token(name)?;
+        Ok(match config.app {
+            AppKind::Smartsheet => AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?),
+            AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),
+        })
+    }
+
+    /// Performs one workflow action.
+    pub async fn perform(&self, action: &str, ctx: &ActionContext<'_>) -> Result<StepOutput, StepError> {
+        match self {
+            AppClient::Smartsheet(c) => smartsheet::actions::perform(c, action, ctx).await,
+            AppClient::Postman(c) => postman::actions::perform(c, action, ctx).await,
+        }
+    }
+
+    /// Checks credentials, role and plan.
+    pub async fn check(&self) -> CheckReport {
+        match self {
+            AppClient::Smartsheet(c) => smartsheet::check::run(c).await,
+            AppClient::Postman(c) => postman::check::run(c).await,
+        }
+    }
+}
+
+/// Whether a workflow file may name this action.
+pub fn known_action(name: &str) -> bool {
+    smartsheet::actions::ACTIONS.contains(&name) || postman::actions::ACTIONS.contains(&name)
+}

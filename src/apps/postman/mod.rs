@@ -1,0 +1,5 @@
+//! Postman: client, actions, error mapping, check and simulator.
+
+pub mod actions;
+pub mod check;
+pub mod client;

@@ -1,0 +1,252 @@
+//! The Smartsheet steps named in `workflows/smartsheet-*.toml`. Each reads before it
+//! writes and treats "already done" as done, so running a step twice (after a crash
+//! between the call and its record) changes nothing more.
+
+use serde_json::{json, Value};
+
+use super::client::{ApiError, Client, User};
+use super::errors::{run_error, Area};
+use crate::apps::ActionContext;
+use crate::codes::Code;
+use crate::domain::event::EventType;
+use crate::domain::step::{Outcome, StepError, StepOutput};
+
+/// Every action this module performs.
+pub const ACTIONS: &[&str] = &[
+    "smartsheet.find_user",
+    "smartsheet.list_groups",
+    "smartsheet.check_recipient",
+    "smartsheet.reassign_groups",
+    "smartsheet.revoke_licenses",
+    "smartsheet.remove_user",
+    "smartsheet.confirm_removed",
+];
+
+/// Performs one action.
+pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> Result<StepOutput, StepError> {
+    let result = match action {
+        "smartsheet.find_user" => find_user(client, ctx).await,
+        "smartsheet.list_groups" => list_groups(client, ctx).await,
+        "smartsheet.check_recipient" => check_recipient(client, ctx).await,
+        "smartsheet.reassign_groups" => reassign_groups(client, ctx).await,
+        "smartsheet.revoke_licenses" => revoke_licenses(client, ctx).await,
+        "smartsheet.remove_user" => remove_user(client, ctx).await,
+        "smartsheet.confirm_removed" => confirm_removed(client, ctx).await,
+        other => return Err(StepError::fatal(Code::Smt199B, format!("unknown action {other}"))),
+    };
+    match result {
+        Ok(output) => Ok(output),
+        Err(Failure::Api(err, area)) => Err(run_error(client, err, area, ctx.calls).await),
+        Err(Failure::Step(err)) => Err(err),
+    }
+}
+
+enum Failure {
+    Api(ApiError, Area),
+    Step(StepError),
+}
+
+type ActionResult = Result<StepOutput, Failure>;
+
+fn users(err: ApiError) -> Failure {
+    Failure::Api(err, Area::Users)
+}
+
+fn groups(err: ApiError) -> Failure {
+    Failure::Api(err, Area::Groups)
+}
+
+fn recipient_problem(message: String) -> Failure {
+    Failure::Step(StepError::fatal(Code::Smt110B, message))
+}
+
+fn entitlements(user: &User) -> Value {
+    json!({
+        "status": user.status,
+        "admin": user.admin,
+        "licensedSheetCreator": user.licensed_sheet_creator,
+        "groupAdmin": user.group_admin,
+        "resourceViewer": user.resource_viewer,
+        "lastLogin": user.last_login,
+    })
+}
+
+fn user_id(ctx: &ActionContext<'_>) -> Result<i64, Failure> {
+    ctx.fact_i64("user_id").ok_or_else(|| {
+        Failure::Step(StepError::fatal(Code::Smt199B, "no user id recorded by find_user"))
+    })
+}
+
+fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
+    ctx.facts
+        .get("owned_groups")
+        .and_then(Value::as_array)
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|g| Some((g.get("id")?.as_i64()?, g.get("name")?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let email = &ctx.request.person_email;
+    let Some(found) = client.find_user(email, ctx.calls).await.map_err(users)? else {
+        return Ok(StepOutput {
+            finish_with: Some(Outcome::Absent),
+            ..StepOutput::summary(format!("no Smartsheet user has the email {email}; nothing to do"))
+        });
+    };
+    // The list omits some fields (lastLogin); the user's own record has them all.
+    let user = client
+        .get_user(found.id, ctx.calls)
+        .await
+        .map_err(users)?
+        .unwrap_or(found);
+    Ok(StepOutput::summary(format!("found user {} ({})", user.id, user.email))
+        .fact("user_id", user.id)
+        .fact("entitlements_before", entitlements(&user)))
+}
+
+async fn list_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let user_id = user_id(ctx)?;
+    let all = client.list_groups(ctx.calls).await.map_err(groups)?;
+    let owned: Vec<Value> = all
+        .iter()
+        .filter(|g| g.owner_id == Some(user_id))
+        .map(|g| json!({ "id": g.id, "name": g.name }))
+        .collect();
+    Ok(StepOutput::summary(format!(
+        "read {} groups; the person owns {}",
+        all.len(),
+        owned.len()
+    ))
+    .fact("owned_groups", owned))
+}
+
+async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let owns_groups = !owned_groups(ctx).is_empty();
+    let Some(email) = ctx.request.transfer_to.as_deref() else {
+        if owns_groups && ctx.request.event_type == EventType::Offboarding {
+            return Err(recipient_problem(
+                "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them".into(),
+            ));
+        }
+        return Ok(StepOutput::summary("no recipient given; nothing will be transferred"));
+    };
+    let recipient = client
+        .find_user(email, ctx.calls)
+        .await
+        .map_err(users)?
+        .ok_or_else(|| recipient_problem(format!("recipient {email} is not a user of this Smartsheet account")))?;
+    if recipient.id == user_id(ctx)? {
+        return Err(recipient_problem("the recipient is the person being offboarded".into()));
+    }
+    let status = recipient.status.as_deref().unwrap_or("ACTIVE");
+    if status != "ACTIVE" {
+        return Err(recipient_problem(format!("recipient {email} is {status}, not ACTIVE")));
+    }
+    if owns_groups && !(recipient.group_admin || recipient.admin) {
+        return Err(recipient_problem(format!(
+            "recipient {email} must be a group admin to take over the person's groups"
+        )));
+    }
+    Ok(StepOutput::summary(format!("recipient {} ({email}) can take over", recipient.id))
+        .fact("recipient_id", recipient.id))
+}
+
+async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let owned = owned_groups(ctx);
+    let Some(recipient) = ctx.fact_i64("recipient_id") else {
+        return Ok(StepOutput::summary(format!(
+            "no recipient; {} owned groups keep their owner",
+            owned.len()
+        )));
+    };
+    let mut moved = Vec::new();
+    for (id, name) in &owned {
+        // Read before write: after a crash the group may already be the recipient's, or gone.
+        match client.get_group(*id, ctx.calls).await.map_err(groups)? {
+            Some(g) if g.owner_id == Some(recipient) => continue,
+            None => continue,
+            Some(_) => {}
+        }
+        client
+            .set_group_owner(*id, recipient, ctx.calls)
+            .await
+            .map_err(groups)?;
+        moved.push(json!({ "id": id, "name": name }));
+    }
+    Ok(StepOutput::summary(format!(
+        "{} of {} owned groups now belong to user {recipient}",
+        moved.len(),
+        owned.len()
+    ))
+    .fact("groups_reassigned", moved))
+}
+
+async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let id = user_id(ctx)?;
+    let drop_group_admin = ctx.request.event_type == EventType::Offboarding
+        || ctx.fact_i64("recipient_id").is_some();
+    let Some(user) = client.get_user(id, ctx.calls).await.map_err(users)? else {
+        return Err(Failure::Step(StepError::fatal(
+            Code::Smt199B,
+            format!("user {id} disappeared before the licence could be taken back"),
+        )));
+    };
+    let mut roles = json!({ "licensedSheetCreator": false, "resourceViewer": false });
+    if drop_group_admin {
+        roles["groupAdmin"] = Value::Bool(false);
+    }
+    let already = !user.licensed_sheet_creator
+        && !user.resource_viewer
+        && !(drop_group_admin && user.group_admin);
+    let mut after = user.clone();
+    after.licensed_sheet_creator = false;
+    after.resource_viewer = false;
+    after.group_admin &= !drop_group_admin;
+    if already {
+        return Ok(StepOutput::summary("roles were already off").fact("entitlements_after", entitlements(&after)));
+    }
+    client.set_user_roles(id, &roles, ctx.calls).await.map_err(users)?;
+    Ok(StepOutput::summary(format!("set {} to false", roles_list(&roles)))
+        .fact("entitlements_after", entitlements(&after)))
+}
+
+fn roles_list(roles: &Value) -> String {
+    roles
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let id = user_id(ctx)?;
+    let recipient = ctx.fact_i64("recipient_id");
+    match client.remove_user(id, recipient, ctx.calls).await {
+        Ok(()) => {}
+        // Already removed (a crash after the DELETE, before its record): done.
+        Err(e) if e.status == Some(404) => {
+            return Ok(StepOutput::summary(format!("user {id} was already removed")));
+        }
+        Err(e) => return Err(users(e)),
+    }
+    Ok(StepOutput::summary(match recipient {
+        Some(to) => format!("removed user {id}, from sharing too; sheets transferred to user {to}"),
+        None => format!("removed user {id}, from sharing too"),
+    }))
+}
+
+async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+    let id = user_id(ctx)?;
+    match client.get_user(id, ctx.calls).await.map_err(users)? {
+        None => Ok(StepOutput::summary(format!("user {id} is gone")).fact("entitlements_after", Value::Null)),
+        Some(_) => Err(Failure::Step(StepError::transient(
+            Code::Smt199B,
+            format!("user {id} is still listed after removal"),
+            None,
+        ))),
+    }
+}

@@ -1,0 +1,255 @@
+//! Typed calls to the Smartsheet API endpoints the workflows use. Lists are read page by
+//! page to the end; errors keep the HTTP status, Smartsheet's `errorCode` and `Retry-After`.
+
+use std::time::Duration;
+
+use reqwest::header::AUTHORIZATION;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::config::{ConnectionConfig, Secret};
+
+/// Page size asked for when listing.
+const PAGE_SIZE: u32 = 100;
+
+/// A Smartsheet user, with the fields offboarding reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// User id.
+    pub id: i64,
+    /// Primary email.
+    pub email: String,
+    /// System admin.
+    #[serde(default)]
+    pub admin: bool,
+    /// Holds a paid licence.
+    #[serde(default)]
+    pub licensed_sheet_creator: bool,
+    /// May own groups.
+    #[serde(default)]
+    pub group_admin: bool,
+    /// May view resource management.
+    #[serde(default)]
+    pub resource_viewer: bool,
+    /// ACTIVE, PENDING, DECLINED or DEACTIVATED.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Last sign-in, when Smartsheet reports it.
+    #[serde(default)]
+    pub last_login: Option<String>,
+}
+
+/// A Smartsheet group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    /// Group id.
+    pub id: i64,
+    /// Group name.
+    #[serde(default)]
+    pub name: String,
+    /// The owner's user id.
+    #[serde(default)]
+    pub owner_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<T> {
+    #[serde(default)]
+    total_pages: u32,
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
+/// A failed call: no response, or an error response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    /// HTTP status (`None` when no response came).
+    pub status: Option<u16>,
+    /// Smartsheet's `errorCode`.
+    pub error_code: Option<i64>,
+    /// Smartsheet's message, or what went wrong on the way.
+    pub message: String,
+    /// `Retry-After`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// Whether another attempt may succeed (429, 5xx, 4000–4004, no response).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.error_code, Some(4000..=4004))
+            || matches!(self.status, None | Some(429) | Some(500..=599))
+    }
+
+    /// One line naming status and errorCode.
+    pub fn describe(&self) -> String {
+        match (self.status, self.error_code) {
+            (Some(s), Some(c)) => format!("HTTP {s}, errorCode {c}: {}", self.message),
+            (Some(s), None) => format!("HTTP {s}: {}", self.message),
+            _ => self.message.clone(),
+        }
+    }
+}
+
+/// Extracts `errorCode` from a Smartsheet error body.
+pub fn error_code_of(body: &Value) -> Option<i64> {
+    body.get("errorCode").and_then(Value::as_i64)
+}
+
+/// A client for one Smartsheet account.
+#[derive(Debug)]
+pub struct Client {
+    http: ApiHttp,
+}
+
+impl Client {
+    /// A client for a configured connection.
+    pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, String> {
+        let bearer = Secret::new(format!("Bearer {}", token.expose()));
+        let http = ApiHttp::new(
+            &config.base_url,
+            AUTHORIZATION,
+            bearer,
+            config.requests_per_minute,
+            Duration::from_secs(config.timeout_secs),
+        )?;
+        Ok(Client { http })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        log: &CallLog,
+    ) -> Result<Value, ApiError> {
+        let reply: Reply = self
+            .http
+            .call(method, path, body, log, error_code_of)
+            .await
+            .map_err(|e| ApiError {
+                status: None,
+                error_code: None,
+                message: e.message,
+                retry_after_ms: None,
+            })?;
+        if reply.status < 400 {
+            return Ok(reply.body);
+        }
+        Err(ApiError {
+            status: Some(reply.status),
+            error_code: error_code_of(&reply.body),
+            message: reply
+                .body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message")
+                .to_string(),
+            retry_after_ms: reply.retry_after_ms,
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, log: &CallLog) -> Result<T, ApiError> {
+        let body = self.send(Method::GET, path, None, log).await?;
+        decode(body)
+    }
+
+    async fn list_all<T: DeserializeOwned>(&self, path: &str, log: &CallLog) -> Result<Vec<T>, ApiError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
+        let mut page = 1;
+        loop {
+            let p: Page<T> = self
+                .get(&format!("{path}{sep}page={page}&pageSize={PAGE_SIZE}"), log)
+                .await?;
+            all.extend(p.data);
+            if page >= p.total_pages {
+                return Ok(all);
+            }
+            page += 1;
+        }
+    }
+
+    /// `GET /users/me`: the token's own user.
+    pub async fn me(&self, log: &CallLog) -> Result<User, ApiError> {
+        self.get("/users/me", log).await
+    }
+
+    /// `GET /users?email=`: the user with this email, if any.
+    pub async fn find_user(&self, email: &str, log: &CallLog) -> Result<Option<User>, ApiError> {
+        let path = format!("/users?email={}", urlencode(email));
+        let users: Vec<User> = self.list_all(&path, log).await?;
+        Ok(users.into_iter().find(|u| u.email.eq_ignore_ascii_case(email)))
+    }
+
+    /// `GET /users/{id}`; `None` when the user does not exist (404, errorCode 1020/1006).
+    pub async fn get_user(&self, id: i64, log: &CallLog) -> Result<Option<User>, ApiError> {
+        match self.get(&format!("/users/{id}"), log).await {
+            Ok(u) => Ok(Some(u)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The first page of users (a permission probe for checks).
+    pub async fn probe_users(&self, log: &CallLog) -> Result<(), ApiError> {
+        self.send(Method::GET, "/users?pageSize=1", None, log).await.map(drop)
+    }
+
+    /// The first page of groups (a permission probe for checks).
+    pub async fn probe_groups(&self, log: &CallLog) -> Result<(), ApiError> {
+        self.send(Method::GET, "/groups?pageSize=1", None, log).await.map(drop)
+    }
+
+    /// `GET /groups`, every page.
+    pub async fn list_groups(&self, log: &CallLog) -> Result<Vec<Group>, ApiError> {
+        self.list_all("/groups", log).await
+    }
+
+    /// `GET /groups/{id}`; `None` when the group is gone.
+    pub async fn get_group(&self, id: i64, log: &CallLog) -> Result<Option<Group>, ApiError> {
+        match self.get(&format!("/groups/{id}"), log).await {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /groups/{id}` with a new `ownerId`.
+    pub async fn set_group_owner(&self, id: i64, owner_id: i64, log: &CallLog) -> Result<(), ApiError> {
+        let body = json!({ "ownerId": owner_id });
+        self.send(Method::PUT, &format!("/groups/{id}"), Some(&body), log).await.map(drop)
+    }
+
+    /// `PUT /users/{id}` with the given role flags.
+    pub async fn set_user_roles(&self, id: i64, roles: &Value, log: &CallLog) -> Result<(), ApiError> {
+        self.send(Method::PUT, &format!("/users/{id}"), Some(roles), log).await.map(drop)
+    }
+
+    /// `DELETE /users/{id}?removeFromSharing=true[&transferTo=…&transferSheets=true]`.
+    pub async fn remove_user(&self, id: i64, transfer_to: Option<i64>, log: &CallLog) -> Result<(), ApiError> {
+        let mut path = format!("/users/{id}?removeFromSharing=true");
+        if let Some(to) = transfer_to {
+            path.push_str(&format!("&transferTo={to}&transferSheets=true"));
+        }
+        self.send(Method::DELETE, &path, None, log).await.map(drop)
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError {
+        status: Some(200),
+        error_code: None,
+        message: format!("unexpected response shape: {e}"),
+        retry_after_ms: None,
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

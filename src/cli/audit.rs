@@ -1,0 +1,139 @@
+//! `replay`, `retry` and `cancel`: the operator's tools over the audit trail.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::views::describe;
+use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
+use crate::domain::chain::{self, Link};
+use crate::domain::machine::{self, Record, State};
+use crate::runtime::definitions::stored;
+use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
+use crate::store::entities::audit;
+use crate::store::Store;
+
+fn db(e: impl std::fmt::Display) -> Failure {
+    fail(EXIT_FAILURE, format!("database: {e}"))
+}
+
+/// What replaying a trail found.
+pub struct ReplayReport {
+    /// The rebuilt state, when the trail could be folded.
+    pub rebuilt: Option<State>,
+    /// The first bad record (its `seq`) and why, if any.
+    pub problem: Option<(i32, String)>,
+}
+
+/// Verifies the chain and folds the trail through the state machine; compares the
+/// result with `stored`.
+pub fn replay_trail(trail: &[audit::Model], head: &str, definition_source: &str, stored_state: &State) -> ReplayReport {
+    let seq_of = |i: usize| trail.get(i).map(|r| r.seq).unwrap_or(0);
+    let links: Vec<Link<'_>> = trail
+        .iter()
+        .map(|r| Link { seq: r.seq, at: r.at, body: &r.body, prev_hash: &r.prev_hash, hash: &r.hash })
+        .collect();
+    if let Err((i, why)) = chain::verify(&links, head) {
+        return ReplayReport { rebuilt: None, problem: Some((seq_of(i), why)) };
+    }
+    let def = match stored(definition_source) {
+        Ok(d) => d,
+        Err(e) => return ReplayReport { rebuilt: None, problem: Some((0, format!("stored definition: {e}"))) },
+    };
+    let mut records: Vec<(DateTime<Utc>, Record)> = Vec::with_capacity(trail.len());
+    for (i, row) in trail.iter().enumerate() {
+        match serde_json::from_str::<Record>(&row.body) {
+            Ok(r) if r.kind() == row.kind => records.push((row.at, r)),
+            Ok(_) => return ReplayReport { rebuilt: None, problem: Some((seq_of(i), "kind column differs from the record".into())) },
+            Err(e) => return ReplayReport { rebuilt: None, problem: Some((seq_of(i), format!("unreadable record: {e}"))) },
+        }
+    }
+    match machine::fold(&def, &records) {
+        Err((i, v)) => ReplayReport { rebuilt: None, problem: Some((seq_of(i), format!("not a legal transition: {v}"))) },
+        Ok(rebuilt) => {
+            let problem = (rebuilt != *stored_state).then(|| {
+                (seq_of(trail.len().saturating_sub(1)), "the rebuilt state differs from the stored state".to_string())
+            });
+            ReplayReport { rebuilt: Some(rebuilt), problem }
+        }
+    }
+}
+
+/// `offboard replay`.
+pub async fn replay(store: &Store, id: &str) -> Outcome {
+    let loaded = store
+        .load(id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
+    let trail = store.trail(id).await.map_err(db)?;
+    let report = replay_trail(&trail, &loaded.row.trail_head, &loaded.definition_source, &loaded.state);
+    let steps: Vec<String> = loaded.state.steps.iter().map(|s| s.name.clone()).collect();
+    for row in &trail {
+        println!("{}", describe(row, &steps));
+    }
+    match report.problem {
+        None => {
+            let s = report.rebuilt.expect("a clean replay rebuilds a state");
+            println!(
+                "replay OK: {} records, chain intact, rebuilt state matches ({}{})",
+                trail.len(),
+                s.status.as_str(),
+                s.outcome.map(|o| format!(", {}", o.as_str())).unwrap_or_default()
+            );
+            Ok(EXIT_OK)
+        }
+        Some((seq, why)) => {
+            println!("replay MISMATCH at record {seq}: {why}");
+            Ok(EXIT_MISMATCH)
+        }
+    }
+}
+
+fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Option<State>, Failure> {
+    match result.map_err(db)? {
+        Intervened::Done(state) => Ok(Some(state)),
+        Intervened::Requested => Ok(None),
+        Intervened::Refused(why) => Err(fail(EXIT_USAGE, format!("workflow {id}: {why}"))),
+        Intervened::Unknown => Err(fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}"))),
+    }
+}
+
+/// `offboard retry`: records who asked, then runs the workflow here until it ends or
+/// waits on a long timer.
+pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
+    intervened(engine.intervene(id, by, Intervention::Retry).await, id)?;
+    println!("workflow {id}: retry recorded (by {by}); resuming at the failed step");
+    match engine.drive_to_rest(id, Duration::from_secs(300)).await.map_err(db)? {
+        Some(s) => println!(
+            "workflow {id}: {}{}",
+            s.status.as_str(),
+            s.outcome
+                .map(|o| format!(" ({})", o.as_str()))
+                .or_else(|| s.error_code.map(|c| format!(" ({c}: {})", s.error_message.clone().unwrap_or_default())))
+                .unwrap_or_default()
+        ),
+        None => println!("workflow {id}: picked up by a running `offboard serve`"),
+    }
+    Ok(EXIT_OK)
+}
+
+/// `offboard cancel`.
+pub async fn cancel(engine: &Engine, id: &str, by: &str) -> Outcome {
+    if intervened(engine.intervene(id, by, Intervention::Cancel).await, id)?.is_some() {
+        println!("workflow {id}: cancelled (by {by})");
+        return Ok(EXIT_OK);
+    }
+    println!("workflow {id}: running elsewhere; asked it to stop at the next step boundary");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let row = engine.store().get(id).await.map_err(db)?;
+        if let Some(row) = row.filter(|r| r.finished_at.is_some()) {
+            println!("workflow {id}: {}", row.state);
+            return Ok(EXIT_OK);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("workflow {id}: the cancel request stands; it takes effect at the next step boundary");
+    Ok(EXIT_OK)
+}

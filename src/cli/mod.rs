@@ -1,0 +1,415 @@
+//! The command line (CONTRACT §4). Parses arguments, loads the configuration, runs one
+//! verb and maps the result to the contract's exit codes. Usage and configuration errors
+//! print one line on stderr and exit 2.
+
+mod audit;
+mod demo;
+mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::apps::AppClient;
+use crate::codes::{self, Code};
+use crate::config::Config;
+use crate::domain::event::{self, EventType, Request};
+use crate::domain::machine::Status;
+use crate::runtime::definitions::Registry;
+use crate::runtime::engine::Engine;
+use crate::store::Store;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a runtime failure (database or broker unreachable…).
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: bad usage or configuration.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: a connection check failed.
+pub const EXIT_CHECK_FAILED: i32 = 3;
+/// Exit code: unknown workflow id or error code.
+pub const EXIT_UNKNOWN: i32 = 4;
+/// Exit code: replay found a mismatch or a broken trail.
+pub const EXIT_MISMATCH: i32 = 5;
+
+#[derive(Parser)]
+#[command(name = "offboard", version, about = "Offboards people from SaaS apps, driven by HR events")]
+struct Cli {
+    /// Configuration file (else $OFFBOARD_CONFIG, else ./offboard.toml, else defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate, declare the broker topology, consume events and run workflows until stopped.
+    Serve,
+    /// Publish one event to the broker.
+    Submit {
+        /// The person to offboard.
+        #[arg(long)]
+        email: Option<String>,
+        /// Event type.
+        #[arg(long = "type", default_value = "offboarding.requested")]
+        event_type: String,
+        /// Who receives the person's data.
+        #[arg(long)]
+        transfer_to: Option<String>,
+        /// Limit to these connections (repeatable).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
+        /// Event id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        /// Publish this CloudEvents JSON file instead.
+        #[arg(long, value_name = "EVENT.json")]
+        file: Option<PathBuf>,
+    },
+    /// Check credentials, role and plan of one connection or all.
+    Check {
+        /// Connection name.
+        connection: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workflows, newest first.
+    List {
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one workflow.
+    Show {
+        /// Workflow id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workflow's audit trail, oldest first.
+    History {
+        /// Workflow id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a workflow's state from its trail alone and compare with what is stored.
+    Replay {
+        /// Workflow id.
+        id: String,
+    },
+    /// Resume a failed workflow at the step that failed.
+    Retry {
+        /// Workflow id.
+        id: String,
+        /// Who asks (default: the OS user).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Stop a workflow that has not finished, at a step boundary.
+    Cancel {
+        /// Workflow id.
+        id: String,
+        /// Who asks (default: the OS user).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Explain an error code, or list them all.
+    Explain {
+        /// The code (e.g. SMT-100-A).
+        code: Option<String>,
+        /// List every code.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Run the whole pipeline on embedded defaults with the built-in app simulators.
+    Demo,
+}
+
+/// A verb's failure: an exit code and one line for stderr.
+pub struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn fail(code: i32, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+type Outcome = Result<i32, Failure>;
+
+/// Runs the command line; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { EXIT_USAGE } else { EXIT_OK };
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see offboard --help)");
+            return EXIT_USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Outcome {
+    if let Command::Explain { code, list } = &cli.command {
+        return explain(code.as_deref(), *list);
+    }
+    let config = Config::load(cli.config.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
+    match cli.command {
+        Command::Demo => demo::run().await,
+        Command::Serve => serve(config).await,
+        Command::Submit {
+            email,
+            event_type,
+            transfer_to,
+            connections,
+            id,
+            file,
+        } => submit(&config, email, &event_type, transfer_to, connections, id, file).await,
+        Command::Check { connection, json } => {
+            crate::telemetry::init("warn");
+            check(&config, connection.as_deref(), json).await
+        }
+        Command::List { state, json } => {
+            let state = match state {
+                None => None,
+                Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, running, retrying, completed, failed or cancelled"))
+                })?),
+            };
+            let store = open_store(&config).await?;
+            views::list(&store, state, json).await
+        }
+        Command::Show { id, json } => views::show(&open_store(&config).await?, &id, json).await,
+        Command::History { id, json } => views::history(&open_store(&config).await?, &id, json).await,
+        Command::Replay { id } => audit::replay(&open_store(&config).await?, &id).await,
+        Command::Retry { id, by } => {
+            crate::telemetry::init("warn");
+            let engine = engine(config).await?;
+            audit::retry(&engine, &id, &by.unwrap_or_else(os_user)).await
+        }
+        Command::Cancel { id, by } => {
+            let engine = engine(config).await?;
+            audit::cancel(&engine, &id, &by.unwrap_or_else(os_user)).await
+        }
+        Command::Explain { .. } => unreachable!("handled above"),
+    }
+}
+
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn open_store(config: &Config) -> Result<Store, Failure> {
+    Store::open(&config.database_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, format!("cannot open the database {}: {e}", crate::config::redact_url(&config.database_url))))
+}
+
+async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
+    let registry = Registry::load(config.workflows_dir.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
+    let store = open_store(&config).await?;
+    Ok(Arc::new(Engine::new(store, config, registry)))
+}
+
+fn explain(code: Option<&str>, list: bool) -> Outcome {
+    if list {
+        for info in codes::CATALOG {
+            println!("{:<11} {}", info.code.as_str(), info.message);
+        }
+        return Ok(EXIT_OK);
+    }
+    let Some(raw) = code else {
+        return Err(fail(EXIT_USAGE, "name a code (e.g. offboard explain SMT-100-A) or use --list"));
+    };
+    let Some(code) = Code::parse(raw) else {
+        return Err(fail(EXIT_UNKNOWN, format!("unknown code {raw:?}; offboard explain --list shows them all")));
+    };
+    print!("{}", codes::render_explain(code));
+    Ok(EXIT_OK)
+}
+
+async fn serve(config: Config) -> Outcome {
+    crate::telemetry::init("info");
+    let engine = engine(config).await?;
+    tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
+    for (name, report) in check_all(engine.config(), None).await? {
+        match &report {
+            Ok(r) => match &r.problem {
+                None => tracing::info!(connection = %name, "connection check passed"),
+                Some((code, msg)) => tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail"),
+            },
+            Err(e) => tracing::warn!(connection = %name, error = %e, "connection cannot be checked"),
+        }
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let intake = tokio::spawn(crate::intake::consume(engine.clone(), rx.clone()));
+    let outbox = tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone()));
+    let work = tokio::spawn(engine.clone().work(rx));
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = tx.send(true);
+    let _ = tokio::join!(intake, outbox, work);
+    Ok(EXIT_OK)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit(
+    config: &Config,
+    email: Option<String>,
+    event_type: &str,
+    transfer_to: Option<String>,
+    connections: Vec<String>,
+    id: Option<String>,
+    file: Option<PathBuf>,
+) -> Outcome {
+    let known: Vec<String> = config.connections.keys().cloned().collect();
+    let body = match file {
+        Some(path) => std::fs::read(&path).map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?,
+        None => {
+            let email = email.ok_or_else(|| fail(EXIT_USAGE, "--email or --file is required"))?;
+            let event_type = EventType::parse(event_type).ok_or_else(|| {
+                fail(EXIT_USAGE, format!("unknown --type {event_type:?}: use offboarding.requested or license.reclaim.requested"))
+            })?;
+            let person_email = event::valid_email(&email, "--email").map_err(|r| fail(EXIT_USAGE, r.message))?;
+            let transfer_to = transfer_to
+                .map(|t| event::valid_email(&t, "--transfer-to"))
+                .transpose()
+                .map_err(|r| fail(EXIT_USAGE, r.message))?;
+            let request = Request {
+                event_id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                source: "offboard-cli".into(),
+                event_type,
+                time: Some(chrono::Utc::now()),
+                person_email,
+                employee_id: None,
+                transfer_to,
+                connections: (!connections.is_empty()).then_some(connections),
+                not_before: None,
+                reason: None,
+            };
+            event::to_cloudevent(&request).to_string().into_bytes()
+        }
+    };
+    let request = event::parse(&body, &known).map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
+    crate::intake::submit(&config.amqp_url, &config.amqp, request.event_type.as_str(), &body)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    println!("{}", request.event_id);
+    Ok(EXIT_OK)
+}
+
+type CheckResult = Result<crate::apps::CheckReport, String>;
+
+async fn check_all(config: &Config, only: Option<&str>) -> Result<Vec<(String, CheckResult)>, Failure> {
+    if let Some(name) = only {
+        if !config.connections.contains_key(name) {
+            return Err(fail(EXIT_USAGE, format!("no connection named {name:?} in the configuration")));
+        }
+    }
+    let mut reports = Vec::new();
+    for (name, conn) in &config.connections {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let report = match AppClient::connect(name, conn) {
+            Ok(client) => Ok(client.check().await),
+            Err(e) => Err(e),
+        };
+        reports.push((name.clone(), report));
+    }
+    Ok(reports)
+}
+
+async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
+    let reports = check_all(config, only).await?;
+    let mut all_ok = true;
+    let mut out = Vec::new();
+    for (name, report) in &reports {
+        let (problem, warnings) = match report {
+            Ok(r) => (r.problem.clone(), r.warnings.clone()),
+            Err(e) => {
+                let app = config.connections[name].app;
+                let code = match app {
+                    crate::config::AppKind::Smartsheet => Code::Smt100A,
+                    crate::config::AppKind::Postman => Code::Post100A,
+                };
+                (Some((code, e.clone())), Vec::new())
+            }
+        };
+        all_ok &= problem.is_none();
+        if json {
+            out.push(serde_json::json!({
+                "connection": name,
+                "ok": problem.is_none(),
+                "error_code": problem.as_ref().map(|(c, _)| c.as_str()),
+                "message": problem.as_ref().map(|(c, m)| format!("{}: {m}", c.message())),
+                "remedy": problem.as_ref().map(|(c, _)| c.info().remedy),
+                "warnings": warnings.iter().map(|(c, m)| serde_json::json!({"code": c.as_str(), "message": format!("{}: {m}", c.message())})).collect::<Vec<_>>(),
+            }));
+        } else {
+            match &problem {
+                None => println!("{name}: OK"),
+                Some((code, detail)) => println!(
+                    "{name}: {code} {} ({detail}) -> {}",
+                    code.message(),
+                    code.info().remedy.first().copied().unwrap_or("")
+                ),
+            }
+            for (code, detail) in &warnings {
+                println!("{name}: warning {code} {} ({detail})", code.message());
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(if all_ok { EXIT_OK } else { EXIT_CHECK_FAILED })
+}

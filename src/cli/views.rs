@@ -1,0 +1,187 @@
+//! `list`, `show` and `history`: a workflow and its trail for people and for machines.
+
+use serde_json::{json, Value};
+
+use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_UNKNOWN};
+use crate::domain::machine::{Record, State, Status};
+use crate::store::entities::{audit, workflow};
+use crate::store::Store;
+
+fn db(e: sea_orm::DbErr) -> Failure {
+    fail(EXIT_FAILURE, format!("database: {e}"))
+}
+
+/// The contract's JSON object for a workflow (with `steps` when `state` is given).
+pub fn workflow_json(row: &workflow::Model, state: Option<&State>) -> Value {
+    let mut v = json!({
+        "id": row.id,
+        "event_id": row.event_id,
+        "connection": row.connection,
+        "app": row.app,
+        "type": row.event_type,
+        "person_email": row.person_email,
+        "transfer_to": row.transfer_to,
+        "state": row.state,
+        "outcome": row.outcome,
+        "error_code": row.error_code,
+        "error_message": row.error_message,
+        "created_at": row.created_at.to_rfc3339(),
+        "updated_at": row.updated_at.to_rfc3339(),
+        "finished_at": row.finished_at.map(|t| t.to_rfc3339()),
+        "wake_at": row.wake_at.map(|t| t.to_rfc3339()),
+    });
+    if let Some(state) = state {
+        v["definition"] = json!(state.definition);
+        v["steps"] = state
+            .steps
+            .iter()
+            .map(|s| json!({ "name": s.name, "state": s.state, "attempts": s.attempts, "error_code": s.error_code }))
+            .collect();
+        v["facts"] = Value::Object(state.facts.clone());
+    }
+    v
+}
+
+/// `offboard list`.
+pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcome {
+    let rows = store.list(state).await.map_err(db)?;
+    if as_json {
+        let all: Vec<Value> = rows.iter().map(|r| workflow_json(r, None)).collect();
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    if rows.is_empty() {
+        println!("no workflows");
+    }
+    for r in &rows {
+        let result = r.outcome.clone().or_else(|| r.error_code.clone()).unwrap_or_default();
+        println!(
+            "{}  {:<9} {:<10} {:<11} {:<25} {:<30} {}",
+            r.id,
+            r.state,
+            r.app,
+            result,
+            r.event_type,
+            r.person_email,
+            r.event_id
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+async fn load(store: &Store, id: &str) -> Result<(workflow::Model, State), Failure> {
+    let loaded = store
+        .load(id)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
+    Ok((loaded.row, loaded.state))
+}
+
+/// `offboard show`.
+pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
+    let (row, state) = load(store, id).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&workflow_json(&row, Some(&state))).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    println!("workflow   {}", row.id);
+    println!("event      {} ({})", row.event_id, row.event_type);
+    println!("person     {}", row.person_email);
+    if let Some(t) = &row.transfer_to {
+        println!("recipient  {t}");
+    }
+    println!("connection {} ({})", row.connection, row.app);
+    println!("definition {} v{} {}", state.definition.name, state.definition.version, &state.definition.hash[..12]);
+    println!("state      {}", row.state);
+    if let Some(o) = &row.outcome {
+        println!("outcome    {o}");
+    }
+    if let Some(c) = &row.error_code {
+        println!("error      {c}: {}", row.error_message.as_deref().unwrap_or(""));
+        println!("           run `offboard explain {c}` for the remedy");
+    }
+    if let Some(w) = row.wake_at {
+        println!("next try   {}", w.to_rfc3339());
+    }
+    println!("steps:");
+    for s in &state.steps {
+        let err = s.error_code.map(|c| format!("  {c}")).unwrap_or_default();
+        println!("  {:<18} {:<10} attempts {}{err}", s.name, serde_json::to_value(s.state).unwrap_or_default().as_str().unwrap_or(""), s.attempts);
+    }
+    Ok(EXIT_OK)
+}
+
+/// One trail record as a line for people: time, step, what happened, code.
+pub fn describe(row: &audit::Model, steps: &[String]) -> String {
+    let step_name = |i: &usize| steps.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
+    let record: Result<Record, _> = serde_json::from_str(&row.body);
+    let (step, what, code) = match record {
+        Err(_) => (String::new(), "unreadable record".to_string(), String::new()),
+        Ok(r) => match r {
+            Record::Created { request, definition, .. } => (
+                String::new(),
+                format!(
+                    "created from event {} ({} from {}) with {} v{}{}",
+                    request.event_id,
+                    request.event_type.as_str(),
+                    request.source,
+                    definition.name,
+                    definition.version,
+                    request.not_before.map(|t| format!(", not before {}", t.to_rfc3339())).unwrap_or_default()
+                ),
+                String::new(),
+            ),
+            Record::StepStarted { step, attempt } => (step_name(&step), format!("attempt {attempt} started"), String::new()),
+            Record::ApiCall { step, method, path, status, error_code, duration_ms, .. } => (
+                step_name(&step),
+                format!(
+                    "{method} {path} -> {}{} in {duration_ms} ms",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "no response".into()),
+                    error_code.map(|c| format!(" errorCode {c}")).unwrap_or_default()
+                ),
+                String::new(),
+            ),
+            Record::StepSucceeded { step, output, .. } => (step_name(&step), format!("succeeded: {}", output.summary), String::new()),
+            Record::StepFailed { step, attempt, error, retry_at, .. } => (
+                step_name(&step),
+                format!(
+                    "attempt {attempt} failed: {}{}",
+                    error.message,
+                    retry_at.map(|t| format!("; retry at {}", t.to_rfc3339())).unwrap_or_else(|| "; no retry".into())
+                ),
+                error.code.to_string(),
+            ),
+            Record::Completed { outcome } => (String::new(), format!("completed: {}", outcome.as_str()), String::new()),
+            Record::Failed { code, message } => (String::new(), format!("failed: {message}"), code.to_string()),
+            Record::Cancelled { by } => (String::new(), format!("cancelled by {by}"), String::new()),
+            Record::RetryRequested { by } => (String::new(), format!("retry requested by {by}"), String::new()),
+        },
+    };
+    format!("{:>3} {}  {:<17} {}{}", row.seq, row.at.format("%Y-%m-%d %H:%M:%S%.3f"), step, what, if code.is_empty() { String::new() } else { format!("  [{code}]") })
+}
+
+/// `offboard history`.
+pub async fn history(store: &Store, id: &str, as_json: bool) -> Outcome {
+    let (_, state) = load(store, id).await?;
+    let trail = store.trail(id).await.map_err(db)?;
+    if as_json {
+        let all: Vec<Value> = trail
+            .iter()
+            .map(|r| {
+                json!({
+                    "seq": r.seq, "at": r.at.to_rfc3339(), "kind": r.kind, "step": r.step,
+                    "record": serde_json::from_str::<Value>(&r.body).unwrap_or(Value::Null),
+                    "prev_hash": r.prev_hash, "hash": r.hash,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return Ok(EXIT_OK);
+    }
+    let steps: Vec<String> = state.steps.iter().map(|s| s.name.clone()).collect();
+    for row in &trail {
+        println!("{}", describe(row, &steps));
+    }
+    Ok(EXIT_OK)
+}

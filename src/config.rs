@@ -1,0 +1,332 @@
+//! Configuration: built-in defaults, then `offboard.toml` (`--config`, `$OFFBOARD_CONFIG`
+//! or `./offboard.toml`), then the environment (`OFFBOARD_DATABASE_URL`,
+//! `OFFBOARD_AMQP_URL`). Parsed once into typed structs. Secrets are never in the file:
+//! each connection names the environment variable that holds its token.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A secret string: `Debug` and `Display` print a placeholder, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The apps offboard can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    /// Smartsheet REST API 2.0.
+    Smartsheet,
+    /// Postman API (and its SCIM 2.0 endpoints).
+    Postman,
+}
+
+impl AppKind {
+    /// The app's name as used in configs and workflow files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppKind::Smartsheet => "smartsheet",
+            AppKind::Postman => "postman",
+        }
+    }
+}
+
+/// One configured app account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Which app.
+    pub app: AppKind,
+    /// API base URL (region-specific).
+    pub base_url: String,
+    /// The environment variable holding the API token or key.
+    pub token_env: String,
+    /// Request budget shared by every workflow on this connection.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// Per-request timeout, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_rpm() -> u32 {
+    300
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+impl ConnectionConfig {
+    /// Reads the token from the environment.
+    pub fn token(&self, name: &str) -> Result<Secret, String> {
+        match std::env::var(&self.token_env) {
+            Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            _ => Err(format!(
+                "connection {name:?}: environment variable {} is not set",
+                self.token_env
+            )),
+        }
+    }
+}
+
+/// Broker names; the defaults are the contract's.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpNames {
+    /// Topic exchange for events in and out.
+    pub exchange: String,
+    /// Quorum queue the engine consumes.
+    pub queue: String,
+    /// Fanout exchange for rejected messages.
+    pub dead_letter_exchange: String,
+    /// Queue holding rejected messages.
+    pub dead_letter_queue: String,
+    /// Unacknowledged messages in flight at once.
+    pub prefetch: u16,
+}
+
+impl Default for AmqpNames {
+    fn default() -> Self {
+        AmqpNames {
+            exchange: "offboard".into(),
+            queue: "offboard.requests".into(),
+            dead_letter_exchange: "offboard.dlx".into(),
+            dead_letter_queue: "offboard.requests.dead".into(),
+            prefetch: 16,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    database_url: Option<String>,
+    amqp_url: Option<String>,
+    workflows_dir: Option<PathBuf>,
+    max_concurrent_workflows: Option<usize>,
+    amqp: Option<AmqpNames>,
+    connections: Option<BTreeMap<String, ConnectionConfig>>,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SQLite or PostgreSQL URL.
+    pub database_url: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Broker names.
+    pub amqp: AmqpNames,
+    /// Where workflow definitions are read; the built-in ones when absent.
+    pub workflows_dir: Option<PathBuf>,
+    /// How many workflows run at once.
+    pub max_concurrent_workflows: usize,
+    /// Connections by name.
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+/// The default database: a file next to where offboard runs.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://offboard.db?mode=rwc";
+/// The default broker.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Config {
+    /// The built-in defaults: a Smartsheet and a Postman connection as in the contract.
+    pub fn defaults() -> Config {
+        let mut connections = BTreeMap::new();
+        connections.insert(
+            "smartsheet".to_string(),
+            ConnectionConfig {
+                app: AppKind::Smartsheet,
+                base_url: "https://api.smartsheet.com/2.0".into(),
+                token_env: "SMARTSHEET_TOKEN".into(),
+                requests_per_minute: 300,
+                timeout_secs: default_timeout(),
+            },
+        );
+        connections.insert(
+            "postman".to_string(),
+            ConnectionConfig {
+                app: AppKind::Postman,
+                base_url: "https://api.getpostman.com".into(),
+                token_env: "POSTMAN_API_KEY".into(),
+                requests_per_minute: 60,
+                timeout_secs: default_timeout(),
+            },
+        );
+        Config {
+            database_url: DEFAULT_DATABASE_URL.into(),
+            amqp_url: DEFAULT_AMQP_URL.into(),
+            amqp: AmqpNames::default(),
+            workflows_dir: None,
+            max_concurrent_workflows: 8,
+            connections,
+        }
+    }
+
+    /// Loads the configuration: `explicit` path, else `$OFFBOARD_CONFIG`, else
+    /// `./offboard.toml` if present, else defaults; then environment overrides.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
+        let from_env = std::env::var_os("OFFBOARD_CONFIG").map(PathBuf::from);
+        let path = match (explicit, from_env) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(p)) => Some(p),
+            (None, None) => Some(PathBuf::from("offboard.toml")).filter(|p| p.exists()),
+        };
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+                Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+            }
+            None => Config::defaults(),
+        };
+        if let Ok(url) = std::env::var("OFFBOARD_DATABASE_URL") {
+            config.database_url = url;
+        }
+        if let Ok(url) = std::env::var("OFFBOARD_AMQP_URL") {
+            config.amqp_url = url;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a config file's text over the defaults.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| one_line(e.message()))?;
+        let mut config = Config::defaults();
+        if let Some(v) = file.database_url {
+            config.database_url = v;
+        }
+        if let Some(v) = file.amqp_url {
+            config.amqp_url = v;
+        }
+        if let Some(v) = file.amqp {
+            config.amqp = v;
+        }
+        if let Some(v) = file.max_concurrent_workflows {
+            config.max_concurrent_workflows = v;
+        }
+        config.workflows_dir = file.workflows_dir;
+        if let Some(v) = file.connections {
+            config.connections = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return Err("database_url must be a sqlite:// or postgres:// URL".into());
+        }
+        if !self.amqp_url.starts_with("amqp") {
+            return Err("amqp_url must be an amqp:// or amqps:// URL".into());
+        }
+        if self.max_concurrent_workflows == 0 {
+            return Err("max_concurrent_workflows must be at least 1".into());
+        }
+        for (name, c) in &self.connections {
+            let url = url::Url::parse(&c.base_url)
+                .map_err(|_| format!("connection {name:?}: base_url is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("connection {name:?}: base_url must be http(s)"));
+            }
+            if c.requests_per_minute == 0 {
+                return Err(format!("connection {name:?}: requests_per_minute must be above 0"));
+            }
+            if c.token_env.trim().is_empty() {
+                return Err(format!("connection {name:?}: token_env is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The AMQP URL with any password replaced, for logs.
+    pub fn amqp_url_redacted(&self) -> String {
+        redact_url(&self.amqp_url)
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults() {
+        let c = Config::parse(
+            r#"
+database_url = "postgres://postgres@127.0.0.1/test"
+[connections.sheets]
+app = "smartsheet"
+base_url = "https://api.smartsheet.eu/2.0"
+token_env = "EU_TOKEN"
+requests_per_minute = 100
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1/test");
+        assert_eq!(c.connections.len(), 1);
+        assert_eq!(c.connections["sheets"].requests_per_minute, 100);
+        assert_eq!(c.amqp.queue, "offboard.requests");
+    }
+
+    #[test]
+    fn bad_files_give_one_line_errors() {
+        for bad in [
+            "database_url = 3",
+            "unknown_key = 1",
+            "[connections.x]\napp = \"jira\"\nbase_url = \"https://x\"\ntoken_env = \"T\"",
+            "[connections.x]\napp = \"postman\"\nbase_url = \"ftp://x\"\ntoken_env = \"T\"",
+            "database_url = \"mysql://x\"",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_passwords_stay_hidden() {
+        assert_eq!(format!("{:?}", Secret::new("tok-123")), "Secret(***)");
+        assert_eq!(
+            redact_url("amqp://guest:hunter2@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+    }
+}

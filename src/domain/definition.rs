@@ -1,0 +1,180 @@
+//! Declarative workflow definitions: the TOML files in `workflows/`, one per
+//! (app, event type). A definition is an ordered list of steps, each naming an action and
+//! its retry policy. Every workflow records the name, version and content hash of the
+//! definition it started with and is run (and replayed) with that one to the end.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::event::EventType;
+use super::retry::{RetryOverride, RetryPolicy};
+use super::step::Outcome;
+
+/// One step of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    /// The step's name, unique in its workflow (shown in `show` and `history`).
+    pub name: String,
+    /// The action performed, `app.action` (e.g. `smartsheet.find_user`).
+    pub action: String,
+    /// Overrides of the workflow's default retry policy.
+    #[serde(default)]
+    pub retry: RetryOverride,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionFile {
+    name: String,
+    version: u32,
+    app: String,
+    event_type: EventType,
+    outcome: Outcome,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    retry: RetryPolicy,
+    steps: Vec<StepDef>,
+}
+
+/// A loaded, validated definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Definition {
+    /// E.g. `smartsheet-offboard`.
+    pub name: String,
+    /// Bumped by hand when the steps change meaning.
+    pub version: u32,
+    /// The app the steps talk to (`smartsheet`, `postman`).
+    pub app: String,
+    /// The event type this definition handles.
+    pub event_type: EventType,
+    /// The outcome when every step succeeds.
+    pub outcome: Outcome,
+    /// What the workflow does, for people.
+    pub description: String,
+    /// The steps, in order.
+    pub steps: Vec<StepDef>,
+    /// The default retry policy.
+    pub retry: RetryPolicy,
+    /// SHA-256 of the file's bytes, hex.
+    pub hash: String,
+    /// The file's text, kept so a workflow can be resumed or replayed with it later.
+    pub source: String,
+}
+
+/// Names a definition version; stored with every workflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionRef {
+    /// Definition name.
+    pub name: String,
+    /// Definition version.
+    pub version: u32,
+    /// Content hash.
+    pub hash: String,
+}
+
+impl Definition {
+    /// Parses and validates a definition; `known_action` says whether an action exists.
+    pub fn parse(source: &str, known_action: impl Fn(&str) -> bool) -> Result<Self, String> {
+        let file: DefinitionFile = toml::from_str(source).map_err(|e| e.message().to_string())?;
+        if file.steps.is_empty() {
+            return Err("a workflow needs at least one step".into());
+        }
+        file.retry
+            .validate()
+            .map_err(|e| format!("default retry policy: {e}"))?;
+        for (i, step) in file.steps.iter().enumerate() {
+            if file.steps[..i].iter().any(|s| s.name == step.name) {
+                return Err(format!("step name {:?} is used twice", step.name));
+            }
+            if !step.action.starts_with(&format!("{}.", file.app)) || !known_action(&step.action) {
+                return Err(format!(
+                    "step {:?}: unknown action {:?} for app {:?}",
+                    step.name, step.action, file.app
+                ));
+            }
+            file.retry
+                .with(&step.retry)
+                .validate()
+                .map_err(|e| format!("step {:?} retry policy: {e}", step.name))?;
+        }
+        Ok(Definition {
+            name: file.name,
+            version: file.version,
+            app: file.app,
+            event_type: file.event_type,
+            outcome: file.outcome,
+            description: file.description,
+            retry: file.retry,
+            steps: file.steps,
+            hash: hex::encode(Sha256::digest(source.as_bytes())),
+            source: source.to_string(),
+        })
+    }
+
+    /// The retry policy of step `index`.
+    pub fn policy(&self, index: usize) -> RetryPolicy {
+        self.retry.with(&self.steps[index].retry)
+    }
+
+    /// The reference stored with a workflow.
+    pub fn reference(&self) -> DefinitionRef {
+        DefinitionRef {
+            name: self.name.clone(),
+            version: self.version,
+            hash: self.hash.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+name = "x-offboard"
+version = 3
+app = "x"
+event_type = "offboarding.requested"
+outcome = "removed"
+[retry]
+initial_interval_ms = 10
+multiplier = 2.0
+max_interval_ms = 100
+max_attempts = 3
+jitter = 0.0
+[[steps]]
+name = "find"
+action = "x.find"
+[[steps]]
+name = "remove"
+action = "x.remove"
+retry = { max_attempts = 7 }
+"#;
+
+    fn known(a: &str) -> bool {
+        ["x.find", "x.remove"].contains(&a)
+    }
+
+    #[test]
+    fn parses_steps_policies_and_hash() {
+        let d = Definition::parse(SAMPLE, known).unwrap();
+        assert_eq!(d.steps.len(), 2);
+        assert_eq!(d.policy(0).max_attempts, 3);
+        assert_eq!(d.policy(1).max_attempts, 7);
+        assert_eq!(d.hash.len(), 64);
+        let other = Definition::parse(&SAMPLE.replace("version = 3", "version = 4"), known);
+        assert_ne!(other.unwrap().hash, d.hash);
+    }
+
+    #[test]
+    fn refuses_unknown_actions_and_bad_policies() {
+        let unknown = SAMPLE.replace("x.remove\"", "x.delete_everything\"");
+        assert!(Definition::parse(&unknown, known).unwrap_err().contains("unknown action"));
+        let bad = SAMPLE.replace("max_attempts = 7", "max_attempts = 0");
+        assert!(Definition::parse(&bad, known).unwrap_err().contains("max_attempts"));
+        let dup = SAMPLE.replace("name = \"remove\"", "name = \"find\"");
+        assert!(Definition::parse(&dup, known).unwrap_err().contains("twice"));
+    }
+}

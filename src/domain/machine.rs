@@ -1,0 +1,548 @@
+//! The workflow state machine, free of I/O.
+//!
+//! A workflow's history is a list of [`Record`]s, its audit trail. [`apply`] folds one
+//! record into the [`State`], refusing any record that is not a legal next step; [`next`]
+//! says what to do in a state; [`step_result`] turns an action's result into the record
+//! to append (choosing the retry time from the step's policy). The runner persists every
+//! record before acting on it, and `offboard replay` folds the stored trail through the
+//! same [`apply`] to rebuild the state.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::definition::{Definition, DefinitionRef};
+use super::event::EventType;
+use super::step::{Outcome, StepError, StepOutput};
+use crate::codes::Code;
+
+/// What one workflow is asked to do: one event on one connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRequest {
+    /// The event id (idempotency key).
+    pub event_id: String,
+    /// Who sent the event (its CloudEvents `source`).
+    pub source: String,
+    /// The event's own `time`, when given.
+    pub event_time: Option<DateTime<Utc>>,
+    /// Offboarding or license reclaim.
+    pub event_type: EventType,
+    /// The configured connection name.
+    pub connection: String,
+    /// The app behind the connection.
+    pub app: String,
+    /// The person leaving.
+    pub person_email: String,
+    /// Who receives their data.
+    pub transfer_to: Option<String>,
+    /// Do nothing before this time.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// Where a workflow stands (the contract's `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not started (or waiting for `not_before`, or resumed by `retry`).
+    Pending,
+    /// A step is in progress.
+    Running,
+    /// A step failed and waits for its retry timer.
+    Retrying,
+    /// Done; see the outcome.
+    Completed,
+    /// Stopped with an error code.
+    Failed,
+    /// Stopped by an operator.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status.
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Running,
+        Status::Retrying,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    /// The contract's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the contract's spelling.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether nothing more will happen without an operator.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// Where one step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// Not reached yet.
+    Pending,
+    /// An attempt is in progress (or was, when the process died).
+    Running,
+    /// Done.
+    Succeeded,
+    /// The last attempt failed.
+    Failed,
+    /// Not needed (an earlier step finished the workflow).
+    Skipped,
+}
+
+/// One step's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepStatus {
+    /// The step's name from the definition.
+    pub name: String,
+    /// Where it stands.
+    pub state: StepState,
+    /// Attempts made so far, over every retry.
+    pub attempts: u32,
+    /// Attempts made before the last operator `retry`; the policy counts from here.
+    pub attempts_before_retry: u32,
+    /// The code of the last failure.
+    pub error_code: Option<Code>,
+}
+
+/// A workflow's whole state; what `fold`ing its trail yields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// What was asked.
+    pub request: WorkflowRequest,
+    /// The definition it runs with, to the end.
+    pub definition: DefinitionRef,
+    /// Where it stands.
+    pub status: Status,
+    /// Each step's progress.
+    pub steps: Vec<StepStatus>,
+    /// Index of the step to run next (`steps.len()` when all are done).
+    pub current: usize,
+    /// What steps learned, for later steps and for evidence.
+    pub facts: Map<String, Value>,
+    /// Set by a step that ends the workflow early.
+    pub finish_with: Option<Outcome>,
+    /// How it ended, when completed.
+    pub outcome: Option<Outcome>,
+    /// Why it failed.
+    pub error_code: Option<Code>,
+    /// Why it failed, in words.
+    pub error_message: Option<String>,
+    /// Nothing happens before this time (`not_before` or a retry timer).
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// The workflow was created from an event.
+    Created {
+        /// What was asked.
+        request: WorkflowRequest,
+        /// The definition version it runs with.
+        definition: DefinitionRef,
+        /// The step names, in order.
+        steps: Vec<String>,
+    },
+    /// An attempt of a step begins: written before any call it makes.
+    StepStarted {
+        /// Step index.
+        step: usize,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// One HTTP call made by a step (evidence; changes no state).
+    ApiCall {
+        /// Step index.
+        step: usize,
+        /// Attempt number.
+        attempt: u32,
+        /// HTTP method.
+        method: String,
+        /// Path and query, with no secret in it.
+        path: String,
+        /// HTTP status, when a response came.
+        status: Option<u16>,
+        /// The app's own error code, when it sent one.
+        error_code: Option<i64>,
+        /// Time taken.
+        duration_ms: u64,
+    },
+    /// A step attempt succeeded.
+    StepSucceeded {
+        /// Step index.
+        step: usize,
+        /// Attempt number.
+        attempt: u32,
+        /// What it learned and did.
+        output: StepOutput,
+    },
+    /// A step attempt failed.
+    StepFailed {
+        /// Step index.
+        step: usize,
+        /// Attempt number.
+        attempt: u32,
+        /// The error.
+        error: StepError,
+        /// The random draw used for jitter, kept so replay recomputes the same timer.
+        jitter: f64,
+        /// When the next attempt is due; `None` when there is none.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Every step is done.
+    Completed {
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// Stopped with an error.
+    Failed {
+        /// The code.
+        code: Code,
+        /// The message.
+        message: String,
+    },
+    /// Stopped by an operator.
+    Cancelled {
+        /// Who asked.
+        by: String,
+    },
+    /// An operator resumed a failed workflow at the step that failed.
+    RetryRequested {
+        /// Who asked.
+        by: String,
+    },
+}
+
+impl Record {
+    /// The `kind` name stored in the audit table.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Created { .. } => "created",
+            Record::StepStarted { .. } => "step_started",
+            Record::ApiCall { .. } => "api_call",
+            Record::StepSucceeded { .. } => "step_succeeded",
+            Record::StepFailed { .. } => "step_failed",
+            Record::Completed { .. } => "completed",
+            Record::Failed { .. } => "failed",
+            Record::Cancelled { .. } => "cancelled",
+            Record::RetryRequested { .. } => "retry_requested",
+        }
+    }
+
+    /// The step the record is about, if any.
+    pub fn step(&self) -> Option<usize> {
+        match self {
+            Record::StepStarted { step, .. }
+            | Record::ApiCall { step, .. }
+            | Record::StepSucceeded { step, .. }
+            | Record::StepFailed { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+}
+
+/// What the runner should do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Nothing: the workflow is final.
+    Done,
+    /// Wait until this time (durably), then ask again.
+    Sleep(DateTime<Utc>),
+    /// Run this attempt of this step.
+    Run {
+        /// Step index.
+        step: usize,
+        /// Attempt number to record.
+        attempt: u32,
+    },
+    /// Append `Completed` with this outcome.
+    Complete(Outcome),
+    /// Append `Failed` with this code and message.
+    Fail(Code, String),
+}
+
+/// Says what the runner does next in `state`.
+pub fn next(state: &State, def: &Definition, now: DateTime<Utc>) -> Next {
+    if state.status.is_final() {
+        return Next::Done;
+    }
+    if let Some(at) = state.wake_at {
+        if at > now {
+            return Next::Sleep(at);
+        }
+    }
+    if state.current >= state.steps.len() {
+        return Next::Complete(state.finish_with.unwrap_or(def.outcome));
+    }
+    let step = &state.steps[state.current];
+    if let (StepState::Failed, Status::Running, Some(code)) =
+        (step.state, state.status, state.error_code)
+    {
+        // The last attempt failed with no retry left: the workflow fails with its code.
+        let message = state
+            .error_message
+            .clone()
+            .unwrap_or_else(|| code.message().to_string());
+        return Next::Fail(code, message);
+    }
+    Next::Run {
+        step: state.current,
+        attempt: step.attempts + 1,
+    }
+}
+
+/// Turns an action's result into the record to append. `jitter` is a random draw in [0, 1).
+pub fn step_result(
+    state: &State,
+    def: &Definition,
+    step: usize,
+    attempt: u32,
+    result: Result<StepOutput, StepError>,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Record {
+    match result {
+        Ok(output) => Record::StepSucceeded {
+            step,
+            attempt,
+            output,
+        },
+        Err(error) => {
+            let retry_at = retry_time(state, def, step, attempt, &error, now, jitter);
+            Record::StepFailed {
+                step,
+                attempt,
+                error,
+                jitter,
+                retry_at,
+            }
+        }
+    }
+}
+
+fn retry_time(
+    state: &State,
+    def: &Definition,
+    step: usize,
+    attempt: u32,
+    error: &StepError,
+    at: DateTime<Utc>,
+    jitter: f64,
+) -> Option<DateTime<Utc>> {
+    if !error.retryable {
+        return None;
+    }
+    let counted = attempt.saturating_sub(state.steps[step].attempts_before_retry);
+    let delay = def
+        .policy(step)
+        .delay_after(counted, jitter, error.retry_after_ms)?;
+    Some(at + chrono::Duration::from_std(delay).ok()?)
+}
+
+/// Why a record cannot follow the state it was applied to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn violation<T>(text: impl Into<String>) -> Result<T, Violation> {
+    Err(Violation(text.into()))
+}
+
+/// Starts a state from the first record, which must be `Created`.
+pub fn create(record: &Record) -> Result<State, Violation> {
+    let Record::Created {
+        request,
+        definition,
+        steps,
+    } = record
+    else {
+        return violation("the trail does not start with `created`");
+    };
+    Ok(State {
+        request: request.clone(),
+        definition: definition.clone(),
+        status: Status::Pending,
+        steps: steps
+            .iter()
+            .map(|name| StepStatus {
+                name: name.clone(),
+                state: StepState::Pending,
+                attempts: 0,
+                attempts_before_retry: 0,
+                error_code: None,
+            })
+            .collect(),
+        current: 0,
+        facts: Map::new(),
+        finish_with: None,
+        outcome: None,
+        error_code: None,
+        error_message: None,
+        wake_at: request.not_before,
+    })
+}
+
+/// Folds one record, written at `at`, into the state; refuses records that cannot follow.
+pub fn apply(
+    state: &State,
+    def: &Definition,
+    record: &Record,
+    at: DateTime<Utc>,
+) -> Result<State, Violation> {
+    let mut s = state.clone();
+    if s.status.is_final() && !matches!(record, Record::RetryRequested { .. }) {
+        return violation(format!("`{}` after the workflow ended", record.kind()));
+    }
+    if let Some(step) = record.step() {
+        if step != s.current || step >= s.steps.len() {
+            return violation(format!("`{}` names step {step}, the current one is {}", record.kind(), s.current));
+        }
+    }
+    match record {
+        Record::Created { .. } => return violation("a second `created`"),
+        Record::StepStarted { step, attempt } => {
+            let st = &mut s.steps[*step];
+            if *attempt != st.attempts + 1 {
+                return violation(format!("attempt {attempt} after {}", st.attempts));
+            }
+            if s.wake_at.is_some_and(|w| w > at) {
+                return violation("a step started before its timer was due");
+            }
+            st.state = StepState::Running;
+            st.attempts = *attempt;
+            s.status = Status::Running;
+            s.wake_at = None;
+        }
+        Record::ApiCall { attempt, step, .. } => {
+            running(&s, *step, *attempt)?;
+        }
+        Record::StepSucceeded {
+            step,
+            attempt,
+            output,
+        } => {
+            running(&s, *step, *attempt)?;
+            let st = &mut s.steps[*step];
+            st.state = StepState::Succeeded;
+            st.error_code = None;
+            s.error_code = None;
+            s.error_message = None;
+            for (k, v) in &output.facts {
+                s.facts.insert(k.clone(), v.clone());
+            }
+            s.current += 1;
+            if let Some(outcome) = output.finish_with {
+                s.finish_with = Some(outcome);
+                for rest in &mut s.steps[s.current..] {
+                    rest.state = StepState::Skipped;
+                }
+                s.current = s.steps.len();
+            }
+        }
+        Record::StepFailed {
+            step,
+            attempt,
+            error,
+            jitter,
+            retry_at,
+        } => {
+            running(&s, *step, *attempt)?;
+            let expected = retry_time(&s, def, *step, *attempt, error, at, *jitter);
+            if expected != *retry_at {
+                return violation(format!(
+                    "retry time {retry_at:?} differs from the policy's {expected:?}"
+                ));
+            }
+            let st = &mut s.steps[*step];
+            st.state = StepState::Failed;
+            st.error_code = Some(error.code);
+            s.error_code = Some(error.code);
+            s.error_message = Some(error.message.clone());
+            if retry_at.is_some() {
+                s.status = Status::Retrying;
+                s.wake_at = *retry_at;
+            }
+        }
+        Record::Completed { outcome } => {
+            if next(&s, def, at) != Next::Complete(*outcome) {
+                return violation(format!("`completed` ({}) before the steps were done", outcome.as_str()));
+            }
+            s.status = Status::Completed;
+            s.outcome = Some(*outcome);
+            s.error_message = None;
+        }
+        Record::Failed { code, message } => {
+            if !matches!(next(&s, def, at), Next::Fail(c, _) if c == *code) {
+                return violation(format!("`failed` with {code} does not follow a final step failure"));
+            }
+            s.status = Status::Failed;
+            s.error_code = Some(*code);
+            s.error_message = Some(message.clone());
+        }
+        Record::Cancelled { .. } => {
+            s.status = Status::Cancelled;
+            s.wake_at = None;
+        }
+        Record::RetryRequested { .. } => {
+            if s.status != Status::Failed {
+                return violation("`retry_requested` for a workflow that has not failed");
+            }
+            let st = &mut s.steps[s.current];
+            st.state = StepState::Pending;
+            st.attempts_before_retry = st.attempts;
+            s.status = Status::Pending;
+            s.error_code = None;
+            s.error_message = None;
+        }
+    }
+    Ok(s)
+}
+
+fn running(s: &State, step: usize, attempt: u32) -> Result<(), Violation> {
+    let st = &s.steps[step];
+    if st.state != StepState::Running || st.attempts != attempt {
+        return violation(format!(
+            "step {step} attempt {attempt} is not the one running"
+        ));
+    }
+    Ok(())
+}
+
+/// Rebuilds a state from a whole trail; on a bad record, says which (0-based) and why.
+pub fn fold(
+    def: &Definition,
+    trail: &[(DateTime<Utc>, Record)],
+) -> Result<State, (usize, Violation)> {
+    let Some(((_, first), rest)) = trail.split_first() else {
+        return Err((0, Violation("the trail is empty".into())));
+    };
+    let mut state = create(first).map_err(|v| (0, v))?;
+    for (i, (at, record)) in rest.iter().enumerate() {
+        state = apply(&state, def, record, *at).map_err(|v| (i + 1, v))?;
+    }
+    Ok(state)
+}

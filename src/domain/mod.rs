@@ -1,0 +1,16 @@
+//! The pure core: everything here is data and functions over data. No tokio, lapin,
+//! sea-orm or reqwest: the same code runs a workflow live and replays it from its trail.
+//!
+//! - [`event`]: turn an incoming CloudEvent into a [`event::Request`] or a coded rejection.
+//! - [`chain`]: the audit trail's SHA-256 hash chain.
+//! - [`definition`]: parse and validate the declarative workflow files in `workflows/`.
+//! - [`retry`]: a step's retry policy and the delays it yields.
+//! - [`step`]: what an action returns: [`step::StepOutput`] or [`step::StepError`].
+//! - [`machine`]: the workflow state machine: trail records, `apply`, `next`.
+
+pub mod chain;
+pub mod definition;
+pub mod event;
+pub mod machine;
+pub mod retry;
+pub mod step;

@@ -1,0 +1,22 @@
+//! offboard: an event-driven workflow engine that takes people out of SaaS apps when they
+//! leave a company or no longer need a paid seat.
+//!
+//! # Layout
+//! - [`domain`]: the pure core (events, definitions, retry policy, state machine, hash
+//!   chain). No I/O.
+//! - [`runtime`]: the engine that drives workflows and persists every transition.
+//! - [`intake`]: RabbitMQ topology, consumer, dead letters, outbound events.
+//! - [`store`]: sea-orm persistence (SQLite or PostgreSQL).
+//! - [`apps`]: one module per app (client, actions, error codes, check, simulator).
+//! - [`codes`]: the error-code catalog.
+//! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
+
+pub mod apps;
+pub mod cli;
+pub mod codes;
+pub mod config;
+pub mod domain;
+pub mod intake;
+pub mod runtime;
+pub mod store;
+pub mod telemetry;
