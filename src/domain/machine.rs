@@ -546,3 +546,191 @@ pub fn fold(
     }
     Ok(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::step::Outcome;
+
+    const DEF: &str = r#"
+name = "t"
+version = 1
+app = "t"
+event_type = "offboarding.requested"
+outcome = "removed"
+[retry]
+initial_interval_ms = 1000
+multiplier = 2.0
+max_interval_ms = 10000
+max_attempts = 3
+jitter = 0.5
+[[steps]]
+name = "find"
+action = "t.find"
+[[steps]]
+name = "remove"
+action = "t.remove"
+"#;
+
+    fn def() -> Definition {
+        Definition::parse(DEF, |_| true).unwrap()
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn created(not_before: Option<DateTime<Utc>>) -> Record {
+        Record::Created {
+            request: WorkflowRequest {
+                event_id: "e1".into(),
+                source: "test".into(),
+                event_time: None,
+                event_type: EventType::Offboarding,
+                connection: "c".into(),
+                app: "t".into(),
+                person_email: "a@b.co".into(),
+                transfer_to: None,
+                not_before,
+            },
+            definition: def().reference(),
+            steps: vec!["find".into(), "remove".into()],
+        }
+    }
+
+    /// Drives a workflow with scripted action results, as the runner would, and returns
+    /// the trail it wrote.
+    fn drive(results: Vec<Result<StepOutput, StepError>>) -> Vec<(DateTime<Utc>, Record)> {
+        let d = def();
+        let first = created(None);
+        let mut state = create(&first).unwrap();
+        let mut trail = vec![(t(0), first)];
+        let mut results = results.into_iter();
+        let mut now = t(1);
+        loop {
+            let record = match next(&state, &d, now) {
+                Next::Done => return trail,
+                Next::Sleep(at) => {
+                    now = at;
+                    continue;
+                }
+                Next::Complete(outcome) => Record::Completed { outcome },
+                Next::Fail(code, message) => Record::Failed { code, message },
+                Next::Run { step, attempt } => {
+                    let started = Record::StepStarted { step, attempt };
+                    state = apply(&state, &d, &started, now).unwrap();
+                    trail.push((now, started));
+                    let result = results.next().expect("a scripted result");
+                    step_result(&state, &d, step, attempt, result, now, 0.5)
+                }
+            };
+            state = apply(&state, &d, &record, now).unwrap();
+            trail.push((now, record));
+            now += chrono::Duration::seconds(1);
+        }
+    }
+
+    fn kinds(trail: &[(DateTime<Utc>, Record)]) -> Vec<&'static str> {
+        trail.iter().map(|(_, r)| r.kind()).collect()
+    }
+
+    fn transient() -> Result<StepOutput, StepError> {
+        Err(StepError::transient(Code::Smt190B, "503", None))
+    }
+
+    #[test]
+    fn every_step_in_order_then_the_definition_outcome() {
+        let trail = drive(vec![Ok(StepOutput::summary("found")), Ok(StepOutput::summary("gone"))]);
+        assert_eq!(
+            kinds(&trail),
+            ["created", "step_started", "step_succeeded", "step_started", "step_succeeded", "completed"]
+        );
+        let state = fold(&def(), &trail).unwrap();
+        assert_eq!(state.status, Status::Completed);
+        assert_eq!(state.outcome, Some(Outcome::Removed));
+    }
+
+    #[test]
+    fn an_early_finish_skips_the_rest() {
+        let absent = StepOutput {
+            finish_with: Some(Outcome::Absent),
+            ..StepOutput::summary("nobody")
+        };
+        let trail = drive(vec![Ok(absent)]);
+        let state = fold(&def(), &trail).unwrap();
+        assert_eq!(state.outcome, Some(Outcome::Absent));
+        assert_eq!(state.steps[1].state, StepState::Skipped);
+    }
+
+    #[test]
+    fn transient_errors_retry_on_the_policy_timer_then_succeed() {
+        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), transient(), Ok(StepOutput::summary("gone"))]);
+        let state = fold(&def(), &trail).unwrap();
+        assert_eq!(state.status, Status::Completed);
+        assert_eq!(state.steps[1].attempts, 3);
+        let delays: Vec<i64> = trail
+            .iter()
+            .filter_map(|(at, r)| match r {
+                Record::StepFailed { retry_at: Some(when), .. } => Some((*when - *at).num_milliseconds()),
+                _ => None,
+            })
+            .collect();
+        // 1 s then 2 s, each plus half the 0.5 jitter (0.5 × 0.5 = 25 %).
+        assert_eq!(delays, vec![1250, 2500]);
+    }
+
+    #[test]
+    fn exhausted_attempts_fail_with_the_errors_code() {
+        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), transient(), transient()]);
+        let state = fold(&def(), &trail).unwrap();
+        assert_eq!(state.status, Status::Failed);
+        assert_eq!(state.error_code, Some(Code::Smt190B));
+        assert_eq!(kinds(&trail).last(), Some(&"failed"));
+    }
+
+    #[test]
+    fn fatal_errors_fail_at_once_and_retry_resumes_the_failed_step() {
+        let d = def();
+        let mut trail = drive(vec![Err(StepError::fatal(Code::Smt100B, "expired"))]);
+        let state = fold(&d, &trail).unwrap();
+        assert_eq!((state.status, state.error_code), (Status::Failed, Some(Code::Smt100B)));
+        trail.push((t(100), Record::RetryRequested { by: "ops".into() }));
+        let state = fold(&d, &trail).unwrap();
+        assert_eq!(next(&state, &d, t(100)), Next::Run { step: 0, attempt: 2 });
+    }
+
+    #[test]
+    fn not_before_holds_the_first_step() {
+        let d = def();
+        let state = create(&created(Some(t(60)))).unwrap();
+        assert_eq!(next(&state, &d, t(0)), Next::Sleep(t(60)));
+        assert_eq!(next(&state, &d, t(60)), Next::Run { step: 0, attempt: 1 });
+        let early = apply(&state, &d, &Record::StepStarted { step: 0, attempt: 1 }, t(10));
+        assert!(early.is_err());
+    }
+
+    #[test]
+    fn illegal_records_are_refused() {
+        let d = def();
+        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), Ok(StepOutput::summary("gone"))]);
+        // A forged retry time.
+        let mut forged = trail.clone();
+        for (_, r) in forged.iter_mut() {
+            if let Record::StepFailed { retry_at, .. } = r {
+                *retry_at = retry_at.map(|t| t + chrono::Duration::seconds(1));
+            }
+        }
+        assert!(fold(&d, &forged).is_err());
+        // A step skipped.
+        let mut skipped = trail.clone();
+        skipped.remove(2);
+        assert_eq!(fold(&d, &skipped).unwrap_err().0, 2);
+        // Anything after the end.
+        let mut after = trail.clone();
+        after.push((t(999), Record::Cancelled { by: "x".into() }));
+        assert!(fold(&d, &after).is_err());
+        // Completion before the steps are done.
+        let early = vec![trail[0].clone(), (t(1), Record::Completed { outcome: Outcome::Removed })];
+        assert!(fold(&d, &early).is_err());
+    }
+}

@@ -1,0 +1,2220 @@
+//! A fake Postman API (with its SCIM 2.0 endpoints) that runs inside the test process.
+//!
+//! [`PostmanSim`] binds an axum server to a random local port and answers the endpoints
+//! the Postman connector uses, from an in-memory team:
+//!
+//! | endpoint | what the simulator does |
+//! |---|---|
+//! | `GET /me` | the key's user, its team (`teamId`, `teamName`, `teamDomain`) and team roles |
+//! | `GET /users`, `GET /users/{id}` | active team members (`{"data": [...]}`) |
+//! | `GET /workspaces` | workspaces the caller can see; `limit` (≤ 100) + `cursor` / `meta.nextCursor` paging |
+//! | `GET /workspaces/{id}/roles` | `{"roles": [{"id", "displayName", "user": [...]}]}`; `include=scim` gives SCIM ids |
+//! | `PATCH /workspaces/{id}/roles` | `add` / `remove` operations on `/user` (role `1` Viewer, `2` Editor, `3` Admin); `identifierType: scim` header |
+//! | `GET /audit/logs` | `{"trails": [...]}` filtered by `userId`, `action`, `since`, `until`; `limit` ≤ 300, `cursor`, `orderBy` |
+//! | `GET /accounts` | billing account with `slots` (seats `total`, `consumed`, `available`) |
+//! | `GET /scim/v2/Users` | `ListResponse` with `startIndex` / `count` paging and `userName eq "…"` / `active eq …` filters |
+//! | `GET`, `PATCH /scim/v2/Users/{id}` | one SCIM user; `replace` of `active` deactivates or reactivates |
+//!
+//! Every endpoint except SCIM takes the API key in `X-Api-Key`; SCIM takes a SCIM API
+//! key as `Authorization: Bearer …`, as Postman documents. Errors come in the shapes the
+//! real API uses: `{"error": {"name", "message"}}`, problem+json
+//! (`{"type", "title", "detail", "status"}`) and SCIM's `{"schemas", "detail", "status"}`.
+//! Responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`;
+//! a 429 adds `Retry-After`, `RetryAfter` and `X-RateLimit-RetryAfter`.
+//!
+//! Tests bend reality on purpose with switches (wrong, expired or revoked keys, no access
+//! to users, workspaces, roles or audit logs, a team without the Enterprise plan, SCIM
+//! turned off, a deleted team, a rate limit, small pages) and with injected [`Fault`]s
+//! (error replies, slow replies, connections closed without a reply) for the next N
+//! matching calls. Every request lands in a call log ([`PostmanSim::calls`]).
+//!
+//! Modelling choices where Postman documents nothing: a SCIM-deactivated member leaves
+//! `GET /users` and every workspace's role list, but the simulator keeps their roles so a
+//! reactivation restores them; an API key whose owner is deactivated stops working.
+//! `offboard demo` fills the team with [`PostmanSim::seed_demo`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
+use axum::{Extension, Json, Router};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------
+// Public data types
+// ---------------------------------------------------------------------------
+
+/// Workspace role id of a Viewer.
+pub const ROLE_VIEWER: &str = "1";
+/// Workspace role id of an Editor.
+pub const ROLE_EDITOR: &str = "2";
+/// Workspace role id of an Admin.
+pub const ROLE_ADMIN: &str = "3";
+
+/// A member of the simulated team, with the SCIM identity that goes with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimMember {
+    /// Postman user id (assigned by [`PostmanSim::add_member`] when 0).
+    pub id: i64,
+    /// Email; also the SCIM `userName`.
+    pub email: String,
+    /// Full name.
+    pub name: String,
+    /// Postman username.
+    pub username: String,
+    /// Team roles as `GET /users` reports them (`admin`, `user`, `billing`, …).
+    pub roles: Vec<String>,
+    /// When the member joined (ISO 8601).
+    pub joined_at: String,
+    /// SCIM `active`: an inactive member is deactivated and no longer in the team.
+    pub active: bool,
+    /// SCIM id (assigned by [`PostmanSim::add_member`] when empty).
+    pub scim_id: String,
+    /// SCIM `externalId`, when the identity provider set one.
+    pub external_id: Option<String>,
+}
+
+impl SimMember {
+    /// An active member with the `user` role; id and SCIM id are assigned when added.
+    pub fn new(email: &str) -> Self {
+        let local = email.split('@').next().unwrap_or(email);
+        let name = local
+            .split(['.', '_', '-'])
+            .filter(|s| !s.is_empty())
+            .map(capitalize)
+            .collect::<Vec<_>>()
+            .join(" ");
+        SimMember {
+            id: 0,
+            email: email.to_string(),
+            name,
+            username: local.replace(['.', '_'], "-").to_ascii_lowercase(),
+            roles: vec!["user".to_string()],
+            joined_at: "2023-03-01T09:00:00.000Z".to_string(),
+            active: true,
+            scim_id: String::new(),
+            external_id: None,
+        }
+    }
+
+    /// The same member with these team roles.
+    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+        self.roles = roles.iter().map(|r| r.to_string()).collect();
+        self
+    }
+}
+
+/// A workspace of the simulated team.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimWorkspace {
+    /// Workspace id (assigned by [`PostmanSim::add_workspace`] when empty).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `team` or `personal`.
+    pub kind: String,
+    /// `team`, `private`, `public`, `partner` or `personal`.
+    pub visibility: String,
+    /// User id of the creator.
+    pub created_by: i64,
+    /// Each user's workspace role id (`1` Viewer, `2` Editor, `3` Admin).
+    pub user_roles: BTreeMap<i64, String>,
+}
+
+impl SimWorkspace {
+    /// A team workspace visible to the whole team, created by `created_by`, who is its Admin.
+    pub fn team(name: &str, created_by: i64) -> Self {
+        SimWorkspace {
+            id: String::new(),
+            name: name.to_string(),
+            kind: "team".to_string(),
+            visibility: "team".to_string(),
+            created_by,
+            user_roles: BTreeMap::from([(created_by, ROLE_ADMIN.to_string())]),
+        }
+    }
+
+    /// A personal workspace of `owner` (roles cannot be changed there).
+    pub fn personal(name: &str, owner: i64) -> Self {
+        SimWorkspace {
+            id: String::new(),
+            name: name.to_string(),
+            kind: "personal".to_string(),
+            visibility: "personal".to_string(),
+            created_by: owner,
+            user_roles: BTreeMap::from([(owner, ROLE_ADMIN.to_string())]),
+        }
+    }
+
+    /// The same workspace with another visibility (`private`, `public`, `partner`…).
+    pub fn visibility(mut self, visibility: &str) -> Self {
+        self.visibility = visibility.to_string();
+        self
+    }
+
+    /// The same workspace with `user` holding `role`.
+    pub fn role(mut self, user: i64, role: &str) -> Self {
+        self.user_roles.insert(user, role.to_string());
+        self
+    }
+}
+
+/// One audit-log event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimAuditEvent {
+    /// Event id.
+    pub id: i64,
+    /// Action, e.g. `user.login_password_success`.
+    pub action: String,
+    /// When (ISO 8601, UTC).
+    pub timestamp: String,
+    /// The user the event is about (also its actor).
+    pub user_id: i64,
+    /// Human-readable text.
+    pub message: String,
+}
+
+/// One request as the simulator saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimCall {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// Path, e.g. `/workspaces/ab12/roles`.
+    pub path: String,
+    /// Raw query string without `?` (empty when none).
+    pub query: String,
+    /// Request body: parsed JSON, or a JSON string holding non-JSON text; `None` if empty.
+    pub body: Option<Value>,
+    /// Status sent back; `0` when no response was sent (dropped connection).
+    pub status: u16,
+    /// Whether the request carried an `X-Api-Key` header.
+    pub api_key_present: bool,
+    /// Whether the request carried an `Authorization` header.
+    pub authorization_present: bool,
+}
+
+/// What an injected fault does to a matching request.
+#[derive(Clone, Debug)]
+pub enum FaultKind {
+    /// Answer with this status and the body Postman uses for it (`Retry-After` optional).
+    Error {
+        /// HTTP status to send.
+        status: u16,
+        /// `Retry-After` (and `RetryAfter`) in seconds.
+        retry_after_secs: Option<u64>,
+    },
+    /// Answer with this status and exactly this JSON body.
+    Reply {
+        /// HTTP status to send.
+        status: u16,
+        /// The body.
+        body: Value,
+    },
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Close the TCP connection without sending any response.
+    DropConnection,
+}
+
+/// A fault applied to the next `times` requests that match it (checked after authentication).
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Only requests with this method match (case-insensitive); `None` matches any.
+    pub method: Option<String>,
+    /// Only paths starting with this prefix match (`/workspaces`, `/scim/v2/Users`…).
+    pub path_prefix: String,
+    /// How many matching requests are affected.
+    pub times: u32,
+    /// What happens to them.
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    /// A fault for one request of any method whose path starts with `path_prefix`.
+    pub fn new(path_prefix: &str, kind: FaultKind) -> Self {
+        Fault {
+            method: None,
+            path_prefix: path_prefix.to_string(),
+            times: 1,
+            kind,
+        }
+    }
+
+    /// Restricts the fault to one HTTP method.
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_string());
+        self
+    }
+
+    /// Sets how many matching requests the fault affects.
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = times;
+        self
+    }
+}
+
+/// Who is who in the team created by [`PostmanSim::seed_demo`].
+#[derive(Clone, Debug)]
+pub struct DemoSeed {
+    /// The admin's API key (`demo-key`), for `X-Api-Key`.
+    pub api_key: String,
+    /// The SCIM API key; the demo team accepts the same value as its API key.
+    pub scim_key: String,
+    /// The team id.
+    pub team_id: i64,
+    /// Email of the Team Admin owning the key.
+    pub admin_email: String,
+    /// Email of the person leaving (sole Admin of two workspaces, Editor of another).
+    pub leaver_email: String,
+    /// Email of the member who should take over the leaver's workspaces.
+    pub recipient_email: String,
+    /// Email of a member who has not used Postman for over a year (seat to reclaim).
+    pub reclaim_email: String,
+    /// Id of the admin.
+    pub admin_id: i64,
+    /// Id of the leaver.
+    pub leaver_id: i64,
+    /// Id of the recipient.
+    pub recipient_id: i64,
+    /// Id of the seat-reclaim member.
+    pub reclaim_id: i64,
+    /// Workspaces where the leaver is the only Admin.
+    pub leaver_sole_admin_workspaces: Vec<String>,
+    /// Every workspace where the leaver holds a role (personal ones excluded).
+    pub leaver_workspaces: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Internal state
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+#[derive(Clone, Debug)]
+struct KeyRecord {
+    user_id: i64,
+    status: KeyStatus,
+}
+
+struct SimState {
+    team_id: i64,
+    team_name: String,
+    team_domain: String,
+    team_deleted: bool,
+    members: Vec<SimMember>,
+    workspaces: Vec<SimWorkspace>,
+    audit: Vec<SimAuditEvent>,
+    api_keys: HashMap<String, KeyRecord>,
+    scim_keys: HashMap<String, KeyStatus>,
+    calls: Vec<(u64, SimCall)>,
+    next_seq: u64,
+    faults: Vec<Fault>,
+    users_access: bool,
+    workspaces_access: bool,
+    roles_access: bool,
+    audit_logs_access: bool,
+    scim_enabled: bool,
+    enterprise: bool,
+    seats_total: u32,
+    rate_limit: Option<u32>,
+    rate_windows: HashMap<String, VecDeque<Instant>>,
+    page_size_cap: Option<u32>,
+    next_member_id: i64,
+    next_workspace_seq: u64,
+    next_audit_id: i64,
+}
+
+impl SimState {
+    fn new() -> Self {
+        SimState {
+            team_id: 4242,
+            team_name: "Simulated Team".to_string(),
+            team_domain: "simulated-team".to_string(),
+            team_deleted: false,
+            members: Vec::new(),
+            workspaces: Vec::new(),
+            audit: Vec::new(),
+            api_keys: HashMap::new(),
+            scim_keys: HashMap::new(),
+            calls: Vec::new(),
+            next_seq: 0,
+            faults: Vec::new(),
+            users_access: true,
+            workspaces_access: true,
+            roles_access: true,
+            audit_logs_access: true,
+            scim_enabled: true,
+            enterprise: true,
+            seats_total: 50,
+            rate_limit: None,
+            rate_windows: HashMap::new(),
+            page_size_cap: None,
+            next_member_id: 12_345_001,
+            next_workspace_seq: 1,
+            next_audit_id: 90_000_001,
+        }
+    }
+
+    fn add_member(&mut self, mut m: SimMember) -> i64 {
+        if m.id == 0 {
+            m.id = self.next_member_id;
+        }
+        self.next_member_id = self.next_member_id.max(m.id + 1);
+        if m.scim_id.is_empty() {
+            m.scim_id = scim_id_for(m.id);
+        }
+        let id = m.id;
+        match self.members.iter_mut().find(|x| x.id == id) {
+            Some(slot) => *slot = m,
+            None => self.members.push(m),
+        }
+        id
+    }
+
+    fn add_workspace(&mut self, mut w: SimWorkspace) -> String {
+        if w.id.is_empty() {
+            w.id = uuid_like(self.next_workspace_seq);
+            self.next_workspace_seq += 1;
+        }
+        let id = w.id.clone();
+        match self.workspaces.iter_mut().find(|x| x.id == id) {
+            Some(slot) => *slot = w,
+            None => self.workspaces.push(w),
+        }
+        id
+    }
+
+    fn member(&self, id: i64) -> Option<&SimMember> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    fn member_mut(&mut self, id: i64) -> Option<&mut SimMember> {
+        self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    fn active_member(&self, id: i64) -> Option<&SimMember> {
+        self.member(id).filter(|m| m.active)
+    }
+
+    fn workspace_mut(&mut self, id: &str) -> Option<&mut SimWorkspace> {
+        self.workspaces.iter_mut().find(|w| w.id == id)
+    }
+
+    fn set_call_status(&mut self, seq: u64, status: u16) {
+        if let Some((_, call)) = self.calls.iter_mut().rev().find(|(s, _)| *s == seq) {
+            call.status = status;
+        }
+    }
+
+    fn page_cap(&self, asked: usize) -> usize {
+        match self.page_size_cap {
+            Some(cap) => asked.min(cap as usize).max(1),
+            None => asked.max(1),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<SimState>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, SimState> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// The simulator handle
+// ---------------------------------------------------------------------------
+
+/// A running fake Postman API; the server stops when this value is dropped.
+pub struct PostmanSim {
+    shared: Shared,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl PostmanSim {
+    /// Binds `127.0.0.1:0` and serves the API from a spawned tokio task.
+    pub async fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared: Shared = Arc::new(Mutex::new(SimState::new()));
+        let app = router(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<ConnHandle>();
+            let _ = axum::serve(KillableListener { inner: listener }, service)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(PostmanSim {
+            shared,
+            addr,
+            shutdown: Some(tx),
+            _task: task,
+        })
+    }
+
+    /// API root, e.g. `http://127.0.0.1:41234` (Postman paths have no version prefix).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The team's id.
+    pub fn team_id(&self) -> i64 {
+        lock(&self.shared).team_id
+    }
+
+    /// Adds (or replaces, when the id is taken) a member; returns its id.
+    pub fn add_member(&self, member: SimMember) -> i64 {
+        lock(&self.shared).add_member(member)
+    }
+
+    /// Edits a member in place; does nothing if the id is unknown.
+    pub fn update_member(&self, id: i64, f: impl FnOnce(&mut SimMember)) {
+        if let Some(m) = lock(&self.shared).member_mut(id) {
+            f(m);
+        }
+    }
+
+    /// A copy of the member with this id.
+    pub fn member(&self, id: i64) -> Option<SimMember> {
+        lock(&self.shared).member(id).cloned()
+    }
+
+    /// A copy of the member with this email (case-insensitive).
+    pub fn member_by_email(&self, email: &str) -> Option<SimMember> {
+        lock(&self.shared)
+            .members
+            .iter()
+            .find(|m| m.email.eq_ignore_ascii_case(email))
+            .cloned()
+    }
+
+    /// Adds (or replaces) a workspace; returns its id.
+    pub fn add_workspace(&self, workspace: SimWorkspace) -> String {
+        lock(&self.shared).add_workspace(workspace)
+    }
+
+    /// A copy of the workspace with this id.
+    pub fn workspace(&self, id: &str) -> Option<SimWorkspace> {
+        lock(&self.shared)
+            .workspaces
+            .iter()
+            .find(|w| w.id == id)
+            .cloned()
+    }
+
+    /// Removes a workspace (it then answers 404).
+    pub fn delete_workspace(&self, id: &str) {
+        lock(&self.shared).workspaces.retain(|w| w.id != id);
+    }
+
+    /// Gives `user` the role `role` in a workspace, or takes their role away (`None`).
+    pub fn set_workspace_role(&self, workspace: &str, user: i64, role: Option<&str>) {
+        if let Some(w) = lock(&self.shared).workspace_mut(workspace) {
+            match role {
+                Some(r) => {
+                    w.user_roles.insert(user, r.to_string());
+                }
+                None => {
+                    w.user_roles.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// The role id `user` holds in a workspace.
+    pub fn workspace_role(&self, workspace: &str, user: i64) -> Option<String> {
+        lock(&self.shared)
+            .workspaces
+            .iter()
+            .find(|w| w.id == workspace)
+            .and_then(|w| w.user_roles.get(&user).cloned())
+    }
+
+    /// Records an audit event about `user_id`; returns its id.
+    pub fn add_audit_event(&self, user_id: i64, action: &str, timestamp: &str) -> i64 {
+        let mut st = lock(&self.shared);
+        add_audit(&mut st, user_id, action, timestamp)
+    }
+
+    /// Registers a valid API key acting as member `user_id`.
+    pub fn add_api_key(&self, key: &str, user_id: i64) {
+        lock(&self.shared).api_keys.insert(
+            key.to_string(),
+            KeyRecord {
+                user_id,
+                status: KeyStatus::Active,
+            },
+        );
+    }
+
+    /// Marks an API key as expired (401 saying so).
+    pub fn expire_api_key(&self, key: &str) {
+        if let Some(k) = lock(&self.shared).api_keys.get_mut(key) {
+            k.status = KeyStatus::Expired;
+        }
+    }
+
+    /// Marks an API key as revoked (401 saying so).
+    pub fn revoke_api_key(&self, key: &str) {
+        if let Some(k) = lock(&self.shared).api_keys.get_mut(key) {
+            k.status = KeyStatus::Revoked;
+        }
+    }
+
+    /// Registers a valid SCIM API key for the team.
+    pub fn add_scim_key(&self, key: &str) {
+        lock(&self.shared)
+            .scim_keys
+            .insert(key.to_string(), KeyStatus::Active);
+    }
+
+    /// Marks a SCIM API key as revoked (SCIM calls answer 401).
+    pub fn revoke_scim_key(&self, key: &str) {
+        if let Some(k) = lock(&self.shared).scim_keys.get_mut(key) {
+            *k = KeyStatus::Revoked;
+        }
+    }
+
+    /// When `false`, `GET /users…` answers 403 (the key's user may not read members).
+    pub fn set_users_access(&self, allowed: bool) {
+        lock(&self.shared).users_access = allowed;
+    }
+
+    /// When `false`, `GET /workspaces` answers 403.
+    pub fn set_workspaces_access(&self, allowed: bool) {
+        lock(&self.shared).workspaces_access = allowed;
+    }
+
+    /// When `false`, `GET`/`PATCH /workspaces/{id}/roles` answer 403.
+    pub fn set_roles_access(&self, allowed: bool) {
+        lock(&self.shared).roles_access = allowed;
+    }
+
+    /// When `false`, `GET /audit/logs` answers 403 (missing permission).
+    pub fn set_audit_logs_access(&self, allowed: bool) {
+        lock(&self.shared).audit_logs_access = allowed;
+    }
+
+    /// When `false`, the team is not on Enterprise: `GET /audit/logs` answers 403 saying
+    /// the feature is not on the plan. (SCIM is switched separately: [`Self::set_scim_enabled`].)
+    pub fn set_enterprise(&self, enterprise: bool) {
+        lock(&self.shared).enterprise = enterprise;
+    }
+
+    /// When `false`, SCIM provisioning is off: every SCIM call answers 403.
+    pub fn set_scim_enabled(&self, enabled: bool) {
+        lock(&self.shared).scim_enabled = enabled;
+    }
+
+    /// When `true`, the team no longer exists: `GET /me` shows no team, team endpoints
+    /// answer 400 "You must be part of a team", SCIM answers 403.
+    pub fn set_team_deleted(&self, deleted: bool) {
+        lock(&self.shared).team_deleted = deleted;
+    }
+
+    /// Paid seats on the billing account (`slots.total`).
+    pub fn set_seats(&self, total: u32) {
+        lock(&self.shared).seats_total = total;
+    }
+
+    /// Seats in use: active members (what `GET /accounts` reports as `slots.consumed`).
+    pub fn seats_consumed(&self) -> u32 {
+        lock(&self.shared)
+            .members
+            .iter()
+            .filter(|m| m.active)
+            .count() as u32
+    }
+
+    /// Limits each key to this many requests per sliding minute (429 beyond it).
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        let mut st = lock(&self.shared);
+        st.rate_limit = per_minute;
+        st.rate_windows.clear();
+    }
+
+    /// Caps every page (workspaces, audit logs, SCIM users) at this many items.
+    pub fn set_page_size_cap(&self, cap: Option<u32>) {
+        lock(&self.shared).page_size_cap = cap.map(|c| c.max(1));
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn calls(&self) -> Vec<SimCall> {
+        lock(&self.shared)
+            .calls
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Empties the call log.
+    pub fn clear_calls(&self) {
+        lock(&self.shared).calls.clear();
+    }
+
+    /// Queues a fault; faults are tried in the order they were injected.
+    pub fn inject(&self, fault: Fault) {
+        if fault.times > 0 {
+            lock(&self.shared).faults.push(fault);
+        }
+    }
+
+    /// Fills the team with a small, realistic set of members, workspaces and audit events,
+    /// and the admin key `demo-key` (accepted as API key and as SCIM key).
+    pub fn seed_demo(&self) -> DemoSeed {
+        let mut st = lock(&self.shared);
+        seed_demo_team(&mut st)
+    }
+}
+
+impl Drop for PostmanSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn add_audit(st: &mut SimState, user_id: i64, action: &str, timestamp: &str) -> i64 {
+    let id = st.next_audit_id;
+    st.next_audit_id += 1;
+    let name = st
+        .member(user_id)
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| format!("user {user_id}"));
+    st.audit.push(SimAuditEvent {
+        id,
+        action: action.to_string(),
+        timestamp: timestamp.to_string(),
+        user_id,
+        message: format!("{name}: {}", action.replace(['.', '_'], " ")),
+    });
+    id
+}
+
+fn seed_demo_team(st: &mut SimState) -> DemoSeed {
+    const DOMAIN: &str = "northwind.example";
+    let now = unix_now();
+    let days_ago =
+        |d: u64, hour: u64| iso_from_unix(now - now % 86_400 - d * 86_400 + hour * 3_600);
+    let person = |first: &str, last: &str| {
+        let email = format!(
+            "{}.{}@{DOMAIN}",
+            first.to_ascii_lowercase(),
+            last.to_ascii_lowercase()
+        );
+        let mut m = SimMember::new(&email);
+        m.name = format!("{first} {last}");
+        m
+    };
+    st.team_name = "Northwind".to_string();
+    st.team_domain = "northwind".to_string();
+
+    let admin = person("Dana", "Whitfield").with_roles(&["admin", "billing", "user"]);
+    let admin_email = admin.email.clone();
+    let admin_id = st.add_member(admin);
+    let leaver = person("Marcus", "Lee");
+    let leaver_email = leaver.email.clone();
+    let leaver_id = st.add_member(leaver);
+    let recipient = person("Priya", "Raman");
+    let recipient_email = recipient.email.clone();
+    let recipient_id = st.add_member(recipient);
+    let reclaim = person("Gordon", "Pike");
+    let reclaim_email = reclaim.email.clone();
+    let reclaim_id = st.add_member(reclaim);
+
+    let others = [
+        ("Aisha", "Khan"),
+        ("Ben", "Carter"),
+        ("Chloe", "Martin"),
+        ("Diego", "Alvarez"),
+        ("Elena", "Petrova"),
+        ("Felix", "Wagner"),
+        ("Grace", "Okafor"),
+        ("Hiro", "Tanaka"),
+    ];
+    let mut other_ids = Vec::new();
+    for (i, (first, last)) in others.iter().enumerate() {
+        let mut m = person(first, last);
+        if i == 5 {
+            // A member who was deprovisioned long ago: still a SCIM user, not in the team.
+            m.active = false;
+        }
+        other_ids.push(st.add_member(m));
+    }
+
+    let payments = st.add_workspace(
+        SimWorkspace::team("Payments API", leaver_id)
+            .role(other_ids[0], ROLE_EDITOR)
+            .role(other_ids[1], ROLE_VIEWER),
+    );
+    let sandbox = st.add_workspace(
+        SimWorkspace::team("Partner Sandbox", leaver_id)
+            .visibility("private")
+            .role(other_ids[2], ROLE_EDITOR),
+    );
+    let platform = st.add_workspace(
+        SimWorkspace::team("Platform", admin_id)
+            .role(leaver_id, ROLE_EDITOR)
+            .role(recipient_id, ROLE_ADMIN)
+            .role(other_ids[3], ROLE_VIEWER),
+    );
+    let shared_docs = st.add_workspace(
+        SimWorkspace::team("Shared Docs", admin_id)
+            .visibility("public")
+            .role(leaver_id, ROLE_ADMIN)
+            .role(reclaim_id, ROLE_VIEWER),
+    );
+    st.add_workspace(SimWorkspace::team("Onboarding", recipient_id).role(other_ids[4], ROLE_EDITOR));
+    st.add_workspace(SimWorkspace::team("Legacy Mocks", reclaim_id).role(admin_id, ROLE_ADMIN));
+    st.add_workspace(SimWorkspace::personal("My Workspace", leaver_id));
+    st.add_workspace(SimWorkspace::personal("My Workspace", admin_id));
+
+    for (user, days, hour, action) in [
+        (admin_id, 0, 8, "user.login_password_success"),
+        (leaver_id, 2, 16, "user.login_google_success"),
+        (leaver_id, 3, 10, "workspace.updated"),
+        (recipient_id, 1, 9, "user.login_password_success"),
+        (reclaim_id, 412, 11, "user.login_password_success"),
+        (other_ids[0], 5, 14, "user.login_sso_success"),
+    ] {
+        let ts = days_ago(days, hour);
+        add_audit(st, user, action, &ts);
+    }
+
+    let key = "demo-key".to_string();
+    st.api_keys.insert(
+        key.clone(),
+        KeyRecord {
+            user_id: admin_id,
+            status: KeyStatus::Active,
+        },
+    );
+    st.scim_keys.insert(key.clone(), KeyStatus::Active);
+
+    DemoSeed {
+        api_key: key.clone(),
+        scim_key: key,
+        team_id: st.team_id,
+        admin_email,
+        leaver_email,
+        recipient_email,
+        reclaim_email,
+        admin_id,
+        leaver_id,
+        recipient_id,
+        reclaim_id,
+        leaver_sole_admin_workspaces: vec![payments.clone(), sandbox.clone()],
+        leaver_workspaces: vec![payments, sandbox, platform, shared_docs],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// An error reply in one of Postman's three error shapes.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    body: Value,
+    content_type: &'static str,
+    retry_after: Option<u64>,
+}
+
+const SCIM_ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+impl ApiError {
+    /// `{"error": {"name", "message"}}`.
+    fn named(status: u16, name: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({"error": {"name": name, "message": message.into()}}),
+            content_type: "application/json",
+            retry_after: None,
+        }
+    }
+
+    /// problem+json: `{"type", "title", "detail", "status"}`.
+    fn problem(status: u16, detail: impl Into<String>) -> Self {
+        let (slug, title) = problem_kind(status);
+        ApiError {
+            status,
+            body: json!({
+                "type": format!("https://api.postman.com/problems/{slug}"),
+                "title": title,
+                "detail": detail.into(),
+                "status": status,
+            }),
+            content_type: "application/problem+json",
+            retry_after: None,
+        }
+    }
+
+    /// SCIM: `{"schemas", "detail", "status"}` (status as a string).
+    fn scim(status: u16, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: json!({
+                "schemas": [SCIM_ERROR_SCHEMA],
+                "detail": detail.into(),
+                "status": status.to_string(),
+            }),
+            content_type: "application/scim+json",
+            retry_after: None,
+        }
+    }
+
+    /// SCIM with a `scimType`.
+    fn scim_typed(status: u16, scim_type: &str, detail: impl Into<String>) -> Self {
+        let mut e = ApiError::scim(status, detail);
+        e.body["scimType"] = json!(scim_type);
+        e
+    }
+
+    /// The reply an injected `FaultKind::Error` gives.
+    fn for_fault(status: u16, scim: bool) -> Self {
+        if scim {
+            return ApiError::scim(status, problem_kind(status).1);
+        }
+        match status {
+            429 => ApiError::named(429, "rateLimited", "Rate limit exceeded. Please retry later."),
+            500..=599 => ApiError::problem(status, problem_kind(status).1),
+            _ => ApiError::problem(status, problem_kind(status).1),
+        }
+    }
+}
+
+fn problem_kind(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("bad-request", "Bad Request"),
+        401 => ("unauthorized", "Unauthorized"),
+        403 => ("forbidden", "Forbidden"),
+        404 => ("not-found", "Not Found"),
+        405 => ("method-not-allowed", "Method Not Allowed"),
+        409 => ("conflict", "Conflict"),
+        422 => ("unprocessable-entity", "Cannot process the request."),
+        429 => ("too-many-requests", "Too Many Requests"),
+        502 => ("bad-gateway", "Bad Gateway"),
+        503 => ("service-unavailable", "Service Unavailable"),
+        504 => ("gateway-timeout", "Gateway Timeout"),
+        500..=599 => ("internal-server-error", "Internal Server Error"),
+        _ => ("error", "Error"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        if let Some(secs) = self.retry_after {
+            let v = HeaderValue::from(secs);
+            headers.insert(header::RETRY_AFTER, v.clone());
+            headers.insert(HeaderName::from_static("retryafter"), v.clone());
+            headers.insert(HeaderName::from_static("x-ratelimit-retryafter"), v);
+        }
+        response
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDThh:mm:ss.000Z`.
+fn iso_from_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A 48-hex-digit SCIM id derived from the user id.
+fn scim_id_for(id: i64) -> String {
+    let a = mix(id as u64);
+    let b = mix(a);
+    let c = mix(b);
+    format!("{a:016x}{b:016x}{c:016x}")
+}
+
+fn uuid_like(seq: u64) -> String {
+    let a = mix(seq ^ 0x5eed);
+    let b = mix(a);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Postman-style opaque cursor for an offset.
+fn cursor_for(offset: usize) -> String {
+    b64_encode(offset.to_string().as_bytes())
+}
+
+fn offset_from_cursor(cursor: &str) -> Option<usize> {
+    String::from_utf8(b64_decode(cursor)?).ok()?.parse().ok()
+}
+
+fn parse_body(bytes: &Bytes) -> Option<Value> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn member_json(m: &SimMember) -> Value {
+    json!({
+        "id": m.id,
+        "name": m.name,
+        "username": m.username,
+        "email": m.email,
+        "roles": m.roles,
+        "joinedAt": m.joined_at,
+    })
+}
+
+fn scim_user_json(m: &SimMember) -> Value {
+    let mut parts = m.name.splitn(2, ' ');
+    let given = parts.next().unwrap_or("");
+    let family = parts.next().unwrap_or("");
+    let mut v = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "id": m.scim_id,
+        "userName": m.email,
+        "name": {"givenName": given, "familyName": family},
+        "active": m.active,
+        "meta": {
+            "resourceType": "User",
+            "created": m.joined_at,
+            "lastModified": m.joined_at,
+        },
+    });
+    if let Some(ext) = &m.external_id {
+        v["externalId"] = json!(ext);
+    }
+    v
+}
+
+fn workspace_json(w: &SimWorkspace) -> Value {
+    json!({
+        "id": w.id,
+        "name": w.name,
+        "type": w.kind,
+        "visibility": w.visibility,
+        "createdBy": w.created_by.to_string(),
+        "about": format!("The {} workspace.", w.name),
+        "createdAt": "2023-05-02T10:00:00.000Z",
+        "updatedAt": "2025-01-15T12:30:00.000Z",
+    })
+}
+
+fn role_name(role: &str) -> &'static str {
+    match role {
+        ROLE_VIEWER => "Viewer",
+        ROLE_EDITOR => "Editor",
+        ROLE_ADMIN => "Admin",
+        _ => "Unknown",
+    }
+}
+
+/// `{"roles": [...]}` for a workspace: only active members, one entry per role in use.
+fn roles_json(st: &SimState, w: &SimWorkspace, scim_ids: bool) -> Value {
+    let mut roles = Vec::new();
+    for role in [ROLE_VIEWER, ROLE_EDITOR, ROLE_ADMIN] {
+        let users: Vec<String> = w
+            .user_roles
+            .iter()
+            .filter(|(_, r)| r.as_str() == role)
+            .filter_map(|(u, _)| st.active_member(*u))
+            .map(|m| {
+                if scim_ids {
+                    m.scim_id.clone()
+                } else {
+                    m.id.to_string()
+                }
+            })
+            .collect();
+        if !users.is_empty() {
+            roles.push(json!({"id": role, "displayName": role_name(role), "user": users}));
+        }
+    }
+    json!({ "roles": roles })
+}
+
+// ---------------------------------------------------------------------------
+// Connection handling (so faults can close a connection without replying)
+// ---------------------------------------------------------------------------
+
+/// Per-connection handle given to the middleware through `ConnectInfo`.
+#[derive(Clone, Debug)]
+struct ConnHandle {
+    killed: Arc<AtomicBool>,
+}
+
+/// A TCP stream that fails every read and write once killed, so hyper abandons the
+/// connection without writing a response.
+struct KillableStream {
+    inner: TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+fn killed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by injected fault")
+}
+
+impl KillableStream {
+    fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+struct KillableListener {
+    inner: TcpListener,
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = ConnHandle;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let killed = Arc::new(AtomicBool::new(false));
+                    let io = KillableStream {
+                        inner: stream,
+                        killed: killed.clone(),
+                    };
+                    return (io, ConnHandle { killed });
+                }
+                // Transient accept failures (e.g. too many open files): back off briefly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr().map(|_| ConnHandle {
+            killed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Router and gatekeeping middleware
+// ---------------------------------------------------------------------------
+
+/// Who is calling, put in request extensions by the gate.
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    /// An API key acting as this member.
+    Member(i64),
+    /// A SCIM key (acts for the team).
+    Scim,
+}
+
+fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/me", get(get_me))
+        .route("/users", get(list_users))
+        .route("/users/{id}", get(get_user))
+        .route("/workspaces", get(list_workspaces))
+        .route(
+            "/workspaces/{id}/roles",
+            get(get_workspace_roles).patch(patch_workspace_roles),
+        )
+        .route("/audit/logs", get(list_audit_logs))
+        .route("/accounts", get(get_accounts))
+        .route("/scim/v2/Users", get(scim_list_users))
+        .route("/scim/v2/Users/{id}", get(scim_get_user).patch(scim_patch_user))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), gate))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::problem(404, "The requested resource was not found.")
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::problem(405, format!("{method} is not supported on this resource."))
+}
+
+fn fault_matches(f: &Fault, method: &str, path: &str) -> bool {
+    f.method
+        .as_deref()
+        .is_none_or(|m| m.eq_ignore_ascii_case(method))
+        && path.starts_with(&f.path_prefix)
+}
+
+/// Headers describing the caller's rate-limit window.
+#[derive(Clone, Copy, Debug)]
+struct RateInfo {
+    limit: u32,
+    remaining: u32,
+    reset: u64,
+}
+
+/// Counts the call against the key's sliding minute; `Err` with the 429 when over a set limit.
+fn rate_check(st: &mut SimState, key: &str, scim: bool) -> Result<RateInfo, (ApiError, RateInfo)> {
+    let limit = st.rate_limit.unwrap_or(300);
+    let enforce = st.rate_limit.is_some();
+    let now = Instant::now();
+    let window = Duration::from_secs(60);
+    let hits = st.rate_windows.entry(key.to_string()).or_default();
+    while hits
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        hits.pop_front();
+    }
+    let wait = hits
+        .front()
+        .map(|t| window.saturating_sub(now.duration_since(*t)))
+        .unwrap_or(window);
+    let wait_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let reset = unix_now() + wait_secs;
+    if enforce && hits.len() >= limit as usize {
+        let info = RateInfo {
+            limit,
+            remaining: 0,
+            reset,
+        };
+        let mut e = if scim {
+            ApiError::scim(429, "Too many requests. Please retry later.")
+        } else {
+            ApiError::named(
+                429,
+                "rateLimited",
+                format!("Rate limit exceeded. Please retry after {reset}."),
+            )
+        };
+        e.retry_after = Some(wait_secs);
+        return Err((e, info));
+    }
+    hits.push_back(now);
+    Ok(RateInfo {
+        limit,
+        remaining: limit.saturating_sub(hits.len() as u32),
+        reset,
+    })
+}
+
+/// Authentication, team-wide switches, rate limiting and fault selection.
+fn admit(
+    st: &mut SimState,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+) -> Result<(Caller, Option<FaultKind>, RateInfo), (ApiError, Option<RateInfo>)> {
+    let scim = path.starts_with("/scim/");
+    let (caller, key) = if scim {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("");
+        let key = match auth.split_once(' ') {
+            Some((scheme, k)) if scheme.eq_ignore_ascii_case("bearer") => k.trim(),
+            _ => "",
+        };
+        match st.scim_keys.get(key) {
+            Some(KeyStatus::Active) if !key.is_empty() => {}
+            Some(_) => {
+                return Err((
+                    ApiError::scim(401, "The SCIM API key has been revoked."),
+                    None,
+                ))
+            }
+            None => {
+                return Err((
+                    ApiError::scim(401, "A valid SCIM API key must be provided."),
+                    None,
+                ))
+            }
+        }
+        (Caller::Scim, key.to_string())
+    } else {
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .unwrap_or("");
+        if key.is_empty() {
+            return Err((
+                ApiError::problem(401, "An API key must be provided in the request header."),
+                None,
+            ));
+        }
+        let record = st.api_keys.get(key).cloned().ok_or_else(|| {
+            (
+                ApiError::named(
+                    401,
+                    "AuthenticationError",
+                    "Invalid API Key. Every request requires a valid API Key to be sent.",
+                ),
+                None,
+            )
+        })?;
+        match record.status {
+            KeyStatus::Active => {}
+            KeyStatus::Expired => {
+                return Err((
+                    ApiError::named(401, "AuthenticationError", "The API Key has expired."),
+                    None,
+                ))
+            }
+            KeyStatus::Revoked => {
+                return Err((
+                    ApiError::named(401, "AuthenticationError", "The API Key has been revoked."),
+                    None,
+                ))
+            }
+        }
+        match st.member(record.user_id) {
+            Some(m) if m.active => {}
+            Some(_) => {
+                return Err((
+                    ApiError::named(
+                        401,
+                        "AuthenticationError",
+                        "The API Key is no longer valid: its owner has been deactivated.",
+                    ),
+                    None,
+                ))
+            }
+            None => {
+                return Err((
+                    ApiError::named(
+                        401,
+                        "AuthenticationError",
+                        "Invalid API Key. Every request requires a valid API Key to be sent.",
+                    ),
+                    None,
+                ))
+            }
+        }
+        (Caller::Member(record.user_id), key.to_string())
+    };
+    let rate = rate_check(st, &key, scim).map_err(|(e, info)| (e, Some(info)))?;
+    if st.team_deleted && path != "/me" {
+        let e = if scim {
+            ApiError::scim(403, "The team linked to this SCIM API key no longer exists.")
+        } else {
+            ApiError::problem(400, "You must be part of a team")
+        };
+        return Err((e, Some(rate)));
+    }
+    if scim && !st.scim_enabled {
+        return Err((
+            ApiError::scim(403, "SCIM provisioning is not enabled for this team."),
+            Some(rate),
+        ));
+    }
+    let fault = match st
+        .faults
+        .iter()
+        .position(|f| fault_matches(f, method, path))
+    {
+        Some(i) => {
+            let f = &mut st.faults[i];
+            f.times = f.times.saturating_sub(1);
+            let kind = f.kind.clone();
+            if f.times == 0 {
+                st.faults.remove(i);
+            }
+            Some(kind)
+        }
+        None => None,
+    };
+    Ok((caller, fault, rate))
+}
+
+fn add_rate_headers(response: &mut Response, rate: RateInfo) {
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderValue::from(rate.limit),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderValue::from(rate.remaining),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-reset"),
+        HeaderValue::from(rate.reset),
+    );
+}
+
+async fn gate(
+    State(shared): State<Shared>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let body_json = if bytes.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_slice::<Value>(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+        )
+    };
+
+    let (seq, admission) = {
+        let mut st = lock(&shared);
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.calls.push((
+            seq,
+            SimCall {
+                method: method.clone(),
+                path: path.clone(),
+                query,
+                body: body_json,
+                status: 0,
+                api_key_present: parts.headers.contains_key("x-api-key"),
+                authorization_present: parts.headers.contains_key(header::AUTHORIZATION),
+            },
+        ));
+        let admission = admit(&mut st, &parts.headers, &method, &path);
+        (seq, admission)
+    };
+
+    let scim = path.starts_with("/scim/");
+    let response = match admission {
+        Err((e, rate)) => {
+            let mut r = e.into_response();
+            if let Some(rate) = rate {
+                add_rate_headers(&mut r, rate);
+            }
+            r
+        }
+        Ok((caller, fault, rate)) => {
+            let mut r = match fault {
+                Some(FaultKind::Error {
+                    status,
+                    retry_after_secs,
+                }) => {
+                    let mut e = ApiError::for_fault(status, scim);
+                    e.retry_after = retry_after_secs;
+                    e.into_response()
+                }
+                Some(FaultKind::Reply { status, body }) => ApiError {
+                    status,
+                    body,
+                    content_type: "application/json",
+                    retry_after: None,
+                }
+                .into_response(),
+                Some(FaultKind::DropConnection) => {
+                    conn.killed.store(true, Ordering::SeqCst);
+                    // Never reaches the client: the killed stream refuses the write.
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+                Some(FaultKind::Delay(d)) => {
+                    tokio::time::sleep(d).await;
+                    forward(parts, bytes, caller, next).await
+                }
+                None => forward(parts, bytes, caller, next).await,
+            };
+            add_rate_headers(&mut r, rate);
+            r
+        }
+    };
+    lock(&shared).set_call_status(seq, response.status().as_u16());
+    response
+}
+
+async fn forward(parts: axum::http::request::Parts, bytes: Bytes, caller: Caller, next: Next) -> Response {
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+// ---------------------------------------------------------------------------
+// Permission checks
+// ---------------------------------------------------------------------------
+
+fn is_team_admin(m: &SimMember) -> bool {
+    m.roles
+        .iter()
+        .any(|r| r == "admin" || r == "super-admin")
+}
+
+fn member_caller(st: &SimState, caller: Caller) -> Result<SimMember, ApiError> {
+    match caller {
+        Caller::Member(id) => st
+            .active_member(id)
+            .cloned()
+            .ok_or_else(|| ApiError::named(401, "AuthenticationError", "Invalid API Key.")),
+        Caller::Scim => Err(ApiError::problem(401, "An API key must be provided in the request header.")),
+    }
+}
+
+fn forbidden() -> ApiError {
+    ApiError::named(
+        403,
+        "forbiddenError",
+        "You do not have enough permissions to perform this action.",
+    )
+}
+
+fn require_users(st: &SimState, caller: Caller) -> Result<SimMember, ApiError> {
+    let me = member_caller(st, caller)?;
+    let allowed = me
+        .roles
+        .iter()
+        .any(|r| matches!(r.as_str(), "admin" | "super-admin" | "billing"));
+    if !st.users_access || !allowed {
+        return Err(forbidden());
+    }
+    Ok(me)
+}
+
+fn scim_caller(caller: Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Scim => Ok(()),
+        Caller::Member(_) => Err(ApiError::scim(401, "A valid SCIM API key must be provided.")),
+    }
+}
+
+/// Whether `me` may see workspace `w`.
+fn can_see(me: &SimMember, w: &SimWorkspace) -> bool {
+    if w.kind == "personal" {
+        return w.created_by == me.id;
+    }
+    is_team_admin(me)
+        || matches!(w.visibility.as_str(), "team" | "public")
+        || w.user_roles.contains_key(&me.id)
+}
+
+// ---------------------------------------------------------------------------
+// Handlers: /me, /users, /accounts
+// ---------------------------------------------------------------------------
+
+type Q = Query<HashMap<String, String>>;
+
+async fn get_me(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    let mut user = json!({
+        "id": me.id,
+        "username": me.username,
+        "email": me.email,
+        "fullName": me.name,
+        "avatar": Value::Null,
+        "isPublic": false,
+        "emailVerified": true,
+        "roles": me.roles,
+    });
+    if st.team_deleted {
+        user["roles"] = json!([]);
+    } else {
+        user["teamId"] = json!(st.team_id);
+        user["teamName"] = json!(st.team_name);
+        user["teamDomain"] = json!(st.team_domain);
+    }
+    Ok(Json(json!({
+        "user": user,
+        "operations": [
+            {"name": "api_usage", "limit": 1_000_000, "usage": st.calls.len(), "overage": 0},
+        ],
+    })))
+}
+
+async fn list_users(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    require_users(&st, caller)?;
+    let data: Vec<Value> = st
+        .members
+        .iter()
+        .filter(|m| m.active)
+        .map(member_json)
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn get_user(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    require_users(&st, caller)?;
+    let id: i64 = raw
+        .parse()
+        .map_err(|_| ApiError::problem(400, "The userId must be a number."))?;
+    st.active_member(id)
+        .map(|m| Json(member_json(m)))
+        .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))
+}
+
+async fn get_accounts(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    if !me
+        .roles
+        .iter()
+        .any(|r| matches!(r.as_str(), "billing" | "admin" | "super-admin"))
+    {
+        return Err(forbidden());
+    }
+    let consumed = st.members.iter().filter(|m| m.active).count() as u32;
+    Ok(Json(json!({
+        "billingEmail": me.email,
+        "id": 372_691,
+        "salesChannel": "SALES_SERVE",
+        "slots": {
+            "available": st.seats_total.saturating_sub(consumed),
+            "consumed": consumed,
+            "total": st.seats_total,
+            "unbilled": consumed.saturating_sub(st.seats_total),
+        },
+        "state": "PAID",
+        "teamId": st.team_id,
+    })))
+}
+
+// ---------------------------------------------------------------------------
+// Handlers: workspaces and roles
+// ---------------------------------------------------------------------------
+
+async fn list_workspaces(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    if !st.workspaces_access {
+        return Err(forbidden());
+    }
+    if let Some(t) = q.get("type") {
+        if !matches!(t.as_str(), "personal" | "team" | "private" | "public" | "partner") {
+            return Err(ApiError::named(
+                400,
+                "invalidParamError",
+                "type must be one of personal/team/private/public/partner",
+            ));
+        }
+    }
+    let visible: Vec<&SimWorkspace> = st
+        .workspaces
+        .iter()
+        .filter(|w| can_see(&me, w))
+        .filter(|w| {
+            q.get("type")
+                .is_none_or(|t| &w.kind == t || &w.visibility == t)
+        })
+        .collect();
+    let limit = match q.get("limit") {
+        None => None,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Some(st.page_cap(n)),
+            _ => {
+                return Err(ApiError::named(
+                    400,
+                    "invalidParamError",
+                    "limit must be a number between 1 and 100",
+                ))
+            }
+        },
+    };
+    let start = match q.get("cursor") {
+        None => 0,
+        Some(c) => offset_from_cursor(c).ok_or_else(|| {
+            ApiError::named(400, "invalidParamError", "cursor is malformed or expired")
+        })?,
+    };
+    let Some(limit) = limit else {
+        let all: Vec<Value> = visible.iter().map(|w| workspace_json(w)).collect();
+        return Ok(Json(json!({ "workspaces": all })));
+    };
+    let start = start.min(visible.len());
+    let end = (start + limit).min(visible.len());
+    let page: Vec<Value> = visible[start..end].iter().map(|w| workspace_json(w)).collect();
+    let next = if end < visible.len() {
+        json!(cursor_for(end))
+    } else {
+        Value::Null
+    };
+    Ok(Json(json!({ "workspaces": page, "meta": {"nextCursor": next} })))
+}
+
+async fn get_workspace_roles(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    if !st.roles_access {
+        return Err(forbidden());
+    }
+    let w = st
+        .workspaces
+        .iter()
+        .find(|w| w.id == id)
+        .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))?;
+    if !can_see(&me, w) {
+        return Err(ApiError::problem(403, "You do not have access to this workspace."));
+    }
+    let scim_ids = q
+        .get("include")
+        .is_some_and(|v| v.split(',').any(|s| s.trim() == "scim"));
+    Ok(Json(roles_json(&st, w, scim_ids)))
+}
+
+fn invalid_param(title: impl Into<String>) -> ApiError {
+    ApiError {
+        status: 400,
+        body: json!({"type": "invalidParamError", "title": title.into(), "detail": "", "status": 400}),
+        content_type: "application/json",
+        retry_after: None,
+    }
+}
+
+async fn patch_workspace_roles(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let mut st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    if !st.roles_access {
+        return Err(forbidden());
+    }
+    let w = st
+        .workspaces
+        .iter()
+        .find(|w| w.id == id)
+        .cloned()
+        .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))?;
+    if !can_see(&me, &w) {
+        return Err(ApiError::problem(403, "You do not have access to this workspace."));
+    }
+    if !(is_team_admin(&me) || w.user_roles.get(&me.id).map(String::as_str) == Some(ROLE_ADMIN)) {
+        return Err(forbidden());
+    }
+    if w.kind == "personal" || w.visibility == "partner" {
+        return Err(ApiError {
+            status: 422,
+            body: json!({
+                "detail": "Roles are not supported for personal and partner workspaces.",
+                "link": "https://api.postman.com/problems/unprocessable-entity",
+                "status": 422,
+                "title": "Cannot process the request.",
+            }),
+            content_type: "application/json",
+            retry_after: None,
+        });
+    }
+    let scim_ids = headers
+        .get("identifiertype")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("scim"));
+    let body = parse_body(&body).ok_or_else(|| invalid_param("body should be a JSON object"))?;
+    let ops = body
+        .get("roles")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid_param("body should have required property 'roles'"))?;
+    if ops.len() > 50 {
+        return Err(invalid_param("body.roles should not have more than 50 items"));
+    }
+    // Validate everything before changing anything.
+    let mut changes: Vec<(bool, i64, String)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let kind = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid_param(format!("body.roles[{i}] should have required property 'op'")))?;
+        let add = match kind {
+            "add" => true,
+            "remove" => false,
+            _ => return Err(invalid_param(format!("body.roles[{i}].op should be add or remove"))),
+        };
+        let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+        if path != "/user" {
+            return Err(invalid_param(format!(
+                "body.roles[{i}].path {path:?} is not supported by the simulator (only /user)"
+            )));
+        }
+        let values = op
+            .get("value")
+            .and_then(Value::as_array)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| invalid_param(format!("body.roles[{i}] should have required property 'value'")))?;
+        for v in values {
+            let raw_id = match v.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(invalid_param(format!("body.roles[{i}].value[].id is required"))),
+            };
+            let role = v
+                .get("role")
+                .and_then(|r| match r {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .filter(|r| matches!(r.as_str(), ROLE_VIEWER | ROLE_EDITOR | ROLE_ADMIN))
+                .ok_or_else(|| invalid_param(format!("body.roles[{i}].value[].role must be 1, 2 or 3")))?;
+            let member = if scim_ids {
+                st.members.iter().find(|m| m.scim_id == raw_id)
+            } else {
+                raw_id.parse::<i64>().ok().and_then(|n| st.member(n))
+            };
+            let member = member
+                .filter(|m| m.active)
+                .ok_or_else(|| invalid_param(format!("user {raw_id} is not a member of this team")))?;
+            if changes.iter().any(|(_, u, _)| *u == member.id) {
+                return Err(invalid_param(format!(
+                    "body.roles contains more than one action for user {raw_id}"
+                )));
+            }
+            changes.push((add, member.id, role));
+        }
+    }
+    let Some(ws) = st.workspace_mut(&id) else {
+        return Err(ApiError::problem(404, "The requested resource was not found."));
+    };
+    for (add, user, role) in changes {
+        if add {
+            ws.user_roles.insert(user, role);
+        } else if ws.user_roles.get(&user) == Some(&role) {
+            ws.user_roles.remove(&user);
+        }
+    }
+    let w = st.workspaces.iter().find(|w| w.id == id).cloned();
+    Ok(Json(w.map(|w| roles_json(&st, &w, scim_ids)).unwrap_or(Value::Null)))
+}
+
+// ---------------------------------------------------------------------------
+// Handlers: audit logs
+// ---------------------------------------------------------------------------
+
+fn audit_json(st: &SimState, e: &SimAuditEvent) -> Value {
+    let who = st.member(e.user_id).map(|m| {
+        json!({"name": m.name, "username": m.username, "email": m.email, "id": m.id, "active": m.active})
+    });
+    json!({
+        "id": e.id,
+        "ip": "192.0.2.10",
+        "userAgent": "PostmanRuntime/7.39.0",
+        "action": e.action,
+        "timestamp": e.timestamp,
+        "message": e.message,
+        "data": {
+            "actor": who.clone().unwrap_or(Value::Null),
+            "user": who.unwrap_or(Value::Null),
+            "team": {"name": st.team_name, "id": st.team_id},
+        },
+    })
+}
+
+async fn list_audit_logs(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    let me = member_caller(&st, caller)?;
+    if !st.enterprise {
+        return Err(ApiError::problem(
+            403,
+            "This feature isn't available on your team's plan. Audit logs need the Enterprise plan.",
+        ));
+    }
+    if !st.audit_logs_access || !is_team_admin(&me) {
+        return Err(ApiError::named(
+            403,
+            "ForbiddenRequest",
+            "You do not have permissions to view audit logs",
+        ));
+    }
+    let user_id = match q.get("userId") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<i64>()
+                .map_err(|_| ApiError::named(400, "invalidParamError", "userId must be a number"))?,
+        ),
+    };
+    if let Some(action) = q.get("action") {
+        if !action.contains('.') {
+            return Err(ApiError::named(
+                400,
+                "InvalidAuditAction",
+                "Invalid audit action format. Expected prefix.action_name.",
+            ));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => 300,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=300).contains(&n) => n,
+            _ => {
+                return Err(ApiError::named(
+                    400,
+                    "invalidParamError",
+                    "limit must be a number between 1 and 300",
+                ))
+            }
+        },
+    };
+    let limit = st.page_cap(limit);
+    let desc = !q
+        .get("orderBy")
+        .or_else(|| q.get("order_by"))
+        .is_some_and(|o| o == "asc");
+    let since = q.get("since").cloned();
+    let until = q.get("until").cloned();
+    let mut events: Vec<&SimAuditEvent> = st
+        .audit
+        .iter()
+        .filter(|e| user_id.is_none_or(|u| e.user_id == u))
+        .filter(|e| q.get("action").is_none_or(|a| &e.action == a))
+        .filter(|e| since.as_deref().is_none_or(|s| e.timestamp.as_str() >= s))
+        .filter(|e| until.as_deref().is_none_or(|u| e.timestamp.as_str() < u))
+        .collect();
+    events.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then(a.id.cmp(&b.id)));
+    if desc {
+        events.reverse();
+    }
+    let start = match q.get("cursor") {
+        None => 0,
+        Some(c) => offset_from_cursor(c).ok_or_else(|| {
+            ApiError::named(400, "invalidParamError", "cursor is malformed or expired")
+        })?,
+    }
+    .min(events.len());
+    let end = (start + limit).min(events.len());
+    let trails: Vec<Value> = events[start..end].iter().map(|e| audit_json(&st, e)).collect();
+    let mut body = json!({ "trails": trails });
+    if end < events.len() {
+        body["meta"] = json!({"nextCursor": cursor_for(end)});
+    }
+    Ok(Json(body))
+}
+
+// ---------------------------------------------------------------------------
+// Handlers: SCIM
+// ---------------------------------------------------------------------------
+
+enum ScimFilter {
+    UserName(String),
+    Active(bool),
+}
+
+fn parse_scim_filter(raw: &str) -> Result<ScimFilter, ApiError> {
+    let bad = || ApiError::scim_typed(400, "invalidFilter", format!("Unsupported filter: {raw}"));
+    let mut parts = raw.trim().splitn(3, ' ');
+    let attr = parts.next().ok_or_else(bad)?;
+    let op = parts.next().ok_or_else(bad)?;
+    let value = parts.next().ok_or_else(bad)?.trim();
+    if !op.eq_ignore_ascii_case("eq") {
+        return Err(bad());
+    }
+    if attr.eq_ignore_ascii_case("userName") {
+        let v = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(bad)?;
+        return Ok(ScimFilter::UserName(v.to_string()));
+    }
+    if attr.eq_ignore_ascii_case("active") {
+        return match value {
+            "true" => Ok(ScimFilter::Active(true)),
+            "false" => Ok(ScimFilter::Active(false)),
+            _ => Err(bad()),
+        };
+    }
+    Err(bad())
+}
+
+async fn scim_list_users(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Q,
+) -> Result<Json<Value>, ApiError> {
+    scim_caller(caller)?;
+    let st = lock(&shared);
+    let filter = q.get("filter").map(|f| parse_scim_filter(f)).transpose()?;
+    let start_index = match q.get("startIndex") {
+        None => 1,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::scim_typed(400, "invalidValue", "startIndex must be 1 or greater"))?,
+    };
+    let count = match q.get("count") {
+        None => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| ApiError::scim_typed(400, "invalidValue", "count must be a number"))?,
+    };
+    let count = st.page_cap(count.min(100));
+    let matching: Vec<&SimMember> = st
+        .members
+        .iter()
+        .filter(|m| match &filter {
+            None => true,
+            // Postman documents userName filter values as case-sensitive.
+            Some(ScimFilter::UserName(u)) => &m.email == u,
+            Some(ScimFilter::Active(a)) => m.active == *a,
+        })
+        .collect();
+    let start = (start_index - 1).min(matching.len());
+    let end = (start + count).min(matching.len());
+    let resources: Vec<Value> = matching[start..end].iter().map(|m| scim_user_json(m)).collect();
+    Ok(Json(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": matching.len(),
+        "Resources": resources,
+        "startIndex": start_index,
+        "itemsPerPage": end - start,
+    })))
+}
+
+async fn scim_get_user(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    scim_caller(caller)?;
+    let st = lock(&shared);
+    st.members
+        .iter()
+        .find(|m| m.scim_id == id)
+        .map(|m| Json(scim_user_json(m)))
+        .ok_or_else(|| ApiError::scim(404, "User not found"))
+}
+
+async fn scim_patch_user(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    scim_caller(caller)?;
+    let mut st = lock(&shared);
+    let body = parse_body(&body)
+        .ok_or_else(|| ApiError::scim_typed(400, "invalidSyntax", "The request body is not valid JSON."))?;
+    let ops = body
+        .get("Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::scim_typed(400, "invalidSyntax", "Operations is required."))?;
+    let mut active: Option<bool> = None;
+    let mut user_name: Option<String> = None;
+    for op in ops {
+        let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
+        if !kind.eq_ignore_ascii_case("replace") {
+            return Err(ApiError::scim_typed(400, "invalidValue", format!("Unsupported op: {kind}")));
+        }
+        let path = op.get("path").and_then(Value::as_str);
+        let value = op.get("value").cloned().unwrap_or(Value::Null);
+        match (path, &value) {
+            (None, Value::Object(map)) => {
+                if let Some(a) = map.get("active") {
+                    active = Some(a.as_bool().ok_or_else(|| {
+                        ApiError::scim_typed(400, "invalidValue", "active must be a boolean")
+                    })?);
+                }
+                if let Some(u) = map.get("userName").and_then(Value::as_str) {
+                    user_name = Some(u.to_string());
+                }
+            }
+            (Some(p), Value::Bool(b)) if p.eq_ignore_ascii_case("active") => active = Some(*b),
+            (Some(p), Value::String(s)) if p.eq_ignore_ascii_case("userName") => {
+                user_name = Some(s.clone())
+            }
+            _ => {
+                return Err(ApiError::scim_typed(
+                    400,
+                    "invalidPath",
+                    "Only active and userName can be replaced.",
+                ))
+            }
+        }
+    }
+    let member = st
+        .members
+        .iter_mut()
+        .find(|m| m.scim_id == id)
+        .ok_or_else(|| ApiError::scim(404, "User not found"))?;
+    if let Some(a) = active {
+        member.active = a;
+    }
+    if let Some(u) = user_name {
+        member.email = u;
+    }
+    let out = scim_user_json(member);
+    Ok(Json(out))
+}
