@@ -6,6 +6,7 @@
 //!   chain). No I/O.
 //! - [`runtime`]: the engine that drives workflows and persists every transition.
 //! - [`intake`]: RabbitMQ topology, consumer, dead letters, outbound events.
+//! - [`service`]: what `offboard serve` runs: intake, outbox publisher, work loop.
 //! - [`store`]: sea-orm persistence (SQLite or PostgreSQL).
 //! - [`apps`]: one module per app (client, actions, error codes, check, simulator).
 //! - [`codes`]: the error-code catalog.
@@ -18,5 +19,6 @@ pub mod config;
 pub mod domain;
 pub mod intake;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod telemetry;

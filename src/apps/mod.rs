@@ -58,7 +58,11 @@ pub enum AppClient {
 impl AppClient {
     /// Builds the client for a connection, reading its token from the environment.
     pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, String> {
-        let token = config.token(name)?;
+        AppClient::new(config, config.token(name)?)
+    }
+
+    /// Builds the client for a connection with a token in hand.
+    pub fn new(config: &ConnectionConfig, token: crate::config::Secret) -> Result<AppClient, String> {
         Ok(match config.app {
             AppKind::Smartsheet => AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?),
             AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),

@@ -11,14 +11,13 @@ use serde_json::json;
 use super::views::describe;
 use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK};
 use crate::apps::smartsheet::simulator::SmartsheetSim;
-use crate::config::{AppKind, Config, ConnectionConfig};
+use crate::apps::AppClient;
+use crate::config::{AppKind, Config, ConnectionConfig, Secret};
 use crate::domain::event;
 use crate::runtime::definitions::Registry;
 use crate::runtime::engine::Engine;
 use crate::store::Store;
 
-/// Environment variable the demo's Smartsheet connection reads its token from.
-const DEMO_SMARTSHEET_TOKEN_ENV: &str = "OFFBOARD_DEMO_SMARTSHEET_TOKEN";
 
 /// Runs the demo.
 pub async fn run() -> Outcome {
@@ -31,25 +30,23 @@ pub async fn run() -> Outcome {
         .await
         .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the Smartsheet simulator: {e}")))?;
     let seed = smartsheet.seed_demo();
-    // The demo's own process is the only reader of this variable.
-    std::env::set_var(DEMO_SMARTSHEET_TOKEN_ENV, &seed.token);
 
     let mut config = Config::defaults();
     config.database_url = database_url.clone();
     config.connections.clear();
-    config.connections.insert(
-        "smartsheet".into(),
-        ConnectionConfig {
-            app: AppKind::Smartsheet,
-            base_url: smartsheet.base_url(),
-            token_env: DEMO_SMARTSHEET_TOKEN_ENV.into(),
-            requests_per_minute: 600,
-            timeout_secs: 10,
-        },
-    );
+    let smartsheet_conn = ConnectionConfig {
+        app: AppKind::Smartsheet,
+        base_url: smartsheet.base_url(),
+        token_env: "OFFBOARD_DEMO_SMARTSHEET_TOKEN".into(),
+        requests_per_minute: 600,
+        timeout_secs: 10,
+    };
+    let smartsheet_client = AppClient::new(&smartsheet_conn, Secret::new(seed.token.clone())).map_err(|e| fail(EXIT_FAILURE, e))?;
+    config.connections.insert("smartsheet".into(), smartsheet_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
     let store = Store::open(&database_url).await.map_err(|e| fail(EXIT_FAILURE, format!("database: {e}")))?;
     let engine = Arc::new(Engine::new(store, config, registry));
+    engine.use_client("smartsheet", smartsheet_client).await;
 
     let events = [
         json!({"specversion": "1.0", "id": "demo-001", "source": "workday", "type": "offboarding.requested",

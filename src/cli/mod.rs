@@ -275,14 +275,10 @@ async fn serve(config: Config) -> Outcome {
             Err(e) => tracing::warn!(connection = %name, error = %e, "connection cannot be checked"),
         }
     }
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let intake = tokio::spawn(crate::intake::consume(engine.clone(), rx.clone()));
-    let outbox = tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone()));
-    let work = tokio::spawn(engine.clone().work(rx));
+    let service = crate::service::Service::start(engine);
     shutdown_signal().await;
     tracing::info!("stopping");
-    let _ = tx.send(true);
-    let _ = tokio::join!(intake, outbox, work);
+    service.stop().await;
     Ok(EXIT_OK)
 }
 

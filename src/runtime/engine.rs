@@ -5,6 +5,7 @@
 //! killed at any point resumes from the last persisted record.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::apps::http::CallLog;
 use crate::apps::{ActionContext, AppClient};
 use crate::codes::Code;
 use crate::config::{AppKind, Config};
+use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{Rejection, Request};
 use crate::domain::machine::{self, Next, Record, State, Status, WorkflowRequest};
@@ -34,6 +36,7 @@ pub struct Engine {
     worker_id: String,
     lease: Duration,
     wake: Notify,
+    stopping: AtomicBool,
 }
 
 /// Why an engine operation failed.
@@ -58,6 +61,7 @@ impl Engine {
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             lease: Duration::from_secs(15),
             wake: Notify::new(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +69,12 @@ impl Engine {
     pub fn with_lease(mut self, lease: Duration) -> Engine {
         self.lease = lease;
         self
+    }
+
+    /// Uses `client` for `connection` instead of building one from the environment (the
+    /// demo and tests hand over simulator clients this way).
+    pub async fn use_client(&self, connection: &str, client: AppClient) {
+        self.clients.lock().await.insert(connection.to_string(), Arc::new(client));
     }
 
     /// The store.
@@ -212,6 +222,7 @@ impl Engine {
                     warn!(%code, %message, "workflow failed");
                     state = self.commit(id, &def, &state, vec![Record::Failed { code, message }]).await?;
                 }
+                Next::Run { .. } if self.stopping.load(Ordering::SeqCst) => return Ok(state),
                 Next::Run { step, attempt } => {
                     state = self.commit(id, &def, &state, vec![Record::StepStarted { step, attempt }]).await?;
                     state = self.perform(id, &def, state, step, attempt).await?;
@@ -259,16 +270,28 @@ impl Engine {
             Err(e) => warn!(step = %def.steps[step].name, code = %e.code, retryable = e.retryable, message = %e.message, "step failed"),
         }
         let jitter: f64 = rand::rng().random();
-        let record = machine::step_result(&state, def, step, attempt, result, Utc::now(), jitter);
-        self.commit(id, def, &state, vec![record]).await
+        let now = stored_time(Utc::now());
+        let record = machine::step_result(&state, def, step, attempt, result, now, jitter);
+        self.commit_at(id, def, &state, vec![record], now).await
     }
 
     /// Applies records through the machine and persists them with the new state.
     async fn commit(&self, id: &str, def: &Definition, state: &State, records: Vec<Record>) -> Result<State, EngineError> {
+        self.commit_at(id, def, state, records, stored_time(Utc::now())).await
+    }
+
+    /// [`Engine::commit`] with the records' time given (the time their decision used).
+    async fn commit_at(
+        &self,
+        id: &str,
+        def: &Definition,
+        state: &State,
+        records: Vec<Record>,
+        at: DateTime<Utc>,
+    ) -> Result<State, EngineError> {
         let mut next = state.clone();
         let mut stamped = Vec::with_capacity(records.len());
         for record in records {
-            let at = crate::domain::chain::stored_time(Utc::now());
             next = machine::apply(&next, def, &record, at)
                 .map_err(|v| EngineError::Corrupt(format!("workflow {id}: {v}")))?;
             stamped.push((at, record));
@@ -422,6 +445,7 @@ impl Engine {
                 _ = shutdown.changed() => {}
             }
         }
+        self.stopping.store(true, Ordering::SeqCst);
         info!(in_flight = running.len(), "stopping: letting in-flight steps finish");
         running.join_all().await;
         heartbeat.abort();

@@ -796,7 +796,9 @@ fn seed_demo_team(st: &mut SimState) -> DemoSeed {
             .role(leaver_id, ROLE_ADMIN)
             .role(reclaim_id, ROLE_VIEWER),
     );
-    st.add_workspace(SimWorkspace::team("Onboarding", recipient_id).role(other_ids[4], ROLE_EDITOR));
+    st.add_workspace(
+        SimWorkspace::team("Onboarding", recipient_id).role(other_ids[4], ROLE_EDITOR),
+    );
     st.add_workspace(SimWorkspace::team("Legacy Mocks", reclaim_id).role(admin_id, ROLE_ADMIN));
     st.add_workspace(SimWorkspace::personal("My Workspace", leaver_id));
     st.add_workspace(SimWorkspace::personal("My Workspace", admin_id));
@@ -909,7 +911,11 @@ impl ApiError {
             return ApiError::scim(status, problem_kind(status).1);
         }
         match status {
-            429 => ApiError::named(429, "rateLimited", "Rate limit exceeded. Please retry later."),
+            429 => ApiError::named(
+                429,
+                "rateLimited",
+                "Rate limit exceeded. Please retry later.",
+            ),
             500..=599 => ApiError::problem(status, problem_kind(status).1),
             _ => ApiError::problem(status, problem_kind(status).1),
         }
@@ -1171,7 +1177,10 @@ struct KillableStream {
 }
 
 fn killed_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by injected fault")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by injected fault",
+    )
 }
 
 impl KillableStream {
@@ -1181,7 +1190,11 @@ impl KillableStream {
 }
 
 impl AsyncRead for KillableStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.is_killed() {
             return Poll::Ready(Err(killed_error()));
@@ -1191,7 +1204,11 @@ impl AsyncRead for KillableStream {
 }
 
 impl AsyncWrite for KillableStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.is_killed() {
             return Poll::Ready(Err(killed_error()));
@@ -1281,7 +1298,10 @@ fn router(shared: Shared) -> Router {
         .route("/audit/logs", get(list_audit_logs))
         .route("/accounts", get(get_accounts))
         .route("/scim/v2/Users", get(scim_list_users))
-        .route("/scim/v2/Users/{id}", get(scim_get_user).patch(scim_patch_user))
+        .route(
+            "/scim/v2/Users/{id}",
+            get(scim_get_user).patch(scim_patch_user),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(shared.clone(), gate))
@@ -1455,7 +1475,10 @@ fn admit(
     let rate = rate_check(st, &key, scim).map_err(|(e, info)| (e, Some(info)))?;
     if st.team_deleted && path != "/me" {
         let e = if scim {
-            ApiError::scim(403, "The team linked to this SCIM API key no longer exists.")
+            ApiError::scim(
+                403,
+                "The team linked to this SCIM API key no longer exists.",
+            )
         } else {
             ApiError::problem(400, "You must be part of a team")
         };
@@ -1589,7 +1612,12 @@ async fn gate(
     response
 }
 
-async fn forward(parts: axum::http::request::Parts, bytes: Bytes, caller: Caller, next: Next) -> Response {
+async fn forward(
+    parts: axum::http::request::Parts,
+    bytes: Bytes,
+    caller: Caller,
+    next: Next,
+) -> Response {
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(caller);
     next.run(req).await
@@ -1600,9 +1628,7 @@ async fn forward(parts: axum::http::request::Parts, bytes: Bytes, caller: Caller
 // ---------------------------------------------------------------------------
 
 fn is_team_admin(m: &SimMember) -> bool {
-    m.roles
-        .iter()
-        .any(|r| r == "admin" || r == "super-admin")
+    m.roles.iter().any(|r| r == "admin" || r == "super-admin")
 }
 
 fn member_caller(st: &SimState, caller: Caller) -> Result<SimMember, ApiError> {
@@ -1611,7 +1637,10 @@ fn member_caller(st: &SimState, caller: Caller) -> Result<SimMember, ApiError> {
             .active_member(id)
             .cloned()
             .ok_or_else(|| ApiError::named(401, "AuthenticationError", "Invalid API Key.")),
-        Caller::Scim => Err(ApiError::problem(401, "An API key must be provided in the request header.")),
+        Caller::Scim => Err(ApiError::problem(
+            401,
+            "An API key must be provided in the request header.",
+        )),
     }
 }
 
@@ -1638,7 +1667,10 @@ fn require_users(st: &SimState, caller: Caller) -> Result<SimMember, ApiError> {
 fn scim_caller(caller: Caller) -> Result<(), ApiError> {
     match caller {
         Caller::Scim => Ok(()),
-        Caller::Member(_) => Err(ApiError::scim(401, "A valid SCIM API key must be provided.")),
+        Caller::Member(_) => Err(ApiError::scim(
+            401,
+            "A valid SCIM API key must be provided.",
+        )),
     }
 }
 
@@ -1658,7 +1690,10 @@ fn can_see(me: &SimMember, w: &SimWorkspace) -> bool {
 
 type Q = Query<HashMap<String, String>>;
 
-async fn get_me(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+async fn get_me(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let st = lock(&shared);
     let me = member_caller(&st, caller)?;
     let mut user = json!({
@@ -1686,7 +1721,10 @@ async fn get_me(State(shared): State<Shared>, Extension(caller): Extension<Calle
     })))
 }
 
-async fn list_users(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+async fn list_users(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let st = lock(&shared);
     require_users(&st, caller)?;
     let data: Vec<Value> = st
@@ -1713,7 +1751,10 @@ async fn get_user(
         .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))
 }
 
-async fn get_accounts(State(shared): State<Shared>, Extension(caller): Extension<Caller>) -> Result<Json<Value>, ApiError> {
+async fn get_accounts(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let st = lock(&shared);
     let me = member_caller(&st, caller)?;
     if !me
@@ -1754,7 +1795,10 @@ async fn list_workspaces(
         return Err(forbidden());
     }
     if let Some(t) = q.get("type") {
-        if !matches!(t.as_str(), "personal" | "team" | "private" | "public" | "partner") {
+        if !matches!(
+            t.as_str(),
+            "personal" | "team" | "private" | "public" | "partner"
+        ) {
             return Err(ApiError::named(
                 400,
                 "invalidParamError",
@@ -1796,13 +1840,18 @@ async fn list_workspaces(
     };
     let start = start.min(visible.len());
     let end = (start + limit).min(visible.len());
-    let page: Vec<Value> = visible[start..end].iter().map(|w| workspace_json(w)).collect();
+    let page: Vec<Value> = visible[start..end]
+        .iter()
+        .map(|w| workspace_json(w))
+        .collect();
     let next = if end < visible.len() {
         json!(cursor_for(end))
     } else {
         Value::Null
     };
-    Ok(Json(json!({ "workspaces": page, "meta": {"nextCursor": next} })))
+    Ok(Json(
+        json!({ "workspaces": page, "meta": {"nextCursor": next} }),
+    ))
 }
 
 async fn get_workspace_roles(
@@ -1822,7 +1871,10 @@ async fn get_workspace_roles(
         .find(|w| w.id == id)
         .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))?;
     if !can_see(&me, w) {
-        return Err(ApiError::problem(403, "You do not have access to this workspace."));
+        return Err(ApiError::problem(
+            403,
+            "You do not have access to this workspace.",
+        ));
     }
     let scim_ids = q
         .get("include")
@@ -1858,7 +1910,10 @@ async fn patch_workspace_roles(
         .cloned()
         .ok_or_else(|| ApiError::problem(404, "The requested resource was not found."))?;
     if !can_see(&me, &w) {
-        return Err(ApiError::problem(403, "You do not have access to this workspace."));
+        return Err(ApiError::problem(
+            403,
+            "You do not have access to this workspace.",
+        ));
     }
     if !(is_team_admin(&me) || w.user_roles.get(&me.id).map(String::as_str) == Some(ROLE_ADMIN)) {
         return Err(forbidden());
@@ -1886,19 +1941,26 @@ async fn patch_workspace_roles(
         .and_then(Value::as_array)
         .ok_or_else(|| invalid_param("body should have required property 'roles'"))?;
     if ops.len() > 50 {
-        return Err(invalid_param("body.roles should not have more than 50 items"));
+        return Err(invalid_param(
+            "body.roles should not have more than 50 items",
+        ));
     }
     // Validate everything before changing anything.
     let mut changes: Vec<(bool, i64, String)> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
-        let kind = op
-            .get("op")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid_param(format!("body.roles[{i}] should have required property 'op'")))?;
+        let kind = op.get("op").and_then(Value::as_str).ok_or_else(|| {
+            invalid_param(format!(
+                "body.roles[{i}] should have required property 'op'"
+            ))
+        })?;
         let add = match kind {
             "add" => true,
             "remove" => false,
-            _ => return Err(invalid_param(format!("body.roles[{i}].op should be add or remove"))),
+            _ => {
+                return Err(invalid_param(format!(
+                    "body.roles[{i}].op should be add or remove"
+                )))
+            }
         };
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
         if path != "/user" {
@@ -1910,12 +1972,20 @@ async fn patch_workspace_roles(
             .get("value")
             .and_then(Value::as_array)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| invalid_param(format!("body.roles[{i}] should have required property 'value'")))?;
+            .ok_or_else(|| {
+                invalid_param(format!(
+                    "body.roles[{i}] should have required property 'value'"
+                ))
+            })?;
         for v in values {
             let raw_id = match v.get("id") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => n.to_string(),
-                _ => return Err(invalid_param(format!("body.roles[{i}].value[].id is required"))),
+                _ => {
+                    return Err(invalid_param(format!(
+                        "body.roles[{i}].value[].id is required"
+                    )))
+                }
             };
             let role = v
                 .get("role")
@@ -1925,15 +1995,17 @@ async fn patch_workspace_roles(
                     _ => None,
                 })
                 .filter(|r| matches!(r.as_str(), ROLE_VIEWER | ROLE_EDITOR | ROLE_ADMIN))
-                .ok_or_else(|| invalid_param(format!("body.roles[{i}].value[].role must be 1, 2 or 3")))?;
+                .ok_or_else(|| {
+                    invalid_param(format!("body.roles[{i}].value[].role must be 1, 2 or 3"))
+                })?;
             let member = if scim_ids {
                 st.members.iter().find(|m| m.scim_id == raw_id)
             } else {
                 raw_id.parse::<i64>().ok().and_then(|n| st.member(n))
             };
-            let member = member
-                .filter(|m| m.active)
-                .ok_or_else(|| invalid_param(format!("user {raw_id} is not a member of this team")))?;
+            let member = member.filter(|m| m.active).ok_or_else(|| {
+                invalid_param(format!("user {raw_id} is not a member of this team"))
+            })?;
             if changes.iter().any(|(_, u, _)| *u == member.id) {
                 return Err(invalid_param(format!(
                     "body.roles contains more than one action for user {raw_id}"
@@ -1943,7 +2015,10 @@ async fn patch_workspace_roles(
         }
     }
     let Some(ws) = st.workspace_mut(&id) else {
-        return Err(ApiError::problem(404, "The requested resource was not found."));
+        return Err(ApiError::problem(
+            404,
+            "The requested resource was not found.",
+        ));
     };
     for (add, user, role) in changes {
         if add {
@@ -1953,7 +2028,10 @@ async fn patch_workspace_roles(
         }
     }
     let w = st.workspaces.iter().find(|w| w.id == id).cloned();
-    Ok(Json(w.map(|w| roles_json(&st, &w, scim_ids)).unwrap_or(Value::Null)))
+    Ok(Json(
+        w.map(|w| roles_json(&st, &w, scim_ids))
+            .unwrap_or(Value::Null),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -1999,13 +2077,13 @@ async fn list_audit_logs(
             "You do not have permissions to view audit logs",
         ));
     }
-    let user_id = match q.get("userId") {
-        None => None,
-        Some(raw) => Some(
-            raw.parse::<i64>()
-                .map_err(|_| ApiError::named(400, "invalidParamError", "userId must be a number"))?,
-        ),
-    };
+    let user_id =
+        match q.get("userId") {
+            None => None,
+            Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+                ApiError::named(400, "invalidParamError", "userId must be a number")
+            })?),
+        };
     if let Some(action) = q.get("action") {
         if !action.contains('.') {
             return Err(ApiError::named(
@@ -2055,7 +2133,10 @@ async fn list_audit_logs(
     }
     .min(events.len());
     let end = (start + limit).min(events.len());
-    let trails: Vec<Value> = events[start..end].iter().map(|e| audit_json(&st, e)).collect();
+    let trails: Vec<Value> = events[start..end]
+        .iter()
+        .map(|e| audit_json(&st, e))
+        .collect();
     let mut body = json!({ "trails": trails });
     if end < events.len() {
         body["meta"] = json!({"nextCursor": cursor_for(end)});
@@ -2112,7 +2193,9 @@ async fn scim_list_users(
             .parse::<usize>()
             .ok()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::scim_typed(400, "invalidValue", "startIndex must be 1 or greater"))?,
+            .ok_or_else(|| {
+                ApiError::scim_typed(400, "invalidValue", "startIndex must be 1 or greater")
+            })?,
     };
     let count = match q.get("count") {
         None => 100,
@@ -2133,7 +2216,10 @@ async fn scim_list_users(
         .collect();
     let start = (start_index - 1).min(matching.len());
     let end = (start + count).min(matching.len());
-    let resources: Vec<Value> = matching[start..end].iter().map(|m| scim_user_json(m)).collect();
+    let resources: Vec<Value> = matching[start..end]
+        .iter()
+        .map(|m| scim_user_json(m))
+        .collect();
     Ok(Json(json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
         "totalResults": matching.len(),
@@ -2165,8 +2251,9 @@ async fn scim_patch_user(
 ) -> Result<Json<Value>, ApiError> {
     scim_caller(caller)?;
     let mut st = lock(&shared);
-    let body = parse_body(&body)
-        .ok_or_else(|| ApiError::scim_typed(400, "invalidSyntax", "The request body is not valid JSON."))?;
+    let body = parse_body(&body).ok_or_else(|| {
+        ApiError::scim_typed(400, "invalidSyntax", "The request body is not valid JSON.")
+    })?;
     let ops = body
         .get("Operations")
         .and_then(Value::as_array)
@@ -2176,7 +2263,11 @@ async fn scim_patch_user(
     for op in ops {
         let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
         if !kind.eq_ignore_ascii_case("replace") {
-            return Err(ApiError::scim_typed(400, "invalidValue", format!("Unsupported op: {kind}")));
+            return Err(ApiError::scim_typed(
+                400,
+                "invalidValue",
+                format!("Unsupported op: {kind}"),
+            ));
         }
         let path = op.get("path").and_then(Value::as_str);
         let value = op.get("value").cloned().unwrap_or(Value::Null);
@@ -2217,4 +2308,640 @@ async fn scim_patch_user(
     }
     let out = scim_user_json(member);
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Api {
+        sim: PostmanSim,
+        seed: DemoSeed,
+        http: reqwest::Client,
+    }
+
+    impl Api {
+        async fn new() -> Api {
+            let sim = PostmanSim::start().await.unwrap();
+            let seed = sim.seed_demo();
+            Api {
+                sim,
+                seed,
+                http: reqwest::Client::new(),
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("{}{path}", self.sim.base_url())
+        }
+
+        async fn send(
+            &self,
+            method: reqwest::Method,
+            path: &str,
+            key: Option<&str>,
+            body: Option<Value>,
+        ) -> (u16, HeaderMap, Value) {
+            let mut req = self.http.request(method, self.url(path));
+            if let Some(k) = key {
+                req = if path.starts_with("/scim/") {
+                    req.header("Authorization", format!("Bearer {k}"))
+                } else {
+                    req.header("X-Api-Key", k)
+                };
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                headers,
+                serde_json::from_str(&text).unwrap_or(Value::Null),
+            )
+        }
+
+        async fn get(&self, path: &str) -> (u16, Value) {
+            let (s, _, b) = self
+                .send(reqwest::Method::GET, path, Some(&self.seed.api_key), None)
+                .await;
+            (s, b)
+        }
+
+        async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+            let (s, _, b) = self
+                .send(
+                    reqwest::Method::PATCH,
+                    path,
+                    Some(&self.seed.api_key),
+                    Some(body),
+                )
+                .await;
+            (s, b)
+        }
+    }
+
+    fn deactivate() -> Value {
+        json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"active": false}}],
+        })
+    }
+
+    #[tokio::test]
+    async fn me_and_team_members_follow_the_documented_shapes() {
+        let api = Api::new().await;
+        let (status, headers, me) = api
+            .send(reqwest::Method::GET, "/me", Some("demo-key"), None)
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(me["user"]["email"], api.seed.admin_email);
+        assert_eq!(me["user"]["teamId"], api.seed.team_id);
+        assert!(me["user"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("admin")));
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(headers.contains_key(h), "missing {h}");
+        }
+        let (status, users) = api.get("/users").await;
+        assert_eq!(status, 200);
+        let data = users["data"].as_array().unwrap();
+        // One of the eight extra members is deactivated and so not in the team.
+        assert_eq!(data.len(), 11);
+        let leaver = data
+            .iter()
+            .find(|u| u["email"] == api.seed.leaver_email)
+            .unwrap();
+        assert_eq!(leaver["id"], api.seed.leaver_id);
+        assert_eq!(leaver["roles"], json!(["user"]));
+        let (status, one) = api.get(&format!("/users/{}", api.seed.recipient_id)).await;
+        assert_eq!(
+            (status, one["email"].clone()),
+            (200, json!(api.seed.recipient_email))
+        );
+        assert_eq!(api.get("/users/1").await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn keys_are_checked_and_failures_say_why() {
+        let api = Api::new().await;
+        let (s, _, b) = api.send(reqwest::Method::GET, "/me", None, None).await;
+        assert_eq!(
+            (s, b["type"].clone()),
+            (401, json!("https://api.postman.com/problems/unauthorized"))
+        );
+        let (s, _, b) = api
+            .send(reqwest::Method::GET, "/me", Some("nope"), None)
+            .await;
+        assert_eq!(
+            (s, b["error"]["name"].clone()),
+            (401, json!("AuthenticationError"))
+        );
+        api.sim.add_api_key("k2", api.seed.recipient_id);
+        api.sim.expire_api_key("k2");
+        let (s, _, b) = api
+            .send(reqwest::Method::GET, "/me", Some("k2"), None)
+            .await;
+        assert_eq!(s, 401);
+        assert!(b["error"]["message"].as_str().unwrap().contains("expired"));
+        api.sim.add_api_key("k3", api.seed.recipient_id);
+        api.sim.revoke_api_key("k3");
+        let (_, _, b) = api
+            .send(reqwest::Method::GET, "/me", Some("k3"), None)
+            .await;
+        assert!(b["error"]["message"].as_str().unwrap().contains("revoked"));
+        // SCIM wants the SCIM key as a bearer token, not X-Api-Key.
+        let (s, _, b) = api
+            .send(reqwest::Method::GET, "/scim/v2/Users", None, None)
+            .await;
+        assert_eq!((s, b["status"].clone()), (401, json!("401")));
+        let resp = api
+            .http
+            .get(api.url("/scim/v2/Users"))
+            .header("X-Api-Key", "demo-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        api.sim.revoke_scim_key("demo-key");
+        let (s, _, _) = api
+            .send(
+                reqwest::Method::GET,
+                "/scim/v2/Users",
+                Some("demo-key"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401);
+        // A key whose owner is deactivated stops working.
+        api.sim.add_api_key("k4", api.seed.reclaim_id);
+        api.sim
+            .update_member(api.seed.reclaim_id, |m| m.active = false);
+        let (s, _, b) = api
+            .send(reqwest::Method::GET, "/me", Some("k4"), None)
+            .await;
+        assert_eq!(s, 401);
+        assert!(b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deactivated"));
+    }
+
+    #[tokio::test]
+    async fn workspaces_page_with_cursors() {
+        let api = Api::new().await;
+        let (s, all) = api.get("/workspaces").await;
+        assert_eq!(s, 200);
+        let all = all["workspaces"].as_array().unwrap().clone();
+        // Six team workspaces plus the admin's own personal one; not the leaver's.
+        assert_eq!(all.len(), 7);
+        assert!(all
+            .iter()
+            .all(|w| w.get("visibility").is_some() && w.get("createdBy").is_some()));
+        let mut seen = Vec::new();
+        let mut path = "/workspaces?limit=3".to_string();
+        loop {
+            let (s, page) = api.get(&path).await;
+            assert_eq!(s, 200);
+            let items = page["workspaces"].as_array().unwrap();
+            assert!(items.len() <= 3);
+            seen.extend(items.iter().map(|w| w["id"].clone()));
+            match page["meta"]["nextCursor"].as_str() {
+                Some(c) => path = format!("/workspaces?limit=3&cursor={c}"),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            all.iter().map(|w| w["id"].clone()).collect::<Vec<_>>()
+        );
+        api.sim.set_page_size_cap(Some(2));
+        let (_, page) = api.get("/workspaces?limit=100").await;
+        assert_eq!(page["workspaces"].as_array().unwrap().len(), 2);
+        assert_eq!(api.get("/workspaces?limit=101").await.0, 400);
+        assert_eq!(
+            api.get("/workspaces?type=team").await.1["workspaces"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
+        api.sim.set_workspaces_access(false);
+        assert_eq!(api.get("/workspaces").await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn workspace_roles_are_read_and_changed() {
+        let api = Api::new().await;
+        let ws = api.seed.leaver_sole_admin_workspaces[0].clone();
+        let (s, roles) = api.get(&format!("/workspaces/{ws}/roles")).await;
+        assert_eq!(s, 200);
+        let admin = roles["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["displayName"] == "Admin")
+            .unwrap()
+            .clone();
+        assert_eq!(admin["id"], "3");
+        assert_eq!(admin["user"], json!([api.seed.leaver_id.to_string()]));
+        let body = json!({"roles": [{"op": "add", "path": "/user", "value": [{"id": api.seed.recipient_id.to_string(), "role": "3"}]}]});
+        let (s, after) = api.patch(&format!("/workspaces/{ws}/roles"), body).await;
+        assert_eq!(s, 200);
+        assert!(after["roles"]
+            .to_string()
+            .contains(&api.seed.recipient_id.to_string()));
+        assert_eq!(
+            api.sim
+                .workspace_role(&ws, api.seed.recipient_id)
+                .as_deref(),
+            Some("3")
+        );
+        let remove = json!({"roles": [{"op": "remove", "path": "/user", "value": [{"id": api.seed.leaver_id.to_string(), "role": "3"}]}]});
+        assert_eq!(
+            api.patch(&format!("/workspaces/{ws}/roles"), remove.clone())
+                .await
+                .0,
+            200
+        );
+        assert_eq!(api.sim.workspace_role(&ws, api.seed.leaver_id), None);
+        // Removing a role the user no longer holds changes nothing.
+        assert_eq!(
+            api.patch(&format!("/workspaces/{ws}/roles"), remove)
+                .await
+                .0,
+            200
+        );
+        // SCIM ids with the identifierType header.
+        let scim_id = api.sim.member(api.seed.reclaim_id).unwrap().scim_id;
+        let resp = api
+            .http
+            .patch(api.url(&format!("/workspaces/{ws}/roles")))
+            .header("X-Api-Key", "demo-key")
+            .header("identifierType", "scim")
+            .json(&json!({"roles": [{"op": "add", "path": "/user", "value": [{"id": scim_id, "role": "1"}]}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(
+            api.sim.workspace_role(&ws, api.seed.reclaim_id).as_deref(),
+            Some("1")
+        );
+        let (_, scim_view) = api
+            .get(&format!("/workspaces/{ws}/roles?include=scim"))
+            .await;
+        assert!(scim_view
+            .to_string()
+            .contains(&api.sim.member(api.seed.reclaim_id).unwrap().scim_id));
+        // Validation: missing op, duplicate user, non-member, personal workspace, unknown workspace.
+        let (s, b) = api
+            .patch(
+                &format!("/workspaces/{ws}/roles"),
+                json!({"roles": [{"path": "/user", "value": [{"id": "1", "role": "1"}]}]}),
+            )
+            .await;
+        assert_eq!((s, b["type"].clone()), (400, json!("invalidParamError")));
+        let dup = json!({"roles": [
+            {"op": "add", "path": "/user", "value": [{"id": api.seed.admin_id.to_string(), "role": "1"}]},
+            {"op": "remove", "path": "/user", "value": [{"id": api.seed.admin_id.to_string(), "role": "3"}]}
+        ]});
+        assert_eq!(
+            api.patch(&format!("/workspaces/{ws}/roles"), dup).await.0,
+            400
+        );
+        let stranger = json!({"roles": [{"op": "add", "path": "/user", "value": [{"id": "99", "role": "1"}]}]});
+        assert_eq!(
+            api.patch(&format!("/workspaces/{ws}/roles"), stranger)
+                .await
+                .0,
+            400
+        );
+        let personal = api
+            .sim
+            .add_workspace(SimWorkspace::personal("Mine", api.seed.admin_id));
+        let any = json!({"roles": [{"op": "add", "path": "/user", "value": [{"id": api.seed.leaver_id.to_string(), "role": "1"}]}]});
+        let (s, b) = api
+            .patch(&format!("/workspaces/{personal}/roles"), any.clone())
+            .await;
+        assert_eq!((s, b["status"].clone()), (422, json!(422)));
+        assert_eq!(api.patch("/workspaces/nope/roles", any).await.0, 404);
+        api.sim.set_roles_access(false);
+        assert_eq!(api.get(&format!("/workspaces/{ws}/roles")).await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn audit_logs_filter_page_and_need_enterprise() {
+        let api = Api::new().await;
+        let (s, b) = api
+            .get(&format!(
+                "/audit/logs?userId={}&limit=1",
+                api.seed.leaver_id
+            ))
+            .await;
+        assert_eq!(s, 200);
+        let trails = b["trails"].as_array().unwrap();
+        assert_eq!(trails.len(), 1);
+        assert_eq!(trails[0]["action"], "user.login_google_success");
+        assert_eq!(trails[0]["data"]["user"]["id"], api.seed.leaver_id);
+        let cursor = b["meta"]["nextCursor"].as_str().unwrap().to_string();
+        let (_, next) = api
+            .get(&format!(
+                "/audit/logs?userId={}&limit=1&cursor={cursor}",
+                api.seed.leaver_id
+            ))
+            .await;
+        assert_eq!(next["trails"][0]["action"], "workspace.updated");
+        assert!(next.get("meta").is_none());
+        let (_, asc) = api.get("/audit/logs?orderBy=asc&limit=1").await;
+        assert_eq!(asc["trails"][0]["data"]["user"]["id"], api.seed.reclaim_id);
+        assert_eq!(api.get("/audit/logs?limit=301").await.0, 400);
+        api.sim.set_audit_logs_access(false);
+        let (s, b) = api.get("/audit/logs").await;
+        assert_eq!(
+            (s, b["error"]["name"].clone()),
+            (403, json!("ForbiddenRequest"))
+        );
+        api.sim.set_enterprise(false);
+        let (s, b) = api.get("/audit/logs").await;
+        assert_eq!(s, 403);
+        assert!(b["detail"].as_str().unwrap().contains("plan"));
+    }
+
+    #[tokio::test]
+    async fn scim_lists_filters_and_deactivates() {
+        let api = Api::new().await;
+        let key = api.seed.scim_key.clone();
+        let get = |path: String| {
+            let api = &api;
+            let key = key.clone();
+            async move {
+                api.send(reqwest::Method::GET, &path, Some(&key), None)
+                    .await
+            }
+        };
+        let (s, _, b) = get("/scim/v2/Users?startIndex=1&count=5".into()).await;
+        assert_eq!(s, 200);
+        assert_eq!(b["totalResults"], 12);
+        assert_eq!(b["itemsPerPage"], 5);
+        assert_eq!(b["Resources"].as_array().unwrap().len(), 5);
+        let (_, _, last) = get("/scim/v2/Users?startIndex=11&count=5".into()).await;
+        assert_eq!(last["Resources"].as_array().unwrap().len(), 2);
+        let filter = format!("userName eq \"{}\"", api.seed.leaver_email);
+        let (_, _, found) = get(format!(
+            "/scim/v2/Users?filter={}",
+            filter.replace(' ', "%20").replace('"', "%22")
+        ))
+        .await;
+        assert_eq!(found["totalResults"], 1);
+        let user = found["Resources"][0].clone();
+        assert_eq!(user["active"], true);
+        // Filter values are case-sensitive.
+        let upper = format!("userName eq \"{}\"", api.seed.leaver_email.to_uppercase());
+        let (_, _, none) = get(format!(
+            "/scim/v2/Users?filter={}",
+            upper.replace(' ', "%20").replace('"', "%22")
+        ))
+        .await;
+        assert_eq!(none["totalResults"], 0);
+        let (s, _, _) = get("/scim/v2/Users?filter=displayName%20co%20%22x%22".into()).await;
+        assert_eq!(s, 400);
+        let (_, _, inactive) = get("/scim/v2/Users?filter=active%20eq%20false".into()).await;
+        assert_eq!(inactive["totalResults"], 1);
+
+        let id = user["id"].as_str().unwrap().to_string();
+        let before = api.sim.seats_consumed();
+        let (s, _, after) = api
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/scim/v2/Users/{id}"),
+                Some(&key),
+                Some(deactivate()),
+            )
+            .await;
+        assert_eq!((s, after["active"].clone()), (200, json!(false)));
+        assert_eq!(api.sim.seats_consumed(), before - 1);
+        let (_, acct) = api.get("/accounts").await;
+        assert_eq!(acct["slots"]["consumed"], before - 1);
+        assert_eq!(acct["slots"]["available"], 50 - (before - 1));
+        // Gone from the team and from role lists; the SCIM identity stays.
+        assert_eq!(
+            api.get(&format!("/users/{}", api.seed.leaver_id)).await.0,
+            404
+        );
+        let ws = &api.seed.leaver_sole_admin_workspaces[0];
+        let (_, roles) = api.get(&format!("/workspaces/{ws}/roles")).await;
+        assert!(!roles.to_string().contains(&api.seed.leaver_id.to_string()));
+        let (s, _, still) = get(format!("/scim/v2/Users/{id}")).await;
+        assert_eq!((s, still["active"].clone()), (200, json!(false)));
+        // Reactivation (path form) brings the member and their roles back.
+        let reactivate =
+            json!({"Operations": [{"op": "Replace", "path": "active", "value": true}]});
+        let (s, _, _) = api
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/scim/v2/Users/{id}"),
+                Some(&key),
+                Some(reactivate),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            api.sim.workspace_role(ws, api.seed.leaver_id).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            api.get(&format!("/users/{}", api.seed.leaver_id)).await.0,
+            200
+        );
+        let (s, _, b) = get("/scim/v2/Users/unknown".into()).await;
+        assert_eq!(
+            (s, b["schemas"][0].clone()),
+            (404, json!(SCIM_ERROR_SCHEMA))
+        );
+        api.sim.set_scim_enabled(false);
+        assert_eq!(get("/scim/v2/Users".into()).await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn switches_forbid_areas_and_delete_the_team() {
+        let api = Api::new().await;
+        api.sim.set_users_access(false);
+        let (s, b) = api.get("/users").await;
+        assert_eq!(
+            (s, b["error"]["name"].clone()),
+            (403, json!("forbiddenError"))
+        );
+        api.sim.set_users_access(true);
+        // A member without an admin-like role cannot list members either.
+        api.sim.add_api_key("plain", api.seed.recipient_id);
+        let (s, _, _) = api
+            .send(reqwest::Method::GET, "/users", Some("plain"), None)
+            .await;
+        assert_eq!(s, 403);
+        api.sim.set_team_deleted(true);
+        let (s, me) = api.get("/me").await;
+        assert_eq!(s, 200);
+        assert!(me["user"].get("teamId").is_none());
+        let (s, b) = api.get("/workspaces").await;
+        assert_eq!(
+            (s, b["detail"].clone()),
+            (400, json!("You must be part of a team"))
+        );
+        let (s, _, _) = api
+            .send(
+                reqwest::Method::GET,
+                "/scim/v2/Users",
+                Some("demo-key"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 403);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_answers_429_with_the_documented_headers() {
+        let api = Api::new().await;
+        api.sim.set_rate_limit(Some(2));
+        assert_eq!(api.get("/me").await.0, 200);
+        let (s, h, _) = api
+            .send(reqwest::Method::GET, "/me", Some("demo-key"), None)
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(h["x-ratelimit-limit"], "2");
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        let (s, h, b) = api
+            .send(reqwest::Method::GET, "/users", Some("demo-key"), None)
+            .await;
+        assert_eq!(s, 429);
+        assert_eq!(b["error"]["name"], "rateLimited");
+        let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry));
+        assert_eq!(h["retryafter"], h["retry-after"]);
+        assert_eq!(h["x-ratelimit-retryafter"], h["retry-after"]);
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!(reset >= unix_now());
+        api.sim.set_rate_limit(None);
+        assert_eq!(api.get("/users").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn faults_hit_the_next_matching_calls_only() {
+        let api = Api::new().await;
+        api.sim.inject(
+            Fault::new(
+                "/workspaces",
+                FaultKind::Error {
+                    status: 503,
+                    retry_after_secs: Some(7),
+                },
+            )
+            .method("GET")
+            .times(2),
+        );
+        assert_eq!(api.get("/users").await.0, 200);
+        let (s, h, b) = api
+            .send(reqwest::Method::GET, "/workspaces", Some("demo-key"), None)
+            .await;
+        assert_eq!((s, h["retry-after"].to_str().unwrap()), (503, "7"));
+        assert_eq!(b["status"], 503);
+        assert_eq!(api.get("/workspaces").await.0, 503);
+        assert_eq!(api.get("/workspaces").await.0, 200);
+
+        api.sim.inject(Fault::new(
+            "/scim/v2/Users",
+            FaultKind::Error {
+                status: 500,
+                retry_after_secs: None,
+            },
+        ));
+        let (s, _, b) = api
+            .send(
+                reqwest::Method::GET,
+                "/scim/v2/Users",
+                Some("demo-key"),
+                None,
+            )
+            .await;
+        assert_eq!((s, b["status"].clone()), (500, json!("500")));
+
+        api.sim.inject(Fault::new(
+            "/me",
+            FaultKind::Reply {
+                status: 418,
+                body: json!({"odd": true}),
+            },
+        ));
+        let (s, b) = api.get("/me").await;
+        assert_eq!((s, b), (418, json!({"odd": true})));
+
+        api.sim.inject(Fault::new(
+            "/me",
+            FaultKind::Delay(Duration::from_millis(300)),
+        ));
+        let started = Instant::now();
+        assert_eq!(api.get("/me").await.0, 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+
+        api.sim
+            .inject(Fault::new("/users", FaultKind::DropConnection));
+        let err = api
+            .http
+            .get(api.url("/users"))
+            .header("X-Api-Key", "demo-key")
+            .send()
+            .await;
+        assert!(err.is_err(), "expected no response, got {err:?}");
+        assert_eq!(api.get("/users").await.0, 200);
+
+        let calls = api.sim.calls();
+        let dropped = calls.iter().rev().nth(1).unwrap();
+        assert_eq!((dropped.path.as_str(), dropped.status), ("/users", 0));
+        let first = &calls[0];
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str(), first.status),
+            ("GET", "/users", 200)
+        );
+        assert!(first.api_key_present && !first.authorization_present);
+        api.sim.clear_calls();
+        assert!(api.sim.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn calls_keep_query_and_body() {
+        let api = Api::new().await;
+        let ws = api.seed.leaver_workspaces[2].clone();
+        let body = json!({"roles": [{"op": "remove", "path": "/user", "value": [{"id": api.seed.leaver_id.to_string(), "role": "2"}]}]});
+        api.patch(&format!("/workspaces/{ws}/roles"), body.clone())
+            .await;
+        api.get("/workspaces?limit=5").await;
+        let calls = api.sim.calls();
+        assert_eq!(calls[0].body.as_ref(), Some(&body));
+        assert_eq!(calls[0].method, "PATCH");
+        assert_eq!(calls[1].query, "limit=5");
+        assert_eq!(api.sim.workspace_role(&ws, api.seed.leaver_id), None);
+    }
+
+    #[test]
+    fn helpers_round_trip() {
+        assert_eq!(iso_from_unix(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_from_unix(1_661_959_172), "2022-08-31T15:19:32.000Z");
+        assert_eq!(b64_encode(b"483265"), "NDgzMjY1");
+        for n in [0usize, 7, 100, 483_265] {
+            assert_eq!(offset_from_cursor(&cursor_for(n)), Some(n));
+        }
+        assert_eq!(scim_id_for(5).len(), 48);
+        assert_ne!(scim_id_for(5), scim_id_for(6));
+        assert_eq!(uuid_like(1).len(), 36);
+        assert_eq!(SimMember::new("ada.lovelace@x.io").name, "Ada Lovelace");
+    }
 }

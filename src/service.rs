@@ -1,0 +1,37 @@
+//! What `offboard serve` runs: the event consumer, the outbox publisher and the work loop,
+//! side by side until told to stop. Stopping lets in-flight steps finish; a workflow
+//! interrupted between steps is resumed by the next process that claims it.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::runtime::engine::Engine;
+
+/// A running service.
+pub struct Service {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts consuming, publishing and working.
+    pub fn start(engine: Arc<Engine>) -> Service {
+        let (stop, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(crate::intake::consume(engine.clone(), rx.clone())),
+            tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone())),
+            tokio::spawn(engine.work(rx)),
+        ];
+        Service { stop, tasks }
+    }
+
+    /// Stops, waiting for in-flight steps.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

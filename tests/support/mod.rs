@@ -1,0 +1,237 @@
+//! Shared test helpers: a fresh database per test (SQLite file or a new PostgreSQL
+//! database), broker names unique to the test, an in-process service, publishing and
+//! reading AMQP messages, and polling with a deadline instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
+use offboard::apps::AppClient;
+use offboard::config::{AmqpNames, AppKind, Config, ConnectionConfig, Secret};
+use offboard::runtime::definitions::Registry;
+use offboard::runtime::engine::Engine;
+use offboard::service::Service;
+use offboard::store::entities::{audit, workflow};
+use offboard::store::Store;
+use sea_orm::ConnectionTrait;
+
+/// PostgreSQL server used by the tests.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// RabbitMQ server used by the tests.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The Smartsheet token tests use (the secret that must never leak).
+pub const TOKEN: &str = "sk-test-4f9c2a71e0b3d8c6";
+
+/// Which database back-end a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A new PostgreSQL database.
+    Postgres,
+}
+
+/// A unique suffix for names.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A database URL for a fresh, empty database. Keep the returned TempDir alive.
+pub async fn fresh_database(db: Db) -> (String, Option<tempfile::TempDir>) {
+    match db {
+        Db::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            (format!("sqlite://{}/offboard.db?mode=rwc", dir.path().display()), Some(dir))
+        }
+        Db::Postgres => {
+            let name = format!("offboard_t_{}", unique());
+            let admin = sea_orm::Database::connect(PG_ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            (format!("postgres://postgres@127.0.0.1:5432/{name}"), None)
+        }
+    }
+}
+
+/// Broker names unique to one test, so tests can run side by side.
+pub fn amqp_names() -> AmqpNames {
+    let u = unique();
+    AmqpNames {
+        exchange: format!("offboard.t.{u}"),
+        queue: format!("offboard.t.{u}.requests"),
+        dead_letter_exchange: format!("offboard.t.{u}.dlx"),
+        dead_letter_queue: format!("offboard.t.{u}.dead"),
+        prefetch: 8,
+    }
+}
+
+/// A Smartsheet simulator with an admin holding [`TOKEN`], a leaver who owns two of four
+/// groups, and a recipient who is a group admin.
+pub struct Org {
+    pub sim: SmartsheetSim,
+    pub admin: i64,
+    pub leaver: i64,
+    pub recipient: i64,
+    pub reclaim: i64,
+    pub leaver_groups: Vec<i64>,
+    pub other_groups: Vec<i64>,
+}
+
+pub const LEAVER: &str = "ada@example.com";
+pub const RECIPIENT: &str = "grace@example.com";
+pub const RECLAIM: &str = "linus@example.com";
+
+/// Starts and seeds a simulator.
+pub async fn org() -> Org {
+    let sim = SmartsheetSim::start().await.unwrap();
+    let admin = sim.add_user(SimUser { admin: true, ..SimUser::new("admin@example.com") });
+    sim.add_token(TOKEN, admin);
+    let leaver = sim.add_user(SimUser { group_admin: true, resource_viewer: true, sheet_count: 7, ..SimUser::new(LEAVER) });
+    let recipient = sim.add_user(SimUser { group_admin: true, ..SimUser::new(RECIPIENT) });
+    let reclaim = sim.add_user(SimUser { resource_viewer: true, ..SimUser::new(RECLAIM) });
+    let leaver_groups = vec![
+        sim.add_group("Engineering", leaver, &[leaver, recipient]),
+        sim.add_group("Launch", leaver, &[leaver]),
+    ];
+    let other_groups = vec![
+        sim.add_group("Finance", admin, &[admin]),
+        sim.add_group("Everyone", recipient, &[admin, leaver, recipient]),
+    ];
+    Org { sim, admin, leaver, recipient, reclaim, leaver_groups, other_groups }
+}
+
+/// A configuration for one test: its database, broker names, one Smartsheet connection.
+pub fn config(database_url: &str, names: AmqpNames, smartsheet_url: &str) -> Config {
+    let mut c = Config::defaults();
+    c.database_url = database_url.to_string();
+    c.amqp_url = AMQP_URL.to_string();
+    c.amqp = names;
+    c.connections.clear();
+    c.connections.insert("smartsheet".into(), smartsheet_connection(smartsheet_url));
+    c
+}
+
+/// The Smartsheet connection of [`config`].
+pub fn smartsheet_connection(url: &str) -> ConnectionConfig {
+    ConnectionConfig {
+        app: AppKind::Smartsheet,
+        base_url: url.to_string(),
+        token_env: "OFFBOARD_TEST_SMARTSHEET_TOKEN".into(),
+        requests_per_minute: 6000,
+        timeout_secs: 5,
+    }
+}
+
+/// An engine over `config`, its Smartsheet client holding `token`.
+pub async fn engine(config: Config, token: &str) -> Arc<Engine> {
+    let registry = Registry::load(config.workflows_dir.as_deref()).unwrap();
+    let store = Store::open(&config.database_url).await.unwrap();
+    let conn = config.connections["smartsheet"].clone();
+    let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
+    engine.use_client("smartsheet", AppClient::new(&conn, Secret::new(token)).unwrap()).await;
+    Arc::new(engine)
+}
+
+/// Starts the service (consumer, outbox, workers) in this process.
+pub fn serve(engine: &Arc<Engine>) -> Service {
+    Service::start(engine.clone())
+}
+
+/// Opens a channel to the test broker.
+pub async fn channel() -> Channel {
+    offboard::intake::open(AMQP_URL).await.unwrap().1
+}
+
+/// Declares the topology and publishes a raw body with a routing key (with confirms).
+pub async fn publish(names: &AmqpNames, routing_key: &str, body: &[u8]) {
+    offboard::intake::submit(AMQP_URL, names, routing_key, body).await.unwrap();
+}
+
+/// A CloudEvents offboarding/reclaim event.
+pub fn event(id: &str, kind: &str, email: &str, transfer_to: Option<&str>) -> Vec<u8> {
+    let mut data = serde_json::json!({ "person": { "email": email } });
+    if let Some(t) = transfer_to {
+        data["transfer_to"] = serde_json::json!({ "email": t });
+    }
+    serde_json::json!({
+        "specversion": "1.0", "id": id, "source": "test", "type": kind,
+        "time": "2026-11-20T17:00:00Z", "data": data,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the workflows of `event_id` have all ended; returns them.
+pub async fn finished(store: &Store, event_id: &str, count: usize, secs: u64) -> Vec<workflow::Model> {
+    eventually(secs, &format!("workflows of {event_id} to end"), || async {
+        let rows = store.by_event(event_id).await.unwrap();
+        (rows.len() == count && rows.iter().all(|r| r.finished_at.is_some())).then_some(rows)
+    })
+    .await
+}
+
+/// A workflow's trail as (kind, body JSON).
+pub async fn trail(store: &Store, id: &str) -> Vec<audit::Model> {
+    store.trail(id).await.unwrap()
+}
+
+/// Declares a queue bound to `key` on the test exchange, to watch outgoing events.
+pub async fn watch_exchange(names: &AmqpNames, key: &str) -> (Channel, String) {
+    let ch = channel().await;
+    offboard::intake::declare(&ch, names).await.unwrap();
+    let q = format!("{}.watch.{}", names.exchange, unique());
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_bind(q.as_str().into(), names.exchange.as_str().into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    (ch, q)
+}
+
+/// Takes up to `n` messages from a queue, waiting at most `secs`.
+pub async fn take(ch: &Channel, queue: &str, n: usize, secs: u64) -> Vec<lapin::message::Delivery> {
+    let mut consumer = ch
+        .basic_consume(queue.into(), format!("t-{}", unique()).into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => got.push(d),
+            _ => break,
+        }
+    }
+    got
+}
+
+/// Whether a queue is empty right now.
+pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap().is_none()
+}
