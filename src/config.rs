@@ -124,6 +124,7 @@ struct ConfigFile {
     amqp_url: Option<String>,
     workflows_dir: Option<PathBuf>,
     max_concurrent_workflows: Option<usize>,
+    lease_secs: Option<u64>,
     amqp: Option<AmqpNames>,
     connections: Option<BTreeMap<String, ConnectionConfig>>,
 }
@@ -141,6 +142,9 @@ pub struct Config {
     pub workflows_dir: Option<PathBuf>,
     /// How many workflows run at once.
     pub max_concurrent_workflows: usize,
+    /// How long a worker's claim on a workflow lasts without renewal; a crashed
+    /// process's workflows are resumed by another after this.
+    pub lease_secs: u64,
     /// Connections by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
 }
@@ -180,6 +184,7 @@ impl Config {
             amqp: AmqpNames::default(),
             workflows_dir: None,
             max_concurrent_workflows: 8,
+            lease_secs: 15,
             connections,
         }
     }
@@ -227,6 +232,9 @@ impl Config {
         if let Some(v) = file.max_concurrent_workflows {
             config.max_concurrent_workflows = v;
         }
+        if let Some(v) = file.lease_secs {
+            config.lease_secs = v;
+        }
         config.workflows_dir = file.workflows_dir;
         if let Some(v) = file.connections {
             config.connections = v;
@@ -243,6 +251,9 @@ impl Config {
         if !self.amqp_url.starts_with("amqp") {
             return Err("amqp_url must be an amqp:// or amqps:// URL".into());
         }
+        if !(1..=3600).contains(&self.lease_secs) {
+            return Err("lease_secs must be between 1 and 3600".into());
+        }
         if self.max_concurrent_workflows == 0 {
             return Err("max_concurrent_workflows must be at least 1".into());
         }
@@ -253,7 +264,9 @@ impl Config {
                 return Err(format!("connection {name:?}: base_url must be http(s)"));
             }
             if c.requests_per_minute == 0 {
-                return Err(format!("connection {name:?}: requests_per_minute must be above 0"));
+                return Err(format!(
+                    "connection {name:?}: requests_per_minute must be above 0"
+                ));
             }
             if c.token_env.trim().is_empty() {
                 return Err(format!("connection {name:?}: token_env is empty"));

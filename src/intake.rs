@@ -41,7 +41,12 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
         ..Default::default()
     };
     channel
-        .exchange_declare(names.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .exchange_declare(
+            names.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
         .exchange_declare(
@@ -56,14 +61,23 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
         ..Default::default()
     };
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(names.dead_letter_exchange.as_str().into()),
     );
-    channel.queue_declare(names.queue.as_str().into(), queue, args).await?;
     channel
-        .queue_declare(names.dead_letter_queue.as_str().into(), queue, FieldTable::default())
+        .queue_declare(names.queue.as_str().into(), queue, args)
+        .await?;
+    channel
+        .queue_declare(
+            names.dead_letter_queue.as_str().into(),
+            queue,
+            FieldTable::default(),
+        )
         .await?;
     for t in EventType::ALL {
         channel
@@ -114,16 +128,23 @@ pub async fn consume(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn consume_once(engine: &Arc<Engine>, shutdown: &mut watch::Receiver<bool>) -> Result<(), String> {
+async fn consume_once(
+    engine: &Arc<Engine>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
     let names = &engine.config().amqp;
     let (conn, channel) = open(&engine.config().amqp_url).await?;
-    declare(&channel, names).await.map_err(|e| format!("cannot declare the topology: {e}"))?;
+    declare(&channel, names)
+        .await
+        .map_err(|e| format!("cannot declare the topology: {e}"))?;
     channel
         .basic_qos(names.prefetch, BasicQosOptions::default())
         .await
         .map_err(|e| e.to_string())?;
     let dlx = conn.create_channel().await.map_err(|e| e.to_string())?;
-    dlx.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+    dlx.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut consumer = channel
         .basic_consume(
             names.queue.as_str().into(),
@@ -186,18 +207,28 @@ async fn handle(engine: &Arc<Engine>, dlx: &Channel, delivery: Delivery) -> Resu
         .map_err(|e| e.to_string())
 }
 
-async fn dead_letter(engine: &Arc<Engine>, dlx: &Channel, delivery: &Delivery, rejection: &Rejection) -> Result<(), String> {
+async fn dead_letter(
+    engine: &Arc<Engine>,
+    dlx: &Channel,
+    delivery: &Delivery,
+    rejection: &Rejection,
+) -> Result<(), String> {
     let event_id = serde_json::from_slice::<serde_json::Value>(&delivery.data)
         .ok()
         .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
     warn!(code = %rejection.code, reason = %rejection.message, event_id = ?event_id, "event dead-lettered");
     let mut headers = FieldTable::default();
-    headers.insert("x-error-code".into(), AMQPValue::LongString(rejection.code.as_str().into()));
+    headers.insert(
+        "x-error-code".into(),
+        AMQPValue::LongString(rejection.code.as_str().into()),
+    );
     headers.insert(
         "x-error-message".into(),
         AMQPValue::LongString(LongString::from(rejection.message.as_str())),
     );
-    let mut props = BasicProperties::default().with_headers(headers).with_delivery_mode(2);
+    let mut props = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2);
     if let Some(ct) = delivery.properties.content_type() {
         props = props.with_content_type(ct.clone());
     }
@@ -215,7 +246,13 @@ async fn dead_letter(engine: &Arc<Engine>, dlx: &Channel, delivery: &Delivery, r
     .map_err(|e| format!("the broker did not confirm a dead letter: {e}"))?;
     engine
         .store()
-        .dead_letter(rejection.code.as_str(), &rejection.message, event_id.as_deref(), &routing_key, &delivery.data)
+        .dead_letter(
+            rejection.code.as_str(),
+            &rejection.message,
+            event_id.as_deref(),
+            &routing_key,
+            &delivery.data,
+        )
         .await
         .map_err(|e| format!("cannot record a dead letter: {e}"))
 }
@@ -226,11 +263,29 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
     while !*shutdown.borrow() {
         let result = async {
             let (_conn, channel) = open(&engine.config().amqp_url).await?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
             loop {
-                for entry in engine.store().unpublished(100).await.map_err(|e| e.to_string())? {
-                    publish(&channel, &engine.config().amqp.exchange, &entry.routing_key, entry.body.as_bytes()).await?;
-                    engine.store().mark_published(entry.id).await.map_err(|e| e.to_string())?;
+                for entry in engine
+                    .store()
+                    .unpublished(100)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    publish(
+                        &channel,
+                        &engine.config().amqp.exchange,
+                        &entry.routing_key,
+                        entry.body.as_bytes(),
+                    )
+                    .await?;
+                    engine
+                        .store()
+                        .mark_published(entry.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -251,12 +306,23 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
 }
 
 /// Publishes one CloudEvents JSON message and waits for the broker's confirm.
-pub async fn publish(channel: &Channel, exchange: &str, routing_key: &str, body: &[u8]) -> Result<(), String> {
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+) -> Result<(), String> {
     let props = BasicProperties::default()
         .with_content_type("application/cloudevents+json".into())
         .with_delivery_mode(2);
     let confirm = channel
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
         .await
         .map_err(|e| e.to_string())?
         .await
@@ -268,10 +334,20 @@ pub async fn publish(channel: &Channel, exchange: &str, routing_key: &str, body:
 }
 
 /// `offboard submit`: declares the topology and publishes one event with confirms.
-pub async fn submit(url: &str, names: &AmqpNames, routing_key: &str, body: &[u8]) -> Result<(), String> {
+pub async fn submit(
+    url: &str,
+    names: &AmqpNames,
+    routing_key: &str,
+    body: &[u8],
+) -> Result<(), String> {
     let (conn, channel) = open(url).await?;
-    declare(&channel, names).await.map_err(|e| format!("cannot declare the topology: {e}"))?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+    declare(&channel, names)
+        .await
+        .map_err(|e| format!("cannot declare the topology: {e}"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     publish(&channel, &names.exchange, routing_key, body).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())

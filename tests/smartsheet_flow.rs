@@ -13,7 +13,18 @@ fn writes(calls: &[SimCall]) -> Vec<String> {
     calls
         .iter()
         .filter(|c| c.method != "GET")
-        .map(|c| format!("{} {}{}", c.method, c.path, if c.query.is_empty() { String::new() } else { format!("?{}", c.query) }))
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.method,
+                c.path,
+                if c.query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", c.query)
+                }
+            )
+        })
         .collect()
 }
 
@@ -25,9 +36,17 @@ async fn offboard_and_reclaim(db: Db) {
     let (watch_ch, watch_q) = watch_exchange(&names, "workflow.*").await;
     let service = serve(&engine);
 
-    publish(&names, "offboarding.requested", &event("ev-off", "offboarding.requested", LEAVER, Some(RECIPIENT))).await;
+    publish(
+        &names,
+        "offboarding.requested",
+        &event("ev-off", "offboarding.requested", LEAVER, Some(RECIPIENT)),
+    )
+    .await;
     let off = finished(engine.store(), "ev-off", 1, 30).await;
-    assert_eq!((off[0].state.as_str(), off[0].outcome.as_deref()), ("completed", Some("removed")));
+    assert_eq!(
+        (off[0].state.as_str(), off[0].outcome.as_deref()),
+        ("completed", Some("removed"))
+    );
 
     // Owned groups (and only those) reassigned, then the flags, then the DELETE.
     let w = writes(&org.sim.calls());
@@ -35,10 +54,18 @@ async fn offboard_and_reclaim(db: Db) {
         format!("PUT /groups/{}", org.leaver_groups[0]),
         format!("PUT /groups/{}", org.leaver_groups[1]),
         format!("PUT /users/{}", org.leaver),
-        format!("DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true", org.leaver, org.recipient),
+        format!(
+            "DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true",
+            org.leaver, org.recipient
+        ),
     ];
     assert_eq!(w, expected);
-    let flags = org.sim.calls().into_iter().find(|c| c.method == "PUT" && c.path.starts_with("/users/")).unwrap();
+    let flags = org
+        .sim
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "PUT" && c.path.starts_with("/users/"))
+        .unwrap();
     assert_eq!(
         flags.body.unwrap(),
         serde_json::json!({"licensedSheetCreator": false, "resourceViewer": false, "groupAdmin": false})
@@ -47,21 +74,39 @@ async fn offboard_and_reclaim(db: Db) {
         assert_eq!(org.sim.group(*g).unwrap().owner_id, org.recipient);
     }
     for g in &org.other_groups {
-        assert_ne!(org.sim.group(*g).unwrap().owner_id, org.recipient.max(0) + 1_000_000);
+        assert_ne!(
+            org.sim.group(*g).unwrap().owner_id,
+            org.recipient.max(0) + 1_000_000
+        );
     }
-    assert_eq!(org.sim.group(org.other_groups[0]).unwrap().owner_id, org.admin);
+    assert_eq!(
+        org.sim.group(org.other_groups[0]).unwrap().owner_id,
+        org.admin
+    );
     assert!(org.sim.user(org.leaver).is_none());
     assert_eq!(org.sim.user(org.recipient).unwrap().sheet_count, 7);
 
     // License reclaim: the three flags false, the account kept, no DELETE.
     org.sim.clear_calls();
     org.sim.update_user(org.reclaim, |u| u.group_admin = true);
-    publish(&names, "license.reclaim.requested", &event("ev-lic", "license.reclaim.requested", RECLAIM, Some(RECIPIENT))).await;
+    publish(
+        &names,
+        "license.reclaim.requested",
+        &event(
+            "ev-lic",
+            "license.reclaim.requested",
+            RECLAIM,
+            Some(RECIPIENT),
+        ),
+    )
+    .await;
     let lic = finished(engine.store(), "ev-lic", 1, 30).await;
     assert_eq!(lic[0].outcome.as_deref(), Some("downgraded"));
     let user = org.sim.user(org.reclaim).unwrap();
     assert!(!user.licensed_sheet_creator && !user.resource_viewer && !user.group_admin);
-    assert!(writes(&org.sim.calls()).iter().all(|w| !w.starts_with("DELETE")));
+    assert!(writes(&org.sim.calls())
+        .iter()
+        .all(|w| !w.starts_with("DELETE")));
 
     // Both outcomes were published as workflow.completed events.
     let out = take(&watch_ch, &watch_q, 2, 10).await;
@@ -69,13 +114,19 @@ async fn offboard_and_reclaim(db: Db) {
         .iter()
         .map(|d| {
             let v: Value = serde_json::from_slice(&d.data).unwrap();
-            (v["type"].as_str().unwrap().to_string(), v["data"]["outcome"].as_str().unwrap().to_string())
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["data"]["outcome"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     seen.sort();
     assert_eq!(
         seen,
-        vec![("workflow.completed".into(), "downgraded".into()), ("workflow.completed".into(), "removed".into())]
+        vec![
+            ("workflow.completed".into(), "downgraded".into()),
+            ("workflow.completed".into(), "removed".into())
+        ]
     );
     service.stop().await;
 }
@@ -103,7 +154,10 @@ async fn a_duplicate_event_id_starts_one_workflow() {
     finished(engine.store(), "ev-dup", 1, 30).await;
     // Once the queue is drained, still exactly one workflow exists for the id.
     let ch = channel().await;
-    eventually(10, "the request queue to drain", || async { queue_is_empty(&ch, &names.queue).await.then_some(()) }).await;
+    eventually(10, "the request queue to drain", || async {
+        queue_is_empty(&ch, &names.queue).await.then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(engine.store().list(None).await.unwrap().len(), 1);
     let puts = org.sim.calls().iter().filter(|c| c.method == "PUT").count();
@@ -118,7 +172,10 @@ async fn malformed_events_are_dead_lettered_with_their_code_and_good_ones_still_
     let names = amqp_names();
     let engine = engine(config(&url, names.clone(), &org.sim.base_url()), TOKEN).await;
     let service = serve(&engine);
-    let oversize = format!("{{\"specversion\":\"1.0\",\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    let oversize = format!(
+        "{{\"specversion\":\"1.0\",\"pad\":\"{}\"}}",
+        "x".repeat(300 * 1024)
+    );
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"this is not json".to_vec(), "EVT-100"),
         (oversize.into_bytes(), "EVT-100"),
@@ -130,7 +187,12 @@ async fn malformed_events_are_dead_lettered_with_their_code_and_good_ones_still_
     for (body, _) in &cases {
         publish(&names, "offboarding.requested", body).await;
     }
-    publish(&names, "license.reclaim.requested", &event("ev-good", "license.reclaim.requested", RECLAIM, None)).await;
+    publish(
+        &names,
+        "license.reclaim.requested",
+        &event("ev-good", "license.reclaim.requested", RECLAIM, None),
+    )
+    .await;
     let good = finished(engine.store(), "ev-good", 1, 30).await;
     assert_eq!(good[0].outcome.as_deref(), Some("downgraded"));
 
@@ -150,7 +212,14 @@ async fn malformed_events_are_dead_lettered_with_their_code_and_good_ones_still_
         .collect();
     let expected: Vec<String> = cases.iter().map(|(_, c)| c.to_string()).collect();
     assert_eq!(codes, expected);
-    let recorded: Vec<String> = engine.store().dead_letters().await.unwrap().into_iter().map(|d| d.code).collect();
+    let recorded: Vec<String> = engine
+        .store()
+        .dead_letters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.code)
+        .collect();
     assert_eq!(recorded, expected);
     service.stop().await;
 }
@@ -160,15 +229,37 @@ async fn two_server_errors_then_success_completes() {
     let org = org().await;
     let (url, _dir) = fresh_database(Db::Sqlite).await;
     let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-    org.sim.inject(Fault::new("/users", FaultKind::Error { status: 500, error_code: 4000, retry_after_secs: None }).method("GET").times(2));
-    let request = offboard::domain::event::parse(&event("ev-5xx", "license.reclaim.requested", RECLAIM, None), &["smartsheet".into()]).unwrap();
+    org.sim.inject(
+        Fault::new(
+            "/users",
+            FaultKind::Error {
+                status: 500,
+                error_code: 4000,
+                retry_after_secs: None,
+            },
+        )
+        .method("GET")
+        .times(2),
+    );
+    let request = offboard::domain::event::parse(
+        &event("ev-5xx", "license.reclaim.requested", RECLAIM, None),
+        &["smartsheet".into()],
+    )
+    .unwrap();
     engine.accept(&request, "{}").await.unwrap().unwrap();
-    engine.run_until_settled(Duration::from_secs(30)).await.unwrap();
+    engine
+        .run_until_settled(Duration::from_secs(30))
+        .await
+        .unwrap();
     let wf = &engine.store().by_event("ev-5xx").await.unwrap()[0];
     assert_eq!(wf.outcome.as_deref(), Some("downgraded"));
     let state = engine.store().load(&wf.id).await.unwrap().unwrap().state;
     assert_eq!(state.steps[0].attempts, 3);
-    let kinds: Vec<String> = trail(engine.store(), &wf.id).await.into_iter().map(|r| r.kind).collect();
+    let kinds: Vec<String> = trail(engine.store(), &wf.id)
+        .await
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
     let failures = kinds.iter().filter(|k| *k == "step_failed").count();
     assert_eq!(failures, 2);
 }
@@ -178,21 +269,51 @@ async fn a_429_with_retry_after_is_waited_out() {
     let org = org().await;
     let (url, _dir) = fresh_database(Db::Sqlite).await;
     let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-    org.sim.inject(Fault::new("/users", FaultKind::Error { status: 429, error_code: 4003, retry_after_secs: Some(2) }).method("GET").times(1));
-    let request = offboard::domain::event::parse(&event("ev-429", "license.reclaim.requested", RECLAIM, None), &["smartsheet".into()]).unwrap();
+    org.sim.inject(
+        Fault::new(
+            "/users",
+            FaultKind::Error {
+                status: 429,
+                error_code: 4003,
+                retry_after_secs: Some(2),
+            },
+        )
+        .method("GET")
+        .times(1),
+    );
+    let request = offboard::domain::event::parse(
+        &event("ev-429", "license.reclaim.requested", RECLAIM, None),
+        &["smartsheet".into()],
+    )
+    .unwrap();
     engine.accept(&request, "{}").await.unwrap().unwrap();
-    engine.run_until_settled(Duration::from_secs(30)).await.unwrap();
+    engine
+        .run_until_settled(Duration::from_secs(30))
+        .await
+        .unwrap();
     let wf = &engine.store().by_event("ev-429").await.unwrap()[0];
     assert_eq!(wf.outcome.as_deref(), Some("downgraded"));
     let records = trail(engine.store(), &wf.id).await;
     let failed = records.iter().find(|r| r.kind == "step_failed").unwrap();
     let body: Value = serde_json::from_str(&failed.body).unwrap();
     assert_eq!(body["error"]["retry_after_ms"], 2000);
-    let restarted = records.iter().filter(|r| r.kind == "step_started").nth(1).unwrap();
+    let restarted = records
+        .iter()
+        .filter(|r| r.kind == "step_started")
+        .nth(1)
+        .unwrap();
     let waited = restarted.at - failed.at;
-    assert!(waited >= chrono::Duration::seconds(2), "waited only {waited}");
+    assert!(
+        waited >= chrono::Duration::seconds(2),
+        "waited only {waited}"
+    );
     // The second GET reached the simulator at least 2 s after the 429.
-    let gets: Vec<_> = org.sim.calls().into_iter().filter(|c| c.path == "/users").collect();
+    let gets: Vec<_> = org
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "/users")
+        .collect();
     assert_eq!((gets[0].status, gets[1].status), (429, 200));
 }
 
@@ -202,11 +323,21 @@ async fn an_expired_token_fails_with_smt_100_b() {
     org.sim.expire_token(TOKEN);
     let (url, _dir) = fresh_database(Db::Sqlite).await;
     let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-    let request = offboard::domain::event::parse(&event("ev-exp", "offboarding.requested", LEAVER, Some(RECIPIENT)), &["smartsheet".into()]).unwrap();
+    let request = offboard::domain::event::parse(
+        &event("ev-exp", "offboarding.requested", LEAVER, Some(RECIPIENT)),
+        &["smartsheet".into()],
+    )
+    .unwrap();
     engine.accept(&request, "{}").await.unwrap().unwrap();
-    engine.run_until_settled(Duration::from_secs(30)).await.unwrap();
+    engine
+        .run_until_settled(Duration::from_secs(30))
+        .await
+        .unwrap();
     let wf = &engine.store().by_event("ev-exp").await.unwrap()[0];
-    assert_eq!((wf.state.as_str(), wf.error_code.as_deref()), ("failed", Some("SMT-100-B")));
+    assert_eq!(
+        (wf.state.as_str(), wf.error_code.as_deref()),
+        ("failed", Some("SMT-100-B"))
+    );
     assert!(org.sim.calls().iter().all(|c| c.method == "GET"));
 }
 
@@ -215,10 +346,25 @@ async fn an_absent_user_completes_as_absent_without_writes() {
     let org = org().await;
     let (url, _dir) = fresh_database(Db::Postgres).await;
     let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-    let request = offboard::domain::event::parse(&event("ev-abs", "offboarding.requested", "nobody@example.com", Some(RECIPIENT)), &["smartsheet".into()]).unwrap();
+    let request = offboard::domain::event::parse(
+        &event(
+            "ev-abs",
+            "offboarding.requested",
+            "nobody@example.com",
+            Some(RECIPIENT),
+        ),
+        &["smartsheet".into()],
+    )
+    .unwrap();
     engine.accept(&request, "{}").await.unwrap().unwrap();
-    engine.run_until_settled(Duration::from_secs(30)).await.unwrap();
+    engine
+        .run_until_settled(Duration::from_secs(30))
+        .await
+        .unwrap();
     let wf = &engine.store().by_event("ev-abs").await.unwrap()[0];
-    assert_eq!((wf.state.as_str(), wf.outcome.as_deref()), ("completed", Some("absent")));
+    assert_eq!(
+        (wf.state.as_str(), wf.outcome.as_deref()),
+        ("completed", Some("absent"))
+    );
     assert!(org.sim.calls().iter().all(|c| c.method == "GET"));
 }

@@ -105,9 +105,17 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Events::Id).string().not_null().primary_key())
                 .col(ColumnDef::new(Events::EventType).string().not_null())
                 .col(ColumnDef::new(Events::Source).string().not_null())
-                .col(ColumnDef::new(Events::EventTime).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Events::EventTime)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new(Events::Body).text().not_null())
-                .col(ColumnDef::new(Events::ReceivedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(Events::ReceivedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -115,11 +123,20 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(Definitions::Table)
                 .if_not_exists()
-                .col(ColumnDef::new(Definitions::Hash).string().not_null().primary_key())
+                .col(
+                    ColumnDef::new(Definitions::Hash)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(Definitions::Name).string().not_null())
                 .col(ColumnDef::new(Definitions::Version).integer().not_null())
                 .col(ColumnDef::new(Definitions::Source).text().not_null())
-                .col(ColumnDef::new(Definitions::CreatedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(Definitions::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -127,7 +144,12 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(Workflows::Table)
                 .if_not_exists()
-                .col(ColumnDef::new(Workflows::Id).string().not_null().primary_key())
+                .col(
+                    ColumnDef::new(Workflows::Id)
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(Workflows::EventId).string().not_null())
                 .col(ColumnDef::new(Workflows::Connection).string().not_null())
                 .col(ColumnDef::new(Workflows::App).string().not_null())
@@ -138,16 +160,40 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(Workflows::Outcome).string().null())
                 .col(ColumnDef::new(Workflows::ErrorCode).string().null())
                 .col(ColumnDef::new(Workflows::ErrorMessage).text().null())
-                .col(ColumnDef::new(Workflows::DefinitionHash).string().not_null())
+                .col(
+                    ColumnDef::new(Workflows::DefinitionHash)
+                        .string()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(Workflows::StateJson).text().not_null())
                 .col(ColumnDef::new(Workflows::TrailHead).string().not_null())
-                .col(ColumnDef::new(Workflows::WakeAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Workflows::WakeAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new(Workflows::LeaseOwner).string().null())
-                .col(ColumnDef::new(Workflows::LeaseUntil).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Workflows::LeaseUntil)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(ColumnDef::new(Workflows::CancelRequestedBy).string().null())
-                .col(ColumnDef::new(Workflows::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Workflows::UpdatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Workflows::FinishedAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Workflows::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Workflows::UpdatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Workflows::FinishedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .foreign_key(
                     ForeignKey::create()
                         .from(Workflows::Table, Workflows::EventId)
@@ -193,7 +239,11 @@ impl MigrationTrait for Migration {
                 )
                 .col(ColumnDef::new(AuditRecords::WorkflowId).string().not_null())
                 .col(ColumnDef::new(AuditRecords::Seq).integer().not_null())
-                .col(ColumnDef::new(AuditRecords::At).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(AuditRecords::At)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(AuditRecords::Kind).string().not_null())
                 .col(ColumnDef::new(AuditRecords::Step).integer().null())
                 .col(ColumnDef::new(AuditRecords::Body).text().not_null())
@@ -228,7 +278,11 @@ impl MigrationTrait for Migration {
                         .auto_increment()
                         .primary_key(),
                 )
-                .col(ColumnDef::new(DeadLetters::ReceivedAt).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(DeadLetters::ReceivedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(DeadLetters::Code).string().not_null())
                 .col(ColumnDef::new(DeadLetters::Message).text().not_null())
                 .col(ColumnDef::new(DeadLetters::EventId).string().null())
@@ -250,8 +304,16 @@ impl MigrationTrait for Migration {
                 )
                 .col(ColumnDef::new(Outbox::RoutingKey).string().not_null())
                 .col(ColumnDef::new(Outbox::Body).text().not_null())
-                .col(ColumnDef::new(Outbox::CreatedAt).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(Outbox::PublishedAt).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(Outbox::CreatedAt)
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(Outbox::PublishedAt)
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -259,11 +321,17 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(Outbox::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(DeadLetters::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(AuditRecords::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Workflows::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Definitions::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(Events::Table).to_owned()).await
+        m.drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(DeadLetters::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(AuditRecords::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Workflows::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Definitions::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Events::Table).to_owned())
+            .await
     }
 }

@@ -145,8 +145,8 @@ impl ApiHttp {
         error_code_of: fn(&Value) -> Option<i64>,
     ) -> Result<Reply, TransportError> {
         self.pacer.wait().await;
-        let mut value = HeaderValue::from_str(self.auth_value.expose())
-            .map_err(|_| TransportError {
+        let mut value =
+            HeaderValue::from_str(self.auth_value.expose()).map_err(|_| TransportError {
                 message: "the credential contains characters not allowed in a header".into(),
             })?;
         value.set_sensitive(true);
@@ -170,7 +170,11 @@ impl ApiHttp {
         match outcome {
             Ok((status, headers, bytes)) => {
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let error_code = if status >= 400 { error_code_of(&body) } else { None };
+                let error_code = if status >= 400 {
+                    error_code_of(&body)
+                } else {
+                    None
+                };
                 log.record(CallRecord {
                     method: method.to_string(),
                     path: path.to_string(),

@@ -62,15 +62,24 @@ impl AppClient {
     }
 
     /// Builds the client for a connection with a token in hand.
-    pub fn new(config: &ConnectionConfig, token: crate::config::Secret) -> Result<AppClient, String> {
+    pub fn new(
+        config: &ConnectionConfig,
+        token: crate::config::Secret,
+    ) -> Result<AppClient, String> {
         Ok(match config.app {
-            AppKind::Smartsheet => AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?),
+            AppKind::Smartsheet => {
+                AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?)
+            }
             AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),
         })
     }
 
     /// Performs one workflow action.
-    pub async fn perform(&self, action: &str, ctx: &ActionContext<'_>) -> Result<StepOutput, StepError> {
+    pub async fn perform(
+        &self,
+        action: &str,
+        ctx: &ActionContext<'_>,
+    ) -> Result<StepOutput, StepError> {
         match self {
             AppClient::Smartsheet(c) => smartsheet::actions::perform(c, action, ctx).await,
             AppClient::Postman(c) => postman::actions::perform(c, action, ctx).await,

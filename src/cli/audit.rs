@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::views::describe;
-use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
+use super::{
+    fail, Failure, Outcome, EXIT_FAILURE, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE,
+};
 use crate::domain::chain::{self, Link};
 use crate::domain::machine::{self, Record, State};
 use crate::runtime::definitions::stored;
@@ -27,34 +29,72 @@ pub struct ReplayReport {
 
 /// Verifies the chain and folds the trail through the state machine; compares the
 /// result with `stored`.
-pub fn replay_trail(trail: &[audit::Model], head: &str, definition_source: &str, stored_state: &State) -> ReplayReport {
+pub fn replay_trail(
+    trail: &[audit::Model],
+    head: &str,
+    definition_source: &str,
+    stored_state: &State,
+) -> ReplayReport {
     let seq_of = |i: usize| trail.get(i).map(|r| r.seq).unwrap_or(0);
     let links: Vec<Link<'_>> = trail
         .iter()
-        .map(|r| Link { seq: r.seq, at: r.at, body: &r.body, prev_hash: &r.prev_hash, hash: &r.hash })
+        .map(|r| Link {
+            seq: r.seq,
+            at: r.at,
+            body: &r.body,
+            prev_hash: &r.prev_hash,
+            hash: &r.hash,
+        })
         .collect();
     if let Err((i, why)) = chain::verify(&links, head) {
-        return ReplayReport { rebuilt: None, problem: Some((seq_of(i), why)) };
+        return ReplayReport {
+            rebuilt: None,
+            problem: Some((seq_of(i), why)),
+        };
     }
     let def = match stored(definition_source) {
         Ok(d) => d,
-        Err(e) => return ReplayReport { rebuilt: None, problem: Some((0, format!("stored definition: {e}"))) },
+        Err(e) => {
+            return ReplayReport {
+                rebuilt: None,
+                problem: Some((0, format!("stored definition: {e}"))),
+            }
+        }
     };
     let mut records: Vec<(DateTime<Utc>, Record)> = Vec::with_capacity(trail.len());
     for (i, row) in trail.iter().enumerate() {
         match serde_json::from_str::<Record>(&row.body) {
             Ok(r) if r.kind() == row.kind => records.push((row.at, r)),
-            Ok(_) => return ReplayReport { rebuilt: None, problem: Some((seq_of(i), "kind column differs from the record".into())) },
-            Err(e) => return ReplayReport { rebuilt: None, problem: Some((seq_of(i), format!("unreadable record: {e}"))) },
+            Ok(_) => {
+                return ReplayReport {
+                    rebuilt: None,
+                    problem: Some((seq_of(i), "kind column differs from the record".into())),
+                }
+            }
+            Err(e) => {
+                return ReplayReport {
+                    rebuilt: None,
+                    problem: Some((seq_of(i), format!("unreadable record: {e}"))),
+                }
+            }
         }
     }
     match machine::fold(&def, &records) {
-        Err((i, v)) => ReplayReport { rebuilt: None, problem: Some((seq_of(i), format!("not a legal transition: {v}"))) },
+        Err((i, v)) => ReplayReport {
+            rebuilt: None,
+            problem: Some((seq_of(i), format!("not a legal transition: {v}"))),
+        },
         Ok(rebuilt) => {
             let problem = (rebuilt != *stored_state).then(|| {
-                (seq_of(trail.len().saturating_sub(1)), "the rebuilt state differs from the stored state".to_string())
+                (
+                    seq_of(trail.len().saturating_sub(1)),
+                    "the rebuilt state differs from the stored state".to_string(),
+                )
             });
-            ReplayReport { rebuilt: Some(rebuilt), problem }
+            ReplayReport {
+                rebuilt: Some(rebuilt),
+                problem,
+            }
         }
     }
 }
@@ -67,7 +107,12 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
         .map_err(db)?
         .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
     let trail = store.trail(id).await.map_err(db)?;
-    let report = replay_trail(&trail, &loaded.row.trail_head, &loaded.definition_source, &loaded.state);
+    let report = replay_trail(
+        &trail,
+        &loaded.row.trail_head,
+        &loaded.definition_source,
+        &loaded.state,
+    );
     let steps: Vec<String> = loaded.state.steps.iter().map(|s| s.name.clone()).collect();
     for row in &trail {
         println!("{}", describe(row, &steps));
@@ -79,7 +124,9 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
                 "replay OK: {} records, chain intact, rebuilt state matches ({}{})",
                 trail.len(),
                 s.status.as_str(),
-                s.outcome.map(|o| format!(", {}", o.as_str())).unwrap_or_default()
+                s.outcome
+                    .map(|o| format!(", {}", o.as_str()))
+                    .unwrap_or_default()
             );
             Ok(EXIT_OK)
         }
@@ -92,7 +139,7 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
 
 fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Option<State>, Failure> {
     match result.map_err(db)? {
-        Intervened::Done(state) => Ok(Some(state)),
+        Intervened::Done(state) => Ok(Some(*state)),
         Intervened::Requested => Ok(None),
         Intervened::Refused(why) => Err(fail(EXIT_USAGE, format!("workflow {id}: {why}"))),
         Intervened::Unknown => Err(fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}"))),
@@ -104,13 +151,19 @@ fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Optio
 pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
     intervened(engine.intervene(id, by, Intervention::Retry).await, id)?;
     println!("workflow {id}: retry recorded (by {by}); resuming at the failed step");
-    match engine.drive_to_rest(id, Duration::from_secs(300)).await.map_err(db)? {
+    match engine
+        .drive_to_rest(id, Duration::from_secs(300))
+        .await
+        .map_err(db)?
+    {
         Some(s) => println!(
             "workflow {id}: {}{}",
             s.status.as_str(),
             s.outcome
                 .map(|o| format!(" ({})", o.as_str()))
-                .or_else(|| s.error_code.map(|c| format!(" ({c}: {})", s.error_message.clone().unwrap_or_default())))
+                .or_else(|| s
+                    .error_code
+                    .map(|c| format!(" ({c}: {})", s.error_message.clone().unwrap_or_default())))
                 .unwrap_or_default()
         ),
         None => println!("workflow {id}: picked up by a running `offboard serve`"),

@@ -18,17 +18,24 @@ use crate::runtime::definitions::Registry;
 use crate::runtime::engine::Engine;
 use crate::store::Store;
 
-
 /// Runs the demo.
 pub async fn run() -> Outcome {
     crate::telemetry::init("info");
     let dir = std::env::temp_dir().join(format!("offboard-demo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| fail(EXIT_FAILURE, format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
     let database_url = format!("sqlite://{}/offboard.db?mode=rwc", dir.display());
 
-    let smartsheet = SmartsheetSim::start()
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, format!("cannot start the Smartsheet simulator: {e}")))?;
+    let smartsheet = SmartsheetSim::start().await.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot start the Smartsheet simulator: {e}"),
+        )
+    })?;
     let seed = smartsheet.seed_demo();
 
     let mut config = Config::defaults();
@@ -41,10 +48,15 @@ pub async fn run() -> Outcome {
         requests_per_minute: 600,
         timeout_secs: 10,
     };
-    let smartsheet_client = AppClient::new(&smartsheet_conn, Secret::new(seed.token.clone())).map_err(|e| fail(EXIT_FAILURE, e))?;
-    config.connections.insert("smartsheet".into(), smartsheet_conn);
+    let smartsheet_client = AppClient::new(&smartsheet_conn, Secret::new(seed.token.clone()))
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    config
+        .connections
+        .insert("smartsheet".into(), smartsheet_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
-    let store = Store::open(&database_url).await.map_err(|e| fail(EXIT_FAILURE, format!("database: {e}")))?;
+    let store = Store::open(&database_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, format!("database: {e}")))?;
     let engine = Arc::new(Engine::new(store, config, registry));
     engine.use_client("smartsheet", smartsheet_client).await;
 
@@ -61,24 +73,45 @@ pub async fn run() -> Outcome {
         json!({"specversion": "1.0", "id": "demo-001", "source": "workday", "type": "offboarding.requested",
                "data": {"person": {"email": seed.leaver_email}}}),
     ];
-    println!("offboard demo: {} sample events against the built-in Smartsheet simulator", events.len());
+    println!(
+        "offboard demo: {} sample events against the built-in Smartsheet simulator",
+        events.len()
+    );
     println!("database: {database_url}\n");
     let known: Vec<String> = engine.config().connections.keys().cloned().collect();
     for ev in &events {
         let body = ev.to_string();
         match event::parse(body.as_bytes(), &known) {
-            Ok(request) => match engine.accept(&request, &body).await.map_err(|e| fail(EXIT_FAILURE, e.to_string()))? {
+            Ok(request) => match engine
+                .accept(&request, &body)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?
+            {
                 Ok(accepted) => println!("event {}: {:?}", request.event_id, accepted),
-                Err(r) => println!("event {}: rejected {} {}", request.event_id, r.code, r.message),
+                Err(r) => println!(
+                    "event {}: rejected {} {}",
+                    request.event_id, r.code, r.message
+                ),
             },
             Err(r) => {
                 let id = ev["id"].as_str();
                 engine
                     .store()
-                    .dead_letter(r.code.as_str(), &r.message, id, "offboarding.requested", body.as_bytes())
+                    .dead_letter(
+                        r.code.as_str(),
+                        &r.message,
+                        id,
+                        "offboarding.requested",
+                        body.as_bytes(),
+                    )
                     .await
                     .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-                println!("event {}: dead-lettered with {} ({})", id.unwrap_or("?"), r.code, r.message);
+                println!(
+                    "event {}: dead-lettered with {} ({})",
+                    id.unwrap_or("?"),
+                    r.code,
+                    r.message
+                );
             }
         }
     }
@@ -89,26 +122,45 @@ pub async fn run() -> Outcome {
         .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
 
     let store = engine.store();
-    let rows = store.list(None).await.map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+    let rows = store
+        .list(None)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
     for row in rows.iter().rev() {
-        let loaded = store.load(&row.id).await.map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-        let steps: Vec<String> = loaded.map(|l| l.state.steps.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+        let loaded = store
+            .load(&row.id)
+            .await
+            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+        let steps: Vec<String> = loaded
+            .map(|l| l.state.steps.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default();
         println!(
             "\n== {} {} {} -> {} {}",
             row.app,
             row.event_type,
             row.person_email,
             row.state,
-            row.outcome.clone().or(row.error_code.clone()).unwrap_or_default()
+            row.outcome
+                .clone()
+                .or(row.error_code.clone())
+                .unwrap_or_default()
         );
         println!("   workflow {}", row.id);
-        for record in store.trail(&row.id).await.map_err(|e| fail(EXIT_FAILURE, e.to_string()))? {
+        for record in store
+            .trail(&row.id)
+            .await
+            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?
+        {
             println!("   {}", describe(&record, &steps));
         }
     }
     let leaver = smartsheet.user_by_email(&seed.leaver_email);
     let reclaimed = smartsheet.user_by_email(&seed.reclaim_email);
-    println!("\nSmartsheet now: leaver present = {}, reclaimed user licensed = {}", leaver.is_some(), reclaimed.is_some_and(|u| u.licensed_sheet_creator));
+    println!(
+        "\nSmartsheet now: leaver present = {}, reclaimed user licensed = {}",
+        leaver.is_some(),
+        reclaimed.is_some_and(|u| u.licensed_sheet_creator)
+    );
     println!("\nLook around: OFFBOARD_DATABASE_URL='{database_url}' offboard list   (then show / history / replay ID)");
     Ok(EXIT_OK)
 }

@@ -34,7 +34,11 @@ pub const EXIT_UNKNOWN: i32 = 4;
 pub const EXIT_MISMATCH: i32 = 5;
 
 #[derive(Parser)]
-#[command(name = "offboard", version, about = "Offboards people from SaaS apps, driven by HR events")]
+#[command(
+    name = "offboard",
+    version,
+    about = "Offboards people from SaaS apps, driven by HR events"
+)]
 struct Cli {
     /// Configuration file (else $OFFBOARD_CONFIG, else ./offboard.toml, else defaults).
     #[arg(long, global = true, value_name = "PATH")]
@@ -155,9 +159,18 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { EXIT_USAGE } else { EXIT_OK };
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    EXIT_USAGE
+                } else {
+                    EXIT_OK
+                };
             }
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
@@ -196,7 +209,18 @@ async fn run(cli: Cli) -> Outcome {
             connections,
             id,
             file,
-        } => submit(&config, email, &event_type, transfer_to, connections, id, file).await,
+        } => {
+            submit(
+                &config,
+                email,
+                &event_type,
+                transfer_to,
+                connections,
+                id,
+                file,
+            )
+            .await
+        }
         Command::Check { connection, json } => {
             crate::telemetry::init("warn");
             check(&config, connection.as_deref(), json).await
@@ -212,7 +236,9 @@ async fn run(cli: Cli) -> Outcome {
             views::list(&store, state, json).await
         }
         Command::Show { id, json } => views::show(&open_store(&config).await?, &id, json).await,
-        Command::History { id, json } => views::history(&open_store(&config).await?, &id, json).await,
+        Command::History { id, json } => {
+            views::history(&open_store(&config).await?, &id, json).await
+        }
         Command::Replay { id } => audit::replay(&open_store(&config).await?, &id).await,
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
@@ -234,13 +260,20 @@ fn os_user() -> String {
 }
 
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::open(&config.database_url)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, format!("cannot open the database {}: {e}", crate::config::redact_url(&config.database_url))))
+    Store::open(&config.database_url).await.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!(
+                "cannot open the database {}: {e}",
+                crate::config::redact_url(&config.database_url)
+            ),
+        )
+    })
 }
 
 async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
-    let registry = Registry::load(config.workflows_dir.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
+    let registry =
+        Registry::load(config.workflows_dir.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
     let store = open_store(&config).await?;
     Ok(Arc::new(Engine::new(store, config, registry)))
 }
@@ -253,10 +286,16 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
         return Ok(EXIT_OK);
     }
     let Some(raw) = code else {
-        return Err(fail(EXIT_USAGE, "name a code (e.g. offboard explain SMT-100-A) or use --list"));
+        return Err(fail(
+            EXIT_USAGE,
+            "name a code (e.g. offboard explain SMT-100-A) or use --list",
+        ));
     };
     let Some(code) = Code::parse(raw) else {
-        return Err(fail(EXIT_UNKNOWN, format!("unknown code {raw:?}; offboard explain --list shows them all")));
+        return Err(fail(
+            EXIT_UNKNOWN,
+            format!("unknown code {raw:?}; offboard explain --list shows them all"),
+        ));
     };
     print!("{}", codes::render_explain(code));
     Ok(EXIT_OK)
@@ -270,9 +309,13 @@ async fn serve(config: Config) -> Outcome {
         match &report {
             Ok(r) => match &r.problem {
                 None => tracing::info!(connection = %name, "connection check passed"),
-                Some((code, msg)) => tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail"),
+                Some((code, msg)) => {
+                    tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail")
+                }
             },
-            Err(e) => tracing::warn!(connection = %name, error = %e, "connection cannot be checked"),
+            Err(e) => {
+                tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
+            }
         }
     }
     let service = crate::service::Service::start(engine);
@@ -286,7 +329,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -308,13 +352,15 @@ async fn submit(
 ) -> Outcome {
     let known: Vec<String> = config.connections.keys().cloned().collect();
     let body = match file {
-        Some(path) => std::fs::read(&path).map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?,
+        Some(path) => std::fs::read(&path)
+            .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?,
         None => {
             let email = email.ok_or_else(|| fail(EXIT_USAGE, "--email or --file is required"))?;
             let event_type = EventType::parse(event_type).ok_or_else(|| {
                 fail(EXIT_USAGE, format!("unknown --type {event_type:?}: use offboarding.requested or license.reclaim.requested"))
             })?;
-            let person_email = event::valid_email(&email, "--email").map_err(|r| fail(EXIT_USAGE, r.message))?;
+            let person_email =
+                event::valid_email(&email, "--email").map_err(|r| fail(EXIT_USAGE, r.message))?;
             let transfer_to = transfer_to
                 .map(|t| event::valid_email(&t, "--transfer-to"))
                 .transpose()
@@ -334,20 +380,32 @@ async fn submit(
             event::to_cloudevent(&request).to_string().into_bytes()
         }
     };
-    let request = event::parse(&body, &known).map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
-    crate::intake::submit(&config.amqp_url, &config.amqp, request.event_type.as_str(), &body)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    let request = event::parse(&body, &known)
+        .map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
+    crate::intake::submit(
+        &config.amqp_url,
+        &config.amqp,
+        request.event_type.as_str(),
+        &body,
+    )
+    .await
+    .map_err(|e| fail(EXIT_FAILURE, e))?;
     println!("{}", request.event_id);
     Ok(EXIT_OK)
 }
 
 type CheckResult = Result<crate::apps::CheckReport, String>;
 
-async fn check_all(config: &Config, only: Option<&str>) -> Result<Vec<(String, CheckResult)>, Failure> {
+async fn check_all(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<(String, CheckResult)>, Failure> {
     if let Some(name) = only {
         if !config.connections.contains_key(name) {
-            return Err(fail(EXIT_USAGE, format!("no connection named {name:?} in the configuration")));
+            return Err(fail(
+                EXIT_USAGE,
+                format!("no connection named {name:?} in the configuration"),
+            ));
         }
     }
     let mut reports = Vec::new();

@@ -54,16 +54,14 @@ pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcom
         println!("no workflows");
     }
     for r in &rows {
-        let result = r.outcome.clone().or_else(|| r.error_code.clone()).unwrap_or_default();
+        let result = r
+            .outcome
+            .clone()
+            .or_else(|| r.error_code.clone())
+            .unwrap_or_default();
         println!(
             "{}  {:<9} {:<10} {:<11} {:<25} {:<30} {}",
-            r.id,
-            r.state,
-            r.app,
-            result,
-            r.event_type,
-            r.person_email,
-            r.event_id
+            r.id, r.state, r.app, result, r.event_type, r.person_email, r.event_id
         );
     }
     Ok(EXIT_OK)
@@ -82,7 +80,10 @@ async fn load(store: &Store, id: &str) -> Result<(workflow::Model, State), Failu
 pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
     let (row, state) = load(store, id).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&workflow_json(&row, Some(&state))).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&workflow_json(&row, Some(&state))).unwrap_or_default()
+        );
         return Ok(EXIT_OK);
     }
     println!("workflow   {}", row.id);
@@ -92,13 +93,21 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         println!("recipient  {t}");
     }
     println!("connection {} ({})", row.connection, row.app);
-    println!("definition {} v{} {}", state.definition.name, state.definition.version, &state.definition.hash[..12]);
+    println!(
+        "definition {} v{} {}",
+        state.definition.name,
+        state.definition.version,
+        &state.definition.hash[..12]
+    );
     println!("state      {}", row.state);
     if let Some(o) = &row.outcome {
         println!("outcome    {o}");
     }
     if let Some(c) = &row.error_code {
-        println!("error      {c}: {}", row.error_message.as_deref().unwrap_or(""));
+        println!(
+            "error      {c}: {}",
+            row.error_message.as_deref().unwrap_or("")
+        );
         println!("           run `offboard explain {c}` for the remedy");
     }
     if let Some(w) = row.wake_at {
@@ -107,7 +116,15 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
     println!("steps:");
     for s in &state.steps {
         let err = s.error_code.map(|c| format!("  {c}")).unwrap_or_default();
-        println!("  {:<18} {:<10} attempts {}{err}", s.name, serde_json::to_value(s.state).unwrap_or_default().as_str().unwrap_or(""), s.attempts);
+        println!(
+            "  {:<18} {:<10} attempts {}{err}",
+            s.name,
+            serde_json::to_value(s.state)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or(""),
+            s.attempts
+        );
     }
     Ok(EXIT_OK)
 }
@@ -117,9 +134,17 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
     let step_name = |i: &usize| steps.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
     let record: Result<Record, _> = serde_json::from_str(&row.body);
     let (step, what, code) = match record {
-        Err(_) => (String::new(), "unreadable record".to_string(), String::new()),
+        Err(_) => (
+            String::new(),
+            "unreadable record".to_string(),
+            String::new(),
+        ),
         Ok(r) => match r {
-            Record::Created { request, definition, .. } => (
+            Record::Created {
+                request,
+                definition,
+                ..
+            } => (
                 String::new(),
                 format!(
                     "created from event {} ({} from {}) with {} v{}{}",
@@ -128,37 +153,93 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                     request.source,
                     definition.name,
                     definition.version,
-                    request.not_before.map(|t| format!(", not before {}", t.to_rfc3339())).unwrap_or_default()
+                    request
+                        .not_before
+                        .map(|t| format!(", not before {}", t.to_rfc3339()))
+                        .unwrap_or_default()
                 ),
                 String::new(),
             ),
-            Record::StepStarted { step, attempt } => (step_name(&step), format!("attempt {attempt} started"), String::new()),
-            Record::ApiCall { step, method, path, status, error_code, duration_ms, .. } => (
+            Record::StepStarted { step, attempt } => (
+                step_name(&step),
+                format!("attempt {attempt} started"),
+                String::new(),
+            ),
+            Record::ApiCall {
+                step,
+                method,
+                path,
+                status,
+                error_code,
+                duration_ms,
+                ..
+            } => (
                 step_name(&step),
                 format!(
                     "{method} {path} -> {}{} in {duration_ms} ms",
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "no response".into()),
-                    error_code.map(|c| format!(" errorCode {c}")).unwrap_or_default()
+                    status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "no response".into()),
+                    error_code
+                        .map(|c| format!(" errorCode {c}"))
+                        .unwrap_or_default()
                 ),
                 String::new(),
             ),
-            Record::StepSucceeded { step, output, .. } => (step_name(&step), format!("succeeded: {}", output.summary), String::new()),
-            Record::StepFailed { step, attempt, error, retry_at, .. } => (
+            Record::StepSucceeded { step, output, .. } => (
+                step_name(&step),
+                format!("succeeded: {}", output.summary),
+                String::new(),
+            ),
+            Record::StepFailed {
+                step,
+                attempt,
+                error,
+                retry_at,
+                ..
+            } => (
                 step_name(&step),
                 format!(
                     "attempt {attempt} failed: {}{}",
                     error.message,
-                    retry_at.map(|t| format!("; retry at {}", t.to_rfc3339())).unwrap_or_else(|| "; no retry".into())
+                    retry_at
+                        .map(|t| format!("; retry at {}", t.to_rfc3339()))
+                        .unwrap_or_else(|| "; no retry".into())
                 ),
                 error.code.to_string(),
             ),
-            Record::Completed { outcome } => (String::new(), format!("completed: {}", outcome.as_str()), String::new()),
-            Record::Failed { code, message } => (String::new(), format!("failed: {message}"), code.to_string()),
-            Record::Cancelled { by } => (String::new(), format!("cancelled by {by}"), String::new()),
-            Record::RetryRequested { by } => (String::new(), format!("retry requested by {by}"), String::new()),
+            Record::Completed { outcome } => (
+                String::new(),
+                format!("completed: {}", outcome.as_str()),
+                String::new(),
+            ),
+            Record::Failed { code, message } => (
+                String::new(),
+                format!("failed: {message}"),
+                code.to_string(),
+            ),
+            Record::Cancelled { by } => {
+                (String::new(), format!("cancelled by {by}"), String::new())
+            }
+            Record::RetryRequested { by } => (
+                String::new(),
+                format!("retry requested by {by}"),
+                String::new(),
+            ),
         },
     };
-    format!("{:>3} {}  {:<17} {}{}", row.seq, row.at.format("%Y-%m-%d %H:%M:%S%.3f"), step, what, if code.is_empty() { String::new() } else { format!("  [{code}]") })
+    format!(
+        "{:>3} {}  {:<17} {}{}",
+        row.seq,
+        row.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+        step,
+        what,
+        if code.is_empty() {
+            String::new()
+        } else {
+            format!("  [{code}]")
+        }
+    )
 }
 
 /// `offboard history`.

@@ -46,7 +46,14 @@ pub fn verify(links: &[Link<'_>], head: &str) -> Result<(), (usize, String)> {
     let mut prev = GENESIS.to_string();
     for (i, l) in links.iter().enumerate() {
         if l.seq != i as i32 + 1 {
-            return Err((i, format!("position {} found where {} was expected (a record is missing or moved)", l.seq, i + 1)));
+            return Err((
+                i,
+                format!(
+                    "position {} found where {} was expected (a record is missing or moved)",
+                    l.seq,
+                    i + 1
+                ),
+            ));
         }
         if l.prev_hash != prev {
             return Err((i, "does not point at the record before it".into()));
@@ -57,7 +64,11 @@ pub fn verify(links: &[Link<'_>], head: &str) -> Result<(), (usize, String)> {
         prev = l.hash.to_string();
     }
     if prev != head {
-        return Err((links.len().saturating_sub(1), "the trail ends before the workflow's last record (records removed from the end)".into()));
+        return Err((
+            links.len().saturating_sub(1),
+            "the trail ends before the workflow's last record (records removed from the end)"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -67,7 +78,9 @@ mod tests {
     use super::*;
 
     fn chain(bodies: &[&'static str]) -> Vec<(i32, DateTime<Utc>, &'static str, String, String)> {
-        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z").unwrap().with_timezone(&Utc);
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut prev = GENESIS.to_string();
         let mut out = Vec::new();
         for (i, b) in bodies.iter().enumerate() {
@@ -81,7 +94,13 @@ mod tests {
 
     fn links<'a>(c: &'a [(i32, DateTime<Utc>, &'static str, String, String)]) -> Vec<Link<'a>> {
         c.iter()
-            .map(|(seq, at, body, prev, hash)| Link { seq: *seq, at: *at, body, prev_hash: prev, hash })
+            .map(|(seq, at, body, prev, hash)| Link {
+                seq: *seq,
+                at: *at,
+                body,
+                prev_hash: prev,
+                hash,
+            })
             .collect()
     }
 

@@ -171,10 +171,16 @@ retry = { max_attempts = 7 }
     #[test]
     fn refuses_unknown_actions_and_bad_policies() {
         let unknown = SAMPLE.replace("x.remove\"", "x.delete_everything\"");
-        assert!(Definition::parse(&unknown, known).unwrap_err().contains("unknown action"));
+        assert!(Definition::parse(&unknown, known)
+            .unwrap_err()
+            .contains("unknown action"));
         let bad = SAMPLE.replace("max_attempts = 7", "max_attempts = 0");
-        assert!(Definition::parse(&bad, known).unwrap_err().contains("max_attempts"));
+        assert!(Definition::parse(&bad, known)
+            .unwrap_err()
+            .contains("max_attempts"));
         let dup = SAMPLE.replace("name = \"remove\"", "name = \"find\"");
-        assert!(Definition::parse(&dup, known).unwrap_err().contains("twice"));
+        assert!(Definition::parse(&dup, known)
+            .unwrap_err()
+            .contains("twice"));
     }
 }

@@ -85,7 +85,10 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
     if body.len() > MAX_BODY_BYTES {
         return Err(reject(
             Code::Evt100,
-            format!("body is {} bytes, over the {MAX_BODY_BYTES}-byte limit", body.len()),
+            format!(
+                "body is {} bytes, over the {MAX_BODY_BYTES}-byte limit",
+                body.len()
+            ),
         ));
     }
     let value: Value = serde_json::from_slice(body)
@@ -215,7 +218,10 @@ pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
     if ok {
         Ok(email)
     } else {
-        Err(reject(Code::Evt102, format!("{field} is not a valid email address")))
+        Err(reject(
+            Code::Evt102,
+            format!("{field} is not a valid email address"),
+        ))
     }
 }
 
@@ -273,7 +279,10 @@ mod tests {
         assert_eq!(r.person_email, "ada@example.com");
         assert_eq!(r.transfer_to.as_deref(), Some("grace@example.com"));
         assert_eq!(r.connections, Some(vec!["smartsheet".to_string()]));
-        assert_eq!(r.not_before.unwrap().to_rfc3339(), "2026-11-21T00:00:00+00:00");
+        assert_eq!(
+            r.not_before.unwrap().to_rfc3339(),
+            "2026-11-21T00:00:00+00:00"
+        );
         let again = parse(to_cloudevent(&r).to_string().as_bytes(), &known()).unwrap();
         assert_eq!(again, r);
     }
@@ -285,14 +294,38 @@ mod tests {
             ("not json", Code::Evt100),
             (big.as_str(), Code::Evt100),
             ("[1,2]", Code::Evt101),
-            (r#"{"id":"1","source":"s","type":"offboarding.requested"}"#, Code::Evt101),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"user.hired","data":{}}"#, Code::Evt101),
-            (r#"{"specversion":"1.0","id":"","source":"s","type":"offboarding.requested"}"#, Code::Evt101),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{}}}"#, Code::Evt102),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"nope"}}}"#, Code::Evt102),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"not_before":"tomorrow"}}"#, Code::Evt102),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"transfer_to":{"email":"a@b.co"}}}"#, Code::Evt102),
-            (r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"connections":["jira"]}}"#, Code::Evt103),
+            (
+                r#"{"id":"1","source":"s","type":"offboarding.requested"}"#,
+                Code::Evt101,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"user.hired","data":{}}"#,
+                Code::Evt101,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"","source":"s","type":"offboarding.requested"}"#,
+                Code::Evt101,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{}}}"#,
+                Code::Evt102,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"nope"}}}"#,
+                Code::Evt102,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"not_before":"tomorrow"}}"#,
+                Code::Evt102,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"transfer_to":{"email":"a@b.co"}}}"#,
+                Code::Evt102,
+            ),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"offboarding.requested","data":{"person":{"email":"a@b.co"},"connections":["jira"]}}"#,
+                Code::Evt103,
+            ),
         ];
         for (body, code) in cases {
             let got = parse(body.as_bytes(), &known()).unwrap_err();

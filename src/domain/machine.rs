@@ -419,7 +419,11 @@ pub fn apply(
     }
     if let Some(step) = record.step() {
         if step != s.current || step >= s.steps.len() {
-            return violation(format!("`{}` names step {step}, the current one is {}", record.kind(), s.current));
+            return violation(format!(
+                "`{}` names step {step}, the current one is {}",
+                record.kind(),
+                s.current
+            ));
         }
     }
     match record {
@@ -489,7 +493,10 @@ pub fn apply(
         }
         Record::Completed { outcome } => {
             if next(&s, def, at) != Next::Complete(*outcome) {
-                return violation(format!("`completed` ({}) before the steps were done", outcome.as_str()));
+                return violation(format!(
+                    "`completed` ({}) before the steps were done",
+                    outcome.as_str()
+                ));
             }
             s.status = Status::Completed;
             s.outcome = Some(*outcome);
@@ -497,7 +504,9 @@ pub fn apply(
         }
         Record::Failed { code, message } => {
             if !matches!(next(&s, def, at), Next::Fail(c, _) if c == *code) {
-                return violation(format!("`failed` with {code} does not follow a final step failure"));
+                return violation(format!(
+                    "`failed` with {code} does not follow a final step failure"
+                ));
             }
             s.status = Status::Failed;
             s.error_code = Some(*code);
@@ -640,10 +649,20 @@ action = "t.remove"
 
     #[test]
     fn every_step_in_order_then_the_definition_outcome() {
-        let trail = drive(vec![Ok(StepOutput::summary("found")), Ok(StepOutput::summary("gone"))]);
+        let trail = drive(vec![
+            Ok(StepOutput::summary("found")),
+            Ok(StepOutput::summary("gone")),
+        ]);
         assert_eq!(
             kinds(&trail),
-            ["created", "step_started", "step_succeeded", "step_started", "step_succeeded", "completed"]
+            [
+                "created",
+                "step_started",
+                "step_succeeded",
+                "step_started",
+                "step_succeeded",
+                "completed"
+            ]
         );
         let state = fold(&def(), &trail).unwrap();
         assert_eq!(state.status, Status::Completed);
@@ -664,14 +683,22 @@ action = "t.remove"
 
     #[test]
     fn transient_errors_retry_on_the_policy_timer_then_succeed() {
-        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), transient(), Ok(StepOutput::summary("gone"))]);
+        let trail = drive(vec![
+            Ok(StepOutput::summary("found")),
+            transient(),
+            transient(),
+            Ok(StepOutput::summary("gone")),
+        ]);
         let state = fold(&def(), &trail).unwrap();
         assert_eq!(state.status, Status::Completed);
         assert_eq!(state.steps[1].attempts, 3);
         let delays: Vec<i64> = trail
             .iter()
             .filter_map(|(at, r)| match r {
-                Record::StepFailed { retry_at: Some(when), .. } => Some((*when - *at).num_milliseconds()),
+                Record::StepFailed {
+                    retry_at: Some(when),
+                    ..
+                } => Some((*when - *at).num_milliseconds()),
                 _ => None,
             })
             .collect();
@@ -681,7 +708,12 @@ action = "t.remove"
 
     #[test]
     fn exhausted_attempts_fail_with_the_errors_code() {
-        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), transient(), transient()]);
+        let trail = drive(vec![
+            Ok(StepOutput::summary("found")),
+            transient(),
+            transient(),
+            transient(),
+        ]);
         let state = fold(&def(), &trail).unwrap();
         assert_eq!(state.status, Status::Failed);
         assert_eq!(state.error_code, Some(Code::Smt190B));
@@ -693,10 +725,19 @@ action = "t.remove"
         let d = def();
         let mut trail = drive(vec![Err(StepError::fatal(Code::Smt100B, "expired"))]);
         let state = fold(&d, &trail).unwrap();
-        assert_eq!((state.status, state.error_code), (Status::Failed, Some(Code::Smt100B)));
+        assert_eq!(
+            (state.status, state.error_code),
+            (Status::Failed, Some(Code::Smt100B))
+        );
         trail.push((t(100), Record::RetryRequested { by: "ops".into() }));
         let state = fold(&d, &trail).unwrap();
-        assert_eq!(next(&state, &d, t(100)), Next::Run { step: 0, attempt: 2 });
+        assert_eq!(
+            next(&state, &d, t(100)),
+            Next::Run {
+                step: 0,
+                attempt: 2
+            }
+        );
     }
 
     #[test]
@@ -704,15 +745,33 @@ action = "t.remove"
         let d = def();
         let state = create(&created(Some(t(60)))).unwrap();
         assert_eq!(next(&state, &d, t(0)), Next::Sleep(t(60)));
-        assert_eq!(next(&state, &d, t(60)), Next::Run { step: 0, attempt: 1 });
-        let early = apply(&state, &d, &Record::StepStarted { step: 0, attempt: 1 }, t(10));
+        assert_eq!(
+            next(&state, &d, t(60)),
+            Next::Run {
+                step: 0,
+                attempt: 1
+            }
+        );
+        let early = apply(
+            &state,
+            &d,
+            &Record::StepStarted {
+                step: 0,
+                attempt: 1,
+            },
+            t(10),
+        );
         assert!(early.is_err());
     }
 
     #[test]
     fn illegal_records_are_refused() {
         let d = def();
-        let trail = drive(vec![Ok(StepOutput::summary("found")), transient(), Ok(StepOutput::summary("gone"))]);
+        let trail = drive(vec![
+            Ok(StepOutput::summary("found")),
+            transient(),
+            Ok(StepOutput::summary("gone")),
+        ]);
         // A forged retry time.
         let mut forged = trail.clone();
         for (_, r) in forged.iter_mut() {
@@ -730,7 +789,15 @@ action = "t.remove"
         after.push((t(999), Record::Cancelled { by: "x".into() }));
         assert!(fold(&d, &after).is_err());
         // Completion before the steps are done.
-        let early = vec![trail[0].clone(), (t(1), Record::Completed { outcome: Outcome::Removed })];
+        let early = vec![
+            trail[0].clone(),
+            (
+                t(1),
+                Record::Completed {
+                    outcome: Outcome::Removed,
+                },
+            ),
+        ];
         assert!(fold(&d, &early).is_err());
     }
 }

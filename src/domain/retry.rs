@@ -138,16 +138,31 @@ mod tests {
     fn jitter_and_retry_after_lengthen_the_delay() {
         let p = policy();
         assert_eq!(p.delay_after(1, 1.0, None).unwrap().as_millis(), 150);
-        assert_eq!(p.delay_after(1, 0.0, Some(2_000)).unwrap().as_millis(), 2_000);
+        assert_eq!(
+            p.delay_after(1, 0.0, Some(2_000)).unwrap().as_millis(),
+            2_000
+        );
     }
 
     #[test]
     fn bad_policies_are_refused() {
         for bad in [
-            RetryPolicy { max_attempts: 0, ..policy() },
-            RetryPolicy { multiplier: 0.5, ..policy() },
-            RetryPolicy { jitter: 2.0, ..policy() },
-            RetryPolicy { max_interval_ms: 10, ..policy() },
+            RetryPolicy {
+                max_attempts: 0,
+                ..policy()
+            },
+            RetryPolicy {
+                multiplier: 0.5,
+                ..policy()
+            },
+            RetryPolicy {
+                jitter: 2.0,
+                ..policy()
+            },
+            RetryPolicy {
+                max_interval_ms: 10,
+                ..policy()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -11,8 +11,14 @@ use crate::domain::event::EventType;
 
 /// The definitions shipped in `workflows/`, built in.
 const BUILTIN: &[(&str, &str)] = &[
-    ("smartsheet-offboard.toml", include_str!("../../workflows/smartsheet-offboard.toml")),
-    ("smartsheet-license-reclaim.toml", include_str!("../../workflows/smartsheet-license-reclaim.toml")),
+    (
+        "smartsheet-offboard.toml",
+        include_str!("../../workflows/smartsheet-offboard.toml"),
+    ),
+    (
+        "smartsheet-license-reclaim.toml",
+        include_str!("../../workflows/smartsheet-license-reclaim.toml"),
+    ),
 ];
 
 /// Definitions by (app, event type).
@@ -25,7 +31,10 @@ impl Registry {
     /// Loads every `*.toml` in `dir`, or the built-in set when `dir` is `None`.
     pub fn load(dir: Option<&Path>) -> Result<Registry, String> {
         let files: Vec<(String, String)> = match dir {
-            None => BUILTIN.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect(),
+            None => BUILTIN
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect(),
             Some(dir) => {
                 let entries = std::fs::read_dir(dir)
                     .map_err(|e| format!("cannot read workflows from {}: {e}", dir.display()))?;
@@ -44,7 +53,8 @@ impl Registry {
         };
         let mut registry = Registry::default();
         for (name, text) in files {
-            let def = Definition::parse(&text, known_action).map_err(|e| format!("workflow {name}: {e}"))?;
+            let def = Definition::parse(&text, known_action)
+                .map_err(|e| format!("workflow {name}: {e}"))?;
             let key = (def.app.clone(), def.event_type);
             if registry.by_key.contains_key(&key) {
                 return Err(format!(

@@ -54,12 +54,12 @@ impl Engine {
     /// An engine over an open store.
     pub fn new(store: Store, config: Config, registry: Registry) -> Engine {
         Engine {
+            lease: Duration::from_secs(config.lease_secs),
             store,
             config,
             registry,
             clients: Mutex::new(HashMap::new()),
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            lease: Duration::from_secs(15),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
         }
@@ -74,7 +74,10 @@ impl Engine {
     /// Uses `client` for `connection` instead of building one from the environment (the
     /// demo and tests hand over simulator clients this way).
     pub async fn use_client(&self, connection: &str, client: AppClient) {
-        self.clients.lock().await.insert(connection.to_string(), Arc::new(client));
+        self.clients
+            .lock()
+            .await
+            .insert(connection.to_string(), Arc::new(client));
     }
 
     /// The store.
@@ -105,7 +108,10 @@ impl Engine {
             let Some(def) = self.registry.get(app, request.event_type) else {
                 return Err(Rejection {
                     code: Code::Evt101,
-                    message: format!("no workflow handles {} for {app}", request.event_type.as_str()),
+                    message: format!(
+                        "no workflow handles {} for {app}",
+                        request.event_type.as_str()
+                    ),
                 });
             };
             let created = Record::Created {
@@ -138,7 +144,11 @@ impl Engine {
     }
 
     /// Stores an event's workflows (nothing if its id was seen) and wakes the workers.
-    pub async fn accept(&self, request: &Request, body: &str) -> Result<Result<Accepted, Rejection>, EngineError> {
+    pub async fn accept(
+        &self,
+        request: &Request,
+        body: &str,
+    ) -> Result<Result<Accepted, Rejection>, EngineError> {
         let planned = match self.plan(request) {
             Ok(p) => p,
             Err(rejection) => return Ok(Err(rejection)),
@@ -164,7 +174,10 @@ impl Engine {
             return Ok(c.clone());
         }
         let Some(conf) = self.config.connections.get(connection) else {
-            return Err(StepError::fatal(Code::Evt103, format!("connection {connection:?} is no longer configured")));
+            return Err(StepError::fatal(
+                Code::Evt103,
+                format!("connection {connection:?} is no longer configured"),
+            ));
         };
         let client = AppClient::connect(connection, conf).map_err(|message| {
             let code = match conf.app {
@@ -182,10 +195,17 @@ impl Engine {
     /// Returns `None` when another worker holds it.
     pub async fn run_one(&self, id: &str) -> Result<Option<State>, EngineError> {
         let now = Utc::now();
-        if !self.store.claim(id, &self.worker_id, now, self.lease_until()).await? {
+        if !self
+            .store
+            .claim(id, &self.worker_id, now, self.lease_until())
+            .await?
+        {
             return Ok(None);
         }
-        let result = self.drive(id).instrument(tracing::info_span!("workflow", id)).await;
+        let result = self
+            .drive(id)
+            .instrument(tracing::info_span!("workflow", id))
+            .await;
         self.store.release(id, &self.worker_id).await?;
         result.map(Some)
     }
@@ -207,8 +227,15 @@ impl Engine {
             let now = Utc::now();
             let decision = machine::next(&state, &def, now);
             if !matches!(decision, Next::Done | Next::Sleep(_)) {
-                if let Some(by) = self.store.get(id).await?.and_then(|r| r.cancel_requested_by) {
-                    state = self.commit(id, &def, &state, vec![Record::Cancelled { by }]).await?;
+                if let Some(by) = self
+                    .store
+                    .get(id)
+                    .await?
+                    .and_then(|r| r.cancel_requested_by)
+                {
+                    state = self
+                        .commit(id, &def, &state, vec![Record::Cancelled { by }])
+                        .await?;
                     continue;
                 }
             }
@@ -216,15 +243,26 @@ impl Engine {
                 Next::Done | Next::Sleep(_) => return Ok(state),
                 Next::Complete(outcome) => {
                     info!(outcome = outcome.as_str(), "workflow completed");
-                    state = self.commit(id, &def, &state, vec![Record::Completed { outcome }]).await?;
+                    state = self
+                        .commit(id, &def, &state, vec![Record::Completed { outcome }])
+                        .await?;
                 }
                 Next::Fail(code, message) => {
                     warn!(%code, %message, "workflow failed");
-                    state = self.commit(id, &def, &state, vec![Record::Failed { code, message }]).await?;
+                    state = self
+                        .commit(id, &def, &state, vec![Record::Failed { code, message }])
+                        .await?;
                 }
                 Next::Run { .. } if self.stopping.load(Ordering::SeqCst) => return Ok(state),
                 Next::Run { step, attempt } => {
-                    state = self.commit(id, &def, &state, vec![Record::StepStarted { step, attempt }]).await?;
+                    state = self
+                        .commit(
+                            id,
+                            &def,
+                            &state,
+                            vec![Record::StepStarted { step, attempt }],
+                        )
+                        .await?;
                     state = self.perform(id, &def, state, step, attempt).await?;
                 }
             }
@@ -232,7 +270,14 @@ impl Engine {
     }
 
     /// Runs one attempt of a step, writing each HTTP call to the trail as it completes.
-    async fn perform(&self, id: &str, def: &Definition, mut state: State, step: usize, attempt: u32) -> Result<State, EngineError> {
+    async fn perform(
+        &self,
+        id: &str,
+        def: &Definition,
+        mut state: State,
+        step: usize,
+        attempt: u32,
+    ) -> Result<State, EngineError> {
         let action = def.steps[step].action.clone();
         info!(step = %def.steps[step].name, attempt, %action, "step started");
         let result = match self.client(&state.request.connection).await {
@@ -260,14 +305,20 @@ impl Engine {
                     }
                 };
                 while let Ok(call) = rx.try_recv() {
-                    state = self.commit(id, def, &state, vec![api_call(step, attempt, call)]).await?;
+                    state = self
+                        .commit(id, def, &state, vec![api_call(step, attempt, call)])
+                        .await?;
                 }
                 result
             }
         };
         match &result {
-            Ok(out) => info!(step = %def.steps[step].name, summary = %out.summary, "step succeeded"),
-            Err(e) => warn!(step = %def.steps[step].name, code = %e.code, retryable = e.retryable, message = %e.message, "step failed"),
+            Ok(out) => {
+                info!(step = %def.steps[step].name, summary = %out.summary, "step succeeded")
+            }
+            Err(e) => {
+                warn!(step = %def.steps[step].name, code = %e.code, retryable = e.retryable, message = %e.message, "step failed")
+            }
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
@@ -276,8 +327,15 @@ impl Engine {
     }
 
     /// Applies records through the machine and persists them with the new state.
-    async fn commit(&self, id: &str, def: &Definition, state: &State, records: Vec<Record>) -> Result<State, EngineError> {
-        self.commit_at(id, def, state, records, stored_time(Utc::now())).await
+    async fn commit(
+        &self,
+        id: &str,
+        def: &Definition,
+        state: &State,
+        records: Vec<Record>,
+    ) -> Result<State, EngineError> {
+        self.commit_at(id, def, state, records, stored_time(Utc::now()))
+            .await
     }
 
     /// [`Engine::commit`] with the records' time given (the time their decision used).
@@ -303,11 +361,20 @@ impl Engine {
 
     /// Records an operator's cancel or retry. A cancel for a workflow another worker is
     /// running is left as a request that worker honours at its next step boundary.
-    pub async fn intervene(&self, id: &str, by: &str, what: Intervention) -> Result<Intervened, EngineError> {
+    pub async fn intervene(
+        &self,
+        id: &str,
+        by: &str,
+        what: Intervention,
+    ) -> Result<Intervened, EngineError> {
         if self.store.get(id).await?.is_none() {
             return Ok(Intervened::Unknown);
         }
-        if !self.store.claim(id, &self.worker_id, Utc::now(), self.lease_until()).await? {
+        if !self
+            .store
+            .claim(id, &self.worker_id, Utc::now(), self.lease_until())
+            .await?
+        {
             return Ok(match what {
                 Intervention::Cancel => {
                     self.store.request_cancel(id, by).await?;
@@ -322,21 +389,30 @@ impl Engine {
                 .load(id)
                 .await?
                 .ok_or_else(|| EngineError::Corrupt(format!("workflow {id} vanished")))?;
-            let def = stored(&loaded.definition_source)
-                .map_err(|e| EngineError::Corrupt(format!("workflow {id}: stored definition: {e}")))?;
+            let def = stored(&loaded.definition_source).map_err(|e| {
+                EngineError::Corrupt(format!("workflow {id}: stored definition: {e}"))
+            })?;
             let state = loaded.state;
             let record = match what {
                 Intervention::Cancel if state.status.is_final() => {
-                    return Ok(Intervened::Refused(format!("it has already ended ({})", state.status.as_str())));
+                    return Ok(Intervened::Refused(format!(
+                        "it has already ended ({})",
+                        state.status.as_str()
+                    )));
                 }
                 Intervention::Retry if state.status != Status::Failed => {
-                    return Ok(Intervened::Refused(format!("only failed workflows can be retried; this one is {}", state.status.as_str())));
+                    return Ok(Intervened::Refused(format!(
+                        "only failed workflows can be retried; this one is {}",
+                        state.status.as_str()
+                    )));
                 }
                 Intervention::Cancel => Record::Cancelled { by: by.to_string() },
                 Intervention::Retry => Record::RetryRequested { by: by.to_string() },
             };
             info!(workflow = %id, by, record = record.kind(), "operator intervention");
-            Ok(Intervened::Done(self.commit(id, &def, &state, vec![record]).await?))
+            Ok(Intervened::Done(Box::new(
+                self.commit(id, &def, &state, vec![record]).await?,
+            )))
         }
         .await;
         self.store.release(id, &self.worker_id).await?;
@@ -347,7 +423,11 @@ impl Engine {
     }
 
     /// Drives one workflow until it ends or waits longer than `patience` for a timer.
-    pub async fn drive_to_rest(&self, id: &str, patience: Duration) -> Result<Option<State>, EngineError> {
+    pub async fn drive_to_rest(
+        &self,
+        id: &str,
+        patience: Duration,
+    ) -> Result<Option<State>, EngineError> {
         loop {
             let Some(state) = self.run_one(id).await? else {
                 return Ok(None);
@@ -370,7 +450,11 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_workflows));
         let mut tasks = tokio::task::JoinSet::new();
         for id in ids {
-            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
             let engine = self.clone();
             tasks.spawn(async move {
                 let _permit = permit;
@@ -408,7 +492,11 @@ impl Engine {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(engine.lease / 3).await;
-                    if let Err(e) = engine.store.renew(&engine.worker_id, engine.lease_until()).await {
+                    if let Err(e) = engine
+                        .store
+                        .renew(&engine.worker_id, engine.lease_until())
+                        .await
+                    {
                         warn!(error = %e, "could not renew workflow leases");
                     }
                 }
@@ -418,10 +506,16 @@ impl Engine {
         let mut running = tokio::task::JoinSet::new();
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
-            match self.store.due(Utc::now(), permits.available_permits() as u64).await {
+            match self
+                .store
+                .due(Utc::now(), permits.available_permits() as u64)
+                .await
+            {
                 Ok(ids) => {
                     for id in ids {
-                        let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                        let Ok(permit) = permits.clone().try_acquire_owned() else {
+                            break;
+                        };
                         let engine = self.clone();
                         running.spawn(async move {
                             let _permit = permit;
@@ -446,7 +540,10 @@ impl Engine {
             }
         }
         self.stopping.store(true, Ordering::SeqCst);
-        info!(in_flight = running.len(), "stopping: letting in-flight steps finish");
+        info!(
+            in_flight = running.len(),
+            "stopping: letting in-flight steps finish"
+        );
         running.join_all().await;
         heartbeat.abort();
     }
@@ -465,7 +562,7 @@ pub enum Intervention {
 #[derive(Debug)]
 pub enum Intervened {
     /// Recorded; the state afterwards.
-    Done(State),
+    Done(Box<State>),
     /// Another worker runs it; it will cancel at its next step boundary.
     Requested,
     /// Not possible, and why.

@@ -95,8 +95,17 @@ impl Store {
     }
 
     /// Stores an event and its workflows, unless its id was seen before.
-    pub async fn accept(&self, request: &Request, body: &str, workflows: &[NewWorkflow]) -> Result<Accepted, DbErr> {
-        if event::Entity::find_by_id(request.event_id.clone()).one(&self.db).await?.is_some() {
+    pub async fn accept(
+        &self,
+        request: &Request,
+        body: &str,
+        workflows: &[NewWorkflow],
+    ) -> Result<Accepted, DbErr> {
+        if event::Entity::find_by_id(request.event_id.clone())
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
             return Ok(Accepted::Duplicate);
         }
         let now = chain::stored_time(Utc::now());
@@ -114,7 +123,9 @@ impl Store {
         if inserted.is_err() {
             // Another consumer stored the same id a moment ago.
             txn.rollback().await?;
-            let seen = event::Entity::find_by_id(request.event_id.clone()).one(&self.db).await?;
+            let seen = event::Entity::find_by_id(request.event_id.clone())
+                .one(&self.db)
+                .await?;
             return match (seen, inserted) {
                 (Some(_), _) => Ok(Accepted::Duplicate),
                 (None, Err(e)) => Err(e),
@@ -183,8 +194,16 @@ impl Store {
             .select_only()
             .column(workflow::Column::Id)
             .filter(workflow::Column::State.is_in(open))
-            .filter(workflow::Column::WakeAt.is_null().or(workflow::Column::WakeAt.lte(now)))
-            .filter(workflow::Column::LeaseUntil.is_null().or(workflow::Column::LeaseUntil.lt(now)))
+            .filter(
+                workflow::Column::WakeAt
+                    .is_null()
+                    .or(workflow::Column::WakeAt.lte(now)),
+            )
+            .filter(
+                workflow::Column::LeaseUntil
+                    .is_null()
+                    .or(workflow::Column::LeaseUntil.lt(now)),
+            )
             .order_by_asc(workflow::Column::CreatedAt)
             .limit(limit)
             .into_tuple()
@@ -208,7 +227,13 @@ impl Store {
     }
 
     /// Claims a workflow for `owner` until `until`, if nobody holds it.
-    pub async fn claim(&self, id: &str, owner: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool, DbErr> {
+    pub async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
         let result = workflow::Entity::update_many()
             .col_expr(workflow::Column::LeaseOwner, Expr::value(owner))
             .col_expr(workflow::Column::LeaseUntil, Expr::value(until))
@@ -237,8 +262,14 @@ impl Store {
     /// Gives a claim back.
     pub async fn release(&self, id: &str, owner: &str) -> Result<(), DbErr> {
         workflow::Entity::update_many()
-            .col_expr(workflow::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(workflow::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                workflow::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                workflow::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(workflow::Column::Id.eq(id))
             .filter(workflow::Column::LeaseOwner.eq(owner))
             .exec(&self.db)
@@ -258,7 +289,9 @@ impl Store {
 
     /// One workflow row.
     pub async fn get(&self, id: &str) -> Result<Option<workflow::Model>, DbErr> {
-        workflow::Entity::find_by_id(id.to_string()).one(&self.db).await
+        workflow::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
     }
 
     /// A workflow with its state and definition.
@@ -301,7 +334,9 @@ impl Store {
 
     /// A received event.
     pub async fn event(&self, id: &str) -> Result<Option<event::Model>, DbErr> {
-        event::Entity::find_by_id(id.to_string()).one(&self.db).await
+        event::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await
     }
 
     /// A workflow's trail, by position.
@@ -411,7 +446,11 @@ impl Store {
     }
 }
 
-async fn save_definition(db: &impl ConnectionTrait, def: &Definition, now: DateTime<Utc>) -> Result<(), DbErr> {
+async fn save_definition(
+    db: &impl ConnectionTrait,
+    def: &Definition,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     let model = definition::ActiveModel {
         hash: Set(def.hash.clone()),
         name: Set(def.name.clone()),
@@ -420,14 +459,22 @@ async fn save_definition(db: &impl ConnectionTrait, def: &Definition, now: DateT
         created_at: Set(now),
     };
     definition::Entity::insert(model)
-        .on_conflict(OnConflict::column(definition::Column::Hash).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(definition::Column::Hash)
+                .do_nothing()
+                .to_owned(),
+        )
         .do_nothing()
         .exec(db)
         .await
         .map(drop)
 }
 
-fn row_for(wf: &NewWorkflow, head: &str, now: DateTime<Utc>) -> Result<workflow::ActiveModel, DbErr> {
+fn row_for(
+    wf: &NewWorkflow,
+    head: &str,
+    now: DateTime<Utc>,
+) -> Result<workflow::ActiveModel, DbErr> {
     let r = &wf.state.request;
     Ok(workflow::ActiveModel {
         id: Set(wf.id.clone()),

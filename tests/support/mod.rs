@@ -48,11 +48,16 @@ pub async fn fresh_database(db: Db) -> (String, Option<tempfile::TempDir>) {
     match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
-            (format!("sqlite://{}/offboard.db?mode=rwc", dir.path().display()), Some(dir))
+            (
+                format!("sqlite://{}/offboard.db?mode=rwc", dir.path().display()),
+                Some(dir),
+            )
         }
         Db::Postgres => {
             let name = format!("offboard_t_{}", unique());
-            let admin = sea_orm::Database::connect(PG_ADMIN_URL).await.expect("PostgreSQL on 127.0.0.1:5432");
+            let admin = sea_orm::Database::connect(PG_ADMIN_URL)
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432");
             admin
                 .execute_unprepared(&format!("CREATE DATABASE {name}"))
                 .await
@@ -93,11 +98,25 @@ pub const RECLAIM: &str = "linus@example.com";
 /// Starts and seeds a simulator.
 pub async fn org() -> Org {
     let sim = SmartsheetSim::start().await.unwrap();
-    let admin = sim.add_user(SimUser { admin: true, ..SimUser::new("admin@example.com") });
+    let admin = sim.add_user(SimUser {
+        admin: true,
+        ..SimUser::new("admin@example.com")
+    });
     sim.add_token(TOKEN, admin);
-    let leaver = sim.add_user(SimUser { group_admin: true, resource_viewer: true, sheet_count: 7, ..SimUser::new(LEAVER) });
-    let recipient = sim.add_user(SimUser { group_admin: true, ..SimUser::new(RECIPIENT) });
-    let reclaim = sim.add_user(SimUser { resource_viewer: true, ..SimUser::new(RECLAIM) });
+    let leaver = sim.add_user(SimUser {
+        group_admin: true,
+        resource_viewer: true,
+        sheet_count: 7,
+        ..SimUser::new(LEAVER)
+    });
+    let recipient = sim.add_user(SimUser {
+        group_admin: true,
+        ..SimUser::new(RECIPIENT)
+    });
+    let reclaim = sim.add_user(SimUser {
+        resource_viewer: true,
+        ..SimUser::new(RECLAIM)
+    });
     let leaver_groups = vec![
         sim.add_group("Engineering", leaver, &[leaver, recipient]),
         sim.add_group("Launch", leaver, &[leaver]),
@@ -106,7 +125,15 @@ pub async fn org() -> Org {
         sim.add_group("Finance", admin, &[admin]),
         sim.add_group("Everyone", recipient, &[admin, leaver, recipient]),
     ];
-    Org { sim, admin, leaver, recipient, reclaim, leaver_groups, other_groups }
+    Org {
+        sim,
+        admin,
+        leaver,
+        recipient,
+        reclaim,
+        leaver_groups,
+        other_groups,
+    }
 }
 
 /// A configuration for one test: its database, broker names, one Smartsheet connection.
@@ -116,7 +143,8 @@ pub fn config(database_url: &str, names: AmqpNames, smartsheet_url: &str) -> Con
     c.amqp_url = AMQP_URL.to_string();
     c.amqp = names;
     c.connections.clear();
-    c.connections.insert("smartsheet".into(), smartsheet_connection(smartsheet_url));
+    c.connections
+        .insert("smartsheet".into(), smartsheet_connection(smartsheet_url));
     c
 }
 
@@ -137,7 +165,12 @@ pub async fn engine(config: Config, token: &str) -> Arc<Engine> {
     let store = Store::open(&config.database_url).await.unwrap();
     let conn = config.connections["smartsheet"].clone();
     let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
-    engine.use_client("smartsheet", AppClient::new(&conn, Secret::new(token)).unwrap()).await;
+    engine
+        .use_client(
+            "smartsheet",
+            AppClient::new(&conn, Secret::new(token)).unwrap(),
+        )
+        .await;
     Arc::new(engine)
 }
 
@@ -153,7 +186,9 @@ pub async fn channel() -> Channel {
 
 /// Declares the topology and publishes a raw body with a routing key (with confirms).
 pub async fn publish(names: &AmqpNames, routing_key: &str, body: &[u8]) {
-    offboard::intake::submit(AMQP_URL, names, routing_key, body).await.unwrap();
+    offboard::intake::submit(AMQP_URL, names, routing_key, body)
+        .await
+        .unwrap();
 }
 
 /// A CloudEvents offboarding/reclaim event.
@@ -181,13 +216,21 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Waits until the workflows of `event_id` have all ended; returns them.
-pub async fn finished(store: &Store, event_id: &str, count: usize, secs: u64) -> Vec<workflow::Model> {
+pub async fn finished(
+    store: &Store,
+    event_id: &str,
+    count: usize,
+    secs: u64,
+) -> Vec<workflow::Model> {
     eventually(secs, &format!("workflows of {event_id} to end"), || async {
         let rows = store.by_event(event_id).await.unwrap();
         (rows.len() == count && rows.iter().all(|r| r.finished_at.is_some())).then_some(rows)
@@ -205,19 +248,40 @@ pub async fn watch_exchange(names: &AmqpNames, key: &str) -> (Channel, String) {
     let ch = channel().await;
     offboard::intake::declare(&ch, names).await.unwrap();
     let q = format!("{}.watch.{}", names.exchange, unique());
-    ch.queue_declare(q.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(q.as_str().into(), names.exchange.as_str().into(), key.into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        q.as_str().into(),
+        names.exchange.as_str().into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     (ch, q)
 }
 
 /// Takes up to `n` messages from a queue, waiting at most `secs`.
 pub async fn take(ch: &Channel, queue: &str, n: usize, secs: u64) -> Vec<lapin::message::Delivery> {
     let mut consumer = ch
-        .basic_consume(queue.into(), format!("t-{}", unique()).into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.into(),
+            format!("t-{}", unique()).into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -233,5 +297,8 @@ pub async fn take(ch: &Channel, queue: &str, n: usize, secs: u64) -> Vec<lapin::
 
 /// Whether a queue is empty right now.
 pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
-    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap().is_none()
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .is_none()
 }

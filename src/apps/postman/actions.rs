@@ -9,6 +9,13 @@ use crate::domain::step::{StepError, StepOutput};
 pub const ACTIONS: &[&str] = &[];
 
 /// Performs one action.
-pub async fn perform(_client: &Client, action: &str, _ctx: &ActionContext<'_>) -> Result<StepOutput, StepError> {
-    Err(StepError::fatal(Code::Post199B, format!("unknown action {action}")))
+pub async fn perform(
+    _client: &Client,
+    action: &str,
+    _ctx: &ActionContext<'_>,
+) -> Result<StepOutput, StepError> {
+    Err(StepError::fatal(
+        Code::Post199B,
+        format!("unknown action {action}"),
+    ))
 }

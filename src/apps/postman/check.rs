@@ -5,5 +5,8 @@ use crate::apps::CheckReport;
 
 /// Runs the check.
 pub async fn run(_client: &Client) -> CheckReport {
-    CheckReport { problem: None, warnings: Vec::new() }
+    CheckReport {
+        problem: None,
+        warnings: Vec::new(),
+    }
 }

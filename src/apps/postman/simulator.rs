@@ -8,6 +8,7 @@
 //! | `GET /me` | the key's user, its team (`teamId`, `teamName`, `teamDomain`) and team roles |
 //! | `GET /users`, `GET /users/{id}` | active team members (`{"data": [...]}`) |
 //! | `GET /workspaces` | workspaces the caller can see; `limit` (≤ 100) + `cursor` / `meta.nextCursor` paging |
+//! | `GET /workspaces-roles` | the roles a workspace can grant (`user`, `usergroup`, `partner`) |
 //! | `GET /workspaces/{id}/roles` | `{"roles": [{"id", "displayName", "user": [...]}]}`; `include=scim` gives SCIM ids |
 //! | `PATCH /workspaces/{id}/roles` | `add` / `remove` operations on `/user` (role `1` Viewer, `2` Editor, `3` Admin); `identifierType: scim` header |
 //! | `GET /audit/logs` | `{"trails": [...]}` filtered by `userId`, `action`, `since`, `until`; `limit` ≤ 300, `cursor`, `orderBy` |
@@ -1291,6 +1292,7 @@ fn router(shared: Shared) -> Router {
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user))
         .route("/workspaces", get(list_workspaces))
+        .route("/workspaces-roles", get(list_role_kinds))
         .route(
             "/workspaces/{id}/roles",
             get(get_workspace_roles).patch(patch_workspace_roles),
@@ -1376,13 +1378,11 @@ fn rate_check(st: &mut SimState, key: &str, scim: bool) -> Result<RateInfo, (Api
     })
 }
 
+/// The gate's verdict: who calls, the fault to apply and the rate window; or the refusal.
+type Admission = Result<(Caller, Option<FaultKind>, RateInfo), (ApiError, Option<RateInfo>)>;
+
 /// Authentication, team-wide switches, rate limiting and fault selection.
-fn admit(
-    st: &mut SimState,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-) -> Result<(Caller, Option<FaultKind>, RateInfo), (ApiError, Option<RateInfo>)> {
+fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Admission {
     let scim = path.starts_with("/scim/");
     let (caller, key) = if scim {
         let auth = headers
@@ -1882,6 +1882,28 @@ async fn get_workspace_roles(
     Ok(Json(roles_json(&st, w, scim_ids)))
 }
 
+async fn list_role_kinds(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let st = lock(&shared);
+    member_caller(&st, caller)?;
+    if !st.roles_access {
+        return Err(forbidden());
+    }
+    let user_roles: Vec<Value> = [ROLE_ADMIN, ROLE_EDITOR, ROLE_VIEWER]
+        .iter()
+        .map(|r| json!({"id": r, "displayName": role_name(r)}))
+        .collect();
+    Ok(Json(json!({
+        "roles": {
+            "user": user_roles.clone(),
+            "usergroup": user_roles,
+            "partner": [{"id": "4", "displayName": "Viewer"}, {"id": "5", "displayName": "Editor"}],
+        }
+    })))
+}
+
 fn invalid_param(title: impl Into<String>) -> ApiError {
     ApiError {
         status: 400,
@@ -2107,10 +2129,10 @@ async fn list_audit_logs(
         },
     };
     let limit = st.page_cap(limit);
-    let desc = !q
+    let desc = q
         .get("orderBy")
         .or_else(|| q.get("order_by"))
-        .is_some_and(|o| o == "asc");
+        .is_none_or(|o| o != "asc");
     let since = q.get("since").cloned();
     let until = q.get("until").cloned();
     let mut events: Vec<&SimAuditEvent> = st
@@ -2634,8 +2656,11 @@ mod tests {
             .await;
         assert_eq!((s, b["status"].clone()), (422, json!(422)));
         assert_eq!(api.patch("/workspaces/nope/roles", any).await.0, 404);
+        let (s, kinds) = api.get("/workspaces-roles").await;
+        assert_eq!((s, kinds["roles"]["user"][0]["displayName"].clone()), (200, json!("Admin")));
         api.sim.set_roles_access(false);
         assert_eq!(api.get(&format!("/workspaces/{ws}/roles")).await.0, 403);
+        assert_eq!(api.get("/workspaces-roles").await.0, 403);
     }
 
     #[tokio::test]

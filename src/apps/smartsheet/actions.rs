@@ -23,7 +23,11 @@ pub const ACTIONS: &[&str] = &[
 ];
 
 /// Performs one action.
-pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> Result<StepOutput, StepError> {
+pub async fn perform(
+    client: &Client,
+    action: &str,
+    ctx: &ActionContext<'_>,
+) -> Result<StepOutput, StepError> {
     let result = match action {
         "smartsheet.find_user" => find_user(client, ctx).await,
         "smartsheet.list_groups" => list_groups(client, ctx).await,
@@ -32,7 +36,12 @@ pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> 
         "smartsheet.revoke_licenses" => revoke_licenses(client, ctx).await,
         "smartsheet.remove_user" => remove_user(client, ctx).await,
         "smartsheet.confirm_removed" => confirm_removed(client, ctx).await,
-        other => return Err(StepError::fatal(Code::Smt199B, format!("unknown action {other}"))),
+        other => {
+            return Err(StepError::fatal(
+                Code::Smt199B,
+                format!("unknown action {other}"),
+            ))
+        }
     };
     match result {
         Ok(output) => Ok(output),
@@ -73,7 +82,10 @@ fn entitlements(user: &User) -> Value {
 
 fn user_id(ctx: &ActionContext<'_>) -> Result<i64, Failure> {
     ctx.fact_i64("user_id").ok_or_else(|| {
-        Failure::Step(StepError::fatal(Code::Smt199B, "no user id recorded by find_user"))
+        Failure::Step(StepError::fatal(
+            Code::Smt199B,
+            "no user id recorded by find_user",
+        ))
     })
 }
 
@@ -84,7 +96,9 @@ fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
         .map(|groups| {
             groups
                 .iter()
-                .filter_map(|g| Some((g.get("id")?.as_i64()?, g.get("name")?.as_str()?.to_string())))
+                .filter_map(|g| {
+                    Some((g.get("id")?.as_i64()?, g.get("name")?.as_str()?.to_string()))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -95,7 +109,9 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let Some(found) = client.find_user(email, ctx.calls).await.map_err(users)? else {
         return Ok(StepOutput {
             finish_with: Some(Outcome::Absent),
-            ..StepOutput::summary(format!("no Smartsheet user has the email {email}; nothing to do"))
+            ..StepOutput::summary(format!(
+                "no Smartsheet user has the email {email}; nothing to do"
+            ))
         });
     };
     // The list omits some fields (lastLogin); the user's own record has them all.
@@ -104,9 +120,11 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .await
         .map_err(users)?
         .unwrap_or(found);
-    Ok(StepOutput::summary(format!("found user {} ({})", user.id, user.email))
-        .fact("user_id", user.id)
-        .fact("entitlements_before", entitlements(&user)))
+    Ok(
+        StepOutput::summary(format!("found user {} ({})", user.id, user.email))
+            .fact("user_id", user.id)
+            .fact("entitlements_before", entitlements(&user)),
+    )
 }
 
 async fn list_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
@@ -133,27 +151,40 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
                 "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them".into(),
             ));
         }
-        return Ok(StepOutput::summary("no recipient given; nothing will be transferred"));
+        return Ok(StepOutput::summary(
+            "no recipient given; nothing will be transferred",
+        ));
     };
     let recipient = client
         .find_user(email, ctx.calls)
         .await
         .map_err(users)?
-        .ok_or_else(|| recipient_problem(format!("recipient {email} is not a user of this Smartsheet account")))?;
+        .ok_or_else(|| {
+            recipient_problem(format!(
+                "recipient {email} is not a user of this Smartsheet account"
+            ))
+        })?;
     if recipient.id == user_id(ctx)? {
-        return Err(recipient_problem("the recipient is the person being offboarded".into()));
+        return Err(recipient_problem(
+            "the recipient is the person being offboarded".into(),
+        ));
     }
     let status = recipient.status.as_deref().unwrap_or("ACTIVE");
     if status != "ACTIVE" {
-        return Err(recipient_problem(format!("recipient {email} is {status}, not ACTIVE")));
+        return Err(recipient_problem(format!(
+            "recipient {email} is {status}, not ACTIVE"
+        )));
     }
     if owns_groups && !(recipient.group_admin || recipient.admin) {
         return Err(recipient_problem(format!(
             "recipient {email} must be a group admin to take over the person's groups"
         )));
     }
-    Ok(StepOutput::summary(format!("recipient {} ({email}) can take over", recipient.id))
-        .fact("recipient_id", recipient.id))
+    Ok(StepOutput::summary(format!(
+        "recipient {} ({email}) can take over",
+        recipient.id
+    ))
+    .fact("recipient_id", recipient.id))
 }
 
 async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
@@ -188,8 +219,8 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
 
 async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = user_id(ctx)?;
-    let drop_group_admin = ctx.request.event_type == EventType::Offboarding
-        || ctx.fact_i64("recipient_id").is_some();
+    let drop_group_admin =
+        ctx.request.event_type == EventType::Offboarding || ctx.fact_i64("recipient_id").is_some();
     let Some(user) = client.get_user(id, ctx.calls).await.map_err(users)? else {
         return Err(Failure::Step(StepError::fatal(
             Code::Smt199B,
@@ -200,19 +231,25 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     if drop_group_admin {
         roles["groupAdmin"] = Value::Bool(false);
     }
-    let already = !user.licensed_sheet_creator
-        && !user.resource_viewer
-        && !(drop_group_admin && user.group_admin);
+    let already = !(user.licensed_sheet_creator
+        || user.resource_viewer
+        || (drop_group_admin && user.group_admin));
     let mut after = user.clone();
     after.licensed_sheet_creator = false;
     after.resource_viewer = false;
     after.group_admin &= !drop_group_admin;
     if already {
-        return Ok(StepOutput::summary("roles were already off").fact("entitlements_after", entitlements(&after)));
+        return Ok(StepOutput::summary("roles were already off")
+            .fact("entitlements_after", entitlements(&after)));
     }
-    client.set_user_roles(id, &roles, ctx.calls).await.map_err(users)?;
-    Ok(StepOutput::summary(format!("set {} to false", roles_list(&roles)))
-        .fact("entitlements_after", entitlements(&after)))
+    client
+        .set_user_roles(id, &roles, ctx.calls)
+        .await
+        .map_err(users)?;
+    Ok(
+        StepOutput::summary(format!("set {} to false", roles_list(&roles)))
+            .fact("entitlements_after", entitlements(&after)),
+    )
 }
 
 fn roles_list(roles: &Value) -> String {
@@ -229,7 +266,9 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         Ok(()) => {}
         // Already removed (a crash after the DELETE, before its record): done.
         Err(e) if e.status == Some(404) => {
-            return Ok(StepOutput::summary(format!("user {id} was already removed")));
+            return Ok(StepOutput::summary(format!(
+                "user {id} was already removed"
+            )));
         }
         Err(e) => return Err(users(e)),
     }
@@ -242,7 +281,8 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = user_id(ctx)?;
     match client.get_user(id, ctx.calls).await.map_err(users)? {
-        None => Ok(StepOutput::summary(format!("user {id} is gone")).fact("entitlements_after", Value::Null)),
+        None => Ok(StepOutput::summary(format!("user {id} is gone"))
+            .fact("entitlements_after", Value::Null)),
         Some(_) => Err(Failure::Step(StepError::transient(
             Code::Smt199B,
             format!("user {id} is still listed after removal"),

@@ -18,7 +18,10 @@ pub async fn run(client: &Client) -> CheckReport {
         if !me.admin {
             return Err((
                 Code::Smt105A,
-                format!("the token belongs to {}, who is not a system admin", me.email),
+                format!(
+                    "the token belongs to {}, who is not a system admin",
+                    me.email
+                ),
             ));
         }
         client

@@ -159,7 +159,11 @@ impl Client {
         decode(body)
     }
 
-    async fn list_all<T: DeserializeOwned>(&self, path: &str, log: &CallLog) -> Result<Vec<T>, ApiError> {
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        log: &CallLog,
+    ) -> Result<Vec<T>, ApiError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut all = Vec::new();
         let mut page = 1;
@@ -184,7 +188,9 @@ impl Client {
     pub async fn find_user(&self, email: &str, log: &CallLog) -> Result<Option<User>, ApiError> {
         let path = format!("/users?email={}", urlencode(email));
         let users: Vec<User> = self.list_all(&path, log).await?;
-        Ok(users.into_iter().find(|u| u.email.eq_ignore_ascii_case(email)))
+        Ok(users
+            .into_iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email)))
     }
 
     /// `GET /users/{id}`; `None` when the user does not exist (404, errorCode 1020/1006).
@@ -198,12 +204,16 @@ impl Client {
 
     /// The first page of users (a permission probe for checks).
     pub async fn probe_users(&self, log: &CallLog) -> Result<(), ApiError> {
-        self.send(Method::GET, "/users?pageSize=1", None, log).await.map(drop)
+        self.send(Method::GET, "/users?pageSize=1", None, log)
+            .await
+            .map(drop)
     }
 
     /// The first page of groups (a permission probe for checks).
     pub async fn probe_groups(&self, log: &CallLog) -> Result<(), ApiError> {
-        self.send(Method::GET, "/groups?pageSize=1", None, log).await.map(drop)
+        self.send(Method::GET, "/groups?pageSize=1", None, log)
+            .await
+            .map(drop)
     }
 
     /// `GET /groups`, every page.
@@ -221,18 +231,37 @@ impl Client {
     }
 
     /// `PUT /groups/{id}` with a new `ownerId`.
-    pub async fn set_group_owner(&self, id: i64, owner_id: i64, log: &CallLog) -> Result<(), ApiError> {
+    pub async fn set_group_owner(
+        &self,
+        id: i64,
+        owner_id: i64,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
         let body = json!({ "ownerId": owner_id });
-        self.send(Method::PUT, &format!("/groups/{id}"), Some(&body), log).await.map(drop)
+        self.send(Method::PUT, &format!("/groups/{id}"), Some(&body), log)
+            .await
+            .map(drop)
     }
 
     /// `PUT /users/{id}` with the given role flags.
-    pub async fn set_user_roles(&self, id: i64, roles: &Value, log: &CallLog) -> Result<(), ApiError> {
-        self.send(Method::PUT, &format!("/users/{id}"), Some(roles), log).await.map(drop)
+    pub async fn set_user_roles(
+        &self,
+        id: i64,
+        roles: &Value,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
+        self.send(Method::PUT, &format!("/users/{id}"), Some(roles), log)
+            .await
+            .map(drop)
     }
 
     /// `DELETE /users/{id}?removeFromSharing=true[&transferTo=…&transferSheets=true]`.
-    pub async fn remove_user(&self, id: i64, transfer_to: Option<i64>, log: &CallLog) -> Result<(), ApiError> {
+    pub async fn remove_user(
+        &self,
+        id: i64,
+        transfer_to: Option<i64>,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
         let mut path = format!("/users/{id}?removeFromSharing=true");
         if let Some(to) = transfer_to {
             path.push_str(&format!("&transferTo={to}&transferSheets=true"));

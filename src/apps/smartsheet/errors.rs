@@ -25,7 +25,9 @@ fn common(err: &ApiError, run: bool) -> Option<Code> {
         (Some(401), Some(1002)) if run => Some(Code::Smt100B),
         (Some(401), _) => pick(Code::Smt100A, Code::Smt100B),
         (_, Some(1013)) => pick(Code::Smt103A, Code::Smt103B),
-        (_, Some(5000..=5999)) if err.error_code != Some(5666) => pick(Code::Smt104A, Code::Smt104B),
+        (_, Some(5000..=5999)) if err.error_code != Some(5666) => {
+            pick(Code::Smt104A, Code::Smt104B)
+        }
         _ => None,
     }
 }
@@ -106,7 +108,13 @@ mod tests {
     fn transient_errors_are_recognised() {
         assert!(err(429, 4003).is_transient());
         assert!(err(503, 4001).is_transient());
-        assert!(ApiError { status: None, error_code: None, message: "x".into(), retry_after_ms: None }.is_transient());
+        assert!(ApiError {
+            status: None,
+            error_code: None,
+            message: "x".into(),
+            retry_after_ms: None
+        }
+        .is_transient());
         assert!(!err(400, 1121).is_transient());
         assert!(!err(403, 1004).is_transient());
     }
