@@ -292,17 +292,30 @@ impl ApiError {
     /// Whether a 401 says the key was valid once (expired, revoked, owner deactivated).
     pub fn says_key_expired(&self) -> bool {
         let t = self.text();
-        ["expired", "revoked", "deactivated", "no longer", "inactive", "disabled"]
-            .iter()
-            .any(|w| t.contains(w))
+        [
+            "expired",
+            "revoked",
+            "deactivated",
+            "no longer",
+            "inactive",
+            "disabled",
+        ]
+        .iter()
+        .any(|w| t.contains(w))
     }
 
     /// Whether a 403 blames the team's plan rather than the key's permissions.
     pub fn says_plan(&self) -> bool {
         let t = self.text();
-        ["plan", "enterprise", "isn't available", "not available", "upgrade"]
-            .iter()
-            .any(|w| t.contains(w))
+        [
+            "plan",
+            "enterprise",
+            "isn't available",
+            "not available",
+            "upgrade",
+        ]
+        .iter()
+        .any(|w| t.contains(w))
     }
 
     /// Whether the error says the caller is in no team.
@@ -384,23 +397,39 @@ fn retry_after_ms(reply: &Reply) -> Option<u64> {
 pub struct Client {
     api: ApiHttp,
     scim: ApiHttp,
+    scim_key_source: String,
 }
 
 impl Client {
     /// A client for a configured connection; the SCIM key comes from `<token_env>_SCIM`
     /// when set, else the API key is used for SCIM too.
     pub fn new(config: &ConnectionConfig, key: Secret) -> Result<Self, String> {
-        let scim_key = std::env::var(format!("{}_SCIM", config.token_env))
+        let scim_env = format!("{}_SCIM", config.token_env);
+        let scim_key = std::env::var(&scim_env)
             .ok()
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-            .map(Secret::new)
-            .unwrap_or_else(|| key.clone());
-        Client::with_keys(config, key, scim_key)
+            .map(Secret::new);
+        let source = match &scim_key {
+            Some(_) => format!("the SCIM API key in {scim_env}"),
+            None => format!("the API key ({scim_env} is not set)"),
+        };
+        let mut client = Client::with_keys(config, key.clone(), scim_key.unwrap_or(key))?;
+        client.scim_key_source = source;
+        Ok(client)
+    }
+
+    /// Which key SCIM calls send, for messages (never the key itself).
+    pub fn scim_key_source(&self) -> &str {
+        &self.scim_key_source
     }
 
     /// A client with an explicit SCIM API key.
-    pub fn with_keys(config: &ConnectionConfig, key: Secret, scim_key: Secret) -> Result<Self, String> {
+    pub fn with_keys(
+        config: &ConnectionConfig,
+        key: Secret,
+        scim_key: Secret,
+    ) -> Result<Self, String> {
         let timeout = Duration::from_secs(config.timeout_secs);
         let api = ApiHttp::new(
             &config.base_url,
@@ -417,7 +446,11 @@ impl Client {
             config.requests_per_minute,
             timeout,
         )?;
-        Ok(Client { api, scim })
+        Ok(Client {
+            api,
+            scim,
+            scim_key_source: "the SCIM API key given".to_string(),
+        })
     }
 
     async fn send_via(
@@ -448,7 +481,13 @@ impl Client {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, log: &CallLog) -> Result<Value, ApiError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        log: &CallLog,
+    ) -> Result<Value, ApiError> {
         Client::send_via(&self.api, method, path, body, log).await
     }
 
@@ -479,9 +518,15 @@ impl Client {
     }
 
     /// The team member with this email (compared without case), if any.
-    pub async fn find_member(&self, email: &str, log: &CallLog) -> Result<Option<Member>, ApiError> {
+    pub async fn find_member(
+        &self,
+        email: &str,
+        log: &CallLog,
+    ) -> Result<Option<Member>, ApiError> {
         let members = self.list_members(log).await?;
-        Ok(members.into_iter().find(|m| m.email.eq_ignore_ascii_case(email)))
+        Ok(members
+            .into_iter()
+            .find(|m| m.email.eq_ignore_ascii_case(email)))
     }
 
     /// `GET /users/{id}`; `None` when the user is not (any more) a team member.
@@ -504,7 +549,11 @@ impl Client {
             }
             let page: WorkspacesPage = self.get(&path, log).await?;
             all.extend(page.workspaces);
-            match page.meta.and_then(|m| m.next_cursor).filter(|c| !c.is_empty()) {
+            match page
+                .meta
+                .and_then(|m| m.next_cursor)
+                .filter(|c| !c.is_empty())
+            {
                 Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
                 _ => return Ok(all),
             }
@@ -520,12 +569,21 @@ impl Client {
 
     /// `GET /workspaces-roles` (a permission probe for checks).
     pub async fn probe_role_kinds(&self, log: &CallLog) -> Result<(), ApiError> {
-        self.send(Method::GET, "/workspaces-roles", None, log).await.map(drop)
+        self.send(Method::GET, "/workspaces-roles", None, log)
+            .await
+            .map(drop)
     }
 
     /// `GET /workspaces/{id}/roles`; `None` when the workspace is gone.
-    pub async fn workspace_roles(&self, id: &str, log: &CallLog) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
-        match self.get::<RolesEnvelope>(&format!("/workspaces/{}/roles", urlencode(id)), log).await {
+    pub async fn workspace_roles(
+        &self,
+        id: &str,
+        log: &CallLog,
+    ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
+        match self
+            .get::<RolesEnvelope>(&format!("/workspaces/{}/roles", urlencode(id)), log)
+            .await
+        {
             Ok(env) => Ok(Some(env.roles)),
             Err(e) if e.status == Some(404) => Ok(None),
             Err(e) => Err(e),
@@ -533,7 +591,12 @@ impl Client {
     }
 
     /// `PATCH /workspaces/{id}/roles` with one operation per change.
-    pub async fn update_workspace_roles(&self, id: &str, changes: &[RoleChange], log: &CallLog) -> Result<(), ApiError> {
+    pub async fn update_workspace_roles(
+        &self,
+        id: &str,
+        changes: &[RoleChange],
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
         let ops: Vec<Value> = changes
             .iter()
             .map(|c| {
@@ -545,22 +608,36 @@ impl Client {
             })
             .collect();
         let body = json!({ "roles": ops });
-        self.send(Method::PATCH, &format!("/workspaces/{}/roles", urlencode(id)), Some(&body), log)
-            .await
-            .map(drop)
+        self.send(
+            Method::PATCH,
+            &format!("/workspaces/{}/roles", urlencode(id)),
+            Some(&body),
+            log,
+        )
+        .await
+        .map(drop)
     }
 
     /// The newest audit event about `user_id` (`GET /audit/logs?userId=…&limit=1`).
-    pub async fn last_activity(&self, user_id: i64, log: &CallLog) -> Result<Option<AuditEvent>, ApiError> {
+    pub async fn last_activity(
+        &self,
+        user_id: i64,
+        log: &CallLog,
+    ) -> Result<Option<AuditEvent>, ApiError> {
         let page: AuditPage = self
-            .get(&format!("/audit/logs?userId={user_id}&limit=1&orderBy=desc"), log)
+            .get(
+                &format!("/audit/logs?userId={user_id}&limit=1&orderBy=desc"),
+                log,
+            )
             .await?;
         Ok(page.trails.into_iter().next())
     }
 
     /// One audit event of the team (a permission and plan probe for checks).
     pub async fn probe_audit_logs(&self, log: &CallLog) -> Result<(), ApiError> {
-        self.send(Method::GET, "/audit/logs?limit=1", None, log).await.map(drop)
+        self.send(Method::GET, "/audit/logs?limit=1", None, log)
+            .await
+            .map(drop)
     }
 
     /// `GET /accounts`: the billing account's seats (needs the Billing or Admin role).
@@ -571,19 +648,29 @@ impl Client {
 
     /// The first SCIM user (a probe of the SCIM key for checks).
     pub async fn probe_scim(&self, log: &CallLog) -> Result<(), ApiError> {
-        self.send_scim(Method::GET, "/scim/v2/Users?startIndex=1&count=1", None, log)
-            .await
-            .map(drop)
+        self.send_scim(
+            Method::GET,
+            "/scim/v2/Users?startIndex=1&count=1",
+            None,
+            log,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /scim/v2/Users?filter=userName eq "…"`, every page; the match on the email
     /// ignores case (Postman's filter itself is case-sensitive).
-    pub async fn scim_find_user(&self, email: &str, log: &CallLog) -> Result<Option<ScimUser>, ApiError> {
+    pub async fn scim_find_user(
+        &self,
+        email: &str,
+        log: &CallLog,
+    ) -> Result<Option<ScimUser>, ApiError> {
         let quoted = email.replace('\\', "\\\\").replace('"', "\\\"");
         let filter = urlencode(&format!("userName eq \"{quoted}\""));
         let mut start = 1u64;
         for _ in 0..MAX_PAGES {
-            let path = format!("/scim/v2/Users?filter={filter}&startIndex={start}&count={SCIM_PAGE}");
+            let path =
+                format!("/scim/v2/Users?filter={filter}&startIndex={start}&count={SCIM_PAGE}");
             let page: ScimList = decode(self.send_scim(Method::GET, &path, None, log).await?)?;
             let got = page.resources.len() as u64;
             if let Some(u) = page
@@ -602,9 +689,18 @@ impl Client {
     }
 
     /// `GET /scim/v2/Users/{id}`; `None` when there is no such SCIM user.
-    pub async fn scim_get_user(&self, id: &str, log: &CallLog) -> Result<Option<ScimUser>, ApiError> {
+    pub async fn scim_get_user(
+        &self,
+        id: &str,
+        log: &CallLog,
+    ) -> Result<Option<ScimUser>, ApiError> {
         match self
-            .send_scim(Method::GET, &format!("/scim/v2/Users/{}", urlencode(id)), None, log)
+            .send_scim(
+                Method::GET,
+                &format!("/scim/v2/Users/{}", urlencode(id)),
+                None,
+                log,
+            )
             .await
         {
             Ok(body) => decode(body).map(Some),
@@ -615,13 +711,23 @@ impl Client {
 
     /// `PATCH /scim/v2/Users/{id}` replacing `active`: `false` deactivates the account
     /// and takes it out of the team, `true` brings it back.
-    pub async fn scim_set_active(&self, id: &str, active: bool, log: &CallLog) -> Result<ScimUser, ApiError> {
+    pub async fn scim_set_active(
+        &self,
+        id: &str,
+        active: bool,
+        log: &CallLog,
+    ) -> Result<ScimUser, ApiError> {
         let body = json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{"op": "replace", "value": {"active": active}}],
         });
         let reply = self
-            .send_scim(Method::PATCH, &format!("/scim/v2/Users/{}", urlencode(id)), Some(&body), log)
+            .send_scim(
+                Method::PATCH,
+                &format!("/scim/v2/Users/{}", urlencode(id)),
+                Some(&body),
+                log,
+            )
             .await?;
         decode(reply)
     }
@@ -653,15 +759,24 @@ mod tests {
             ),
             (
                 json!({"type": "https://api.postman.com/problems/forbidden", "title": "Forbidden", "detail": "You do not have access to this workspace.", "status": 403}),
-                (Some("forbidden"), Some("You do not have access to this workspace.")),
+                (
+                    Some("forbidden"),
+                    Some("You do not have access to this workspace."),
+                ),
             ),
             (
                 json!({"type": "https://api.postman.com/problems/not-found", "status": 404, "title": "Not Found", "detail": {"error": {"name": "EntityNotFound", "message": "No team found with the id provided"}}}),
-                (Some("EntityNotFound"), Some("No team found with the id provided")),
+                (
+                    Some("EntityNotFound"),
+                    Some("No team found with the id provided"),
+                ),
             ),
             (
                 json!({"type": "invalidParamError", "title": "body.roles[0] should have required property 'op'", "detail": "", "status": 400}),
-                (Some("invalidParamError"), Some("body.roles[0] should have required property 'op'")),
+                (
+                    Some("invalidParamError"),
+                    Some("body.roles[0] should have required property 'op'"),
+                ),
             ),
             (
                 json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "detail": "User not found", "status": "404"}),
@@ -673,9 +788,15 @@ mod tests {
             ),
             (
                 json!({"detail": "Roles are not supported for personal workspaces.", "link": "https://api.postman.com/problems/unprocessable-entity", "status": 422, "title": "Cannot process the request."}),
-                (None, Some("Roles are not supported for personal workspaces.")),
+                (
+                    None,
+                    Some("Roles are not supported for personal workspaces."),
+                ),
             ),
-            (json!({"name": "badRequest", "message": "Invalid request"}), (Some("badRequest"), Some("Invalid request"))),
+            (
+                json!({"name": "badRequest", "message": "Invalid request"}),
+                (Some("badRequest"), Some("Invalid request")),
+            ),
             (Value::Null, (None, None)),
         ];
         for (body, (name, message)) in cases {
@@ -696,16 +817,42 @@ mod tests {
     #[test]
     fn messages_are_read_for_key_plan_and_team_hints() {
         assert!(err(401, "AuthenticationError", "The API Key has expired.").says_key_expired());
-        assert!(err(401, "AuthenticationError", "The API Key has been revoked.").says_key_expired());
-        assert!(!err(401, "AuthenticationError", "Invalid API Key. Every request requires a valid API Key to be sent.").says_key_expired());
-        assert!(err(403, "forbidden", "This feature isn't available on your team's plan.").says_plan());
-        assert!(!err(403, "ForbiddenRequest", "You do not have permissions to view audit logs").says_plan());
+        assert!(
+            err(401, "AuthenticationError", "The API Key has been revoked.").says_key_expired()
+        );
+        assert!(!err(
+            401,
+            "AuthenticationError",
+            "Invalid API Key. Every request requires a valid API Key to be sent."
+        )
+        .says_key_expired());
+        assert!(err(
+            403,
+            "forbidden",
+            "This feature isn't available on your team's plan."
+        )
+        .says_plan());
+        assert!(!err(
+            403,
+            "ForbiddenRequest",
+            "You do not have permissions to view audit logs"
+        )
+        .says_plan());
         assert!(err(400, "bad-request", "You must be part of a team").says_no_team());
-        assert!(ApiError { status: None, name: None, message: "timed out".into(), retry_after_ms: None }.is_transient());
+        assert!(ApiError {
+            status: None,
+            name: None,
+            message: "timed out".into(),
+            retry_after_ms: None
+        }
+        .is_transient());
         assert!(err(429, "rateLimited", "slow down").is_transient());
         assert!(err(503, "x", "y").is_transient());
         assert!(!err(403, "x", "y").is_transient());
-        assert_eq!(err(403, "forbiddenError", "no").describe(), "HTTP 403 forbiddenError: no");
+        assert_eq!(
+            err(403, "forbiddenError", "no").describe(),
+            "HTTP 403 forbiddenError: no"
+        );
     }
 
     #[test]
@@ -715,24 +862,52 @@ mod tests {
             for (k, v) in headers {
                 map.insert(HeaderName::from_static(k), v.parse().unwrap());
             }
-            Reply { status, retry_after_ms, headers: map, body: Value::Null }
+            Reply {
+                status,
+                retry_after_ms,
+                headers: map,
+                body: Value::Null,
+            }
         };
         assert_eq!(retry_after_ms(&reply(429, &[], Some(3000))), Some(3000));
-        assert_eq!(retry_after_ms(&reply(429, &[("retryafter", "4")], None)), Some(4000));
-        assert_eq!(retry_after_ms(&reply(429, &[("x-ratelimit-retryafter", "2")], None)), Some(2000));
-        assert_eq!(retry_after_ms(&reply(429, &[("x-ratelimit-reset", "5")], None)), Some(5000));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(
+            retry_after_ms(&reply(429, &[("retryafter", "4")], None)),
+            Some(4000)
+        );
+        assert_eq!(
+            retry_after_ms(&reply(429, &[("x-ratelimit-retryafter", "2")], None)),
+            Some(2000)
+        );
+        assert_eq!(
+            retry_after_ms(&reply(429, &[("x-ratelimit-reset", "5")], None)),
+            Some(5000)
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let soon = (now + 30).to_string();
         let wait = retry_after_ms(&reply(429, &[("x-ratelimit-reset", &soon)], None)).unwrap();
         assert!((28_000..=30_000).contains(&wait), "{wait}");
-        assert_eq!(retry_after_ms(&reply(503, &[("x-ratelimit-reset", "5")], None)), None);
+        assert_eq!(
+            retry_after_ms(&reply(503, &[("x-ratelimit-reset", "5")], None)),
+            None
+        );
     }
 
     #[test]
     fn role_helpers_find_users_and_admins() {
         let roles = vec![
-            WorkspaceRole { id: "1".into(), display_name: "Viewer".into(), users: vec!["7".into()] },
-            WorkspaceRole { id: "3".into(), display_name: "Admin".into(), users: vec!["5".into(), "9".into()] },
+            WorkspaceRole {
+                id: "1".into(),
+                display_name: "Viewer".into(),
+                users: vec!["7".into()],
+            },
+            WorkspaceRole {
+                id: "3".into(),
+                display_name: "Admin".into(),
+                users: vec!["5".into(), "9".into()],
+            },
         ];
         assert_eq!(roles_of(&roles, 5), vec!["3".to_string()]);
         assert!(roles_of(&roles, 8).is_empty());

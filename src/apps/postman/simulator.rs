@@ -2657,7 +2657,10 @@ mod tests {
         assert_eq!((s, b["status"].clone()), (422, json!(422)));
         assert_eq!(api.patch("/workspaces/nope/roles", any).await.0, 404);
         let (s, kinds) = api.get("/workspaces-roles").await;
-        assert_eq!((s, kinds["roles"]["user"][0]["displayName"].clone()), (200, json!("Admin")));
+        assert_eq!(
+            (s, kinds["roles"]["user"][0]["displayName"].clone()),
+            (200, json!("Admin"))
+        );
         api.sim.set_roles_access(false);
         assert_eq!(api.get(&format!("/workspaces/{ws}/roles")).await.0, 403);
         assert_eq!(api.get("/workspaces-roles").await.0, 403);

@@ -222,6 +222,12 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let drop_group_admin =
         ctx.request.event_type == EventType::Offboarding || ctx.fact_i64("recipient_id").is_some();
     let Some(user) = client.get_user(id, ctx.calls).await.map_err(users)? else {
+        if ctx.request.event_type == EventType::Offboarding {
+            // Removed by someone else (or by us before a crash): the seat is already free.
+            return Ok(StepOutput::summary(format!(
+                "user {id} is already gone; no roles left to remove"
+            )));
+        }
         return Err(Failure::Step(StepError::fatal(
             Code::Smt199B,
             format!("user {id} disappeared before the licence could be taken back"),
