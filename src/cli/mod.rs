@@ -4,6 +4,7 @@
 
 mod audit;
 mod demo;
+mod evidence;
 mod views;
 
 use std::path::PathBuf;
@@ -126,6 +127,18 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// One row per workflow for auditors (CSV or JSON).
+    Evidence {
+        /// Workflows created at or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// Workflows created before this date.
+        #[arg(long)]
+        until: Option<String>,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
     /// Explain an error code, or list them all.
     Explain {
         /// The code (e.g. SMT-100-A).
@@ -238,6 +251,19 @@ async fn run(cli: Cli) -> Outcome {
         Command::Show { id, json } => views::show(&open_store(&config).await?, &id, json).await,
         Command::History { id, json } => {
             views::history(&open_store(&config).await?, &id, json).await
+        }
+        Command::Evidence {
+            since,
+            until,
+            format,
+        } => {
+            evidence::run(
+                &open_store(&config).await?,
+                &since,
+                until.as_deref(),
+                &format,
+            )
+            .await
         }
         Command::Replay { id } => audit::replay(&open_store(&config).await?, &id).await,
         Command::Retry { id, by } => {

@@ -226,6 +226,11 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                 format!("retry requested by {by}"),
                 String::new(),
             ),
+            Record::DuplicateReceived { source } => (
+                String::new(),
+                format!("the same event arrived again (from {source}); nothing new started"),
+                String::new(),
+            ),
         },
     };
     format!(

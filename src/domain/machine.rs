@@ -230,6 +230,11 @@ pub enum Record {
         /// Who asked.
         by: String,
     },
+    /// The event that started this workflow arrived again; nothing new was started.
+    DuplicateReceived {
+        /// The `source` of the repeated delivery.
+        source: String,
+    },
 }
 
 impl Record {
@@ -245,6 +250,7 @@ impl Record {
             Record::Failed { .. } => "failed",
             Record::Cancelled { .. } => "cancelled",
             Record::RetryRequested { .. } => "retry_requested",
+            Record::DuplicateReceived { .. } => "duplicate_received",
         }
     }
 
@@ -414,7 +420,12 @@ pub fn apply(
     at: DateTime<Utc>,
 ) -> Result<State, Violation> {
     let mut s = state.clone();
-    if s.status.is_final() && !matches!(record, Record::RetryRequested { .. }) {
+    if s.status.is_final()
+        && !matches!(
+            record,
+            Record::RetryRequested { .. } | Record::DuplicateReceived { .. }
+        )
+    {
         return violation(format!("`{}` after the workflow ended", record.kind()));
     }
     if let Some(step) = record.step() {
@@ -512,6 +523,7 @@ pub fn apply(
             s.error_code = Some(*code);
             s.error_message = Some(message.clone());
         }
+        Record::DuplicateReceived { .. } => {}
         Record::Cancelled { .. } => {
             s.status = Status::Cancelled;
             s.wake_at = None;

@@ -159,8 +159,34 @@ impl Engine {
             self.wake.notify_one();
         } else {
             info!(event_id = %request.event_id, "duplicate event id; nothing new started");
+            for row in self.store.by_event(&request.event_id).await? {
+                self.note(
+                    &row.id,
+                    Record::DuplicateReceived {
+                        source: request.source.clone(),
+                    },
+                )
+                .await?;
+            }
         }
         Ok(Ok(accepted))
+    }
+
+    /// Appends a record that changes no state (a note for auditors), whoever runs the
+    /// workflow.
+    async fn note(&self, id: &str, record: Record) -> Result<(), EngineError> {
+        let loaded = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| EngineError::Corrupt(format!("workflow {id} vanished")))?;
+        let def = stored(&loaded.definition_source)
+            .map_err(|e| EngineError::Corrupt(format!("workflow {id}: stored definition: {e}")))?;
+        let at = stored_time(Utc::now());
+        machine::apply(&loaded.state, &def, &record, at)
+            .map_err(|v| EngineError::Corrupt(format!("workflow {id}: {v}")))?;
+        self.store.append_note(id, at, &record).await?;
+        Ok(())
     }
 
     /// Wakes the work loop (new work was stored by someone else).

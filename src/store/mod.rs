@@ -135,21 +135,10 @@ impl Store {
         for wf in workflows {
             save_definition(&txn, &wf.definition, now).await?;
             let body = serde_json::to_string(&wf.created).map_err(json_err)?;
-            let hash = chain::link(GENESIS, 1, now, &body);
-            row_for(wf, &hash, now)?.insert(&txn).await?;
-            audit::ActiveModel {
-                workflow_id: Set(wf.id.clone()),
-                seq: Set(1),
-                at: Set(now),
-                kind: Set(wf.created.kind().to_string()),
-                step: Set(None),
-                body: Set(body),
-                prev_hash: Set(GENESIS.to_string()),
-                hash: Set(hash),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
+            row_for(wf, &chain::link(GENESIS, 1, now, &body), now)?
+                .insert(&txn)
+                .await?;
+            insert_record(&txn, &wf.id, 1, GENESIS, now, &wf.created).await?;
         }
         txn.commit().await?;
         Ok(Accepted::New(workflows.len()))
@@ -363,36 +352,12 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or_else(|| DbErr::RecordNotFound(format!("workflow {id}")))?;
-        let last: Option<(i32, String)> = audit::Entity::find()
-            .select_only()
-            .column(audit::Column::Seq)
-            .column(audit::Column::Hash)
-            .filter(audit::Column::WorkflowId.eq(id))
-            .order_by_desc(audit::Column::Seq)
-            .into_tuple()
-            .one(&txn)
-            .await?;
-        let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
+        let (mut seq, mut prev) = last_link(&txn, id).await?;
         let mut last_at = row.updated_at;
         for (at, record) in records {
             let at = chain::stored_time(*at);
-            let body = serde_json::to_string(record).map_err(json_err)?;
             seq += 1;
-            let hash = chain::link(&prev, seq, at, &body);
-            audit::ActiveModel {
-                workflow_id: Set(id.to_string()),
-                seq: Set(seq),
-                at: Set(at),
-                kind: Set(record.kind().to_string()),
-                step: Set(record.step().map(|s| s as i32)),
-                body: Set(body),
-                prev_hash: Set(prev.clone()),
-                hash: Set(hash.clone()),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-            prev = hash;
+            prev = insert_record(&txn, id, seq, &prev, at, record).await?;
             last_at = at;
         }
         let mut active: workflow::ActiveModel = row.into();
@@ -425,6 +390,37 @@ impl Store {
         txn.commit().await
     }
 
+    /// Appends a record that changes no state, leaving the stored state as it is. Retries
+    /// when a concurrent append took the same position.
+    pub async fn append_note(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        record: &Record,
+    ) -> Result<(), DbErr> {
+        let mut tries = 0;
+        loop {
+            let result = async {
+                let txn = self.db.begin().await?;
+                let (seq, prev) = last_link(&txn, id).await?;
+                let hash = insert_record(&txn, id, seq + 1, &prev, at, record).await?;
+                workflow::Entity::update_many()
+                    .col_expr(workflow::Column::TrailHead, Expr::value(hash))
+                    .filter(workflow::Column::Id.eq(id))
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await
+            }
+            .await;
+            match result {
+                Err(e) if tries < 3 && e.to_string().to_lowercase().contains("unique") => {
+                    tries += 1
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Outbox entries not yet published, oldest first.
     pub async fn unpublished(&self, limit: u64) -> Result<Vec<outbox::Model>, DbErr> {
         outbox::Entity::find()
@@ -444,6 +440,48 @@ impl Store {
             .await
             .map(drop)
     }
+}
+
+/// The position and hash of a workflow's last record (0 and the genesis hash if none).
+async fn last_link(db: &impl ConnectionTrait, id: &str) -> Result<(i32, String), DbErr> {
+    let last: Option<(i32, String)> = audit::Entity::find()
+        .select_only()
+        .column(audit::Column::Seq)
+        .column(audit::Column::Hash)
+        .filter(audit::Column::WorkflowId.eq(id))
+        .order_by_desc(audit::Column::Seq)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(last.unwrap_or((0, GENESIS.to_string())))
+}
+
+/// Inserts one chained record; returns its hash.
+async fn insert_record(
+    db: &impl ConnectionTrait,
+    id: &str,
+    seq: i32,
+    prev: &str,
+    at: DateTime<Utc>,
+    record: &Record,
+) -> Result<String, DbErr> {
+    let at = chain::stored_time(at);
+    let body = serde_json::to_string(record).map_err(json_err)?;
+    let hash = chain::link(prev, seq, at, &body);
+    audit::ActiveModel {
+        workflow_id: Set(id.to_string()),
+        seq: Set(seq),
+        at: Set(at),
+        kind: Set(record.kind().to_string()),
+        step: Set(record.step().map(|s| s as i32)),
+        body: Set(body),
+        prev_hash: Set(prev.to_string()),
+        hash: Set(hash.clone()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(hash)
 }
 
 async fn save_definition(

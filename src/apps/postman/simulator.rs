@@ -800,7 +800,7 @@ fn seed_demo_team(st: &mut SimState) -> DemoSeed {
     st.add_workspace(
         SimWorkspace::team("Onboarding", recipient_id).role(other_ids[4], ROLE_EDITOR),
     );
-    st.add_workspace(SimWorkspace::team("Legacy Mocks", reclaim_id).role(admin_id, ROLE_ADMIN));
+    st.add_workspace(SimWorkspace::team("Legacy Mocks", reclaim_id).role(admin_id, ROLE_EDITOR));
     st.add_workspace(SimWorkspace::personal("My Workspace", leaver_id));
     st.add_workspace(SimWorkspace::personal("My Workspace", admin_id));
 
