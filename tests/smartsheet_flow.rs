@@ -368,3 +368,54 @@ async fn an_absent_user_completes_as_absent_without_writes() {
     );
     assert!(org.sim.calls().iter().all(|c| c.method == "GET"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_workflows_share_the_connections_request_budget() {
+    let org = org().await;
+    for i in 0..3 {
+        org.sim
+            .add_user(offboard::apps::smartsheet::simulator::SimUser::new(
+                &format!("seat{i}@example.com"),
+            ));
+    }
+    let (url, _dir) = fresh_database(Db::Sqlite).await;
+    let mut cfg = config(&url, amqp_names(), &org.sim.base_url());
+    cfg.connections
+        .get_mut("smartsheet")
+        .unwrap()
+        .requests_per_minute = 300; // one per 200 ms
+    let engine = engine(cfg, TOKEN).await;
+    for i in 0..3 {
+        let body = event(
+            &format!("ev-rpm-{i}"),
+            "license.reclaim.requested",
+            &format!("seat{i}@example.com"),
+            None,
+        );
+        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
+        engine.accept(&request, "{}").await.unwrap().unwrap();
+    }
+    engine
+        .run_until_settled(Duration::from_secs(60))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let wf = &engine
+            .store()
+            .by_event(&format!("ev-rpm-{i}"))
+            .await
+            .unwrap()[0];
+        assert_eq!(wf.outcome.as_deref(), Some("downgraded"));
+    }
+    // The three ran side by side (their steps interleave), yet requests stayed paced.
+    let calls = org.sim.calls();
+    assert!(calls.len() >= 15, "{}", calls.len());
+    let arrivals = org.sim.arrivals();
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(180),
+            "two requests only {gap:?} apart"
+        );
+    }
+}

@@ -232,6 +232,14 @@ impl Engine {
             .drive(id)
             .instrument(tracing::info_span!("workflow", id))
             .await;
+        if result.is_err() {
+            // Whatever stopped this run (database trouble, inconsistent data) will not
+            // clear in a millisecond: look again later rather than spin.
+            let _ = self
+                .store
+                .defer(id, Utc::now() + chrono::Duration::seconds(30))
+                .await;
+        }
         self.store.release(id, &self.worker_id).await?;
         result.map(Some)
     }

@@ -266,6 +266,17 @@ impl Store {
             .map(drop)
     }
 
+    /// Keeps a workflow out of [`Store::due`] until `until` (after a run that stopped on an
+    /// error, so a persistent fault is not retried in a tight loop).
+    pub async fn defer(&self, id: &str, until: DateTime<Utc>) -> Result<(), DbErr> {
+        workflow::Entity::update_many()
+            .col_expr(workflow::Column::WakeAt, Expr::value(until))
+            .filter(workflow::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map(drop)
+    }
+
     /// Asks the worker running a workflow to cancel it at the next step boundary.
     pub async fn request_cancel(&self, id: &str, by: &str) -> Result<(), DbErr> {
         workflow::Entity::update_many()

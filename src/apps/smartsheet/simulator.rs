@@ -247,6 +247,7 @@ struct SimState {
     groups: Vec<GroupRecord>,
     tokens: HashMap<String, TokenRecord>,
     calls: Vec<(u64, SimCall)>,
+    arrivals: Vec<Instant>,
     next_seq: u64,
     faults: Vec<Fault>,
     plan_allows_api: bool,
@@ -267,6 +268,7 @@ impl SimState {
             groups: Vec::new(),
             tokens: HashMap::new(),
             calls: Vec::new(),
+            arrivals: Vec::new(),
             next_seq: 0,
             faults: Vec::new(),
             plan_allows_api: true,
@@ -467,7 +469,14 @@ impl SmartsheetSim {
 
     /// Empties the call log.
     pub fn clear_calls(&self) {
-        lock(&self.shared).calls.clear();
+        let mut st = lock(&self.shared);
+        st.calls.clear();
+        st.arrivals.clear();
+    }
+
+    /// When each request of [`SmartsheetSim::calls`] arrived, in the same order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        lock(&self.shared).arrivals.clone()
     }
 
     /// Queues a fault; faults are tried in the order they were injected.
@@ -1335,6 +1344,7 @@ async fn gate(
         let mut st = lock(&shared);
         let seq = st.next_seq;
         st.next_seq += 1;
+        st.arrivals.push(Instant::now());
         st.calls.push((
             seq,
             SimCall {
