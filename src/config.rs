@@ -174,7 +174,7 @@ impl Config {
                 app: AppKind::Postman,
                 base_url: "https://api.getpostman.com".into(),
                 token_env: "POSTMAN_API_KEY".into(),
-                requests_per_minute: 60,
+                requests_per_minute: 120,
                 timeout_secs: default_timeout(),
             },
         );

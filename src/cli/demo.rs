@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::views::describe;
 use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK};
+use crate::apps::postman::client::Client as PostmanClient;
+use crate::apps::postman::simulator::PostmanSim;
 use crate::apps::smartsheet::simulator::SmartsheetSim;
 use crate::apps::AppClient;
 use crate::config::{AppKind, Config, ConnectionConfig, Secret};
@@ -37,6 +39,13 @@ pub async fn run() -> Outcome {
         )
     })?;
     let seed = smartsheet.seed_demo();
+    let postman = PostmanSim::start().await.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot start the Postman simulator: {e}"),
+        )
+    })?;
+    let postman_seed = postman.seed_demo();
 
     let mut config = Config::defaults();
     config.database_url = database_url.clone();
@@ -53,12 +62,29 @@ pub async fn run() -> Outcome {
     config
         .connections
         .insert("smartsheet".into(), smartsheet_conn);
+    let postman_conn = ConnectionConfig {
+        app: AppKind::Postman,
+        base_url: postman.base_url(),
+        token_env: "OFFBOARD_DEMO_POSTMAN_API_KEY".into(),
+        requests_per_minute: 6000,
+        timeout_secs: 10,
+    };
+    let postman_client = AppClient::Postman(
+        PostmanClient::with_keys(
+            &postman_conn,
+            Secret::new(postman_seed.api_key.clone()),
+            Secret::new(postman_seed.scim_key.clone()),
+        )
+        .map_err(|e| fail(EXIT_FAILURE, e))?,
+    );
+    config.connections.insert("postman".into(), postman_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
     let store = Store::open(&database_url)
         .await
         .map_err(|e| fail(EXIT_FAILURE, format!("database: {e}")))?;
     let engine = Arc::new(Engine::new(store, config, registry));
     engine.use_client("smartsheet", smartsheet_client).await;
+    engine.use_client("postman", postman_client).await;
 
     let events = [
         json!({"specversion": "1.0", "id": "demo-001", "source": "workday", "type": "offboarding.requested",

@@ -19,6 +19,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "smartsheet-license-reclaim.toml",
         include_str!("../../workflows/smartsheet-license-reclaim.toml"),
     ),
+    (
+        "postman-offboard.toml",
+        include_str!("../../workflows/postman-offboard.toml"),
+    ),
+    (
+        "postman-license-reclaim.toml",
+        include_str!("../../workflows/postman-license-reclaim.toml"),
+    ),
 ];
 
 /// Definitions by (app, event type).

@@ -987,6 +987,8 @@ mod tests {
         assert!(run.sim.member(s.admin_id).unwrap().active);
     }
 
+    type Setup = Box<dyn FnOnce(&PostmanSim, &DemoSeed)>;
+
     async fn failing(setup: impl FnOnce(&PostmanSim, &DemoSeed), actions: &[&str]) -> StepError {
         let mut run = Run::new().await;
         let s = run.seed.clone();
@@ -1001,7 +1003,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_during_a_run_map_to_the_area_codes() {
-        let cases: Vec<(Box<dyn FnOnce(&PostmanSim, &DemoSeed)>, Code)> = vec![
+        let cases: Vec<(Setup, Code)> = vec![
             (
                 Box::new(|sim, _| sim.set_users_access(false)),
                 Code::Post101B,

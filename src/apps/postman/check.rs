@@ -73,3 +73,106 @@ async fn probe(client: &Client, warnings: &mut Vec<Problem>) -> Result<(), Probl
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::postman::simulator::{Fault, FaultKind, PostmanSim};
+    use crate::config::{AppKind, ConnectionConfig, Secret};
+
+    fn client(sim: &PostmanSim, key: &str, scim_key: &str) -> Client {
+        let config = ConnectionConfig {
+            app: AppKind::Postman,
+            base_url: sim.base_url(),
+            token_env: "UNUSED".into(),
+            requests_per_minute: 60_000,
+            timeout_secs: 2,
+        };
+        Client::with_keys(&config, Secret::new(key), Secret::new(scim_key)).unwrap()
+    }
+
+    async fn check_with(setup: impl FnOnce(&PostmanSim)) -> CheckReport {
+        let sim = PostmanSim::start().await.unwrap();
+        let seed = sim.seed_demo();
+        setup(&sim);
+        run(&client(&sim, &seed.api_key, &seed.scim_key)).await
+    }
+
+    fn code(report: &CheckReport) -> Option<Code> {
+        report.problem.as_ref().map(|(c, _)| *c)
+    }
+
+    #[tokio::test]
+    async fn a_working_enterprise_team_passes() {
+        let report = check_with(|_| {}).await;
+        assert_eq!(
+            report,
+            CheckReport {
+                problem: None,
+                warnings: Vec::new()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn no_enterprise_plan_is_only_a_warning() {
+        let report = check_with(|sim| sim.set_enterprise(false)).await;
+        assert_eq!(report.problem, None);
+        assert_eq!(report.warnings.len(), 1);
+        assert_eq!(report.warnings[0].0, Code::Post105A);
+    }
+
+    type Setup = Box<dyn FnOnce(&PostmanSim)>;
+
+    #[tokio::test]
+    async fn each_problem_gets_its_code() {
+        let cases: Vec<(Setup, Code)> = vec![
+            (Box::new(|sim| sim.set_users_access(false)), Code::Post101A),
+            (Box::new(|sim| sim.set_scim_enabled(false)), Code::Post101A),
+            (
+                Box::new(|sim| sim.set_workspaces_access(false)),
+                Code::Post102A,
+            ),
+            (Box::new(|sim| sim.set_roles_access(false)), Code::Post103A),
+            (
+                Box::new(|sim| sim.set_audit_logs_access(false)),
+                Code::Post104A,
+            ),
+            (Box::new(|sim| sim.set_team_deleted(true)), Code::Post106A),
+            (
+                Box::new(|sim| sim.expire_api_key("demo-key")),
+                Code::Post100B,
+            ),
+            (
+                Box::new(|sim| sim.revoke_api_key("demo-key")),
+                Code::Post100B,
+            ),
+            (
+                Box::new(|sim| sim.revoke_scim_key("demo-key")),
+                Code::Post100B,
+            ),
+            (Box::new(|sim| sim.set_rate_limit(Some(2))), Code::Post190B),
+            (
+                Box::new(|sim| sim.inject(Fault::new("/me", FaultKind::DropConnection))),
+                Code::Post190B,
+            ),
+        ];
+        for (setup, want) in cases {
+            let report = check_with(setup).await;
+            assert_eq!(code(&report), Some(want), "{report:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_keys_are_post_100_a() {
+        let sim = PostmanSim::start().await.unwrap();
+        let seed = sim.seed_demo();
+        let report = run(&client(&sim, "PMAK-wrong", &seed.scim_key)).await;
+        assert_eq!(code(&report), Some(Code::Post100A));
+        let report = run(&client(&sim, &seed.api_key, "wrong-scim-key")).await;
+        assert_eq!(code(&report), Some(Code::Post100A));
+        let (_, text) = report.problem.unwrap();
+        assert!(text.contains("SCIM"), "{text}");
+        assert!(!text.contains("wrong-scim-key"), "{text}");
+    }
+}
