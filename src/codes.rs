@@ -384,6 +384,7 @@ pub static CATALOG: &[CodeInfo] = &[
             "Make sure the environment variable named by `token_env` in this connection's section of `offboard.toml` holds the whole key (it begins with `PMAK-`) and nothing else.",
             "Make sure `base_url` matches the team's region: `https://api.getpostman.com` for US teams, `https://api.eu.postman.com` for EU teams.",
             "If the key is wrong or lost, sign in to Postman as a Team Admin, open Settings > API Keys and choose Generate API Key; copy it immediately, as it is not displayed again.",
+            "SCIM calls use the team's separate SCIM API key, read from the variable named by `token_env` with `_SCIM` appended (e.g. `POSTMAN_API_KEY_SCIM`); set it when the team's SCIM key differs from the API key.",
             "Run `offboard check <connection>` and confirm that it reports OK.",
         ],
     },
