@@ -81,10 +81,6 @@ impl Registry {
         self.by_key.get(&(app.to_string(), event_type))
     }
 
-    /// Every definition.
-    pub fn all(&self) -> impl Iterator<Item = &Definition> {
-        self.by_key.values()
-    }
 }
 
 /// Parses a definition stored with a workflow (the version it started with).

@@ -189,11 +189,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes the work loop (new work was stored by someone else).
-    pub fn nudge(&self) {
-        self.wake.notify_one();
-    }
-
     async fn client(&self, connection: &str) -> Result<Arc<AppClient>, StepError> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(connection) {

@@ -332,13 +332,6 @@ impl Store {
             .await
     }
 
-    /// A received event.
-    pub async fn event(&self, id: &str) -> Result<Option<event::Model>, DbErr> {
-        event::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await
-    }
-
     /// A workflow's trail, by position.
     pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, DbErr> {
         audit::Entity::find()
