@@ -24,7 +24,13 @@ use crate::runtime::engine::Engine;
 
 /// Opens a connection and a channel.
 pub async fn open(url: &str) -> Result<(Connection, Channel), String> {
-    let conn = Connection::connect(url, ConnectionProperties::default())
+    open_named(url, "offboard").await
+}
+
+/// Opens a connection, named as the broker's tools will show it, and a channel.
+pub async fn open_named(url: &str, name: &str) -> Result<(Connection, Channel), String> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let conn = Connection::connect(url, properties)
         .await
         .map_err(|e| format!("cannot connect to RabbitMQ at {}: {e}", redact_url(url)))?;
     let channel = conn
@@ -133,7 +139,8 @@ async fn consume_once(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let names = &engine.config().amqp;
-    let (conn, channel) = open(&engine.config().amqp_url).await?;
+    let name = format!("offboard consumer {}", names.queue);
+    let (conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
     declare(&channel, names)
         .await
         .map_err(|e| format!("cannot declare the topology: {e}"))?;
@@ -262,7 +269,8 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
     let mut delays = reconnect_delays();
     while !*shutdown.borrow() {
         let result = async {
-            let (_conn, channel) = open(&engine.config().amqp_url).await?;
+            let name = format!("offboard publisher {}", engine.config().amqp.exchange);
+            let (_conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await

@@ -251,7 +251,7 @@ pub async fn watch_exchange(names: &AmqpNames, key: &str) -> (Channel, String) {
     ch.queue_declare(
         q.as_str().into(),
         QueueDeclareOptions {
-            auto_delete: true,
+            exclusive: true,
             ..Default::default()
         },
         FieldTable::default(),
@@ -301,4 +301,77 @@ pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
         .await
         .unwrap()
         .is_none()
+}
+
+// ---------------------------------------------------------------------------
+// Postman
+// ---------------------------------------------------------------------------
+
+/// The Postman API key tests use; the simulated team accepts it as API key and SCIM key.
+pub const POSTMAN_KEY: &str = "PMAK-test-7e21c9d04ab3f518";
+/// The environment variable the Postman connection of the tests reads its key from.
+pub const POSTMAN_TOKEN_ENV: &str = "OFFBOARD_TEST_POSTMAN_API_KEY";
+
+/// A Postman simulator filled by `seed_demo()`, whose admin also holds [`POSTMAN_KEY`].
+pub struct Team {
+    pub sim: offboard::apps::postman::simulator::PostmanSim,
+    pub seed: offboard::apps::postman::simulator::DemoSeed,
+}
+
+/// Starts and seeds a Postman simulator.
+pub async fn postman_team() -> Team {
+    let sim = offboard::apps::postman::simulator::PostmanSim::start()
+        .await
+        .unwrap();
+    let seed = sim.seed_demo();
+    sim.add_api_key(POSTMAN_KEY, seed.admin_id);
+    sim.add_scim_key(POSTMAN_KEY);
+    Team { sim, seed }
+}
+
+/// A Postman connection to `url`, its key in [`POSTMAN_TOKEN_ENV`].
+pub fn postman_connection(url: &str) -> ConnectionConfig {
+    ConnectionConfig {
+        app: AppKind::Postman,
+        base_url: url.to_string(),
+        token_env: POSTMAN_TOKEN_ENV.into(),
+        requests_per_minute: 6000,
+        timeout_secs: 5,
+    }
+}
+
+/// A configuration for one test with a single connection, `postman`.
+pub fn postman_config(database_url: &str, names: AmqpNames, postman_url: &str) -> Config {
+    let mut c = Config::defaults();
+    c.database_url = database_url.to_string();
+    c.amqp_url = AMQP_URL.to_string();
+    c.amqp = names;
+    c.connections.clear();
+    c.connections
+        .insert("postman".into(), postman_connection(postman_url));
+    c
+}
+
+/// Hands the engine a Postman client for the `postman` connection of its configuration,
+/// sending `key` as API key and as SCIM key.
+pub async fn use_postman(engine: &Engine, key: &str) {
+    let conn = engine.config().connections["postman"].clone();
+    let client = offboard::apps::postman::client::Client::with_keys(
+        &conn,
+        Secret::new(key),
+        Secret::new(key),
+    )
+    .unwrap();
+    engine
+        .use_client("postman", AppClient::Postman(client))
+        .await;
+}
+
+/// An engine over `config` (which has a `postman` connection), its Postman client holding `key`.
+pub async fn postman_engine(config: Config, key: &str) -> Arc<Engine> {
+    let registry = Registry::load(config.workflows_dir.as_deref()).unwrap();
+    let store = Store::open(&config.database_url).await.unwrap();
+    let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
+    use_postman(&engine, key).await;
+    Arc::new(engine)
 }
