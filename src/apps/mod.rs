@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod postman;
+pub mod sim_net;
 pub mod smartsheet;
 
 use serde_json::{Map, Value};

@@ -37,24 +37,20 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::apps::sim_net::{ConnHandle, KillableListener};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -465,7 +461,7 @@ impl PostmanSim {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<ConnHandle>();
-            let _ = axum::serve(KillableListener { inner: listener }, service)
+            let _ = axum::serve(KillableListener::new(listener), service)
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
@@ -1161,117 +1157,6 @@ fn roles_json(st: &SimState, w: &SimWorkspace, scim_ids: bool) -> Value {
 }
 
 // ---------------------------------------------------------------------------
-// Connection handling (so faults can close a connection without replying)
-// ---------------------------------------------------------------------------
-
-/// Per-connection handle given to the middleware through `ConnectInfo`.
-#[derive(Clone, Debug)]
-struct ConnHandle {
-    killed: Arc<AtomicBool>,
-}
-
-/// A TCP stream that fails every read and write once killed, so hyper abandons the
-/// connection without writing a response.
-struct KillableStream {
-    inner: TcpStream,
-    killed: Arc<AtomicBool>,
-}
-
-fn killed_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "connection dropped by injected fault",
-    )
-}
-
-impl KillableStream {
-    fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
-    }
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
-}
-
-struct KillableListener {
-    inner: TcpListener,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = ConnHandle;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let killed = Arc::new(AtomicBool::new(false));
-                    let io = KillableStream {
-                        inner: stream,
-                        killed: killed.clone(),
-                    };
-                    return (io, ConnHandle { killed });
-                }
-                // Transient accept failures (e.g. too many open files): back off briefly.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr().map(|_| ConnHandle {
-            killed: Arc::new(AtomicBool::new(false)),
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Router and gatekeeping middleware
@@ -1594,7 +1479,7 @@ async fn gate(
                 }
                 .into_response(),
                 Some(FaultKind::DropConnection) => {
-                    conn.killed.store(true, Ordering::SeqCst);
+                    conn.kill();
                     // Never reaches the client: the killed stream refuses the write.
                     return StatusCode::INTERNAL_SERVER_ERROR.into_response();
                 }

@@ -16,26 +16,22 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::apps::sim_net::{ConnHandle, KillableListener};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -369,7 +365,7 @@ impl SmartsheetSim {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<ConnHandle>();
-            let _ = axum::serve(KillableListener { inner: listener }, service)
+            let _ = axum::serve(KillableListener::new(listener), service)
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
@@ -1050,125 +1046,6 @@ fn index_result(w: &PageWindow, total: usize, data: Vec<Value>) -> Json<Value> {
         "totalCount": total,
         "data": data,
     }))
-}
-
-// ---------------------------------------------------------------------------
-// Connection handling (so faults can close a connection without replying)
-// ---------------------------------------------------------------------------
-
-/// Per-connection handle given to the middleware through `ConnectInfo`.
-#[derive(Clone, Debug)]
-struct ConnHandle {
-    killed: Arc<AtomicBool>,
-}
-
-impl ConnHandle {
-    fn kill(&self) {
-        self.killed.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A TCP stream that starts failing every read and write once killed, which
-/// makes hyper abandon the connection without writing a response.
-struct KillableStream {
-    inner: TcpStream,
-    killed: Arc<AtomicBool>,
-}
-
-fn killed_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "connection dropped by injected fault",
-    )
-}
-
-impl KillableStream {
-    fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
-    }
-}
-
-impl AsyncRead for KillableStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Err(killed_error()));
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.is_killed() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
-    }
-}
-
-struct KillableListener {
-    inner: TcpListener,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableStream;
-    type Addr = ConnHandle;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let killed = Arc::new(AtomicBool::new(false));
-                    let io = KillableStream {
-                        inner: stream,
-                        killed: killed.clone(),
-                    };
-                    return (io, ConnHandle { killed });
-                }
-                // Transient accept failures (e.g. too many open files): back off briefly.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr().map(|_| ConnHandle {
-            killed: Arc::new(AtomicBool::new(false)),
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,139 @@
+//! Connection plumbing shared by the app simulators: a listener whose connections an
+//! injected fault can kill, so the client sees the connection drop with no response, as
+//! with a real network failure.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Per-connection handle given to the middleware through `ConnectInfo`.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    killed: Arc<AtomicBool>,
+}
+
+impl ConnHandle {
+    /// Makes the connection fail from now on, so it closes without a reply.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A TCP stream that starts failing every read and write once killed, which
+/// makes hyper abandon the connection without writing a response.
+pub struct KillableStream {
+    inner: TcpStream,
+    killed: Arc<AtomicBool>,
+}
+
+fn killed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by injected fault",
+    )
+}
+
+impl KillableStream {
+    fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_killed() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// A listener whose connections can be killed through their [`ConnHandle`].
+pub struct KillableListener {
+    inner: TcpListener,
+}
+
+impl KillableListener {
+    /// Wraps a bound listener.
+    pub fn new(inner: TcpListener) -> Self {
+        KillableListener { inner }
+    }
+}
+
+impl Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = ConnHandle;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let killed = Arc::new(AtomicBool::new(false));
+                    let io = KillableStream {
+                        inner: stream,
+                        killed: killed.clone(),
+                    };
+                    return (io, ConnHandle { killed });
+                }
+                // Transient accept failures (e.g. too many open files): back off briefly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr().map(|_| ConnHandle {
+            killed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
