@@ -4,7 +4,7 @@
 
 pub mod http;
 pub mod postman;
-pub mod sim_net;
+pub mod sim_kit;
 pub mod smartsheet;
 
 use serde_json::{Map, Value};

@@ -50,7 +50,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::apps::sim_net::{ConnHandle, KillableListener};
+use crate::apps::sim_kit::{self, ConnHandle, KillableListener};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -228,42 +228,8 @@ pub enum FaultKind {
     DropConnection,
 }
 
-/// A fault applied to the next `times` requests that match it (checked after authentication).
-#[derive(Clone, Debug)]
-pub struct Fault {
-    /// Only requests with this method match (case-insensitive); `None` matches any.
-    pub method: Option<String>,
-    /// Only paths starting with this prefix match (`/workspaces`, `/scim/v2/Users`…).
-    pub path_prefix: String,
-    /// How many matching requests are affected.
-    pub times: u32,
-    /// What happens to them.
-    pub kind: FaultKind,
-}
-
-impl Fault {
-    /// A fault for one request of any method whose path starts with `path_prefix`.
-    pub fn new(path_prefix: &str, kind: FaultKind) -> Self {
-        Fault {
-            method: None,
-            path_prefix: path_prefix.to_string(),
-            times: 1,
-            kind,
-        }
-    }
-
-    /// Restricts the fault to one HTTP method.
-    pub fn method(mut self, method: &str) -> Self {
-        self.method = Some(method.to_string());
-        self
-    }
-
-    /// Sets how many matching requests the fault affects.
-    pub fn times(mut self, times: u32) -> Self {
-        self.times = times;
-        self
-    }
-}
+/// A fault for this simulator: which requests it hits and what it does to them.
+pub type Fault = sim_kit::Fault<FaultKind>;
 
 /// Who is who in the team created by [`PostmanSim::seed_demo`].
 #[derive(Clone, Debug)]
@@ -1203,13 +1169,6 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::problem(405, format!("{method} is not supported on this resource."))
 }
 
-fn fault_matches(f: &Fault, method: &str, path: &str) -> bool {
-    f.method
-        .as_deref()
-        .is_none_or(|m| m.eq_ignore_ascii_case(method))
-        && path.starts_with(&f.path_prefix)
-}
-
 /// Headers describing the caller's rate-limit window.
 #[derive(Clone, Copy, Debug)]
 struct RateInfo {
@@ -1375,22 +1334,7 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
             Some(rate),
         ));
     }
-    let fault = match st
-        .faults
-        .iter()
-        .position(|f| fault_matches(f, method, path))
-    {
-        Some(i) => {
-            let f = &mut st.faults[i];
-            f.times = f.times.saturating_sub(1);
-            let kind = f.kind.clone();
-            if f.times == 0 {
-                st.faults.remove(i);
-            }
-            Some(kind)
-        }
-        None => None,
-    };
+    let fault = sim_kit::take_fault(&mut st.faults, method, &[path]);
     Ok((caller, fault, rate))
 }
 

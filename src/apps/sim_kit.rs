@@ -1,6 +1,6 @@
-//! Connection plumbing shared by the app simulators: a listener whose connections an
-//! injected fault can kill, so the client sees the connection drop with no response, as
-//! with a real network failure.
+//! Pieces shared by the app simulators: injected faults (which requests they hit, how
+//! many times) and a listener whose connections a fault can kill, so the client sees the
+//! connection drop with no response, as with a real network failure.
 
 use std::io;
 use std::pin::Pin;
@@ -13,6 +13,64 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A fault applied to the next `times` requests that match it (checked after
+/// authentication); `K` is the simulator's own list of fault kinds.
+#[derive(Clone, Debug)]
+pub struct Fault<K> {
+    /// Only requests with this method match (case-insensitive); `None` matches any.
+    pub method: Option<String>,
+    /// Only paths starting with this prefix match (`/users`, `/workspaces`…).
+    pub path_prefix: String,
+    /// How many matching requests are affected.
+    pub times: u32,
+    /// What happens to them.
+    pub kind: K,
+}
+
+impl<K> Fault<K> {
+    /// A fault for one request of any method whose path starts with `path_prefix`.
+    pub fn new(path_prefix: &str, kind: K) -> Self {
+        Fault {
+            method: None,
+            path_prefix: path_prefix.to_string(),
+            times: 1,
+            kind,
+        }
+    }
+
+    /// Restricts the fault to one HTTP method.
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_string());
+        self
+    }
+
+    /// Sets how many matching requests the fault affects.
+    pub fn times(mut self, times: u32) -> Self {
+        self.times = times;
+        self
+    }
+
+    fn matches(&self, method: &str, paths: &[&str]) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && paths.iter().any(|p| p.starts_with(&self.path_prefix))
+    }
+}
+
+/// Takes one use of the first queued fault matching the request (any of `paths`, e.g.
+/// with and without a version prefix); a fault used up is dropped from the queue.
+pub fn take_fault<K: Clone>(faults: &mut Vec<Fault<K>>, method: &str, paths: &[&str]) -> Option<K> {
+    let i = faults.iter().position(|f| f.matches(method, paths))?;
+    let fault = &mut faults[i];
+    fault.times = fault.times.saturating_sub(1);
+    let kind = fault.kind.clone();
+    if fault.times == 0 {
+        faults.remove(i);
+    }
+    Some(kind)
+}
 
 /// Per-connection handle given to the middleware through `ConnectInfo`.
 #[derive(Clone, Debug)]
