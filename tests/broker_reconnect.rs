@@ -73,3 +73,69 @@ async fn intake_and_publisher_reconnect_after_the_broker_drops_them() {
     assert_eq!(v["data"]["event_id"], "ev-after");
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_publishes_events_that_the_service_runs() {
+    let org = org().await;
+    let (url, dir) = fresh_database(Db::Sqlite).await;
+    let names = amqp_names();
+    let engine = engine(config(&url, names.clone(), &org.sim.base_url()), TOKEN).await;
+    let service = serve(&engine);
+    let config_file = dir.as_ref().unwrap().path().join("offboard.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "amqp_url = \"{AMQP_URL}\"\n[amqp]\nexchange = \"{}\"\nqueue = \"{}\"\ndead_letter_exchange = \"{}\"\ndead_letter_queue = \"{}\"\n[connections.smartsheet]\napp = \"smartsheet\"\nbase_url = \"{}\"\ntoken_env = \"UNUSED\"\n",
+            names.exchange, names.queue, names.dead_letter_exchange, names.dead_letter_queue, org.sim.base_url()
+        ),
+    )
+    .unwrap();
+    let submit = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_offboard"))
+            .arg("submit")
+            .args(args)
+            .arg("--config")
+            .arg(&config_file)
+            .output()
+            .unwrap()
+    };
+    let out = submit(&[
+        "--email",
+        LEAVER,
+        "--transfer-to",
+        RECIPIENT,
+        "--connection",
+        "smartsheet",
+        "--id",
+        "cli-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-1");
+    let out = submit(&["--type", "license.reclaim.requested", "--email", RECLAIM]);
+    assert!(out.status.success());
+    let generated = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let first = finished(engine.store(), "cli-1", 1, 30).await;
+    assert_eq!(first[0].outcome.as_deref(), Some("removed"));
+    let second = finished(engine.store(), &generated, 1, 30).await;
+    assert_eq!(second[0].outcome.as_deref(), Some("downgraded"));
+    // Bad arguments: one line, exit 2, nothing published.
+    for bad in [
+        vec!["--email", "not-an-email"],
+        vec!["--email", LEAVER, "--type", "user.hired"],
+        vec!["--email", LEAVER, "--connection", "jira"],
+        vec![],
+    ] {
+        let out = submit(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1,
+            "{bad:?}"
+        );
+    }
+    service.stop().await;
+}

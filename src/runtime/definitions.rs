@@ -80,7 +80,6 @@ impl Registry {
     pub fn get(&self, app: &str, event_type: EventType) -> Option<&Definition> {
         self.by_key.get(&(app.to_string(), event_type))
     }
-
 }
 
 /// Parses a definition stored with a workflow (the version it started with).

@@ -307,15 +307,20 @@ impl ApiError {
     /// Whether a 403 blames the team's plan rather than the key's permissions.
     pub fn says_plan(&self) -> bool {
         let t = self.text();
-        [
-            "plan",
-            "enterprise",
-            "isn't available",
-            "not available",
-            "upgrade",
-        ]
-        .iter()
-        .any(|w| t.contains(w))
+        let words: Vec<&str> = t
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .collect();
+        let word = |w: &str| {
+            words
+                .iter()
+                .any(|x| *x == w || x.strip_suffix("'s") == Some(w))
+        };
+        word("plan")
+            || word("plans")
+            || word("enterprise")
+            || word("upgrade")
+            || t.contains("isn't available")
+            || t.contains("not available")
     }
 
     /// Whether the error says the caller is in no team.
@@ -749,6 +754,21 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_words_about_the_plan_blame_the_plan() {
+        let err = |message: &str| ApiError {
+            status: Some(403),
+            name: Some("forbiddenError".into()),
+            message: message.into(),
+            retry_after_ms: None,
+        };
+        assert!(err("Audit logs are available on the Enterprise plan.").says_plan());
+        assert!(err("Your team's plan doesn't include this.").says_plan());
+        assert!(err("This feature isn't available for your team.").says_plan());
+        assert!(!err("No explanation: you lack the permission to read audit logs.").says_plan());
+        assert!(!err("You are not permitted to view planned changes.").says_plan());
+    }
 
     #[test]
     fn every_error_shape_gives_name_and_message() {
