@@ -12,7 +12,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 
 use crate::domain::chain::{self, GENESIS};
@@ -352,10 +353,7 @@ impl Store {
         outbox_entry: Option<OutboxEntry>,
     ) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
-        let row = workflow::Entity::find_by_id(id.to_string())
-            .one(&txn)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound(format!("workflow {id}")))?;
+        let row = lock_workflow(&txn, id).await?;
         let (mut seq, mut prev) = last_link(&txn, id).await?;
         let mut last_at = row.updated_at;
         for (at, record) in records {
@@ -394,35 +392,23 @@ impl Store {
         txn.commit().await
     }
 
-    /// Appends a record that changes no state, leaving the stored state as it is. Retries
-    /// when a concurrent append took the same position.
+    /// Appends a record that changes no state, leaving the stored state as it is.
     pub async fn append_note(
         &self,
         id: &str,
         at: DateTime<Utc>,
         record: &Record,
     ) -> Result<(), DbErr> {
-        let mut tries = 0;
-        loop {
-            let result = async {
-                let txn = self.db.begin().await?;
-                let (seq, prev) = last_link(&txn, id).await?;
-                let hash = insert_record(&txn, id, seq + 1, &prev, at, record).await?;
-                workflow::Entity::update_many()
-                    .col_expr(workflow::Column::TrailHead, Expr::value(hash))
-                    .filter(workflow::Column::Id.eq(id))
-                    .exec(&txn)
-                    .await?;
-                txn.commit().await
-            }
-            .await;
-            match result {
-                Err(e) if tries < 3 && e.to_string().to_lowercase().contains("unique") => {
-                    tries += 1
-                }
-                other => return other,
-            }
-        }
+        let txn = self.db.begin().await?;
+        lock_workflow(&txn, id).await?;
+        let (seq, prev) = last_link(&txn, id).await?;
+        let hash = insert_record(&txn, id, seq + 1, &prev, at, record).await?;
+        workflow::Entity::update_many()
+            .col_expr(workflow::Column::TrailHead, Expr::value(hash))
+            .filter(workflow::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await
     }
 
     /// Outbox entries not yet published, oldest first.
@@ -444,6 +430,19 @@ impl Store {
             .await
             .map(drop)
     }
+}
+
+/// Reads a workflow row and, on PostgreSQL, locks it to the end of the transaction, so
+/// appends to one trail take turns (SQLite's single connection already serialises them).
+async fn lock_workflow(txn: &DatabaseTransaction, id: &str) -> Result<workflow::Model, DbErr> {
+    let mut query = workflow::Entity::find_by_id(id.to_string());
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query
+        .one(txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("workflow {id}")))
 }
 
 /// The position and hash of a workflow's last record (0 and the genesis hash if none).
