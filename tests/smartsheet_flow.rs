@@ -411,11 +411,13 @@ async fn concurrent_workflows_share_the_connections_request_budget() {
     let calls = org.sim.calls();
     assert!(calls.len() >= 15, "{}", calls.len());
     let arrivals = org.sim.arrivals();
-    for pair in arrivals.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(
-            gap >= Duration::from_millis(180),
-            "two requests only {gap:?} apart"
-        );
-    }
+    // 300 a minute is one slot every 200 ms: n requests span at least n - 1 slots (a
+    // little slack for the first request leaving late on a busy machine).
+    let span = *arrivals.last().unwrap() - arrivals[0];
+    let floor = Duration::from_millis(200) * (arrivals.len() as u32 - 1);
+    assert!(
+        span + Duration::from_millis(150) >= floor,
+        "{} requests in {span:?}, faster than the budget allows",
+        arrivals.len()
+    );
 }
