@@ -12,6 +12,8 @@
 //! - [`codes`]: the error-code catalog.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
 
+#![warn(missing_docs)]
+
 pub mod apps;
 pub mod cli;
 pub mod codes;
