@@ -1,6 +1,7 @@
-//! Pieces shared by the app simulators: injected faults (which requests they hit, how
-//! many times) and a listener whose connections a fault can kill, so the client sees the
-//! connection drop with no response, as with a real network failure.
+//! Pieces shared by the app simulators: the server's lifecycle (bind a free loopback
+//! port, serve, stop on drop), injected faults (which requests they hit, how many times)
+//! and a listener whose connections a fault can kill, so the client sees the connection
+//! drop with no response, as with a real network failure.
 
 use std::io;
 use std::pin::Pin;
@@ -11,8 +12,52 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A simulator's HTTP server on `127.0.0.1`; it stops when this value is dropped.
+pub struct SimServer {
+    addr: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Binds a free port on `127.0.0.1` and serves `router` from a spawned task. Handlers
+    /// receive the connection's [`ConnHandle`] through `ConnectInfo`.
+    pub async fn start(router: Router) -> io::Result<SimServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let service = router.into_make_service_with_connect_info::<ConnHandle>();
+            let _ = axum::serve(KillableListener::new(listener), service)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(SimServer {
+            addr,
+            shutdown: Some(tx),
+            _task: task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
 
 /// A fault applied to the next `times` requests that match it (checked after
 /// authentication); `K` is the simulator's own list of fault kinds.

@@ -29,9 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
 
-use crate::apps::sim_kit::{self, ConnHandle, KillableListener};
+use crate::apps::sim_kit::{self, ConnHandle, SimServer};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -316,43 +315,25 @@ fn lock(shared: &Shared) -> MutexGuard<'_, SimState> {
 /// A running fake Smartsheet API; the server stops when this value is dropped.
 pub struct SmartsheetSim {
     shared: Shared,
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _task: tokio::task::JoinHandle<()>,
+    server: SimServer,
 }
 
 impl SmartsheetSim {
     /// Binds `127.0.0.1:0` and serves the API from a spawned tokio task.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let shared: Shared = Arc::new(Mutex::new(SimState::new()));
-        let app = router(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<ConnHandle>();
-            let _ = axum::serve(KillableListener::new(listener), service)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(SmartsheetSim {
-            shared,
-            addr,
-            shutdown: Some(tx),
-            _task: task,
-        })
+        let server = SimServer::start(router(shared.clone())).await?;
+        Ok(SmartsheetSim { shared, server })
     }
 
     /// API root, e.g. `http://127.0.0.1:41234/2.0`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/2.0", self.addr)
+        format!("http://{}/2.0", self.server.addr())
     }
 
     /// The socket address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Adds (or replaces, when the id is already taken) a user; returns its id.
@@ -487,14 +468,6 @@ impl SmartsheetSim {
     pub fn seed_demo(&self) -> DemoSeed {
         let mut st = lock(&self.shared);
         seed_demo_org(&mut st)
-    }
-}
-
-impl Drop for SmartsheetSim {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
