@@ -99,8 +99,14 @@ requests_per_minute = 6000
         .await
         .unwrap();
     let wf = finished(&store, "ev-kill", 1, 60).await.remove(0);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    // SIGTERM: a graceful stop, exit code 0.
+    let term = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = second.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "serve exits 0 on SIGTERM");
 
     assert_eq!(
         (wf.state.as_str(), wf.outcome.as_deref()),
@@ -176,6 +182,8 @@ requests_per_minute = 6000
         );
     }
     let first_text = std::fs::read_to_string(&first_log).unwrap();
+    let second_text = std::fs::read_to_string(&second_log).unwrap();
+    assert!(second_text.contains("stopping: letting in-flight steps finish"));
     assert!(
         first_text.contains("step started"),
         "the log is not empty, so the check means something"
