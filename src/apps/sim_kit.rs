@@ -59,6 +59,51 @@ impl Drop for SimServer {
     }
 }
 
+/// Where a simulated credential (token, API key) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialStatus {
+    /// Accepted.
+    Active,
+    /// Valid once, now expired.
+    Expired,
+    /// Withdrawn by its owner or an admin.
+    Revoked,
+}
+
+/// A credential: whom it acts for and whether it still works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The user (member) the credential acts as.
+    pub user_id: i64,
+    /// Whether it still works.
+    pub status: CredentialStatus,
+}
+
+/// The credentials a simulator accepts, by secret value.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials(std::collections::HashMap<String, Credential>);
+
+impl Credentials {
+    /// Registers (or renews) an active credential acting as `user_id`.
+    pub fn add(&mut self, secret: &str, user_id: i64) {
+        let status = CredentialStatus::Active;
+        self.0
+            .insert(secret.to_string(), Credential { user_id, status });
+    }
+
+    /// Changes a known credential's status; unknown secrets are ignored.
+    pub fn set_status(&mut self, secret: &str, status: CredentialStatus) {
+        if let Some(c) = self.0.get_mut(secret) {
+            c.status = status;
+        }
+    }
+
+    /// The credential with this secret, if any.
+    pub fn get(&self, secret: &str) -> Option<Credential> {
+        self.0.get(secret).copied()
+    }
+}
+
 /// A fault applied to the next `times` requests that match it (checked after
 /// authentication); `K` is the simulator's own list of fault kinds.
 #[derive(Clone, Debug)]

@@ -49,7 +49,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, SimServer};
+use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -265,19 +265,6 @@ pub struct DemoSeed {
 // Internal state
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum KeyStatus {
-    Active,
-    Expired,
-    Revoked,
-}
-
-#[derive(Clone, Debug)]
-struct KeyRecord {
-    user_id: i64,
-    status: KeyStatus,
-}
-
 struct SimState {
     team_id: i64,
     team_name: String,
@@ -286,8 +273,8 @@ struct SimState {
     members: Vec<SimMember>,
     workspaces: Vec<SimWorkspace>,
     audit: Vec<SimAuditEvent>,
-    api_keys: HashMap<String, KeyRecord>,
-    scim_keys: HashMap<String, KeyStatus>,
+    api_keys: Credentials,
+    scim_keys: HashMap<String, CredentialStatus>,
     calls: Vec<(u64, SimCall)>,
     next_seq: u64,
     faults: Vec<Fault>,
@@ -316,7 +303,7 @@ impl SimState {
             members: Vec::new(),
             workspaces: Vec::new(),
             audit: Vec::new(),
-            api_keys: HashMap::new(),
+            api_keys: Credentials::default(),
             scim_keys: HashMap::new(),
             calls: Vec::new(),
             next_seq: 0,
@@ -513,40 +500,34 @@ impl PostmanSim {
 
     /// Registers a valid API key acting as member `user_id`.
     pub fn add_api_key(&self, key: &str, user_id: i64) {
-        lock(&self.shared).api_keys.insert(
-            key.to_string(),
-            KeyRecord {
-                user_id,
-                status: KeyStatus::Active,
-            },
-        );
+        lock(&self.shared).api_keys.add(key, user_id);
     }
 
     /// Marks an API key as expired (401 saying so).
     pub fn expire_api_key(&self, key: &str) {
-        if let Some(k) = lock(&self.shared).api_keys.get_mut(key) {
-            k.status = KeyStatus::Expired;
-        }
+        lock(&self.shared)
+            .api_keys
+            .set_status(key, CredentialStatus::Expired);
     }
 
     /// Marks an API key as revoked (401 saying so).
     pub fn revoke_api_key(&self, key: &str) {
-        if let Some(k) = lock(&self.shared).api_keys.get_mut(key) {
-            k.status = KeyStatus::Revoked;
-        }
+        lock(&self.shared)
+            .api_keys
+            .set_status(key, CredentialStatus::Revoked);
     }
 
     /// Registers a valid SCIM API key for the team.
     pub fn add_scim_key(&self, key: &str) {
         lock(&self.shared)
             .scim_keys
-            .insert(key.to_string(), KeyStatus::Active);
+            .insert(key.to_string(), CredentialStatus::Active);
     }
 
     /// Marks a SCIM API key as revoked (SCIM calls answer 401).
     pub fn revoke_scim_key(&self, key: &str) {
         if let Some(k) = lock(&self.shared).scim_keys.get_mut(key) {
-            *k = KeyStatus::Revoked;
+            *k = CredentialStatus::Revoked;
         }
     }
 
@@ -752,14 +733,8 @@ fn seed_demo_team(st: &mut SimState) -> DemoSeed {
     }
 
     let key = "demo-key".to_string();
-    st.api_keys.insert(
-        key.clone(),
-        KeyRecord {
-            user_id: admin_id,
-            status: KeyStatus::Active,
-        },
-    );
-    st.scim_keys.insert(key.clone(), KeyStatus::Active);
+    st.api_keys.add(&key, admin_id);
+    st.scim_keys.insert(key.clone(), CredentialStatus::Active);
 
     DemoSeed {
         api_key: key.clone(),
@@ -1212,7 +1187,7 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
             _ => "",
         };
         match st.scim_keys.get(key) {
-            Some(KeyStatus::Active) if !key.is_empty() => {}
+            Some(CredentialStatus::Active) if !key.is_empty() => {}
             Some(_) => {
                 return Err((
                     ApiError::scim(401, "The SCIM API key has been revoked."),
@@ -1239,7 +1214,7 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
                 None,
             ));
         }
-        let record = st.api_keys.get(key).cloned().ok_or_else(|| {
+        let record = st.api_keys.get(key).ok_or_else(|| {
             (
                 ApiError::named(
                     401,
@@ -1250,14 +1225,14 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
             )
         })?;
         match record.status {
-            KeyStatus::Active => {}
-            KeyStatus::Expired => {
+            CredentialStatus::Active => {}
+            CredentialStatus::Expired => {
                 return Err((
                     ApiError::named(401, "AuthenticationError", "The API Key has expired."),
                     None,
                 ))
             }
-            KeyStatus::Revoked => {
+            CredentialStatus::Revoked => {
                 return Err((
                     ApiError::named(401, "AuthenticationError", "The API Key has been revoked."),
                     None,

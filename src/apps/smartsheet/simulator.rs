@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, SimServer};
+use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -182,19 +182,6 @@ pub struct DemoSeed {
 // Internal state
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum TokenStatus {
-    Active,
-    Expired,
-    Revoked,
-}
-
-#[derive(Clone, Debug)]
-struct TokenRecord {
-    user_id: i64,
-    status: TokenStatus,
-}
-
 #[derive(Clone, Debug)]
 struct GroupRecord {
     group: SimGroup,
@@ -206,7 +193,7 @@ struct GroupRecord {
 struct SimState {
     users: Vec<SimUser>,
     groups: Vec<GroupRecord>,
-    tokens: HashMap<String, TokenRecord>,
+    tokens: Credentials,
     calls: Vec<(u64, SimCall)>,
     arrivals: Vec<Instant>,
     next_seq: u64,
@@ -227,7 +214,7 @@ impl SimState {
         SimState {
             users: Vec::new(),
             groups: Vec::new(),
-            tokens: HashMap::new(),
+            tokens: Credentials::default(),
             calls: Vec::new(),
             arrivals: Vec::new(),
             next_seq: 0,
@@ -348,27 +335,21 @@ impl SmartsheetSim {
 
     /// Registers a valid access token acting as `user_id`.
     pub fn add_token(&self, token: &str, user_id: i64) {
-        lock(&self.shared).tokens.insert(
-            token.to_string(),
-            TokenRecord {
-                user_id,
-                status: TokenStatus::Active,
-            },
-        );
+        lock(&self.shared).tokens.add(token, user_id);
     }
 
     /// Marks a token as expired (requests then fail with 401/1003).
     pub fn expire_token(&self, token: &str) {
-        if let Some(t) = lock(&self.shared).tokens.get_mut(token) {
-            t.status = TokenStatus::Expired;
-        }
+        lock(&self.shared)
+            .tokens
+            .set_status(token, CredentialStatus::Expired);
     }
 
     /// Marks a token as revoked (requests then fail with 401/1002).
     pub fn revoke_token(&self, token: &str) {
-        if let Some(t) = lock(&self.shared).tokens.get_mut(token) {
-            t.status = TokenStatus::Revoked;
-        }
+        lock(&self.shared)
+            .tokens
+            .set_status(token, CredentialStatus::Revoked);
     }
 
     /// Edits a user in place; does nothing if the id is unknown.
@@ -596,13 +577,7 @@ fn seed_demo_org(st: &mut SimState) -> DemoSeed {
     }
 
     let token = "demo-token".to_string();
-    st.tokens.insert(
-        token.clone(),
-        TokenRecord {
-            user_id: admin_id,
-            status: TokenStatus::Active,
-        },
-    );
+    st.tokens.add(&token, admin_id);
 
     DemoSeed {
         token,
@@ -1047,12 +1022,11 @@ fn admit(
     let record = st
         .tokens
         .get(token)
-        .cloned()
         .ok_or_else(|| ApiError::new(401, 1002))?;
     match record.status {
-        TokenStatus::Active => {}
-        TokenStatus::Expired => return Err(ApiError::new(401, 1003)),
-        TokenStatus::Revoked => return Err(ApiError::new(401, 1002)),
+        CredentialStatus::Active => {}
+        CredentialStatus::Expired => return Err(ApiError::new(401, 1003)),
+        CredentialStatus::Revoked => return Err(ApiError::new(401, 1002)),
     }
     if st.user(record.user_id).is_none() {
         // The token's owner has been removed from the account.
