@@ -175,15 +175,9 @@ impl Engine {
     /// Appends a record that changes no state (a note for auditors), whoever runs the
     /// workflow.
     async fn note(&self, id: &str, record: Record) -> Result<(), EngineError> {
-        let loaded = self
-            .store
-            .load(id)
-            .await?
-            .ok_or_else(|| EngineError::Corrupt(format!("workflow {id} vanished")))?;
-        let def = stored(&loaded.definition_source)
-            .map_err(|e| EngineError::Corrupt(format!("workflow {id}: stored definition: {e}")))?;
+        let (state, def) = self.load(id).await?;
         let at = stored_time(Utc::now());
-        machine::apply(&loaded.state, &def, &record, at)
+        machine::apply(&state, &def, &record, at)
             .map_err(|v| EngineError::Corrupt(format!("workflow {id}: {v}")))?;
         self.store.append_note(id, at, &record).await?;
         Ok(())
@@ -239,11 +233,8 @@ impl Engine {
         result.map(Some)
     }
 
-    fn lease_until(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(15))
-    }
-
-    async fn drive(&self, id: &str) -> Result<State, EngineError> {
+    /// A workflow's state and the definition version it started with.
+    async fn load(&self, id: &str) -> Result<(State, Definition), EngineError> {
         let loaded = self
             .store
             .load(id)
@@ -251,7 +242,15 @@ impl Engine {
             .ok_or_else(|| EngineError::Corrupt(format!("workflow {id} vanished")))?;
         let def = stored(&loaded.definition_source)
             .map_err(|e| EngineError::Corrupt(format!("workflow {id}: stored definition: {e}")))?;
-        let mut state = loaded.state;
+        Ok((loaded.state, def))
+    }
+
+    fn lease_until(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(15))
+    }
+
+    async fn drive(&self, id: &str) -> Result<State, EngineError> {
+        let (mut state, def) = self.load(id).await?;
         loop {
             let now = Utc::now();
             let decision = machine::next(&state, &def, now);
@@ -413,15 +412,7 @@ impl Engine {
             });
         }
         let result = async {
-            let loaded = self
-                .store
-                .load(id)
-                .await?
-                .ok_or_else(|| EngineError::Corrupt(format!("workflow {id} vanished")))?;
-            let def = stored(&loaded.definition_source).map_err(|e| {
-                EngineError::Corrupt(format!("workflow {id}: stored definition: {e}"))
-            })?;
-            let state = loaded.state;
+            let (state, def) = self.load(id).await?;
             let record = match what {
                 Intervention::Cancel if state.status.is_final() => {
                     return Ok(Intervened::Refused(format!(
