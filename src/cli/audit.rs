@@ -5,19 +5,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::views::describe;
-use super::{
-    fail, Failure, Outcome, EXIT_FAILURE, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE,
-};
+use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use crate::domain::chain::{self, Link};
 use crate::domain::machine::{self, Record, State};
 use crate::runtime::definitions::stored;
 use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
 use crate::store::entities::audit;
 use crate::store::Store;
-
-fn db(e: impl std::fmt::Display) -> Failure {
-    fail(EXIT_FAILURE, format!("database: {e}"))
-}
 
 /// What replaying a trail found.
 pub struct ReplayReport {

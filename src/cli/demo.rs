@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::views::describe;
-use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK};
+use super::{db, fail, Outcome, EXIT_FAILURE, EXIT_OK};
 use crate::apps::postman::client::Client as PostmanClient;
 use crate::apps::postman::simulator::PostmanSim;
 use crate::apps::smartsheet::simulator::SmartsheetSim;
@@ -79,9 +79,7 @@ pub async fn run() -> Outcome {
     );
     config.connections.insert("postman".into(), postman_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
-    let store = Store::open(&database_url)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, format!("database: {e}")))?;
+    let store = Store::open(&database_url).await.map_err(db)?;
     let engine = Arc::new(Engine::new(store, config, registry));
     engine.use_client("smartsheet", smartsheet_client).await;
     engine.use_client("postman", postman_client).await;

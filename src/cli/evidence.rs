@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 
-use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_USAGE};
 use crate::store::Store;
 
 /// The columns, in order (CSV header and JSON keys).
@@ -52,7 +52,6 @@ pub async fn rows(
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
 ) -> Result<Vec<Value>, Failure> {
-    let db = |e: sea_orm::DbErr| fail(EXIT_FAILURE, format!("database: {e}"));
     let mut out = Vec::new();
     let mut workflows = store.list(None).await.map_err(db)?;
     workflows.reverse();

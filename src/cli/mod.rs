@@ -166,6 +166,11 @@ fn fail(code: i32, message: impl Into<String>) -> Failure {
 
 type Outcome = Result<i32, Failure>;
 
+/// A database error as a verb's failure (exit 1).
+fn db(e: impl std::fmt::Display) -> Failure {
+    fail(EXIT_FAILURE, format!("database: {e}"))
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

@@ -2,14 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_UNKNOWN};
+use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_UNKNOWN};
 use crate::domain::machine::{Record, State, Status};
 use crate::store::entities::{audit, workflow};
 use crate::store::Store;
-
-fn db(e: sea_orm::DbErr) -> Failure {
-    fail(EXIT_FAILURE, format!("database: {e}"))
-}
 
 /// The contract's JSON object for a workflow (with `steps` when `state` is given).
 pub fn workflow_json(row: &workflow::Model, state: Option<&State>) -> Value {
