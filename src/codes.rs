@@ -77,6 +77,7 @@ codes! {
     Evt101 => "EVT-101",
     Evt102 => "EVT-102",
     Evt103 => "EVT-103",
+    Evt106 => "EVT-106",
 }
 
 impl Code {
@@ -639,6 +640,18 @@ pub static CATALOG: &[CodeInfo] = &[
             "If the name is a typo or an app offboard does not handle, fix the list the publisher sends, or leave `connections` out to mean every configured connection.",
             "If it is a new connection, add its `[connections.<name>]` section to `offboard.toml`, restart `offboard serve` and run `offboard check <name>`.",
             "Send the event again, by hand if needed with `offboard submit --file EVENT.json`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Evt106,
+        app: "events",
+        condition: "The broker delivered the message as many times as the queue's delivery limit allows less one (`x-delivery-count`), each time without offboard finishing it: every consumer that took it stopped (crashed, was killed or lost its connection) before acknowledging it.",
+        retryable: false,
+        message: "The event was delivered again and again without being processed",
+        remedy: &[
+            "Read the message in the `offboard.requests.dead` queue and the `dead_letters` table (its `raw` column holds the body byte for byte).",
+            "Look in the logs of the `offboard serve` processes for crashes or restarts around the time of each delivery; a message that crashes the consumer is a bug to report with the body.",
+            "If the processes were only being restarted (a deploy, a crash loop with another cause), fix that and send the event again with `offboard submit --file EVENT.json`; its id keeps it from starting anything twice.",
         ],
     },
 ];

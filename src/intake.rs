@@ -10,7 +10,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -18,24 +18,37 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::codes::Code;
 use crate::config::{redact_url, AmqpNames};
 use crate::domain::event::{self, EventType, Rejection};
 use crate::runtime::engine::Engine;
+
+/// How long connecting to the broker may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The quorum queue's delivery limit, set explicitly: a message delivered this many times
+/// without an ack is dropped by the broker to the dead-letter exchange. offboard
+/// dead-letters it itself one delivery earlier, with `EVT-106`, so it is recorded.
+pub const DELIVERY_LIMIT: i64 = 20;
 
 /// Opens a connection and a channel.
 pub async fn open(url: &str) -> Result<(Connection, Channel), String> {
     open_named(url, "offboard").await
 }
 
-/// Opens a connection, named as the broker's tools will show it, and a channel.
+/// Opens a connection, named as the broker's tools will show it, and a channel; gives up
+/// after ten seconds (a port that accepts TCP but never speaks AMQP included).
 pub async fn open_named(url: &str, name: &str) -> Result<(Connection, Channel), String> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let conn = Connection::connect(url, properties)
+    let unreachable =
+        |why: String| format!("cannot connect to RabbitMQ at {}: {why}", redact_url(url));
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
-        .map_err(|e| format!("cannot connect to RabbitMQ at {}: {e}", redact_url(url)))?;
-    let channel = conn
-        .create_channel()
+        .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT, conn.create_channel())
         .await
+        .map_err(|_| "cannot open an AMQP channel: no answer".to_string())?
         .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
     Ok((conn, channel))
 }
@@ -74,6 +87,10 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(names.dead_letter_exchange.as_str().into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
     );
     channel
         .queue_declare(names.queue.as_str().into(), queue, args)
@@ -169,7 +186,7 @@ async fn consume_once(
                 return Ok(());
             }
             delivery = consumer.next() => match delivery {
-                Some(Ok(delivery)) => handle(engine, &dlx, delivery).await?,
+                Some(Ok(delivery)) => handle(engine, &dlx, delivery, shutdown.clone()).await?,
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("the consumer was cancelled by the broker".into()),
             },
@@ -177,35 +194,49 @@ async fn consume_once(
     }
 }
 
+/// Why a delivery could not be handled.
+enum HandleError {
+    /// The broker connection failed: reconnect (the delivery comes back).
+    Broker(String),
+    /// The database failed: hold the delivery and try it again when the database is back.
+    Store(String),
+}
+
 /// Turns one delivery into workflows (ack after commit) or a dead letter (ack after the
-/// dead letter is confirmed and recorded). A database failure leaves it for redelivery.
-async fn handle(engine: &Arc<Engine>, dlx: &Channel, delivery: Delivery) -> Result<(), String> {
-    let known: Vec<String> = engine.config().connections.keys().cloned().collect();
-    let body = &delivery.data;
-    let outcome = match event::parse(body, &known) {
-        Err(rejection) => Err(rejection),
-        Ok(request) => {
-            let text = String::from_utf8_lossy(body);
-            match engine.accept(&request, &text).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(rejection)) => Err(rejection),
-                Err(e) => {
-                    error!(error = %e, "could not store an event; it will be redelivered");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    return delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string());
+/// dead letter is recorded and confirmed). While the database is unreachable the delivery
+/// is held and tried again, so consumption pauses: no nack storm, and no valid event is
+/// dead-lettered for an outage.
+async fn handle(
+    engine: &Arc<Engine>,
+    dlx: &Channel,
+    delivery: Delivery,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut delays = reconnect_delays();
+    let mut paused = false;
+    loop {
+        match try_handle(engine, dlx, &delivery).await {
+            Ok(()) => break,
+            Err(HandleError::Broker(e)) => return Err(e),
+            Err(HandleError::Store(e)) => {
+                let delay = delays
+                    .next()
+                    .unwrap_or(Duration::from_secs(30))
+                    .min(Duration::from_secs(5));
+                if !paused {
+                    error!(error = %e, "the database is unreachable; intake paused until it is back");
+                    paused = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    // Unacknowledged, the delivery goes back to the queue when we close.
+                    _ = shutdown.changed() => return Err("stopping while the database is unreachable".into()),
                 }
             }
         }
-    };
-    if let Err(rejection) = outcome {
-        dead_letter(engine, dlx, &delivery, &rejection).await?;
+    }
+    if paused {
+        info!("the database is back; intake resumed");
     }
     delivery
         .ack(BasicAckOptions::default())
@@ -214,16 +245,72 @@ async fn handle(engine: &Arc<Engine>, dlx: &Channel, delivery: Delivery) -> Resu
         .map_err(|e| e.to_string())
 }
 
+async fn try_handle(
+    engine: &Arc<Engine>,
+    dlx: &Channel,
+    delivery: &Delivery,
+) -> Result<(), HandleError> {
+    let body = &delivery.data;
+    if let Some(count) = delivery_count(delivery).filter(|n| *n >= DELIVERY_LIMIT - 1) {
+        let rejection = Rejection {
+            code: Code::Evt106,
+            message: format!("delivered {} times without being processed", count + 1),
+        };
+        return dead_letter(engine, dlx, delivery, &rejection).await;
+    }
+    let known: Vec<String> = engine.config().connections.keys().cloned().collect();
+    let rejection = match event::parse(body, &known) {
+        Err(rejection) => rejection,
+        Ok(request) => {
+            let text = String::from_utf8_lossy(body);
+            match engine.accept(&request, &text).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(rejection)) => rejection,
+                Err(e) => return Err(HandleError::Store(e.to_string())),
+            }
+        }
+    };
+    dead_letter(engine, dlx, delivery, &rejection).await
+}
+
+/// How many times the broker delivered this message before (quorum queues count it).
+fn delivery_count(delivery: &Delivery) -> Option<i64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-delivery-count")? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Records a rejected message (first, so a database outage holds it like any other
+/// delivery), then publishes it to the dead-letter exchange with its code and waits for
+/// the broker's confirm.
 async fn dead_letter(
     engine: &Arc<Engine>,
     dlx: &Channel,
     delivery: &Delivery,
     rejection: &Rejection,
-) -> Result<(), String> {
+) -> Result<(), HandleError> {
     let event_id = serde_json::from_slice::<serde_json::Value>(&delivery.data)
         .ok()
         .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
-    warn!(code = %rejection.code, reason = %rejection.message, event_id = ?event_id, "event dead-lettered");
+    let routing_key = delivery.routing_key.as_str().to_string();
+    engine
+        .store()
+        .dead_letter(
+            rejection.code.as_str(),
+            &rejection.message,
+            event_id.as_deref(),
+            &routing_key,
+            &delivery.data,
+        )
+        .await
+        .map_err(|e| HandleError::Store(format!("cannot record a dead letter: {e}")))?;
+    warn!(code = %rejection.code, reason = %rejection.message.escape_debug(), event_id = ?event_id, "event dead-lettered");
     let mut headers = FieldTable::default();
     headers.insert(
         "x-error-code".into(),
@@ -239,7 +326,6 @@ async fn dead_letter(
     if let Some(ct) = delivery.properties.content_type() {
         props = props.with_content_type(ct.clone());
     }
-    let routing_key = delivery.routing_key.as_str().to_string();
     dlx.basic_publish(
         engine.config().amqp.dead_letter_exchange.as_str().into(),
         routing_key.as_str().into(),
@@ -248,24 +334,23 @@ async fn dead_letter(
         props,
     )
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| HandleError::Broker(e.to_string()))?
     .await
-    .map_err(|e| format!("the broker did not confirm a dead letter: {e}"))?;
-    engine
-        .store()
-        .dead_letter(
-            rejection.code.as_str(),
-            &rejection.message,
-            event_id.as_deref(),
-            &routing_key,
-            &delivery.data,
-        )
-        .await
-        .map_err(|e| format!("cannot record a dead letter: {e}"))
+    .map_err(|e| HandleError::Broker(format!("the broker did not confirm a dead letter: {e}")))?;
+    Ok(())
 }
 
-/// Publishes outbox entries with confirms until `shutdown`, reconnecting as needed.
+/// How often a publisher looks for entries whose writer could not publish them.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Publishes outbox entries with confirms until `shutdown`, reconnecting as needed: the
+/// entries this process commits, right after their commit, and — every few seconds — any
+/// entry whose writer's claim lapsed, claimed so that only one process publishes it.
 pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let Some(mut fresh) = engine.take_outbox() else {
+        return;
+    };
+    let owner = engine.worker_id().to_string();
     let mut delays = reconnect_delays();
     while !*shutdown.borrow() {
         let result = async {
@@ -275,29 +360,47 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .map_err(|e| e.to_string())?;
+            let exchange = &engine.config().amqp.exchange;
+            let store = engine.store();
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
-                for entry in engine
-                    .store()
-                    .unpublished(100)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
+                let batch = tokio::select! {
+                    Some(pending) = fresh.recv() => {
+                        let mut batch = vec![pending];
+                        while let Ok(more) = fresh.try_recv() {
+                            batch.push(more);
+                        }
+                        let mut mine = Vec::with_capacity(batch.len());
+                        for p in batch {
+                            match store.reclaim_outbox(p.id, &owner).await {
+                                Ok(true) => mine.push(p),
+                                Ok(false) => {}
+                                // Left claimed; a sweep publishes it once the claim lapses.
+                                Err(e) => warn!(error = %e, "cannot renew an outbox claim"),
+                            }
+                        }
+                        mine
+                    }
+                    _ = sweep.tick() => match store.sweep_outbox(&owner, 100).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            warn!(error = %e, "cannot look for unpublished outbox entries");
+                            Vec::new()
+                        }
+                    },
+                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                };
+                for p in batch {
                     publish(
                         &channel,
-                        &engine.config().amqp.exchange,
-                        &entry.routing_key,
-                        entry.body.as_bytes(),
+                        exchange,
+                        &p.entry.routing_key,
+                        p.entry.body.as_bytes(),
                     )
                     .await?;
-                    engine
-                        .store()
-                        .mark_published(entry.id)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                    if let Err(e) = store.delete_outbox(p.id).await {
+                        warn!(error = %e, "cannot delete a published outbox entry");
+                    }
                 }
             }
         }

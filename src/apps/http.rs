@@ -2,7 +2,10 @@
 //! that keeps the connection under its `requests_per_minute`, the secret header, and a
 //! record of every call (method, path, status, app error code, duration) for the trail.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
 
 use tokio::time::Instant as TokioInstant;
 
@@ -51,12 +54,25 @@ impl CallLog {
     }
 }
 
+/// Where a connection's request slots come from when several processes share its budget
+/// (the runtime hands the database in; see `Store::take_request_slot`).
+pub trait SlotSource: Send + Sync + std::fmt::Debug {
+    /// Takes the next slot of `budget`, slots being `interval` apart; returns how long to
+    /// wait for it.
+    fn take_slot<'a>(
+        &'a self,
+        budget: &'a str,
+        interval: Duration,
+    ) -> BoxFuture<'a, Result<Duration, String>>;
+}
+
 /// Spaces requests so a connection never exceeds its requests-per-minute budget, across
-/// every workflow that shares it.
+/// every workflow that shares it — and, once [`Pacer::share`]d, across every process.
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
     next_slot: Mutex<TokioInstant>,
+    shared: OnceLock<(String, Arc<dyn SlotSource>)>,
 }
 
 impl Pacer {
@@ -65,11 +81,27 @@ impl Pacer {
         Pacer {
             interval: Duration::from_secs(60) / per_minute.max(1),
             next_slot: Mutex::new(TokioInstant::now()),
+            shared: OnceLock::new(),
         }
     }
 
-    /// Waits for this request's slot.
+    /// Takes slots from `source` under the name `budget` from now on (once; later calls
+    /// change nothing).
+    pub fn share(&self, budget: &str, source: Arc<dyn SlotSource>) {
+        let _ = self.shared.set((budget.to_string(), source));
+    }
+
+    /// Waits for this request's slot. When the shared budget cannot be reached, this
+    /// process paces itself alone rather than stop calling.
     pub async fn wait(&self) {
+        if let Some((budget, source)) = self.shared.get() {
+            match source.take_slot(budget, self.interval).await {
+                Ok(wait) => return tokio::time::sleep(wait).await,
+                Err(e) => {
+                    tracing::warn!(budget = %budget, error = %e, "shared request budget unavailable; pacing this process alone")
+                }
+            }
+        }
         let slot = {
             let mut next = self.next_slot.lock().await;
             let now = TokioInstant::now();
@@ -133,6 +165,12 @@ impl ApiHttp {
             auth_value,
             pacer: Pacer::new(requests_per_minute),
         })
+    }
+
+    /// Shares this client's request budget, under the name `budget`, with every process
+    /// taking slots from `source`.
+    pub fn share_budget(&self, budget: &str, source: Arc<dyn SlotSource>) {
+        self.pacer.share(budget, source);
     }
 
     /// Sends one request; `error_code_of` extracts the app's error code from a body.

@@ -87,6 +87,15 @@ impl AppClient {
         }
     }
 
+    /// Shares the connection's request budget with every process using `source` (all
+    /// of the connection's API clients draw on the one budget).
+    pub fn share_budget(&self, connection: &str, source: std::sync::Arc<dyn http::SlotSource>) {
+        match self {
+            AppClient::Smartsheet(c) => c.share_budget(connection, source),
+            AppClient::Postman(c) => c.share_budget(connection, source),
+        }
+    }
+
     /// Checks credentials, role and plan.
     pub async fn check(&self) -> CheckReport {
         match self {

@@ -250,12 +250,12 @@ async fn run(cli: Cli) -> Outcome {
                     fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, running, retrying, completed, failed or cancelled"))
                 })?),
             };
-            let store = open_store(&config).await?;
+            let store = read_store(&config).await?;
             views::list(&store, state, json).await
         }
-        Command::Show { id, json } => views::show(&open_store(&config).await?, &id, json).await,
+        Command::Show { id, json } => views::show(&read_store(&config).await?, &id, json).await,
         Command::History { id, json } => {
-            views::history(&open_store(&config).await?, &id, json).await
+            views::history(&read_store(&config).await?, &id, json).await
         }
         Command::Evidence {
             since,
@@ -263,14 +263,14 @@ async fn run(cli: Cli) -> Outcome {
             format,
         } => {
             evidence::run(
-                &open_store(&config).await?,
+                &read_store(&config).await?,
                 &since,
                 until.as_deref(),
                 &format,
             )
             .await
         }
-        Command::Replay { id } => audit::replay(&open_store(&config).await?, &id).await,
+        Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
             let engine = engine(config).await?;
@@ -290,8 +290,22 @@ fn os_user() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Opens the database without migrating it: for verbs that only read.
+async fn read_store(config: &Config) -> Result<Store, Failure> {
+    Store::connect(&config.database_url)
+        .await
+        .map_err(|e| unreachable_db(config, e))
+}
+
+/// Opens the database and brings its schema up to date: for verbs that write.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::open(&config.database_url).await.map_err(|e| {
+    Store::open(&config.database_url)
+        .await
+        .map_err(|e| unreachable_db(config, e))
+}
+
+fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
+    {
         fail(
             EXIT_FAILURE,
             format!(
@@ -299,7 +313,7 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
                 crate::config::redact_url(&config.database_url)
             ),
         )
-    })
+    }
 }
 
 async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
@@ -336,6 +350,20 @@ async fn serve(config: Config) -> Outcome {
     crate::telemetry::init("info");
     let engine = engine(config).await?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
+    // The broker must answer at start (the contract: exit 1 when it cannot be reached);
+    // once serving, a lost broker is reconnected to instead.
+    let (conn, channel) = crate::intake::open(&engine.config().amqp_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    crate::intake::declare(&channel, &engine.config().amqp)
+        .await
+        .map_err(|e| {
+            fail(
+                EXIT_FAILURE,
+                format!("cannot declare the broker topology: {e}"),
+            )
+        })?;
+    let _ = conn.close(200, "topology declared".into()).await;
     for (name, report) in check_all(engine.config(), None).await? {
         match &report {
             Ok(r) => match &r.problem {

@@ -227,6 +227,11 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                 format!("the same event arrived again (from {source}); nothing new started"),
                 String::new(),
             ),
+            Record::CancelRefused { by } => (
+                String::new(),
+                format!("cancel asked by {by} refused: the workflow had already ended"),
+                String::new(),
+            ),
         },
     };
     format!(

@@ -103,9 +103,11 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
     let event_id = attr("id")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| reject(Code::Evt101, "id is missing or empty"))?;
+    printable(event_id, "id")?;
     let source = attr("source")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| reject(Code::Evt101, "source is missing or empty"))?;
+    printable(source, "source")?;
     let type_name = attr("type").ok_or_else(|| reject(Code::Evt101, "type is missing"))?;
     let event_type = EventType::parse(type_name)
         .ok_or_else(|| reject(Code::Evt101, format!("unknown event type {type_name:?}")))?;
@@ -126,6 +128,9 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
         .and_then(|p| p.get("employee_id"))
         .and_then(Value::as_str)
         .map(str::to_string);
+    if let Some(id) = &employee_id {
+        printable(id, "data.person.employee_id")?;
+    }
     let transfer_to = match data.get("transfer_to") {
         None | Some(Value::Null) => None,
         Some(t) => {
@@ -200,7 +205,19 @@ fn optional_time(value: Option<&Value>, field: &str) -> Result<Option<DateTime<U
     }
 }
 
-/// Accepts `local@domain.tld` without spaces; returns it lower-cased.
+/// Refuses a value holding control characters (NUL, CR, LF, ESC…): such a value could
+/// forge a log line, reach a terminal, or be unstorable (PostgreSQL text cannot hold 0x00).
+fn printable(value: &str, field: &str) -> Result<(), Rejection> {
+    if value.chars().any(char::is_control) {
+        return Err(reject(
+            Code::Evt102,
+            format!("{field} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts `local@domain.tld` without spaces or control characters; returns it lower-cased.
 pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
     let email = raw.trim().to_lowercase();
     let ok = match email.split_once('@') {
@@ -210,7 +227,7 @@ pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains('@')
-                && !email.chars().any(char::is_whitespace)
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
                 && email.len() <= 254
         }
         None => false,

@@ -235,6 +235,12 @@ pub enum Record {
         /// The `source` of the repeated delivery.
         source: String,
     },
+    /// An operator asked to cancel while the last step ran; the workflow had ended by the
+    /// next step boundary, so its end stands and the request is on record as refused.
+    CancelRefused {
+        /// Who asked.
+        by: String,
+    },
 }
 
 impl Record {
@@ -251,6 +257,7 @@ impl Record {
             Record::Cancelled { .. } => "cancelled",
             Record::RetryRequested { .. } => "retry_requested",
             Record::DuplicateReceived { .. } => "duplicate_received",
+            Record::CancelRefused { .. } => "cancel_refused",
         }
     }
 
@@ -423,7 +430,9 @@ pub fn apply(
     if s.status.is_final()
         && !matches!(
             record,
-            Record::RetryRequested { .. } | Record::DuplicateReceived { .. }
+            Record::RetryRequested { .. }
+                | Record::DuplicateReceived { .. }
+                | Record::CancelRefused { .. }
         )
     {
         return violation(format!("`{}` after the workflow ended", record.kind()));
@@ -523,7 +532,7 @@ pub fn apply(
             s.error_code = Some(*code);
             s.error_message = Some(message.clone());
         }
-        Record::DuplicateReceived { .. } => {}
+        Record::DuplicateReceived { .. } | Record::CancelRefused { .. } => {}
         Record::Cancelled { .. } => {
             s.status = Status::Cancelled;
             s.wake_at = None;

@@ -7,10 +7,12 @@
 //! - [`retry`]: a step's retry policy and the delays it yields.
 //! - [`step`]: what an action returns: [`step::StepOutput`] or [`step::StepError`].
 //! - [`machine`]: the workflow state machine: trail records, `apply`, `next`.
+//! - [`plan`]: the workflows an accepted event asks for, one per connection.
 
 pub mod chain;
 pub mod definition;
 pub mod event;
 pub mod machine;
+pub mod plan;
 pub mod retry;
 pub mod step;

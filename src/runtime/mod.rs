@@ -1,7 +1,15 @@
-//! The runtime: turns accepted events into workflows and drives them. The [`engine`]
-//! claims due workflows, asks the pure machine what to do, persists every record before
-//! and after each action, and sleeps on durable timers.
+//! The runtime: turns accepted events into workflows and drives them.
+//!
+//! - [`engine`]: what the parts share (store, config, definitions, clients) and intake.
+//! - [`scheduler`]: claims due workflows under fenced leases, heartbeats, the serve loop.
+//! - [`runner`]: drives one leased workflow: decide, persist, perform, persist.
+//! - [`operator`]: an operator's retry or cancel, through the same lease.
+//! - [`outbound`]: the completion events a workflow's end publishes.
+//! - [`definitions`]: the workflow definitions in force.
 
 pub mod definitions;
 pub mod engine;
+pub mod operator;
 pub mod outbound;
+mod runner;
+pub mod scheduler;

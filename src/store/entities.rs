@@ -106,6 +106,11 @@ pub mod workflow {
         pub lease_owner: Option<String>,
         /// Until when the worker's claim holds.
         pub lease_until: Option<DateTimeUtc>,
+        /// How many times it was claimed: with `lease_owner`, the fence every append
+        /// presents, so a worker whose lease was taken over cannot write.
+        pub lease_epoch: i64,
+        /// Position of the last audit record (the compare-and-set of every append).
+        pub trail_seq: i32,
         /// Who asked to cancel it while it ran.
         pub cancel_requested_by: Option<String>,
         /// Created.
@@ -182,9 +187,11 @@ pub mod dead_letter {
         pub event_id: Option<String>,
         /// Routing key it came with.
         pub routing_key: String,
-        /// The body (first 4 KiB).
+        /// The first 4 KiB of the body, control characters escaped, for people to read.
         #[sea_orm(column_type = "Text")]
         pub body: String,
+        /// The body byte for byte (it may hold what text columns cannot, such as 0x00).
+        pub raw: Option<Vec<u8>>,
     }
 
     /// No relations are navigated.
@@ -212,8 +219,11 @@ pub mod outbox {
         pub body: String,
         /// Written.
         pub created_at: DateTimeUtc,
-        /// Published (confirmed by the broker).
-        pub published_at: Option<DateTimeUtc>,
+        /// The process that publishes it: the writer at first, a sweeper once the
+        /// writer's claim lapsed. Entries are deleted once the broker confirms them.
+        pub claimed_by: Option<String>,
+        /// Until when that claim holds.
+        pub claimed_until: Option<DateTimeUtc>,
     }
 
     /// No relations are navigated.

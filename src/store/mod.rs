@@ -1,26 +1,56 @@
 //! Persistence over sea-orm, for SQLite and PostgreSQL alike: received events (the
 //! idempotency keys), workflows with their machine state, the hash-chained audit trail,
-//! dead letters, and the outbox of events to publish. Every change to a workflow appends
-//! its records and updates its row in one transaction.
+//! dead letters, the outbox of events to publish and the request budgets shared by every
+//! process.
+//!
+//! A workflow is written only by the holder of its lease ([`leases`]): every append
+//! presents the lease and the trail position it extends, and is refused with
+//! [`StoreError::LeaseLost`] once another process has claimed the workflow.
 
+mod budget;
 pub mod entities;
+mod leases;
+mod outbox;
+mod sql;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
 use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
 use crate::domain::event::Request;
 use crate::domain::machine::{Record, State, Status};
-use entities::{audit, dead_letter, definition, event, outbox, workflow};
+use entities::{audit, dead_letter, definition, event, workflow};
+pub use leases::{Appended, Claim, Lease, TrailEnd};
+pub use outbox::{OutboxEntry, Pending};
+use sql::{printable, storable, Dialect};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// Another process claimed the workflow: this holder must stop before its next effect.
+    #[error("lease lost: another worker has claimed the workflow")]
+    LeaseLost,
+    /// Stored data cannot be read back.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
 
 /// A database handle.
 #[derive(Clone, Debug)]
@@ -30,7 +60,7 @@ pub struct Store {
 
 /// A workflow to create for an accepted event.
 pub struct NewWorkflow {
-    /// Its id.
+    /// Its id (a UUIDv7, so ids sort by creation).
     pub id: String,
     /// The definition it runs with.
     pub definition: Definition,
@@ -43,8 +73,8 @@ pub struct NewWorkflow {
 /// What became of an event handed to [`Store::accept`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Accepted {
-    /// Stored, with this many workflows.
-    New(usize),
+    /// Stored, with the ids of its workflows.
+    New(Vec<String>),
     /// The id was seen before; nothing was stored.
     Duplicate,
 }
@@ -59,35 +89,61 @@ pub struct Loaded {
     pub definition_source: String,
 }
 
-/// An event to publish once the transaction that decided it commits.
-pub struct OutboxEntry {
-    /// AMQP routing key.
-    pub routing_key: String,
-    /// CloudEvents JSON.
-    pub body: String,
-}
+/// Connections to PostgreSQL per process: enough for the workflows in flight, intake and
+/// the publisher to write side by side.
+const POOL_SIZE: u32 = 16;
 
-fn json_err(e: serde_json::Error) -> DbErr {
-    DbErr::Custom(format!("stored JSON is unreadable: {e}"))
-}
+/// PostgreSQL advisory-lock key held while migrating ("offboard" in ASCII), so processes
+/// starting together migrate one after the other instead of racing on `CREATE TABLE`.
+const MIGRATION_LOCK: i64 = 0x6f66_6662_6f61_7264;
 
 impl Store {
-    /// Connects and brings the schema up to date.
-    pub async fn open(url: &str) -> Result<Store, DbErr> {
+    /// Connects with timeouts and a pool (SQLite: one writer, so one connection), without
+    /// touching the schema: for verbs that only read.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new(url.to_string());
         options
             .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
-            // One writer at a time is all SQLite offers; a single connection avoids
-            // "database is locked" between our own tasks.
             options.max_connections(1);
         } else {
-            options.max_connections(10);
+            options.max_connections(POOL_SIZE);
         }
-        let db = Database::connect(options).await?;
-        Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db: Database::connect(options).await?,
+        })
+    }
+
+    /// Connects and brings the schema up to date. On PostgreSQL the migrations run under
+    /// an advisory lock on a connection of their own, so any number of processes may
+    /// start together.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let store = Store::connect(url).await?;
+        if store.backend() == DbBackend::Postgres {
+            let mut options = ConnectOptions::new(url.to_string());
+            options
+                .max_connections(1)
+                .connect_timeout(Duration::from_secs(10))
+                .sqlx_logging(false);
+            let single = Database::connect(options).await?;
+            let lock = |f: &str| {
+                sea_orm::Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    format!("SELECT {f}($1)"),
+                    [MIGRATION_LOCK.into()],
+                )
+            };
+            single.execute(lock("pg_advisory_lock")).await?;
+            let migrated = Migrator::up(&single, None).await;
+            single.execute(lock("pg_advisory_unlock")).await?;
+            single.close().await?;
+            migrated?;
+        } else {
+            Migrator::up(&store.db, None).await?;
+        }
+        Ok(store)
     }
 
     /// The raw connection (tests use it to tamper with rows).
@@ -95,57 +151,57 @@ impl Store {
         &self.db
     }
 
-    /// Stores an event and its workflows, unless its id was seen before.
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect(self.backend())
+    }
+
+    /// Stores an event and its workflows in one transaction, unless its id was seen before.
     pub async fn accept(
         &self,
         request: &Request,
         body: &str,
         workflows: &[NewWorkflow],
-    ) -> Result<Accepted, DbErr> {
-        if event::Entity::find_by_id(request.event_id.clone())
-            .one(&self.db)
-            .await?
-            .is_some()
-        {
-            return Ok(Accepted::Duplicate);
-        }
+    ) -> Result<Accepted, StoreError> {
         let now = chain::stored_time(Utc::now());
         let txn = self.db.begin().await?;
-        let inserted = event::ActiveModel {
+        let inserted = event::Entity::insert(event::ActiveModel {
             id: Set(request.event_id.clone()),
             event_type: Set(request.event_type.as_str().to_string()),
             source: Set(request.source.clone()),
             event_time: Set(request.time),
-            body: Set(body.to_string()),
+            body: Set(storable(body)),
             received_at: Set(now),
-        }
-        .insert(&txn)
-        .await;
-        if inserted.is_err() {
-            // Another consumer stored the same id a moment ago.
+        })
+        .on_conflict(
+            OnConflict::column(event::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if inserted == 0 {
             txn.rollback().await?;
-            let seen = event::Entity::find_by_id(request.event_id.clone())
-                .one(&self.db)
-                .await?;
-            return match (seen, inserted) {
-                (Some(_), _) => Ok(Accepted::Duplicate),
-                (None, Err(e)) => Err(e),
-                (None, Ok(_)) => unreachable!("insert failed above"),
-            };
+            return Ok(Accepted::Duplicate);
         }
         for wf in workflows {
             save_definition(&txn, &wf.definition, now).await?;
-            let body = serde_json::to_string(&wf.created).map_err(json_err)?;
-            row_for(wf, &chain::link(GENESIS, 1, now, &body), now)?
-                .insert(&txn)
-                .await?;
-            insert_record(&txn, &wf.id, 1, GENESIS, now, &wf.created).await?;
+            let body = serde_json::to_string(&wf.created)?;
+            let head = chain::link(GENESIS, 1, now, &body);
+            row_for(wf, &head, now)?.insert(&txn).await?;
+            leases::insert_record(&txn, &wf.id, 1, GENESIS, now, &wf.created).await?;
         }
         txn.commit().await?;
-        Ok(Accepted::New(workflows.len()))
+        Ok(Accepted::New(
+            workflows.iter().map(|w| w.id.clone()).collect(),
+        ))
     }
 
-    /// Records a message that could not become a workflow.
+    /// Records a message that could not become a workflow: the body byte for byte, and
+    /// every text escaped so that any input can be stored.
     pub async fn dead_letter(
         &self,
         code: &str,
@@ -153,57 +209,35 @@ impl Store {
         event_id: Option<&str>,
         routing_key: &str,
         body: &[u8],
-    ) -> Result<(), DbErr> {
-        let excerpt = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+    ) -> Result<(), StoreError> {
+        let excerpt = String::from_utf8_lossy(&body[..body.len().min(4096)]);
         dead_letter::ActiveModel {
             received_at: Set(Utc::now()),
             code: Set(code.to_string()),
-            message: Set(message.to_string()),
-            event_id: Set(event_id.map(str::to_string)),
-            routing_key: Set(routing_key.to_string()),
-            body: Set(excerpt),
+            message: Set(printable(message)),
+            event_id: Set(event_id.map(printable)),
+            routing_key: Set(printable(routing_key)),
+            body: Set(printable(&excerpt)),
+            raw: Set(Some(body.to_vec())),
             ..Default::default()
         }
         .insert(&self.db)
-        .await
-        .map(drop)
+        .await?;
+        Ok(())
     }
 
     /// Every dead letter, oldest first.
-    pub async fn dead_letters(&self) -> Result<Vec<dead_letter::Model>, DbErr> {
-        dead_letter::Entity::find()
+    pub async fn dead_letters(&self) -> Result<Vec<dead_letter::Model>, StoreError> {
+        Ok(dead_letter::Entity::find()
             .order_by_asc(dead_letter::Column::Id)
             .all(&self.db)
-            .await
-    }
-
-    /// Ids of unfinished workflows that are due and not claimed, oldest first.
-    pub async fn due(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<String>, DbErr> {
-        let open = [Status::Pending, Status::Running, Status::Retrying].map(|s| s.as_str());
-        workflow::Entity::find()
-            .select_only()
-            .column(workflow::Column::Id)
-            .filter(workflow::Column::State.is_in(open))
-            .filter(
-                workflow::Column::WakeAt
-                    .is_null()
-                    .or(workflow::Column::WakeAt.lte(now)),
-            )
-            .filter(
-                workflow::Column::LeaseUntil
-                    .is_null()
-                    .or(workflow::Column::LeaseUntil.lt(now)),
-            )
-            .order_by_asc(workflow::Column::CreatedAt)
-            .limit(limit)
-            .into_tuple()
-            .all(&self.db)
-            .await
+            .await?)
     }
 
     /// The earliest future wake-up among unfinished workflows.
-    pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
-        let open = [Status::Pending, Status::Retrying].map(|s| s.as_str());
+    pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        use sea_orm::QuerySelect;
+        let open = [Status::Pending, Status::Running, Status::Retrying].map(|s| s.as_str());
         let next: Option<Option<DateTime<Utc>>> = workflow::Entity::find()
             .select_only()
             .column(workflow::Column::WakeAt)
@@ -216,96 +250,54 @@ impl Store {
         Ok(next.flatten())
     }
 
-    /// Claims a workflow for `owner` until `until`, if nobody holds it.
-    pub async fn claim(
-        &self,
-        id: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, DbErr> {
-        let result = workflow::Entity::update_many()
-            .col_expr(workflow::Column::LeaseOwner, Expr::value(owner))
-            .col_expr(workflow::Column::LeaseUntil, Expr::value(until))
-            .filter(workflow::Column::Id.eq(id))
-            .filter(
-                workflow::Column::LeaseUntil
-                    .is_null()
-                    .or(workflow::Column::LeaseUntil.lt(now))
-                    .or(workflow::Column::LeaseOwner.eq(owner)),
-            )
-            .exec(&self.db)
+    /// Whether any unfinished workflow could be claimed now (due and not leased).
+    pub async fn any_due(&self) -> Result<bool, StoreError> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT id FROM workflows WHERE {due} LIMIT 1",
+            due = leases::due_condition(d)
+        );
+        Ok(self.db.query_one(d.stmt(&sql, vec![])).await?.is_some())
+    }
+
+    /// Asks the worker running a workflow to cancel it at its next step boundary; `false`
+    /// when the workflow has already ended.
+    pub async fn request_cancel(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let d = self.dialect();
+        let done = self
+            .db
+            .execute(d.stmt(
+                "UPDATE workflows SET cancel_requested_by = $1 \
+                 WHERE id = $2 AND state IN ('pending', 'running', 'retrying')",
+                vec![by.into(), id.into()],
+            ))
             .await?;
-        Ok(result.rows_affected == 1)
-    }
-
-    /// Extends every claim `owner` holds.
-    pub async fn renew(&self, owner: &str, until: DateTime<Utc>) -> Result<(), DbErr> {
-        workflow::Entity::update_many()
-            .col_expr(workflow::Column::LeaseUntil, Expr::value(until))
-            .filter(workflow::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
-            .await
-            .map(drop)
-    }
-
-    /// Gives a claim back.
-    pub async fn release(&self, id: &str, owner: &str) -> Result<(), DbErr> {
-        workflow::Entity::update_many()
-            .col_expr(
-                workflow::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                workflow::Column::LeaseUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .filter(workflow::Column::Id.eq(id))
-            .filter(workflow::Column::LeaseOwner.eq(owner))
-            .exec(&self.db)
-            .await
-            .map(drop)
-    }
-
-    /// Keeps a workflow out of [`Store::due`] until `until` (after a run that stopped on an
-    /// error, so a persistent fault is not retried in a tight loop).
-    pub async fn defer(&self, id: &str, until: DateTime<Utc>) -> Result<(), DbErr> {
-        workflow::Entity::update_many()
-            .col_expr(workflow::Column::WakeAt, Expr::value(until))
-            .filter(workflow::Column::Id.eq(id))
-            .exec(&self.db)
-            .await
-            .map(drop)
-    }
-
-    /// Asks the worker running a workflow to cancel it at the next step boundary.
-    pub async fn request_cancel(&self, id: &str, by: &str) -> Result<(), DbErr> {
-        workflow::Entity::update_many()
-            .col_expr(workflow::Column::CancelRequestedBy, Expr::value(by))
-            .filter(workflow::Column::Id.eq(id))
-            .exec(&self.db)
-            .await
-            .map(drop)
+        Ok(done.rows_affected() == 1)
     }
 
     /// One workflow row.
-    pub async fn get(&self, id: &str) -> Result<Option<workflow::Model>, DbErr> {
-        workflow::Entity::find_by_id(id.to_string())
+    pub async fn get(&self, id: &str) -> Result<Option<workflow::Model>, StoreError> {
+        Ok(workflow::Entity::find_by_id(id.to_string())
             .one(&self.db)
-            .await
+            .await?)
+    }
+
+    /// A definition's source, by content hash.
+    pub async fn definition_source(&self, hash: &str) -> Result<String, StoreError> {
+        definition::Entity::find_by_id(hash.to_string())
+            .one(&self.db)
+            .await?
+            .map(|d| d.source)
+            .ok_or_else(|| StoreError::Corrupt(format!("definition {hash} is missing")))
     }
 
     /// A workflow with its state and definition.
-    pub async fn load(&self, id: &str) -> Result<Option<Loaded>, DbErr> {
+    pub async fn load(&self, id: &str) -> Result<Option<Loaded>, StoreError> {
         let Some(row) = self.get(id).await? else {
             return Ok(None);
         };
-        let state = serde_json::from_str(&row.state_json).map_err(json_err)?;
-        let definition_source = definition::Entity::find_by_id(row.definition_hash.clone())
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound(format!("definition {}", row.definition_hash)))?
-            .source;
+        let state = serde_json::from_str(&row.state_json)?;
+        let definition_source = self.definition_source(&row.definition_hash).await?;
         Ok(Some(Loaded {
             row,
             state,
@@ -314,177 +306,34 @@ impl Store {
     }
 
     /// Workflows, newest first, optionally only those in one state.
-    pub async fn list(&self, state: Option<Status>) -> Result<Vec<workflow::Model>, DbErr> {
+    pub async fn list(&self, state: Option<Status>) -> Result<Vec<workflow::Model>, StoreError> {
         let mut q = workflow::Entity::find()
             .order_by_desc(workflow::Column::CreatedAt)
             .order_by_desc(workflow::Column::Id);
         if let Some(s) = state {
             q = q.filter(workflow::Column::State.eq(s.as_str()));
         }
-        q.all(&self.db).await
+        Ok(q.all(&self.db).await?)
     }
 
     /// The workflows an event created.
-    pub async fn by_event(&self, event_id: &str) -> Result<Vec<workflow::Model>, DbErr> {
-        workflow::Entity::find()
+    pub async fn by_event(&self, event_id: &str) -> Result<Vec<workflow::Model>, StoreError> {
+        Ok(workflow::Entity::find()
             .filter(workflow::Column::EventId.eq(event_id))
             .order_by_asc(workflow::Column::Connection)
             .all(&self.db)
-            .await
+            .await?)
     }
 
     /// A workflow's trail, by position.
-    pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, DbErr> {
-        audit::Entity::find()
+    pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, StoreError> {
+        Ok(audit::Entity::find()
             .filter(audit::Column::WorkflowId.eq(id))
             .order_by_asc(audit::Column::Seq)
             .order_by_asc(audit::Column::Id)
             .all(&self.db)
-            .await
+            .await?)
     }
-
-    /// Appends records to a workflow's trail and stores its new state, atomically; an
-    /// outbox entry, if any, is written in the same transaction.
-    pub async fn append(
-        &self,
-        id: &str,
-        records: &[(DateTime<Utc>, Record)],
-        state: &State,
-        outbox_entry: Option<OutboxEntry>,
-    ) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
-        let row = lock_workflow(&txn, id).await?;
-        let (mut seq, mut prev) = last_link(&txn, id).await?;
-        let mut last_at = row.updated_at;
-        for (at, record) in records {
-            let at = chain::stored_time(*at);
-            seq += 1;
-            prev = insert_record(&txn, id, seq, &prev, at, record).await?;
-            last_at = at;
-        }
-        let mut active: workflow::ActiveModel = row.into();
-        active.state = Set(state.status.as_str().to_string());
-        active.outcome = Set(state.outcome.map(|o| o.as_str().to_string()));
-        active.error_code = Set(state.error_code.map(|c| c.as_str().to_string()));
-        active.error_message = Set(state.error_message.clone());
-        active.state_json = Set(serde_json::to_string(state).map_err(json_err)?);
-        active.trail_head = Set(prev);
-        active.wake_at = Set(state.wake_at);
-        active.updated_at = Set(last_at);
-        if state.status.is_final() {
-            active.finished_at = Set(Some(last_at));
-            active.cancel_requested_by = Set(None);
-        } else {
-            active.finished_at = Set(None);
-        }
-        active.update(&txn).await?;
-        if let Some(entry) = outbox_entry {
-            outbox::ActiveModel {
-                routing_key: Set(entry.routing_key),
-                body: Set(entry.body),
-                created_at: Set(last_at),
-                published_at: Set(None),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-        }
-        txn.commit().await
-    }
-
-    /// Appends a record that changes no state, leaving the stored state as it is.
-    pub async fn append_note(
-        &self,
-        id: &str,
-        at: DateTime<Utc>,
-        record: &Record,
-    ) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
-        lock_workflow(&txn, id).await?;
-        let (seq, prev) = last_link(&txn, id).await?;
-        let hash = insert_record(&txn, id, seq + 1, &prev, at, record).await?;
-        workflow::Entity::update_many()
-            .col_expr(workflow::Column::TrailHead, Expr::value(hash))
-            .filter(workflow::Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await
-    }
-
-    /// Outbox entries not yet published, oldest first.
-    pub async fn unpublished(&self, limit: u64) -> Result<Vec<outbox::Model>, DbErr> {
-        outbox::Entity::find()
-            .filter(outbox::Column::PublishedAt.is_null())
-            .order_by_asc(outbox::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await
-    }
-
-    /// Marks an outbox entry published.
-    pub async fn mark_published(&self, id: i64) -> Result<(), DbErr> {
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::PublishedAt, Expr::value(Utc::now()))
-            .filter(outbox::Column::Id.eq(id))
-            .exec(&self.db)
-            .await
-            .map(drop)
-    }
-}
-
-/// Reads a workflow row and, on PostgreSQL, locks it to the end of the transaction, so
-/// appends to one trail take turns (SQLite's single connection already serialises them).
-async fn lock_workflow(txn: &DatabaseTransaction, id: &str) -> Result<workflow::Model, DbErr> {
-    let mut query = workflow::Entity::find_by_id(id.to_string());
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    query
-        .one(txn)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("workflow {id}")))
-}
-
-/// The position and hash of a workflow's last record (0 and the genesis hash if none).
-async fn last_link(db: &impl ConnectionTrait, id: &str) -> Result<(i32, String), DbErr> {
-    let last: Option<(i32, String)> = audit::Entity::find()
-        .select_only()
-        .column(audit::Column::Seq)
-        .column(audit::Column::Hash)
-        .filter(audit::Column::WorkflowId.eq(id))
-        .order_by_desc(audit::Column::Seq)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(last.unwrap_or((0, GENESIS.to_string())))
-}
-
-/// Inserts one chained record; returns its hash.
-async fn insert_record(
-    db: &impl ConnectionTrait,
-    id: &str,
-    seq: i32,
-    prev: &str,
-    at: DateTime<Utc>,
-    record: &Record,
-) -> Result<String, DbErr> {
-    let at = chain::stored_time(at);
-    let body = serde_json::to_string(record).map_err(json_err)?;
-    let hash = chain::link(prev, seq, at, &body);
-    audit::ActiveModel {
-        workflow_id: Set(id.to_string()),
-        seq: Set(seq),
-        at: Set(at),
-        kind: Set(record.kind().to_string()),
-        step: Set(record.step().map(|s| s as i32)),
-        body: Set(body),
-        prev_hash: Set(prev.to_string()),
-        hash: Set(hash.clone()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?;
-    Ok(hash)
 }
 
 async fn save_definition(
@@ -515,7 +364,7 @@ fn row_for(
     wf: &NewWorkflow,
     head: &str,
     now: DateTime<Utc>,
-) -> Result<workflow::ActiveModel, DbErr> {
+) -> Result<workflow::ActiveModel, StoreError> {
     let r = &wf.state.request;
     Ok(workflow::ActiveModel {
         id: Set(wf.id.clone()),
@@ -530,11 +379,13 @@ fn row_for(
         error_code: Set(None),
         error_message: Set(None),
         definition_hash: Set(wf.definition.hash.clone()),
-        state_json: Set(serde_json::to_string(&wf.state).map_err(json_err)?),
+        state_json: Set(serde_json::to_string(&wf.state)?),
         trail_head: Set(head.to_string()),
+        trail_seq: Set(1),
         wake_at: Set(wf.state.wake_at),
         lease_owner: Set(None),
         lease_until: Set(None),
+        lease_epoch: Set(0),
         cancel_requested_by: Set(None),
         created_at: Set(now),
         updated_at: Set(now),

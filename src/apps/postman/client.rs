@@ -424,6 +424,17 @@ impl Client {
         Ok(client)
     }
 
+    /// Shares the request budget (one for the API and SCIM calls together) with every
+    /// process on the connection.
+    pub fn share_budget(
+        &self,
+        budget: &str,
+        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
+    ) {
+        self.api.share_budget(budget, source.clone());
+        self.scim.share_budget(budget, source);
+    }
+
     /// Which key SCIM calls send, for messages (never the key itself).
     pub fn scim_key_source(&self) -> &str {
         &self.scim_key_source

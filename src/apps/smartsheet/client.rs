@@ -121,6 +121,15 @@ impl Client {
         Ok(Client { http })
     }
 
+    /// Shares the request budget with every process on the connection.
+    pub fn share_budget(
+        &self,
+        budget: &str,
+        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
+    ) {
+        self.http.share_budget(budget, source);
+    }
+
     async fn send(
         &self,
         method: Method,

@@ -1,0 +1,207 @@
+//! Drives one leased workflow: ask [`machine::next`] what to do, persist the record that
+//! says so, perform the action, persist its result. A step's result and whatever follows
+//! it (the next step's start, the end) commit together, with the step's API-call records,
+//! so a step costs one write transaction; the start of a step is durable before any call
+//! it makes, so a process killed at any point resumes from the last commit.
+//!
+//! Every commit presents the lease; when another process has claimed the workflow since,
+//! the commit is refused and the drive stops before its next effect.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::engine::{Engine, EngineError};
+use super::outbound;
+use crate::apps::http::{CallLog, CallRecord};
+use crate::apps::ActionContext;
+use crate::domain::chain::stored_time;
+use crate::domain::definition::Definition;
+use crate::domain::machine::{self, Next, Record, State};
+use crate::store::{Claim, Lease, TrailEnd};
+
+/// One leased workflow and what its driver knows of it.
+pub(super) struct Runner<'e> {
+    engine: &'e Engine,
+    pub id: String,
+    pub lease: Lease,
+    end: TrailEnd,
+    def: Arc<Definition>,
+    pub state: State,
+    /// A cancel request not answered yet.
+    cancel_by: Option<String>,
+}
+
+impl<'e> Runner<'e> {
+    /// A runner for a fresh claim.
+    pub async fn new(engine: &'e Engine, claim: Claim) -> Result<Runner<'e>, EngineError> {
+        let def = engine.definition(&claim.definition_hash).await?;
+        Ok(Runner {
+            engine,
+            id: claim.id,
+            lease: claim.lease,
+            end: claim.end,
+            def,
+            state: claim.state,
+            cancel_by: claim.cancel_requested_by,
+        })
+    }
+
+    /// Drives the workflow as far as it can go now: to its end, a durable timer, or a
+    /// stop of the process. Returns its state afterwards.
+    pub async fn run(mut self) -> Result<State, EngineError> {
+        // Records decided but not committed yet, and the time their decision used.
+        let mut records: Vec<Record> = Vec::new();
+        let mut at = stored_time(Utc::now());
+        loop {
+            let preview = self.preview(&records, at)?;
+            let (more, start) = self.boundary(&preview, at);
+            records.extend(more);
+            if records.is_empty() {
+                return Ok(self.state);
+            }
+            self.commit(std::mem::take(&mut records), at).await?;
+            match start {
+                Some((step, attempt)) => (records, at) = self.perform(step, attempt).await,
+                None => at = stored_time(Utc::now()),
+            }
+        }
+    }
+
+    /// What to record at a step boundary in `state`, and the step attempt it starts.
+    fn boundary(&self, state: &State, now: DateTime<Utc>) -> (Vec<Record>, Option<(usize, u32)>) {
+        let refused = || {
+            self.cancel_by
+                .clone()
+                .map(|by| Record::CancelRefused { by })
+        };
+        match machine::next(state, &self.def, now) {
+            Next::Done => (refused().into_iter().collect(), None),
+            Next::Sleep(_) => (Vec::new(), None),
+            Next::Complete(outcome) => {
+                info!(outcome = outcome.as_str(), "workflow completed");
+                let mut v = vec![Record::Completed { outcome }];
+                v.extend(refused());
+                (v, None)
+            }
+            Next::Fail(code, message) => {
+                warn!(%code, message = %message.escape_debug(), "workflow failed");
+                let mut v = vec![Record::Failed { code, message }];
+                v.extend(refused());
+                (v, None)
+            }
+            Next::Run { .. } if self.cancel_by.is_some() => {
+                let by = self.cancel_by.clone().unwrap_or_default();
+                info!(by = %by.escape_debug(), "workflow cancelled at a step boundary");
+                (vec![Record::Cancelled { by }], None)
+            }
+            Next::Run { .. } if self.engine.is_stopping() => (Vec::new(), None),
+            Next::Run { step, attempt } => (
+                vec![Record::StepStarted { step, attempt }],
+                Some((step, attempt)),
+            ),
+        }
+    }
+
+    /// The state after `records`, not yet committed.
+    fn preview(&self, records: &[Record], at: DateTime<Utc>) -> Result<State, EngineError> {
+        let mut next = self.state.clone();
+        for record in records {
+            next = machine::apply(&next, &self.def, record, at)
+                .map_err(|v| EngineError::Corrupt(format!("workflow {}: {v}", self.id)))?;
+        }
+        Ok(next)
+    }
+
+    /// Applies records through the machine and persists them with the new state under the
+    /// lease; a completion event goes to the outbox in the same transaction.
+    pub async fn commit(
+        &mut self,
+        records: Vec<Record>,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let next = self.preview(&records, at)?;
+        let outbox =
+            outbound::completion(&self.id, &next).filter(|_| !self.state.status.is_final());
+        let stamped: Vec<(DateTime<Utc>, Record)> = records.into_iter().map(|r| (at, r)).collect();
+        let appended = self
+            .engine
+            .store
+            .append(
+                &self.id,
+                &self.lease,
+                &self.end,
+                &stamped,
+                &next,
+                outbox,
+                self.engine.lease_secs(),
+            )
+            .await?;
+        self.end = appended.end;
+        self.state = next;
+        self.cancel_by = appended.cancel_requested_by;
+        if let Some(pending) = appended.outbox {
+            self.engine.publish_soon(pending);
+        }
+        Ok(())
+    }
+
+    /// Runs one attempt of a step; returns its API-call records and its result record, and
+    /// the time the result was decided at.
+    async fn perform(&self, step: usize, attempt: u32) -> (Vec<Record>, DateTime<Utc>) {
+        let spec = &self.def.steps[step];
+        info!(step = %spec.name, attempt, action = %spec.action, "step started");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let result = match self.engine.client(&self.state.request.connection).await {
+            Err(e) => Err(e),
+            Ok(client) => {
+                let log = CallLog::new(tx);
+                let ctx = ActionContext {
+                    request: &self.state.request,
+                    facts: &self.state.facts,
+                    calls: &log,
+                };
+                client.perform(&spec.action, &ctx).await
+            }
+        };
+        match &result {
+            Ok(out) => {
+                info!(step = %spec.name, summary = %out.summary.escape_debug(), "step succeeded")
+            }
+            Err(e) => {
+                warn!(step = %spec.name, code = %e.code, retryable = e.retryable, message = %e.message.escape_debug(), "step failed")
+            }
+        }
+        let mut records = Vec::new();
+        while let Ok(call) = rx.try_recv() {
+            records.push(api_call(step, attempt, call));
+        }
+        let jitter: f64 = rand::rng().random();
+        let now = stored_time(Utc::now());
+        records.push(machine::step_result(
+            &self.state,
+            &self.def,
+            step,
+            attempt,
+            result,
+            now,
+            jitter,
+        ));
+        (records, now)
+    }
+}
+
+fn api_call(step: usize, attempt: u32, call: CallRecord) -> Record {
+    Record::ApiCall {
+        step,
+        attempt,
+        method: call.method,
+        path: call.path,
+        status: call.status,
+        error_code: call.error_code,
+        duration_ms: call.duration_ms,
+    }
+}

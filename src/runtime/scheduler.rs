@@ -1,0 +1,224 @@
+//! The scheduler: claims due workflows (one statement, fresh leases), hands each claim to
+//! a runner task, renews the leases of the drives in flight — and only those — and
+//! sleeps until the next timer, an accepted event or a finished drive.
+//!
+//! A process never holds two drives of one workflow: a claim only succeeds on a workflow
+//! no live lease holds, and this process's own leases are live while it drives them. A
+//! drive that ends in any way (success, error, panic) leaves the in-flight set, so its
+//! lease is released or, if the release cannot be written, lapses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn, Instrument};
+
+use super::engine::{Engine, EngineError};
+use super::runner::Runner;
+use crate::domain::machine::State;
+use crate::store::{Claim, Lease};
+
+/// Removes a workflow from the in-flight set when its drive ends, however it ends.
+struct InFlight<'e> {
+    engine: &'e Engine,
+    id: String,
+}
+
+impl<'e> InFlight<'e> {
+    fn enter(engine: &'e Engine, id: &str) -> InFlight<'e> {
+        engine
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(id.to_string());
+        InFlight {
+            engine,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.engine.in_flight.lock() {
+            set.remove(&self.id);
+        }
+    }
+}
+
+impl Engine {
+    /// Drives a claimed workflow, then gives its lease back. A lost lease stops the drive
+    /// with nothing more written; any other error defers the workflow for 30 s.
+    pub async fn drive(&self, claim: Claim) -> Result<State, EngineError> {
+        let id = claim.id.clone();
+        let lease = claim.lease.clone();
+        let _in_flight = InFlight::enter(self, &id);
+        let result = async { Runner::new(self, claim).await?.run().await }
+            .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
+            .await;
+        match &result {
+            Ok(_) => self.release(&id, &lease, None).await,
+            Err(e) if e.is_lease_lost() => {
+                warn!(workflow = %id, epoch = lease.epoch, "lease lost: another worker has claimed the workflow; this drive stops");
+            }
+            Err(e) => {
+                warn!(workflow = %id, error = %e, "workflow run stopped; looking again in 30 s");
+                let later = chrono::Utc::now() + chrono::Duration::seconds(30);
+                self.release(&id, &lease, Some(later)).await;
+            }
+        }
+        result
+    }
+
+    async fn release(&self, id: &str, lease: &Lease, defer: Option<chrono::DateTime<chrono::Utc>>) {
+        if let Err(e) = self.store.release(id, lease, defer).await {
+            // Not renewed any more, the lease lapses and any process may claim it.
+            warn!(workflow = %id, error = %e, "could not release a lease; it will lapse");
+        }
+    }
+
+    /// Drives one workflow as far as it can go now; returns its state afterwards, or
+    /// `None` when another worker holds it.
+    pub async fn run_one(&self, id: &str) -> Result<Option<State>, EngineError> {
+        match self
+            .store
+            .claim(id, &self.worker_id, self.lease_secs())
+            .await?
+        {
+            Some(claim) => self.drive(claim).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims and drives every due workflow, at most `max_concurrent_workflows` at once,
+    /// until none is due now. Returns how many drives ran.
+    pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let limit = self.config().max_concurrent_workflows.max(1);
+        let mut count = 0;
+        loop {
+            let claims = self
+                .store
+                .claim_due(&self.worker_id, self.lease_secs(), limit)
+                .await?;
+            if claims.is_empty() {
+                return Ok(count);
+            }
+            count += claims.len();
+            let mut tasks = tokio::task::JoinSet::new();
+            for claim in claims {
+                let engine = self.clone();
+                tasks.spawn(async move {
+                    let _ = engine.drive(claim).await;
+                });
+            }
+            tasks.join_all().await;
+        }
+    }
+
+    /// Runs workflows until every one is final or waiting past `horizon` from now.
+    pub async fn run_until_settled(self: &Arc<Self>, horizon: Duration) -> Result<(), EngineError> {
+        let deadline = chrono::Utc::now() + chrono::Duration::from_std(horizon).unwrap_or_default();
+        loop {
+            self.run_due().await?;
+            match self.store.next_wake().await? {
+                Some(at) if at <= deadline => {
+                    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
+                }
+                _ if self.store.any_due().await? => {}
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The serve loop: claims due workflows as permits free up, keeps the leases of the
+    /// drives in flight alive, stops when `shutdown` turns true (in-flight steps finish
+    /// first; no new step starts).
+    pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
+        let permits = Arc::new(Semaphore::new(
+            self.config().max_concurrent_workflows.max(1),
+        ));
+        let mut running = tokio::task::JoinSet::new();
+        while !*shutdown.borrow() {
+            while running.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            let mut full = false;
+            match self
+                .store
+                .claim_due(&self.worker_id, self.lease_secs(), free)
+                .await
+            {
+                Ok(claims) => {
+                    full = free > 0 && claims.len() == free;
+                    for claim in claims {
+                        let permit = permits
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("claimed no more than the free permits");
+                        let engine = self.clone();
+                        running.spawn(async move {
+                            let _permit = permit;
+                            let _ = engine.drive(claim).await;
+                        });
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not claim due workflows"),
+            }
+            // More may be due: look again as soon as a drive ends. Otherwise sleep until
+            // the next timer (other processes' new events are seen within a second).
+            let nap = if full {
+                Duration::from_secs(1)
+            } else {
+                match self.store.next_wake().await {
+                    Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+                    _ => Duration::from_secs(1),
+                }
+                .clamp(Duration::from_millis(20), Duration::from_secs(1))
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = running.join_next(), if !running.is_empty() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        info!(
+            in_flight = running.len(),
+            "stopping: letting in-flight steps finish"
+        );
+        running.join_all().await;
+        heartbeat.abort();
+    }
+
+    /// Renews, every third of a lease, the leases of the drives in flight.
+    async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let ids: Vec<String> = self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .iter()
+                .cloned()
+                .collect();
+            match self
+                .store
+                .renew(&self.worker_id, &ids, self.lease_secs())
+                .await
+            {
+                Ok(n) if (n as usize) < ids.len() => {
+                    warn!(
+                        in_flight = ids.len(),
+                        renewed = n,
+                        "some leases were taken over; their drives stop at their next write"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "could not renew workflow leases"),
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Request budgets shared by every process on one connection: each connection has one row
+//! holding the time of its next free request slot. Taking a slot is a single upsert on the
+//! database's clock that moves the slot on by one interval, so N processes together send
+//! no more than `requests_per_minute`.
+
+use std::time::Duration;
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Takes the next request slot of `connection`, slots being `interval` apart; returns
+    /// how long to wait for it.
+    pub async fn take_request_slot(
+        &self,
+        connection: &str,
+        interval: Duration,
+    ) -> Result<Duration, StoreError> {
+        use sea_orm::ConnectionTrait;
+        let d = self.dialect();
+        let now = d.now_micros();
+        let sql = format!(
+            "INSERT INTO request_budgets AS b (connection, next_slot_us) VALUES ($1, {now} + $2) \
+             ON CONFLICT (connection) DO UPDATE \
+             SET next_slot_us = {greatest}(b.next_slot_us, {now}) + $2 \
+             RETURNING next_slot_us - $2 - {now} AS wait_us",
+            greatest = d.greatest(),
+        );
+        let row = self
+            .db
+            .query_one(d.stmt(
+                &sql,
+                vec![connection.into(), (interval.as_micros() as i64).into()],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the budget upsert returned no row".into()))?;
+        let wait: i64 = row.try_get("", "wait_us")?;
+        Ok(Duration::from_micros(wait.max(0) as u64))
+    }
+}

@@ -1,0 +1,413 @@
+//! Leases: who may drive a workflow, and the fenced appends that drive it.
+//!
+//! A claim is one statement using the database's clock: it hands a fresh lease (owner and
+//! an epoch one higher than the last) on workflows no live lease holds, skipping rows
+//! another claimer is taking (`FOR UPDATE SKIP LOCKED`; SQLite has one writer at a time).
+//! Every append is a compare-and-set on (owner, epoch, trail position): when another
+//! process has claimed the workflow since, it is refused with
+//! [`StoreError::LeaseLost`](super::StoreError::LeaseLost) and nothing is written; when
+//! only a note (a duplicate delivery) moved the trail on, it is chained after the note.
+//! Each append also extends the lease, so a holder that writes is never overtaken.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, TransactionTrait, Value};
+
+use super::entities::audit;
+use super::outbox::{self, OutboxEntry};
+use super::sql::{storable, Dialect};
+use super::{Store, StoreError};
+use crate::domain::chain;
+use crate::domain::machine::{Record, State};
+
+/// The right to drive one workflow: handed out by a claim, presented by every write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The process (worker id) that holds it.
+    pub owner: String,
+    /// Which claim of the workflow this is; a later claim makes earlier leases stale.
+    pub epoch: i64,
+}
+
+/// Where a workflow's trail ends: the position and hash the next record chains to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrailEnd {
+    /// Position of the last record, from 1.
+    pub seq: i32,
+    /// Its hash.
+    pub head: String,
+}
+
+/// A workflow claimed for driving, with what the driver needs to start.
+#[derive(Debug)]
+pub struct Claim {
+    /// The workflow.
+    pub id: String,
+    /// The lease to present.
+    pub lease: Lease,
+    /// Where its trail ends.
+    pub end: TrailEnd,
+    /// Its state.
+    pub state: State,
+    /// The content hash of its definition.
+    pub definition_hash: String,
+    /// Who asked to cancel it, if anyone has.
+    pub cancel_requested_by: Option<String>,
+}
+
+/// What an append left behind.
+#[derive(Debug)]
+pub struct Appended {
+    /// The trail's new end.
+    pub end: TrailEnd,
+    /// Who asked to cancel the workflow and has no answer yet (read in the same statement).
+    pub cancel_requested_by: Option<String>,
+    /// The outbox entry written with it, for the writer to publish at once.
+    pub outbox: Option<outbox::Pending>,
+}
+
+/// The SQL condition of a workflow that may be claimed by the scheduler now.
+pub(crate) fn due_condition(d: Dialect) -> String {
+    let now = d.now();
+    format!(
+        "state IN ('pending', 'running', 'retrying') \
+         AND (wake_at IS NULL OR wake_at <= {now}) \
+         AND (lease_until IS NULL OR lease_until < {now})"
+    )
+}
+
+const CLAIM_RETURNING: &str =
+    "id, lease_epoch, trail_seq, trail_head, state_json, definition_hash, cancel_requested_by";
+
+fn claim_from(row: &QueryResult, owner: &str) -> Result<Claim, StoreError> {
+    let state_json: String = row.try_get("", "state_json")?;
+    Ok(Claim {
+        id: row.try_get("", "id")?,
+        lease: Lease {
+            owner: owner.to_string(),
+            epoch: row.try_get("", "lease_epoch")?,
+        },
+        end: TrailEnd {
+            seq: row.try_get("", "trail_seq")?,
+            head: row.try_get("", "trail_head")?,
+        },
+        state: serde_json::from_str(&state_json)?,
+        definition_hash: row.try_get("", "definition_hash")?,
+        cancel_requested_by: row.try_get("", "cancel_requested_by")?,
+    })
+}
+
+impl Store {
+    /// Claims up to `limit` due workflows for `owner` for `lease_secs`, oldest first.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        lease_secs: f64,
+        limit: usize,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, \
+             lease_until = {until} \
+             WHERE id IN (SELECT id FROM workflows WHERE {due} \
+                          ORDER BY created_at LIMIT $2 {lock}) \
+             RETURNING {CLAIM_RETURNING}",
+            until = d.later(lease_secs),
+            due = due_condition(d),
+            lock = d.skip_locked(),
+        );
+        let rows = self
+            .db
+            .query_all(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
+            .await?;
+        rows.iter().map(|r| claim_from(r, owner)).collect()
+    }
+
+    /// Claims one workflow, whatever its state, if no live lease holds it (an operator's
+    /// retry or cancel goes through the same fence as a worker).
+    pub async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_secs: f64,
+    ) -> Result<Option<Claim>, StoreError> {
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, \
+             lease_until = {until} \
+             WHERE id = $2 AND (lease_until IS NULL OR lease_until < {now}) \
+             RETURNING {CLAIM_RETURNING}",
+            until = d.later(lease_secs),
+            now = d.now(),
+        );
+        let row = self
+            .db
+            .query_one(d.stmt(&sql, vec![owner.into(), id.into()]))
+            .await?;
+        row.map(|r| claim_from(&r, owner)).transpose()
+    }
+
+    /// Extends the leases `owner` holds on `ids` (the drives it has in flight, and no
+    /// others); returns how many were extended.
+    pub async fn renew(
+        &self,
+        owner: &str,
+        ids: &[String],
+        lease_secs: f64,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let d = self.dialect();
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE workflows SET lease_until = {until} WHERE lease_owner = $1 AND id IN ({})",
+            list.join(", "),
+            until = d.later(lease_secs),
+        );
+        let mut values: Vec<Value> = vec![owner.into()];
+        values.extend(ids.iter().map(|i| i.as_str().into()));
+        Ok(self.db.execute(d.stmt(&sql, values)).await?.rows_affected())
+    }
+
+    /// Gives a lease back; with `defer_until`, the workflow is not due before then (a run
+    /// that stopped on an error is not retried in a tight loop).
+    pub async fn release(
+        &self,
+        id: &str,
+        lease: &Lease,
+        defer_until: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let d = self.dialect();
+        let defer = if defer_until.is_some() {
+            ", wake_at = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer} \
+             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3"
+        );
+        let mut values: Vec<Value> =
+            vec![id.into(), lease.owner.as_str().into(), lease.epoch.into()];
+        if let Some(at) = defer_until {
+            values.push(at.into());
+        }
+        self.db.execute(d.stmt(&sql, values)).await?;
+        Ok(())
+    }
+
+    /// Appends records (each with its time) to a workflow's trail and stores its new state,
+    /// atomically, if `lease` still holds; an outbox entry, if any, is written with them.
+    /// `end` is where the holder believes the trail ends.
+    pub async fn append(
+        &self,
+        id: &str,
+        lease: &Lease,
+        end: &TrailEnd,
+        records: &[(DateTime<Utc>, Record)],
+        state: &State,
+        outbox_entry: Option<OutboxEntry>,
+        lease_secs: f64,
+    ) -> Result<Appended, StoreError> {
+        let clear_cancel = records
+            .iter()
+            .any(|(_, r)| matches!(r, Record::Cancelled { .. } | Record::CancelRefused { .. }));
+        let mut end = end.clone();
+        // A note appended by a non-holder (a duplicate delivery) moves the trail on; the
+        // holder then chains after it. Bounded: notes are rare.
+        for _ in 0..8 {
+            match self
+                .try_append(
+                    id,
+                    lease,
+                    &end,
+                    records,
+                    state,
+                    &outbox_entry,
+                    lease_secs,
+                    clear_cancel,
+                )
+                .await?
+            {
+                Ok(appended) => return Ok(appended),
+                Err(moved) => end = moved,
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "workflow {id}: the trail kept moving under its lease holder"
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_append(
+        &self,
+        id: &str,
+        lease: &Lease,
+        end: &TrailEnd,
+        records: &[(DateTime<Utc>, Record)],
+        state: &State,
+        outbox_entry: &Option<OutboxEntry>,
+        lease_secs: f64,
+        clear_cancel: bool,
+    ) -> Result<Result<Appended, TrailEnd>, StoreError> {
+        let d = self.dialect();
+        // Chain the records first: the row update carries the new head.
+        let mut links = Vec::with_capacity(records.len());
+        let (mut seq, mut prev) = (end.seq, end.head.clone());
+        let mut last_at = None;
+        for (at, record) in records {
+            let at = chain::stored_time(*at);
+            let body = serde_json::to_string(record)?;
+            seq += 1;
+            let hash = chain::link(&prev, seq, at, &body);
+            links.push((seq, prev.clone(), at, record, body, hash.clone()));
+            prev = hash;
+            last_at = Some(at);
+        }
+        let updated_at = last_at.unwrap_or_else(|| chain::stored_time(Utc::now()));
+        let finished = state.status.is_final();
+        let txn = self.db.begin().await?;
+        let sql = format!(
+            "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
+             state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
+             finished_at = $10, lease_until = {until}{cancel} \
+             WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
+             RETURNING cancel_requested_by",
+            until = d.later(lease_secs),
+            cancel = if clear_cancel {
+                ", cancel_requested_by = NULL"
+            } else {
+                ""
+            },
+        );
+        let values: Vec<Value> = vec![
+            state.status.as_str().into(),
+            state.outcome.map(|o| o.as_str().to_string()).into(),
+            state.error_code.map(|c| c.as_str().to_string()).into(),
+            state.error_message.as_deref().map(storable).into(),
+            serde_json::to_string(state)?.into(),
+            prev.clone().into(),
+            seq.into(),
+            state.wake_at.into(),
+            updated_at.into(),
+            (finished.then_some(updated_at)).into(),
+            id.into(),
+            lease.owner.as_str().into(),
+            lease.epoch.into(),
+            end.seq.into(),
+        ];
+        let Some(row) = txn.query_one(d.stmt(&sql, values)).await? else {
+            txn.rollback().await?;
+            return self.why_refused(id, lease).await.map(Err);
+        };
+        // A pending cancel request stays until a `cancelled` or `cancel_refused` record
+        // answers it, so one asked during the last step is seen here and answered.
+        let cancel_requested_by: Option<String> = row.try_get("", "cancel_requested_by")?;
+        if !links.is_empty() {
+            audit::Entity::insert_many(links.iter().map(|(seq, prev, at, record, body, hash)| {
+                audit_row(id, *seq, prev, *at, record, body, hash)
+            }))
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let outbox = match outbox_entry {
+            Some(entry) => Some(outbox::insert(&txn, d, entry, &lease.owner, updated_at).await?),
+            None => None,
+        };
+        txn.commit().await?;
+        Ok(Ok(Appended {
+            end: TrailEnd { seq, head: prev },
+            cancel_requested_by,
+            outbox,
+        }))
+    }
+
+    /// After a refused compare-and-set: the lease is gone, or only the trail moved on.
+    async fn why_refused(&self, id: &str, lease: &Lease) -> Result<TrailEnd, StoreError> {
+        let row = self.get(id).await?.ok_or(StoreError::LeaseLost)?;
+        if row.lease_owner.as_deref() != Some(lease.owner.as_str())
+            || row.lease_epoch != lease.epoch
+        {
+            return Err(StoreError::LeaseLost);
+        }
+        Ok(TrailEnd {
+            seq: row.trail_seq,
+            head: row.trail_head,
+        })
+    }
+
+    /// Appends a record that changes no state (a note for auditors), whoever holds the
+    /// workflow: the row is locked by moving its trail position first.
+    pub async fn append_note(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        record: &Record,
+    ) -> Result<(), StoreError> {
+        let d = self.dialect();
+        let txn = self.db.begin().await?;
+        let row = txn
+            .query_one(d.stmt(
+                "UPDATE workflows SET trail_seq = trail_seq + 1 WHERE id = $1 \
+                 RETURNING trail_seq, trail_head",
+                vec![id.into()],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("workflow {id} vanished")))?;
+        let seq: i32 = row.try_get("", "trail_seq")?;
+        let prev: String = row.try_get("", "trail_head")?;
+        let hash = insert_record(&txn, id, seq, &prev, at, record).await?;
+        txn.execute(d.stmt(
+            "UPDATE workflows SET trail_head = $1 WHERE id = $2",
+            vec![hash.into(), id.into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// Inserts one chained record; returns its hash.
+pub(crate) async fn insert_record(
+    db: &impl ConnectionTrait,
+    id: &str,
+    seq: i32,
+    prev: &str,
+    at: DateTime<Utc>,
+    record: &Record,
+) -> Result<String, StoreError> {
+    let at = chain::stored_time(at);
+    let body = serde_json::to_string(record)?;
+    let hash = chain::link(prev, seq, at, &body);
+    audit::Entity::insert(audit_row(id, seq, prev, at, record, &body, &hash))
+        .exec_without_returning(db)
+        .await?;
+    Ok(hash)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_row(
+    id: &str,
+    seq: i32,
+    prev: &str,
+    at: DateTime<Utc>,
+    record: &Record,
+    body: &str,
+    hash: &str,
+) -> audit::ActiveModel {
+    use sea_orm::Set;
+    audit::ActiveModel {
+        workflow_id: Set(id.to_string()),
+        seq: Set(seq),
+        at: Set(at),
+        kind: Set(record.kind().to_string()),
+        step: Set(record.step().map(|s| s as i32)),
+        body: Set(body.to_string()),
+        prev_hash: Set(prev.to_string()),
+        hash: Set(hash.to_string()),
+        ..Default::default()
+    }
+}

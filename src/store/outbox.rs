@@ -1,0 +1,133 @@
+//! The outbox: `workflow.completed` / `workflow.failed` events written in the same
+//! transaction as the record that ended the workflow, then published with confirms.
+//!
+//! Each entry is claimed: first by the process that wrote it, which publishes it right
+//! after its commit; if that process dies or cannot publish, its claim lapses and a
+//! sweeper in any process claims it (`FOR UPDATE SKIP LOCKED`). An entry is deleted once
+//! the broker confirms it, so in normal operation each is published once, however many
+//! processes run.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
+
+use super::sql::Dialect;
+use super::{Store, StoreError};
+
+/// How long a claim on an entry holds before a sweeper may take it.
+const CLAIM_SECS: f64 = 30.0;
+
+/// An event to publish once the transaction that decided it commits.
+#[derive(Clone, Debug)]
+pub struct OutboxEntry {
+    /// AMQP routing key.
+    pub routing_key: String,
+    /// CloudEvents JSON.
+    pub body: String,
+}
+
+/// A stored entry, claimed by the process holding it.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// Row id.
+    pub id: i64,
+    /// What to publish.
+    pub entry: OutboxEntry,
+}
+
+fn pending_from(row: &QueryResult) -> Result<Pending, DbErr> {
+    Ok(Pending {
+        id: row.try_get("", "id")?,
+        entry: OutboxEntry {
+            routing_key: row.try_get("", "routing_key")?,
+            body: row.try_get("", "body")?,
+        },
+    })
+}
+
+/// Writes an entry claimed by `owner` (inside the caller's transaction).
+pub(crate) async fn insert(
+    db: &impl ConnectionTrait,
+    d: Dialect,
+    entry: &OutboxEntry,
+    owner: &str,
+    at: DateTime<Utc>,
+) -> Result<Pending, DbErr> {
+    let sql = format!(
+        "INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
+         VALUES ($1, $2, $3, $4, {until}) RETURNING id, routing_key, body",
+        until = d.later(CLAIM_SECS),
+    );
+    let row = db
+        .query_one(d.stmt(
+            &sql,
+            vec![
+                entry.routing_key.as_str().into(),
+                entry.body.as_str().into(),
+                at.into(),
+                owner.into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the outbox insert returned no row".into()))?;
+    pending_from(&row)
+}
+
+impl Store {
+    /// Renews `owner`'s claim on an entry just before publishing it; `false` when a
+    /// sweeper took it over (it then publishes it, not us).
+    pub async fn reclaim_outbox(&self, id: i64, owner: &str) -> Result<bool, StoreError> {
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE outbox SET claimed_until = {until} WHERE id = $1 AND claimed_by = $2",
+            until = d.later(CLAIM_SECS),
+        );
+        let done = self
+            .db
+            .execute(d.stmt(&sql, vec![id.into(), owner.into()]))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims up to `limit` entries whose claim lapsed (their writer died or could not
+    /// publish), oldest first.
+    pub async fn sweep_outbox(&self, owner: &str, limit: u64) -> Result<Vec<Pending>, StoreError> {
+        let d = self.dialect();
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = {until} \
+             WHERE id IN (SELECT id FROM outbox \
+                          WHERE claimed_until IS NULL OR claimed_until < {now} \
+                          ORDER BY id LIMIT $2 {lock}) \
+             RETURNING id, routing_key, body",
+            until = d.later(CLAIM_SECS),
+            now = d.now(),
+            lock = d.skip_locked(),
+        );
+        let rows = self
+            .db
+            .query_all(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
+            .await?;
+        Ok(rows.iter().map(pending_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Removes an entry the broker confirmed.
+    pub async fn delete_outbox(&self, id: i64) -> Result<(), StoreError> {
+        let d = self.dialect();
+        self.db
+            .execute(d.stmt("DELETE FROM outbox WHERE id = $1", vec![id.into()]))
+            .await?;
+        Ok(())
+    }
+
+    /// How many entries wait to be published (for tests and operators).
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let d = self.dialect();
+        let row = self
+            .db
+            .query_one(d.stmt("SELECT COUNT(*) AS n FROM outbox", vec![]))
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0) as u64)
+    }
+}

@@ -1,0 +1,104 @@
+//! The few statements written as SQL rather than through sea-orm's builders: claims with
+//! `FOR UPDATE SKIP LOCKED`, compare-and-set appends and upserts that read the database's
+//! own clock. This module hides what differs between PostgreSQL and SQLite.
+
+use sea_orm::{DbBackend, Statement, Value};
+
+/// How to say a few things in the dialect of one back-end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dialect(pub DbBackend);
+
+impl Dialect {
+    /// A statement from SQL written with `$1, $2…` placeholders (SQLite gets `?1, ?2…`).
+    pub fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
+        let sql = match self.0 {
+            DbBackend::Sqlite => sql.replace('$', "?"),
+            _ => sql.to_string(),
+        };
+        Statement::from_sql_and_values(self.0, sql, values)
+    }
+
+    /// The database's current time, comparable with stored timestamps.
+    pub fn now(self) -> String {
+        self.later(0.0)
+    }
+
+    /// The database's current time plus `secs` seconds. SQLite stores sea-orm's times as
+    /// RFC 3339 text, which `strftime` reproduces (so text order is time order).
+    pub fn later(self, secs: f64) -> String {
+        match self.0 {
+            DbBackend::Sqlite => {
+                format!("strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now', '{secs:+.3} seconds')")
+            }
+            _ if secs == 0.0 => "now()".to_string(),
+            _ => format!("(now() + interval '{secs:.3} seconds')"),
+        }
+    }
+
+    /// The database's current time in microseconds since the Unix epoch.
+    pub fn now_micros(self) -> &'static str {
+        match self.0 {
+            DbBackend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+            _ => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+        }
+    }
+
+    /// The larger of two values.
+    pub fn greatest(self) -> &'static str {
+        match self.0 {
+            DbBackend::Sqlite => "MAX",
+            _ => "GREATEST",
+        }
+    }
+
+    /// Row locking for a claim's sub-select: other claimers skip what one is taking.
+    /// SQLite has one writer at a time, so a single statement is already exclusive.
+    pub fn skip_locked(self) -> &'static str {
+        match self.0 {
+            DbBackend::Sqlite => "",
+            _ => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+/// Text the database can store: PostgreSQL refuses 0x00 in text, so it is escaped.
+pub(crate) fn storable(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\\u0000")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Text safe to show a person: control characters other than newline and tab escaped.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storable_text_holds_no_nul() {
+        assert_eq!(storable("a\0b"), "a\\u0000b");
+        assert_eq!(storable("plain"), "plain");
+    }
+
+    #[test]
+    fn printable_text_escapes_control_characters_but_keeps_lines() {
+        assert_eq!(printable("a\0b\x1b[31m\nc"), "a\\u{0}b\\u{1b}[31m\nc");
+    }
+
+    #[test]
+    fn sqlite_placeholders_are_numbered() {
+        let s = Dialect(DbBackend::Sqlite).stmt("SELECT $1, $2", vec![1.into(), 2.into()]);
+        assert_eq!(s.sql, "SELECT ?1, ?2");
+    }
+}
