@@ -22,6 +22,7 @@ use crate::codes::Code;
 use crate::config::{redact_url, AmqpNames};
 use crate::domain::event::{self, EventType, Rejection};
 use crate::runtime::engine::Engine;
+use crate::store::Pending;
 
 /// How long connecting to the broker may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -352,6 +353,9 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
     };
     let owner = engine.worker_id().to_string();
     let mut delays = reconnect_delays();
+    // Entries taken but not confirmed when the broker went away: published first after
+    // reconnecting (while our claim on them holds).
+    let mut carried: Vec<Pending> = Vec::new();
     while !*shutdown.borrow() {
         let result = async {
             let name = format!("offboard publisher {}", engine.config().amqp.exchange);
@@ -365,6 +369,17 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 let batch = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                    _ = std::future::ready(()), if !carried.is_empty() => {
+                        let mut mine = Vec::with_capacity(carried.len());
+                        for p in std::mem::take(&mut carried) {
+                            if store.reclaim_outbox(p.id, &owner).await.unwrap_or(false) {
+                                mine.push(p);
+                            }
+                        }
+                        mine
+                    }
                     Some(pending) = fresh.recv() => {
                         let mut batch = vec![pending];
                         while let Ok(more) = fresh.try_recv() {
@@ -388,16 +403,22 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                             Vec::new()
                         }
                     },
-                    _ = shutdown.changed() => return Ok::<(), String>(()),
                 };
-                for p in batch {
-                    publish(
+                let mut batch = batch.into_iter();
+                while let Some(p) = batch.next() {
+                    let entry = &p.entry;
+                    if let Err(e) = publish(
                         &channel,
                         exchange,
-                        &p.entry.routing_key,
-                        p.entry.body.as_bytes(),
+                        &entry.routing_key,
+                        entry.body.as_bytes(),
                     )
-                    .await?;
+                    .await
+                    {
+                        carried.push(p);
+                        carried.extend(batch);
+                        return Err(e);
+                    }
                     if let Err(e) = store.delete_outbox(p.id).await {
                         warn!(error = %e, "cannot delete a published outbox entry");
                     }

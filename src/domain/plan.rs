@@ -94,7 +94,7 @@ max_attempts = 3
 jitter = 0.5
 [[steps]]
 name = "find"
-action = "t.find"
+action = "smartsheet.find"
 "#;
 
     fn request(connections: Option<Vec<String>>) -> Request {

@@ -21,7 +21,7 @@ use crate::apps::ActionContext;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::machine::{self, Next, Record, State};
-use crate::store::{Claim, Lease, TrailEnd};
+use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
 pub(super) struct Runner<'e> {
@@ -131,9 +131,11 @@ impl<'e> Runner<'e> {
             .engine
             .store
             .append(
-                &self.id,
-                &self.lease,
-                &self.end,
+                Fence {
+                    id: &self.id,
+                    lease: &self.lease,
+                    end: &self.end,
+                },
                 &stamped,
                 &next,
                 outbox,

@@ -54,6 +54,18 @@ pub struct Claim {
     pub cancel_requested_by: Option<String>,
 }
 
+/// What an append presents: the workflow, the lease, and where the holder believes its
+/// trail ends.
+#[derive(Clone, Copy, Debug)]
+pub struct Fence<'a> {
+    /// The workflow.
+    pub id: &'a str,
+    /// The lease held on it.
+    pub lease: &'a Lease,
+    /// The end of its trail as the holder knows it.
+    pub end: &'a TrailEnd,
+}
+
 /// What an append left behind.
 #[derive(Debug)]
 pub struct Appended {
@@ -200,13 +212,11 @@ impl Store {
     }
 
     /// Appends records (each with its time) to a workflow's trail and stores its new state,
-    /// atomically, if `lease` still holds; an outbox entry, if any, is written with them.
-    /// `end` is where the holder believes the trail ends.
+    /// atomically, if the fence's lease still holds; an outbox entry, if any, is written
+    /// with them, and the lease is extended by `lease_secs`.
     pub async fn append(
         &self,
-        id: &str,
-        lease: &Lease,
-        end: &TrailEnd,
+        fence: Fence<'_>,
         records: &[(DateTime<Utc>, Record)],
         state: &State,
         outbox_entry: Option<OutboxEntry>,
@@ -215,15 +225,18 @@ impl Store {
         let clear_cancel = records
             .iter()
             .any(|(_, r)| matches!(r, Record::Cancelled { .. } | Record::CancelRefused { .. }));
+        let Fence { id, lease, end } = fence;
         let mut end = end.clone();
         // A note appended by a non-holder (a duplicate delivery) moves the trail on; the
         // holder then chains after it. Bounded: notes are rare.
         for _ in 0..8 {
             match self
                 .try_append(
-                    id,
-                    lease,
-                    &end,
+                    Fence {
+                        id,
+                        lease,
+                        end: &end,
+                    },
                     records,
                     state,
                     &outbox_entry,
@@ -241,18 +254,16 @@ impl Store {
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn try_append(
         &self,
-        id: &str,
-        lease: &Lease,
-        end: &TrailEnd,
+        fence: Fence<'_>,
         records: &[(DateTime<Utc>, Record)],
         state: &State,
         outbox_entry: &Option<OutboxEntry>,
         lease_secs: f64,
         clear_cancel: bool,
     ) -> Result<Result<Appended, TrailEnd>, StoreError> {
+        let Fence { id, lease, end } = fence;
         let d = self.dialect();
         // Chain the records first: the row update carries the new head.
         let mut links = Vec::with_capacity(records.len());

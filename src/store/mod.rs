@@ -28,7 +28,7 @@ use crate::domain::definition::Definition;
 use crate::domain::event::Request;
 use crate::domain::machine::{Record, State, Status};
 use entities::{audit, dead_letter, definition, event, workflow};
-pub use leases::{Appended, Claim, Lease, TrailEnd};
+pub use leases::{Appended, Claim, Fence, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};
 use sql::{printable, storable, Dialect};
 
