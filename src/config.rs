@@ -125,6 +125,7 @@ struct ConfigFile {
     workflows_dir: Option<PathBuf>,
     max_concurrent_workflows: Option<usize>,
     lease_secs: Option<u64>,
+    database_pool_size: Option<u32>,
     amqp: Option<AmqpNames>,
     connections: Option<BTreeMap<String, ConnectionConfig>>,
 }
@@ -145,6 +146,8 @@ pub struct Config {
     /// How long a worker's claim on a workflow lasts without renewal; a crashed
     /// process's workflows are resumed by another after this.
     pub lease_secs: u64,
+    /// PostgreSQL connections per process (SQLite always uses one).
+    pub database_pool_size: u32,
     /// Connections by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
 }
@@ -185,6 +188,7 @@ impl Config {
             workflows_dir: None,
             max_concurrent_workflows: 8,
             lease_secs: 15,
+            database_pool_size: crate::store::DEFAULT_POOL_SIZE,
             connections,
         }
     }
@@ -235,6 +239,9 @@ impl Config {
         if let Some(v) = file.lease_secs {
             config.lease_secs = v;
         }
+        if let Some(v) = file.database_pool_size {
+            config.database_pool_size = v;
+        }
         config.workflows_dir = file.workflows_dir;
         if let Some(v) = file.connections {
             config.connections = v;
@@ -253,6 +260,9 @@ impl Config {
         }
         if !(1..=3600).contains(&self.lease_secs) {
             return Err("lease_secs must be between 1 and 3600".into());
+        }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return Err("database_pool_size must be between 1 and 1000".into());
         }
         if self.max_concurrent_workflows == 0 {
             return Err("max_concurrent_workflows must be at least 1".into());

@@ -344,17 +344,24 @@ async fn dead_letter(
 /// How often a publisher looks for entries whose writer could not publish them.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// An entry handed over this recently is published without renewing its claim first
+/// (the claim lasts 30 s): no sweeper can have taken it yet.
+const FRESH: Duration = Duration::from_secs(10);
+
 /// Publishes outbox entries with confirms until `shutdown`, reconnecting as needed: the
 /// entries this process commits, right after their commit, and — every few seconds — any
 /// entry whose writer's claim lapsed, claimed so that only one process publishes it.
+/// Entries are published in batches (all confirms awaited together) and deleted in one
+/// statement per batch.
 pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let Some(mut fresh) = engine.take_outbox() else {
         return;
     };
     let owner = engine.worker_id().to_string();
+    let store = engine.store();
     let mut delays = reconnect_delays();
     // Entries taken but not confirmed when the broker went away: published first after
-    // reconnecting (while our claim on them holds).
+    // reconnecting (once their claim is renewed).
     let mut carried: Vec<Pending> = Vec::new();
     while !*shutdown.borrow() {
         let result = async {
@@ -365,36 +372,27 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                 .await
                 .map_err(|e| e.to_string())?;
             let exchange = &engine.config().amqp.exchange;
-            let store = engine.store();
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 let batch = tokio::select! {
                     biased;
                     _ = shutdown.changed() => return Ok::<(), String>(()),
                     _ = std::future::ready(()), if !carried.is_empty() => {
-                        let mut mine = Vec::with_capacity(carried.len());
-                        for p in std::mem::take(&mut carried) {
-                            if store.reclaim_outbox(p.id, &owner).await.unwrap_or(false) {
-                                mine.push(p);
-                            }
-                        }
-                        mine
+                        renewed(store, &owner, std::mem::take(&mut carried)).await
                     }
-                    Some(pending) = fresh.recv() => {
-                        let mut batch = vec![pending];
-                        while let Ok(more) = fresh.try_recv() {
-                            batch.push(more);
-                        }
-                        let mut mine = Vec::with_capacity(batch.len());
-                        for p in batch {
-                            match store.reclaim_outbox(p.id, &owner).await {
-                                Ok(true) => mine.push(p),
-                                Ok(false) => {}
-                                // Left claimed; a sweep publishes it once the claim lapses.
-                                Err(e) => warn!(error = %e, "cannot renew an outbox claim"),
+                    Some(first) = fresh.recv() => {
+                        let (mut recent, mut old) = (Vec::new(), Vec::new());
+                        let mut next = Some(first);
+                        while let Some((handed_at, pending)) = next {
+                            if handed_at.elapsed() < FRESH {
+                                recent.push(pending);
+                            } else {
+                                old.push(pending);
                             }
+                            next = fresh.try_recv().ok();
                         }
-                        mine
+                        recent.extend(renewed(store, &owner, old).await);
+                        recent
                     }
                     _ = sweep.tick() => match store.sweep_outbox(&owner, 100).await {
                         Ok(found) => found,
@@ -404,24 +402,16 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                         }
                     },
                 };
-                let mut batch = batch.into_iter();
-                while let Some(p) = batch.next() {
-                    let entry = &p.entry;
-                    if let Err(e) = publish(
-                        &channel,
-                        exchange,
-                        &entry.routing_key,
-                        entry.body.as_bytes(),
-                    )
-                    .await
-                    {
-                        carried.push(p);
-                        carried.extend(batch);
-                        return Err(e);
-                    }
-                    if let Err(e) = store.delete_outbox(p.id).await {
-                        warn!(error = %e, "cannot delete a published outbox entry");
-                    }
+                if batch.is_empty() {
+                    continue;
+                }
+                if let Err(e) = publish_batch(&channel, exchange, &batch).await {
+                    carried = batch;
+                    return Err(e);
+                }
+                let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
+                if let Err(e) = store.delete_outbox(&ids).await {
+                    warn!(error = %e, "cannot delete published outbox entries");
                 }
             }
         }
@@ -437,17 +427,55 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
     }
 }
 
-/// Publishes one CloudEvents JSON message and waits for the broker's confirm.
-pub async fn publish(
+/// The entries whose claim `owner` could renew (a sweeper took the others over).
+async fn renewed(store: &crate::store::Store, owner: &str, entries: Vec<Pending>) -> Vec<Pending> {
+    let mut mine = Vec::with_capacity(entries.len());
+    for p in entries {
+        match store.reclaim_outbox(p.id, owner).await {
+            Ok(true) => mine.push(p),
+            Ok(false) => {}
+            // Left claimed; a sweep publishes it once the claim lapses.
+            Err(e) => warn!(error = %e, "cannot renew an outbox claim"),
+        }
+    }
+    mine
+}
+
+/// Publishes every entry, then waits for all their confirms.
+async fn publish_batch(channel: &Channel, exchange: &str, batch: &[Pending]) -> Result<(), String> {
+    let mut confirms = Vec::with_capacity(batch.len());
+    for p in batch {
+        confirms.push(
+            send(
+                channel,
+                exchange,
+                &p.entry.routing_key,
+                p.entry.body.as_bytes(),
+            )
+            .await?,
+        );
+    }
+    for (confirm, p) in confirms.into_iter().zip(batch) {
+        confirmed(
+            confirm.await.map_err(|e| e.to_string())?,
+            &p.entry.routing_key,
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends one CloudEvents JSON message; the returned future resolves to the broker's
+/// confirm.
+async fn send(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<lapin::PublisherConfirm, String> {
     let props = BasicProperties::default()
         .with_content_type("application/cloudevents+json".into())
         .with_delivery_mode(2);
-    let confirm = channel
+    channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -456,13 +484,28 @@ pub async fn publish(
             props,
         )
         .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+fn confirmed(confirm: lapin::Confirmation, routing_key: &str) -> Result<(), String> {
     if confirm.is_nack() {
         return Err(format!("the broker refused a {routing_key} message"));
     }
     Ok(())
+}
+
+/// Publishes one CloudEvents JSON message and waits for the broker's confirm.
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let confirm = send(channel, exchange, routing_key, body)
+        .await?
+        .await
+        .map_err(|e| e.to_string())?;
+    confirmed(confirm, routing_key)
 }
 
 /// `offboard submit`: declares the topology and publishes one event with confirms.

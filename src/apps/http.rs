@@ -55,24 +55,36 @@ impl CallLog {
 }
 
 /// Where a connection's request slots come from when several processes share its budget
-/// (the runtime hands the database in; see `Store::take_request_slot`).
+/// (the runtime hands the database in; see `Store::take_request_slots`).
 pub trait SlotSource: Send + Sync + std::fmt::Debug {
-    /// Takes the next slot of `budget`, slots being `interval` apart; returns how long to
-    /// wait for it.
-    fn take_slot<'a>(
+    /// Takes the next `count` slots of `budget`, slots being `interval` apart; returns how
+    /// long to wait for the first (the others follow it, `interval` apart).
+    fn take_slots<'a>(
         &'a self,
         budget: &'a str,
         interval: Duration,
+        count: u32,
     ) -> BoxFuture<'a, Result<Duration, String>>;
 }
+
+/// How far ahead a process reserves shared slots in one go: one database write per
+/// this much of the budget, not one per request.
+const RESERVE_AHEAD: Duration = Duration::from_millis(100);
 
 /// Spaces requests so a connection never exceeds its requests-per-minute budget, across
 /// every workflow that shares it — and, once [`Pacer::share`]d, across every process.
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
-    next_slot: Mutex<TokioInstant>,
+    slots: Mutex<Slots>,
     shared: OnceLock<(String, Arc<dyn SlotSource>)>,
+}
+
+/// The slots this process holds: the next one, and how many it has left.
+#[derive(Debug)]
+struct Slots {
+    next: TokioInstant,
+    left: u32,
 }
 
 impl Pacer {
@@ -80,7 +92,10 @@ impl Pacer {
     pub fn new(per_minute: u32) -> Self {
         Pacer {
             interval: Duration::from_secs(60) / per_minute.max(1),
-            next_slot: Mutex::new(TokioInstant::now()),
+            slots: Mutex::new(Slots {
+                next: TokioInstant::now(),
+                left: 0,
+            }),
             shared: OnceLock::new(),
         }
     }
@@ -91,22 +106,36 @@ impl Pacer {
         let _ = self.shared.set((budget.to_string(), source));
     }
 
-    /// Waits for this request's slot. When the shared budget cannot be reached, this
-    /// process paces itself alone rather than stop calling.
+    /// Waits for this request's slot. A shared budget is drawn on in batches covering
+    /// [`RESERVE_AHEAD`]; when it cannot be reached, this process paces itself alone
+    /// rather than stop calling.
     pub async fn wait(&self) {
-        if let Some((budget, source)) = self.shared.get() {
-            match source.take_slot(budget, self.interval).await {
-                Ok(wait) => return tokio::time::sleep(wait).await,
-                Err(e) => {
-                    tracing::warn!(budget = %budget, error = %e, "shared request budget unavailable; pacing this process alone")
+        let slot = {
+            let mut slots = self.slots.lock().await;
+            let now = TokioInstant::now();
+            if slots.left > 0 && slots.next + self.interval < now {
+                // Reserved slots that went by unused are gone: using them late could
+                // overlap another process's slots.
+                slots.left = 0;
+            }
+            if let (0, Some((budget, source))) = (slots.left, self.shared.get()) {
+                let count = (RESERVE_AHEAD.as_micros() / self.interval.as_micros().max(1))
+                    .clamp(1, 1000) as u32;
+                match source.take_slots(budget, self.interval, count).await {
+                    Ok(wait) => {
+                        *slots = Slots {
+                            next: now + wait,
+                            left: count,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(budget = %budget, error = %e, "shared request budget unavailable; pacing this process alone")
+                    }
                 }
             }
-        }
-        let slot = {
-            let mut next = self.next_slot.lock().await;
-            let now = TokioInstant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
+            let slot = slots.next.max(now);
+            slots.next = slot + self.interval;
+            slots.left = slots.left.saturating_sub(1);
             slot
         };
         tokio::time::sleep_until(slot).await;

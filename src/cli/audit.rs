@@ -174,12 +174,18 @@ pub async fn cancel(engine: &Engine, id: &str, by: &str) -> Outcome {
     println!("workflow {id}: running elsewhere; asked it to stop at the next step boundary");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let row = engine.store().get(id).await.map_err(db)?;
-        if let Some(row) = row.filter(|r| r.finished_at.is_some()) {
+        if let Some(row) = row.as_ref().filter(|r| r.finished_at.is_some()) {
             println!("workflow {id}: {}", row.state);
             return Ok(EXIT_OK);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The worker gave the workflow back without reaching a step boundary (it waits on
+        // a timer now): cancel it here.
+        if let Ok(Intervened::Done(_)) = engine.intervene(id, by, Intervention::Cancel).await {
+            println!("workflow {id}: cancelled (by {by})");
+            return Ok(EXIT_OK);
+        }
     }
     println!("workflow {id}: the cancel request stands; it takes effect at the next step boundary");
     Ok(EXIT_OK)

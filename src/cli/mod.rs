@@ -299,7 +299,7 @@ async fn read_store(config: &Config) -> Result<Store, Failure> {
 
 /// Opens the database and brings its schema up to date: for verbs that write.
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::open(&config.database_url)
+    Store::open_with_pool(&config.database_url, config.database_pool_size)
         .await
         .map_err(|e| unreachable_db(config, e))
 }

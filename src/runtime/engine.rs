@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
@@ -38,14 +38,15 @@ pub use super::operator::{Intervened, Intervention};
 struct DbBudget(Store);
 
 impl SlotSource for DbBudget {
-    fn take_slot<'a>(
+    fn take_slots<'a>(
         &'a self,
         budget: &'a str,
         interval: Duration,
+        count: u32,
     ) -> BoxFuture<'a, Result<Duration, String>> {
         Box::pin(async move {
             self.0
-                .take_request_slot(budget, interval)
+                .take_request_slots(budget, interval, count)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -65,8 +66,8 @@ pub struct Engine {
     pub(super) stopping: AtomicBool,
     /// Workflows this process is driving now: the only leases its heartbeat renews.
     pub(super) in_flight: StdMutex<HashSet<String>>,
-    outbox_tx: mpsc::UnboundedSender<Pending>,
-    outbox_rx: StdMutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+    outbox_tx: mpsc::UnboundedSender<(Instant, Pending)>,
+    outbox_rx: StdMutex<Option<mpsc::UnboundedReceiver<(Instant, Pending)>>>,
 }
 
 /// Why an engine operation failed.
@@ -143,8 +144,9 @@ impl Engine {
         self.lease.as_secs_f64()
     }
 
-    /// Takes the receiving end of fresh outbox entries (the publisher does, once).
-    pub fn take_outbox(&self) -> Option<mpsc::UnboundedReceiver<Pending>> {
+    /// Takes the receiving end of fresh outbox entries, each with when it was handed over
+    /// (the publisher does, once).
+    pub fn take_outbox(&self) -> Option<mpsc::UnboundedReceiver<(Instant, Pending)>> {
         self.outbox_rx.lock().expect("outbox lock").take()
     }
 
@@ -152,7 +154,7 @@ impl Engine {
     pub(super) fn publish_soon(&self, pending: Pending) {
         // No publisher in this process (a CLI verb): the entry's claim lapses and a
         // sweeper of a serving process publishes it.
-        let _ = self.outbox_tx.send(pending);
+        let _ = self.outbox_tx.send((Instant::now(), pending));
     }
 
     /// Works out the workflows an event asks for (one per connection).

@@ -80,7 +80,7 @@ impl Engine {
                 Intervention::Retry => Record::RetryRequested { by: by.to_string() },
             };
             info!(workflow = %id, by = %by.escape_debug(), record = record.kind(), "operator intervention");
-            runner.commit(vec![record], stored_time(Utc::now())).await?;
+            runner.commit(vec![record], stored_time(Utc::now()), false).await?;
             Ok(Intervened::Done(Box::new(runner.state)))
         }
         .await;

@@ -20,7 +20,7 @@ use crate::apps::http::{CallLog, CallRecord};
 use crate::apps::ActionContext;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
-use crate::domain::machine::{self, Next, Record, State};
+use crate::domain::machine::{self, Next, Record, State, Status};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
@@ -51,7 +51,8 @@ impl<'e> Runner<'e> {
     }
 
     /// Drives the workflow as far as it can go now: to its end, a durable timer, or a
-    /// stop of the process. Returns its state afterwards.
+    /// stop of the process. The commit that leaves nothing more to do now also gives the
+    /// lease back. Returns the state afterwards.
     pub async fn run(mut self) -> Result<State, EngineError> {
         // Records decided but not committed yet, and the time their decision used.
         let mut records: Vec<Record> = Vec::new();
@@ -61,13 +62,55 @@ impl<'e> Runner<'e> {
             let (more, start) = self.boundary(&preview, at);
             records.extend(more);
             if records.is_empty() {
+                // Claimed with nothing to do now (a timer not due, an ended workflow).
+                self.engine
+                    .store
+                    .release(&self.id, &self.lease, None)
+                    .await?;
                 return Ok(self.state);
             }
-            self.commit(std::mem::take(&mut records), at).await?;
+            // Nothing follows this commit now: it releases the lease as it writes.
+            let last = start.is_none() && {
+                let after = self.preview(&records, at)?;
+                self.boundary(&after, at).0.is_empty()
+            };
+            self.commit(std::mem::take(&mut records), at, last).await?;
+            self.log_end();
+            if last {
+                if let Some(by) = self.cancel_by.take() {
+                    // A cancel asked while this last commit was on its way: the lease is
+                    // given back, so the refusal is noted like any non-holder's note.
+                    let refused = Record::CancelRefused { by };
+                    self.engine
+                        .store
+                        .append_note(&self.id, stored_time(Utc::now()), &refused)
+                        .await?;
+                }
+                return Ok(self.state);
+            }
             match start {
                 Some((step, attempt)) => (records, at) = self.perform(step, attempt).await,
                 None => at = stored_time(Utc::now()),
             }
+        }
+    }
+
+    fn log_end(&self) {
+        let s = &self.state;
+        match s.status {
+            Status::Completed => {
+                info!(
+                    outcome = s.outcome.map(|o| o.as_str()).unwrap_or(""),
+                    "workflow completed"
+                )
+            }
+            Status::Failed => {
+                let code = s.error_code.map(|c| c.as_str()).unwrap_or("");
+                let message = s.error_message.as_deref().unwrap_or("").escape_debug();
+                warn!(code, message = %message, "workflow failed")
+            }
+            Status::Cancelled => info!("workflow cancelled"),
+            _ => {}
         }
     }
 
@@ -82,20 +125,17 @@ impl<'e> Runner<'e> {
             Next::Done => (refused().into_iter().collect(), None),
             Next::Sleep(_) => (Vec::new(), None),
             Next::Complete(outcome) => {
-                info!(outcome = outcome.as_str(), "workflow completed");
                 let mut v = vec![Record::Completed { outcome }];
                 v.extend(refused());
                 (v, None)
             }
             Next::Fail(code, message) => {
-                warn!(%code, message = %message.escape_debug(), "workflow failed");
                 let mut v = vec![Record::Failed { code, message }];
                 v.extend(refused());
                 (v, None)
             }
             Next::Run { .. } if self.cancel_by.is_some() => {
                 let by = self.cancel_by.clone().unwrap_or_default();
-                info!(by = %by.escape_debug(), "workflow cancelled at a step boundary");
                 (vec![Record::Cancelled { by }], None)
             }
             Next::Run { .. } if self.engine.is_stopping() => (Vec::new(), None),
@@ -122,6 +162,7 @@ impl<'e> Runner<'e> {
         &mut self,
         records: Vec<Record>,
         at: DateTime<Utc>,
+        release: bool,
     ) -> Result<(), EngineError> {
         let next = self.preview(&records, at)?;
         let outbox =
@@ -139,7 +180,7 @@ impl<'e> Runner<'e> {
                 &stamped,
                 &next,
                 outbox,
-                self.engine.lease_secs(),
+                Some(self.engine.lease_secs()).filter(|_| !release),
             )
             .await?;
         self.end = appended.end;

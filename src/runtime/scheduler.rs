@@ -56,8 +56,9 @@ impl Engine {
         let result = async { Runner::new(self, claim).await?.run().await }
             .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
             .await;
+        // A drive that ends well has given its lease back with its last write.
         match &result {
-            Ok(_) => self.release(&id, &lease, None).await,
+            Ok(_) => {}
             Err(e) if e.is_lease_lost() => {
                 warn!(workflow = %id, epoch = lease.epoch, "lease lost: another worker has claimed the workflow; this drive stops");
             }

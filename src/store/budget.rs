@@ -1,23 +1,25 @@
 //! Request budgets shared by every process on one connection: each connection has one row
-//! holding the time of its next free request slot. Taking a slot is a single upsert on the
-//! database's clock that moves the slot on by one interval, so N processes together send
-//! no more than `requests_per_minute`.
+//! holding the time of its next free request slot. Taking slots is a single upsert on the
+//! database's clock that moves the next free slot on by as many intervals, so N processes
+//! together send no more than `requests_per_minute`.
 
 use std::time::Duration;
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// Takes the next request slot of `connection`, slots being `interval` apart; returns
-    /// how long to wait for it.
-    pub async fn take_request_slot(
+    /// Takes the next `count` request slots of `connection`, slots being `interval` apart;
+    /// returns how long to wait for the first.
+    pub async fn take_request_slots(
         &self,
         connection: &str,
         interval: Duration,
+        count: u32,
     ) -> Result<Duration, StoreError> {
         use sea_orm::ConnectionTrait;
         let d = self.dialect();
         let now = d.now_micros();
+        let span = interval.as_micros() as i64 * i64::from(count.max(1));
         let sql = format!(
             "INSERT INTO request_budgets AS b (connection, next_slot_us) VALUES ($1, {now} + $2) \
              ON CONFLICT (connection) DO UPDATE \
@@ -27,10 +29,7 @@ impl Store {
         );
         let row = self
             .db
-            .query_one(d.stmt(
-                &sql,
-                vec![connection.into(), (interval.as_micros() as i64).into()],
-            ))
+            .query_one(d.stmt(&sql, vec![connection.into(), span.into()]))
             .await?
             .ok_or_else(|| StoreError::Corrupt("the budget upsert returned no row".into()))?;
         let wait: i64 = row.try_get("", "wait_us")?;

@@ -213,14 +213,15 @@ impl Store {
 
     /// Appends records (each with its time) to a workflow's trail and stores its new state,
     /// atomically, if the fence's lease still holds; an outbox entry, if any, is written
-    /// with them, and the lease is extended by `lease_secs`.
+    /// with them. With `extend_secs` the lease is extended by that much; without, this
+    /// append gives it back (the holder has nothing more to do now).
     pub async fn append(
         &self,
         fence: Fence<'_>,
         records: &[(DateTime<Utc>, Record)],
         state: &State,
         outbox_entry: Option<OutboxEntry>,
-        lease_secs: f64,
+        extend_secs: Option<f64>,
     ) -> Result<Appended, StoreError> {
         let clear_cancel = records
             .iter()
@@ -240,7 +241,7 @@ impl Store {
                     records,
                     state,
                     &outbox_entry,
-                    lease_secs,
+                    extend_secs,
                     clear_cancel,
                 )
                 .await?
@@ -260,7 +261,7 @@ impl Store {
         records: &[(DateTime<Utc>, Record)],
         state: &State,
         outbox_entry: &Option<OutboxEntry>,
-        lease_secs: f64,
+        extend_secs: Option<f64>,
         clear_cancel: bool,
     ) -> Result<Result<Appended, TrailEnd>, StoreError> {
         let Fence { id, lease, end } = fence;
@@ -284,10 +285,13 @@ impl Store {
         let sql = format!(
             "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
              state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
-             finished_at = $10, lease_until = {until}{cancel} \
+             finished_at = $10, {lease}{cancel} \
              WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
              RETURNING cancel_requested_by",
-            until = d.later(lease_secs),
+            lease = match extend_secs {
+                Some(secs) => format!("lease_until = {}", d.later(secs)),
+                None => "lease_owner = NULL, lease_until = NULL".to_string(),
+            },
             cancel = if clear_cancel {
                 ", cancel_requested_by = NULL"
             } else {
@@ -371,8 +375,13 @@ impl Store {
         let seq: i32 = row.try_get("", "trail_seq")?;
         let prev: String = row.try_get("", "trail_head")?;
         let hash = insert_record(&txn, id, seq, &prev, at, record).await?;
+        let answered = if matches!(record, Record::CancelRefused { .. }) {
+            ", cancel_requested_by = NULL"
+        } else {
+            ""
+        };
         txn.execute(d.stmt(
-            "UPDATE workflows SET trail_head = $1 WHERE id = $2",
+            &format!("UPDATE workflows SET trail_head = $1{answered} WHERE id = $2"),
             vec![hash.into(), id.into()],
         ))
         .await?;

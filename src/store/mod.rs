@@ -18,6 +18,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx::postgres::PgSslMode;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
@@ -89,27 +91,55 @@ pub struct Loaded {
     pub definition_source: String,
 }
 
-/// Connections to PostgreSQL per process: enough for the workflows in flight, intake and
-/// the publisher to write side by side.
-const POOL_SIZE: u32 = 16;
+/// Connections to PostgreSQL per process unless configured (`database_pool_size`): enough
+/// for the workflows in flight, intake and the publisher to write side by side.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Whether a PostgreSQL URL names this machine and says nothing of TLS.
+fn loopback_without_sslmode(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let local = matches!(
+        parsed.host_str(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1") | None
+    );
+    local && !parsed.query_pairs().any(|(k, _)| k == "sslmode")
+}
 
 /// PostgreSQL advisory-lock key held while migrating ("offboard" in ASCII), so processes
 /// starting together migrate one after the other instead of racing on `CREATE TABLE`.
 const MIGRATION_LOCK: i64 = 0x6f66_6662_6f61_7264;
 
 impl Store {
-    /// Connects with timeouts and a pool (SQLite: one writer, so one connection), without
-    /// touching the schema: for verbs that only read.
+    /// Connects with timeouts and the default pool (SQLite: one writer, so one
+    /// connection), without touching the schema: for verbs that only read.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with_pool(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Store::connect`] with a pool of `pool_size` PostgreSQL connections.
+    pub async fn connect_with_pool(url: &str, pool_size: u32) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new(url.to_string());
         options
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
-            options.max_connections(1);
+            // One writer: one connection. WAL with `synchronous = NORMAL` commits without
+            // an fsync per transaction and keeps readers off the writer's back; other
+            // processes on the same file wait for the lock rather than fail.
+            options.max_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
         } else {
-            options.max_connections(POOL_SIZE);
+            options.max_connections(pool_size);
+            if loopback_without_sslmode(url) {
+                // TLS to a database on this machine costs CPU and protects nothing.
+                options.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::Disable));
+            }
         }
         Ok(Store {
             db: Database::connect(options).await?,
@@ -120,7 +150,12 @@ impl Store {
     /// an advisory lock on a connection of their own, so any number of processes may
     /// start together.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let store = Store::connect(url).await?;
+        Store::open_with_pool(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Store::open`] with a pool of `pool_size` PostgreSQL connections.
+    pub async fn open_with_pool(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        let store = Store::connect_with_pool(url, pool_size).await?;
         if store.backend() == DbBackend::Postgres {
             let mut options = ConnectOptions::new(url.to_string());
             options

@@ -109,11 +109,16 @@ impl Store {
         Ok(rows.iter().map(pending_from).collect::<Result<_, _>>()?)
     }
 
-    /// Removes an entry the broker confirmed.
-    pub async fn delete_outbox(&self, id: i64) -> Result<(), StoreError> {
+    /// Removes entries the broker confirmed.
+    pub async fn delete_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let d = self.dialect();
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("DELETE FROM outbox WHERE id IN ({})", list.join(", "));
         self.db
-            .execute(d.stmt("DELETE FROM outbox WHERE id = $1", vec![id.into()]))
+            .execute(d.stmt(&sql, ids.iter().map(|&i| i.into()).collect()))
             .await?;
         Ok(())
     }
