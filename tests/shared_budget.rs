@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use offboard::apps::smartsheet::simulator::SimUser;
-use support::procs::{publish_many, ConfigFile, Procs};
+use support::procs::{all_ended, publish_many, ConfigFile, Procs};
 use support::*;
 
 const PER_MINUTE: u32 = 120; // one request every 500 ms, shared
@@ -54,11 +54,7 @@ async fn two_processes_on_one_connection_share_its_request_budget() {
         })
         .collect();
     publish_many(&names, &messages).await;
-    eventually(180, "every workflow to end", || async {
-        let rows = store.list(None).await.unwrap();
-        (rows.len() == WORKFLOWS && rows.iter().all(|r| r.finished_at.is_some())).then_some(())
-    })
-    .await;
+    all_ended(&store, WORKFLOWS, 180).await;
     for r in store.list(None).await.unwrap() {
         assert_eq!(r.state, "completed", "{} {:?}", r.id, r.error_code);
     }

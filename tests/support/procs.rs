@@ -18,7 +18,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use offboard::config::AmqpNames;
-use offboard::store::entities::audit;
+use offboard::store::entities::{audit, workflow};
+use offboard::store::Store;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -531,6 +533,28 @@ pub async fn drain_dead_letters(queue: &str) -> Vec<(Option<String>, Vec<u8>)> {
     got
 }
 
+/// How many workflows exist and how many of them have not ended; a cheap query, for
+/// polling (listing every row 20 times a second would slow the engine under test).
+pub async fn progress(store: &Store) -> (u64, u64) {
+    let db = store.connection();
+    let total = workflow::Entity::find().count(db).await.unwrap();
+    let open = workflow::Entity::find()
+        .filter(workflow::Column::FinishedAt.is_null())
+        .count(db)
+        .await
+        .unwrap();
+    (total, open)
+}
+
+/// Waits (at most `secs`) until at least `count` workflows exist and all have ended.
+pub async fn all_ended(store: &Store, count: usize, secs: u64) {
+    super::eventually(secs, &format!("{count} workflows to end"), || async {
+        let (total, open) = progress(store).await;
+        (total >= count as u64 && open == 0).then_some(())
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Trails
 // ---------------------------------------------------------------------------
@@ -593,9 +617,32 @@ pub fn trail_problems(trail: &[audit::Model]) -> Vec<String> {
         }
     }
     if completed != 1 {
-        problems.push(format!("{completed} `completed` records"));
+        problems.insert(0, format!("{completed} `completed` records"));
     }
+    problems.truncate(4);
     problems
+}
+
+/// Folds a workflow's trail through the state machine with the definition it started
+/// with, as `offboard replay` does (without the chain check, which the binary does);
+/// returns what is wrong, if anything.
+pub async fn fold_problem(store: &Store, id: &str) -> Option<String> {
+    let loaded = store.load(id).await.unwrap()?;
+    let def = offboard::runtime::definitions::stored(&loaded.definition_source).unwrap();
+    let mut records = Vec::new();
+    for r in store.trail(id).await.unwrap() {
+        match serde_json::from_str::<offboard::domain::machine::Record>(&r.body) {
+            Ok(record) => records.push((r.at, record)),
+            Err(e) => return Some(format!("record {}: unreadable: {e}", r.seq)),
+        }
+    }
+    match offboard::domain::machine::fold(&def, &records) {
+        Err((i, v)) => Some(format!("record {}: not a legal transition: {v}", i + 1)),
+        Ok(rebuilt) if rebuilt != loaded.state => {
+            Some("the rebuilt state differs from the stored one".into())
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Runs `offboard replay ID` for every id, `parallel` at a time; returns the failures
