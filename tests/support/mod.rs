@@ -22,6 +22,8 @@ use offboard::store::entities::{audit, workflow};
 use offboard::store::Store;
 use sea_orm::ConnectionTrait;
 
+pub mod procs;
+
 /// PostgreSQL server used by the tests.
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// RabbitMQ server used by the tests.
