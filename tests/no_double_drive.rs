@@ -48,7 +48,7 @@ async fn thousand_reclaims(concurrency: usize) {
         .collect();
     publish_many(&names, &messages).await;
     let store = engine.store();
-    all_ended(store, count, 400).await;
+    all_ended(store, count, 600).await;
     service.stop().await;
     let rows = store.list(None).await.unwrap();
 

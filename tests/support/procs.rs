@@ -595,13 +595,11 @@ pub fn trail_problems(trail: &[audit::Model]) -> Vec<String> {
                 last_started.insert(step, attempt);
                 open.insert(step, attempt);
             }
-            "api_call" => {
-                if open.get(&step) != Some(&attempt) {
-                    problems.push(format!(
-                        "{at}: not inside that attempt (open: {:?})",
-                        open.get(&step)
-                    ));
-                }
+            "api_call" if open.get(&step) != Some(&attempt) => {
+                problems.push(format!(
+                    "{at}: not inside that attempt (open: {:?})",
+                    open.get(&step)
+                ));
             }
             "step_succeeded" | "step_failed" => {
                 if open.get(&step) != Some(&attempt) {
