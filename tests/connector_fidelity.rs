@@ -147,8 +147,15 @@ async fn a_team_deleted_during_the_run_ends_post_106_b() {
     let s = team.seed.clone();
     // The team disappears just as the account is being deactivated: SCIM answers
     // Postman's documented 400 and `/me` then says `teamId: 0`.
-    team.sim.inject(PmFault::new("/scim/v2/Users/", PmFaultKind::DeleteTeam).method("PATCH"));
-    let (wf, _) = run_postman(&team, OFFBOARDING, &s.leaver_email, Some(&s.recipient_email)).await;
+    team.sim
+        .inject(PmFault::new("/scim/v2/Users/", PmFaultKind::DeleteTeam).method("PATCH"));
+    let (wf, _) = run_postman(
+        &team,
+        OFFBOARDING,
+        &s.leaver_email,
+        Some(&s.recipient_email),
+    )
+    .await;
     assert_eq!(
         (wf.state.as_str(), wf.error_code.as_deref()),
         ("failed", Some("POST-106-B")),
@@ -189,7 +196,13 @@ async fn a_refusal_then_team_id_0_is_post_106_b() {
         )
         .times(100),
     );
-    let (wf, _) = run_postman(&team, OFFBOARDING, &s.leaver_email, Some(&s.recipient_email)).await;
+    let (wf, _) = run_postman(
+        &team,
+        OFFBOARDING,
+        &s.leaver_email,
+        Some(&s.recipient_email),
+    )
+    .await;
     assert_eq!(
         (wf.state.as_str(), wf.error_code.as_deref()),
         ("failed", Some("POST-106-B")),
@@ -253,8 +266,13 @@ async fn a_deactivated_only_admin_still_hands_workspaces_over() {
     let team = postman_team().await;
     let s = team.seed.clone();
     team.sim.update_member(s.leaver_id, |m| m.active = false);
-    let (wf, facts) =
-        run_postman(&team, OFFBOARDING, &s.leaver_email, Some(&s.recipient_email)).await;
+    let (wf, facts) = run_postman(
+        &team,
+        OFFBOARDING,
+        &s.leaver_email,
+        Some(&s.recipient_email),
+    )
+    .await;
     assert_eq!(
         (wf.state.as_str(), wf.outcome.as_deref()),
         ("completed", Some("removed")),
@@ -285,11 +303,7 @@ async fn without_a_recipient_the_outcome_says_which_workspaces_lack_an_admin() {
         .map(|w| w["id"].as_str().unwrap())
         .collect();
     assert_eq!(orphaned, s.leaver_sole_admin_workspaces);
-    assert!(team
-        .sim
-        .calls()
-        .iter()
-        .all(|c| c.method == "GET"));
+    assert!(team.sim.calls().iter().all(|c| c.method == "GET"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,12 +315,25 @@ async fn a_deactivated_co_admin_does_not_count_as_an_admin() {
     let s = team.seed.clone();
     let gone = team
         .sim
-        .add_member(offboard::apps::postman::simulator::SimMember::new("old.admin@northwind.example"));
+        .add_member(offboard::apps::postman::simulator::SimMember::new(
+            "old.admin@northwind.example",
+        ));
     team.sim.update_member(gone, |m| m.active = false);
     let payments = &s.leaver_sole_admin_workspaces[0];
     team.sim.set_workspace_role(payments, gone, Some("3"));
-    let (wf, _) = run_postman(&team, OFFBOARDING, &s.leaver_email, Some(&s.recipient_email)).await;
-    assert_eq!(wf.outcome.as_deref(), Some("removed"), "{:?}", wf.error_message);
+    let (wf, _) = run_postman(
+        &team,
+        OFFBOARDING,
+        &s.leaver_email,
+        Some(&s.recipient_email),
+    )
+    .await;
+    assert_eq!(
+        wf.outcome.as_deref(),
+        Some("removed"),
+        "{:?}",
+        wf.error_message
+    );
     assert_eq!(
         team.sim.workspace_role(payments, s.recipient_id).as_deref(),
         Some("3")
@@ -367,7 +394,8 @@ async fn only_user_not_found_counts_as_already_removed() {
     let err = steps.run("smartsheet.remove_user").await.unwrap_err();
     assert_eq!(err.code, Code::Smt199B, "{err:?}");
     assert!(org.sim.user(org.reclaim).is_some());
-    org.sim.inject(Fault::new("/users/", not_found).method("GET"));
+    org.sim
+        .inject(Fault::new("/users/", not_found).method("GET"));
     let err = steps.run("smartsheet.confirm_removed").await.unwrap_err();
     assert_eq!(err.code, Code::Smt199B, "{err:?}");
 
@@ -490,7 +518,12 @@ async fn postman_offboards_a_mixed_case_email() {
     let s = team.seed.clone();
     let shouted = s.leaver_email.to_uppercase();
     let (wf, _) = run_postman(&team, OFFBOARDING, &shouted, Some(&s.recipient_email)).await;
-    assert_eq!(wf.outcome.as_deref(), Some("removed"), "{:?}", wf.error_message);
+    assert_eq!(
+        wf.outcome.as_deref(),
+        Some("removed"),
+        "{:?}",
+        wf.error_message
+    );
     assert!(!team.sim.member(s.leaver_id).unwrap().active);
     let filters: Vec<String> = team
         .sim

@@ -64,7 +64,7 @@ async fn a_hundred_offboardings_complete_with_35_percent_of_requests_failing() {
         leavers.push((email, id));
     }
 
-    let (url, _db) = fresh_database(Db::Sqlite).await;
+    let (url, _db) = fresh_database(Db::Postgres).await;
     let defs = fast_workflows();
     let mut cfg = config(&url, amqp_names(), &sim.base_url());
     cfg.workflows_dir = Some(defs.path().to_path_buf());
@@ -124,7 +124,10 @@ async fn a_hundred_offboardings_complete_with_35_percent_of_requests_failing() {
         assert!(sim.user(*id).is_none());
     }
     let calls = sim.calls();
-    let failed = calls.iter().filter(|c| c.status == 0 || c.status >= 429).count();
+    let failed = calls
+        .iter()
+        .filter(|c| c.status == 0 || c.status >= 429)
+        .count();
     eprintln!(
         "{LEAVERS} offboardings in {took:?}: {} requests, {failed} failed transiently, {step_failures} step attempts failed",
         calls.len()

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use apps_support::{quick_retry, retry_calls};
 use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
 use serde_json::Value;
-use apps_support::{quick_retry, retry_calls};
 use support::*;
 
 fn write_config(dir: &Path, smartsheet_url: &str) -> PathBuf {

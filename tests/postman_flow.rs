@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use apps_support::{quick_retry, retry_calls};
 use offboard::apps::postman::simulator::{
     Fault, FaultKind, PostmanSim, SimCall, SimMember, SimWorkspace, ROLE_ADMIN, ROLE_EDITOR,
     ROLE_VIEWER,
 };
 use serde_json::{json, Value};
-use apps_support::{quick_retry, retry_calls};
 use support::*;
 
 const OFFBOARDING: &str = "offboarding.requested";

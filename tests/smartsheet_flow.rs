@@ -266,7 +266,10 @@ async fn two_server_errors_then_success_completes() {
         .filter(|b| b.to_string().contains("/users?email="))
         .map(|b| b["status"].clone())
         .collect();
-    assert_eq!(statuses, vec![Value::from(500), Value::from(500), Value::from(200)]);
+    assert_eq!(
+        statuses,
+        vec![Value::from(500), Value::from(500), Value::from(200)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

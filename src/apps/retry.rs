@@ -177,8 +177,14 @@ mod tests {
         assert_eq!(tries.load(Ordering::SeqCst), 4);
         // Retry-After's 2 s, then two backoff waits of at most 200 ms and 400 ms (with jitter).
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(2_000 + 200 + 400), "{waited:?}");
-        assert!(waited <= Duration::from_millis(2_000 + 400 + 800), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(2_000 + 200 + 400),
+            "{waited:?}"
+        );
+        assert!(
+            waited <= Duration::from_millis(2_000 + 400 + 800),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

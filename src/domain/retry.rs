@@ -159,10 +159,7 @@ mod tests {
         // (backon computes in f32: compare whole milliseconds.)
         assert_eq!(policy().window().as_millis(), 100 + 200 + 350 + 350);
         // 1 + 2 + … + 256 s, then 5 minutes for each of the remaining 14 waits.
-        assert_eq!(
-            RetryPolicy::default().window().as_secs(),
-            511 + 14 * 300
-        );
+        assert_eq!(RetryPolicy::default().window().as_secs(), 511 + 14 * 300);
         assert!(RetryPolicy::default().window() >= Duration::from_secs(3_600));
     }
 

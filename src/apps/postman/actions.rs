@@ -282,7 +282,9 @@ async fn sole_admin_by_scim_id(
             continue;
         };
         if sole_admin_of(&ws_roles, scim_id) {
-            sole.push(json!({ "id": w.id, "name": w.name, "roles": [ROLE_ADMIN], "soleAdmin": true }));
+            sole.push(
+                json!({ "id": w.id, "name": w.name, "roles": [ROLE_ADMIN], "soleAdmin": true }),
+            );
         }
     }
     Ok(sole)
@@ -460,7 +462,11 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
             done.push(ws_json(w));
             continue;
         }
-        if admins.iter().any(|a| Some(a) != leaver.as_ref()) {
+        let others: Vec<&String> = admins
+            .iter()
+            .filter(|a| Some(*a) != leaver.as_ref())
+            .collect();
+        if !others.is_empty() && any_active(client, ctx, &others, by_scim).await? {
             skipped.push(ws_reason(w, "another Admin took over meanwhile"));
             continue;
         }
@@ -488,6 +494,27 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
     ))
     .fact("workspaces_handed_over", done)
     .fact("workspaces_not_handed_over", skipped))
+}
+
+/// Whether any of `admins` (ids as role lists spell them: Postman ids, or SCIM ids when
+/// `by_scim`) is an active member; role lists also name deactivated ones.
+async fn any_active(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    admins: &[&String],
+    by_scim: bool,
+) -> Result<bool, Failure> {
+    if by_scim {
+        for id in admins {
+            let user = client.scim_get_user(id, ctx.calls).await.map_err(users)?;
+            if user.is_some_and(|u| u.active) {
+                return Ok(true);
+            }
+        }
+        return Ok(false);
+    }
+    let team = client.list_members(ctx.calls).await.map_err(users)?;
+    Ok(team.iter().any(|m| admins.contains(&&m.id.to_string())))
 }
 
 async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
@@ -717,7 +744,8 @@ mod tests {
             requests_per_minute: 60_000,
             timeout_secs: 2,
         };
-        Client::with_keys(&config, Secret::new(key), Secret::new(key)).unwrap()
+        Client::with_keys(&config, Secret::new(key), Secret::new(key))
+            .unwrap()
             // One call, one answer: these tests are about how each answer is read.
             .with_call_retry(crate::apps::retry::CallRetry::never())
     }

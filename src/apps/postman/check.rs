@@ -88,7 +88,8 @@ mod tests {
             requests_per_minute: 60_000,
             timeout_secs: 2,
         };
-        Client::with_keys(&config, Secret::new(key), Secret::new(scim_key)).unwrap()
+        Client::with_keys(&config, Secret::new(key), Secret::new(scim_key))
+            .unwrap()
             // One call, one answer: these tests are about how each answer is read.
             .with_call_retry(crate::apps::retry::CallRetry::never())
     }

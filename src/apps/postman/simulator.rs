@@ -1285,17 +1285,20 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
             None
         }
         Some(other) => Some(other),
-        None => st.chaos.and_then(|c| c.draw()).map(|trouble| match trouble {
-            Trouble::ServerError => FaultKind::Error {
-                status: 503,
-                retry_after_secs: None,
-            },
-            Trouble::RateLimited => FaultKind::Error {
-                status: 429,
-                retry_after_secs: Some(1),
-            },
-            Trouble::Dropped => FaultKind::DropConnection,
-        }),
+        None => st
+            .chaos
+            .and_then(|c| c.draw())
+            .map(|trouble| match trouble {
+                Trouble::ServerError => FaultKind::Error {
+                    status: 503,
+                    retry_after_secs: None,
+                },
+                Trouble::RateLimited => FaultKind::Error {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                },
+                Trouble::Dropped => FaultKind::DropConnection,
+            }),
     };
     if fault.is_some() {
         // An injected reply stands for whatever Postman answered, whatever the switches say.

@@ -211,7 +211,9 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
                 continue;
             }
             None => {
-                left.push(json!({ "id": id, "name": name, "reason": "the group no longer exists" }));
+                left.push(
+                    json!({ "id": id, "name": name, "reason": "the group no longer exists" }),
+                );
                 continue;
             }
         }

@@ -1079,19 +1079,21 @@ fn admit(
         hits.push_back(now);
     }
     let fault = sim_kit::take_fault(&mut st.faults, method, &[path, full_path]).or_else(|| {
-        st.chaos.and_then(|c| c.draw()).map(|trouble| match trouble {
-            Trouble::ServerError => FaultKind::Error {
-                status: 503,
-                error_code: 4001,
-                retry_after_secs: None,
-            },
-            Trouble::RateLimited => FaultKind::Error {
-                status: 429,
-                error_code: 4003,
-                retry_after_secs: Some(1),
-            },
-            Trouble::Dropped => FaultKind::DropConnection,
-        })
+        st.chaos
+            .and_then(|c| c.draw())
+            .map(|trouble| match trouble {
+                Trouble::ServerError => FaultKind::Error {
+                    status: 503,
+                    error_code: 4001,
+                    retry_after_secs: None,
+                },
+                Trouble::RateLimited => FaultKind::Error {
+                    status: 429,
+                    error_code: 4003,
+                    retry_after_secs: Some(1),
+                },
+                Trouble::Dropped => FaultKind::DropConnection,
+            })
     });
     Ok((
         Caller {
@@ -1389,7 +1391,8 @@ async fn delete_user(
         return Err(ApiError::with_message(
             400,
             1032,
-            "The attribute(s) transferTo, transferSheets are not allowed for this operation.".into(),
+            "The attribute(s) transferTo, transferSheets are not allowed for this operation."
+                .into(),
         ));
     }
     let owns_groups = st.groups.iter().any(|g| g.group.owner_id == id);
