@@ -289,7 +289,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
                             retry_after_secs: None,
                         },
                     )
-                    .times(100),
+                    .times(100_000),
                 )
             },
             code: "SMT-190-B",
@@ -309,7 +309,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
                             retry_after_secs: None,
                         },
                     )
-                    .times(100),
+                    .times(100_000),
                 )
             },
             code: "SMT-190-B",

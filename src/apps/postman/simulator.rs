@@ -770,12 +770,12 @@ fn seed_demo_team(st: &mut SimState) -> DemoSeed {
 // Errors
 // ---------------------------------------------------------------------------
 
-/// An error reply in one of Postman's three error shapes.
+/// An error reply in one of Postman's three error shapes, always as `application/json`:
+/// the only content type Postman's OpenAPI document declares, SCIM answers included.
 #[derive(Debug)]
 struct ApiError {
     status: u16,
     body: Value,
-    content_type: &'static str,
     retry_after: Option<u64>,
 }
 
@@ -787,7 +787,6 @@ impl ApiError {
         ApiError {
             status,
             body: json!({"error": {"name": name, "message": message.into()}}),
-            content_type: "application/json",
             retry_after: None,
         }
     }
@@ -803,7 +802,6 @@ impl ApiError {
                 "detail": detail.into(),
                 "status": status,
             }),
-            content_type: "application/problem+json",
             retry_after: None,
         }
     }
@@ -817,7 +815,6 @@ impl ApiError {
                 "detail": detail.into(),
                 "status": status.to_string(),
             }),
-            content_type: "application/scim+json",
             retry_after: None,
         }
     }
@@ -869,10 +866,6 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(self.body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
         if let Some(secs) = self.retry_after {
             let v = HeaderValue::from(secs);
             headers.insert(header::RETRY_AFTER, v.clone());
@@ -1402,7 +1395,6 @@ async fn gate(
                 Some(FaultKind::Reply { status, body }) => ApiError {
                     status,
                     body,
-                    content_type: "application/json",
                     retry_after: None,
                 }
                 .into_response(),
@@ -1660,14 +1652,13 @@ async fn list_workspaces(
         .iter()
         .map(|w| workspace_json(w))
         .collect();
-    let next = if end < visible.len() {
-        json!(cursor_for(end))
+    // Documented as a string; on the last page the simulator leaves it out.
+    let meta = if end < visible.len() {
+        json!({"nextCursor": cursor_for(end)})
     } else {
-        Value::Null
+        json!({})
     };
-    Ok(Json(
-        json!({ "workspaces": page, "meta": {"nextCursor": next} }),
-    ))
+    Ok(Json(json!({ "workspaces": page, "meta": meta })))
 }
 
 async fn get_workspace_roles(
@@ -1724,7 +1715,6 @@ fn invalid_param(title: impl Into<String>) -> ApiError {
     ApiError {
         status: 400,
         body: json!({"type": "invalidParamError", "title": title.into(), "detail": "", "status": 400}),
-        content_type: "application/json",
         retry_after: None,
     }
 }
@@ -1765,7 +1755,6 @@ async fn patch_workspace_roles(
                 "status": 422,
                 "title": "Cannot process the request.",
             }),
-            content_type: "application/json",
             retry_after: None,
         });
     }
