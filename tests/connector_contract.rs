@@ -74,6 +74,36 @@ fn verify(api: &mut Api, exchanges: &[Exchange]) -> BTreeSet<String> {
     seen
 }
 
+/// Headers the documents describe in prose only: `Retry-After` (and Postman's
+/// `X-RateLimit-RetryAfter`) in whole seconds on a 429; the rate-limit counters as
+/// integers. `X-RateLimit-Reset`'s format is not documented: only that it is an integer
+/// is checked (offboard reads it as epoch seconds, or as seconds when small).
+fn check_headers(exchanges: &[Exchange], on_429: &[&str]) {
+    let integer = |x: &Exchange, name: &str| {
+        x.headers.get(name).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some()
+        })
+    };
+    for x in exchanges {
+        for name in [
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert_ne!(integer(x, name), Some(false), "{}: {name}", x.label());
+        }
+        if x.status == 429 {
+            for name in on_429 {
+                assert_eq!(integer(x, name), Some(true), "{}: {name}", x.label());
+            }
+        }
+    }
+}
+
 fn expect_all(seen: &BTreeSet<String>, expected: &[&str]) {
     let missing: Vec<&&str> = expected.iter().filter(|e| !seen.contains(**e)).collect();
     assert!(
@@ -173,6 +203,7 @@ async fn smartsheet_traffic_follows_the_openapi_document() {
     );
     let exchanges = proxy.exchanges();
     let seen = verify(&mut api, &exchanges);
+    check_headers(&exchanges, &["retry-after"]);
     expect_all(
         &seen,
         &[
@@ -311,6 +342,7 @@ async fn postman_traffic_follows_the_openapi_document() {
     );
     let exchanges = proxy.exchanges();
     let seen = verify(&mut api, &exchanges);
+    check_headers(&exchanges, &["retry-after", "x-ratelimit-retryafter"]);
     expect_all(
         &seen,
         &[
@@ -357,6 +389,7 @@ fn exchange(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        request_headers: axum::http::HeaderMap::new(),
         request_type: None,
         request_body: None,
         status,

@@ -41,6 +41,8 @@ pub struct Exchange {
     pub path: String,
     /// Query pairs, decoded.
     pub query: Vec<(String, String)>,
+    /// The request's headers.
+    pub request_headers: HeaderMap,
     /// The request's `Content-Type`, when it had a body.
     pub request_type: Option<String>,
     /// The request body, parsed as JSON.
@@ -151,6 +153,7 @@ async fn forward(State((target, log)): State<(String, Log)>, req: Request) -> Re
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query,
+        request_headers: parts.headers.clone(),
         request_type: (!bytes.is_empty()).then(|| {
             parts
                 .headers
@@ -399,6 +402,17 @@ impl Api {
         {
             if !x.query.iter().any(|(n, _)| p["name"] == n.as_str()) {
                 problems.push(format!("required query parameter {} missing", p["name"]));
+            }
+        }
+        // Required headers (Postman documents its credentials this way: `x-api-key`,
+        // and `Authorization` for SCIM).
+        for p in params
+            .iter()
+            .filter(|p| p["in"] == "header" && p["required"] == true)
+        {
+            let name = p["name"].as_str().unwrap_or("").to_ascii_lowercase();
+            if !x.request_headers.contains_key(name.as_str()) {
+                problems.push(format!("required header {name} missing"));
             }
         }
         if in_body {
