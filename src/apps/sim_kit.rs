@@ -320,3 +320,21 @@ impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
         stream.remote_addr().clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaos_hits_about_its_share_with_every_kind_of_trouble() {
+        assert_eq!(Chaos { rate: 0.0 }.draw(), None);
+        let chaos = Chaos { rate: 0.35 };
+        let draws: Vec<Option<Trouble>> = (0..10_000).map(|_| chaos.draw()).collect();
+        let hit = draws.iter().filter(|d| d.is_some()).count();
+        assert!((3_000..4_000).contains(&hit), "{hit}");
+        for kind in [Trouble::ServerError, Trouble::RateLimited, Trouble::Dropped] {
+            let n = draws.iter().filter(|d| **d == Some(kind)).count();
+            assert!(n > 800, "{kind:?}: {n}");
+        }
+    }
+}

@@ -25,9 +25,12 @@
 //!
 //! Tests bend reality on purpose with switches (wrong, expired or revoked keys, no access
 //! to users, workspaces, roles or audit logs, a team without the Enterprise plan, SCIM
-//! turned off, a deleted team, a rate limit, small pages) and with injected [`Fault`]s
-//! (error replies, slow replies, connections closed without a reply) for the next N
-//! matching calls. Every request lands in a call log ([`PostmanSim::calls`]).
+//! turned off, a deleted team, a rate limit, small pages), with injected [`Fault`]s
+//! (error replies, slow replies, connections closed without a reply, the team deleted
+//! as a request arrives) for the next N matching calls, and with random transient
+//! trouble ([`PostmanSim::set_chaos`]). Every request lands in a call log
+//! ([`PostmanSim::calls`]); `tests/connector_contract.rs` checks the answers against
+//! Postman's OpenAPI document.
 //!
 //! Modelling choices where Postman documents nothing: a SCIM-deactivated member leaves
 //! `GET /users` but keeps their workspace roles, and the role lists still name them (so a

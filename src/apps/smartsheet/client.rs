@@ -232,8 +232,8 @@ impl Client {
     ///
     /// Smartsheet does not document whether its `email` filter ignores case, and HR
     /// systems send mixed-case addresses; so the filter is asked with the spelling given
-    /// and, when that finds no one, once more in lower case (how Smartsheet shows the
-    /// addresses it stores).
+    /// and, when that finds no one, once more in lower case (the spelling most accounts
+    /// store).
     pub async fn find_user(&self, email: &str, log: &CallLog) -> Result<Option<User>, ApiError> {
         let lower = email.to_lowercase();
         let mut spellings = vec![email];

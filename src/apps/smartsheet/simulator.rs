@@ -5,13 +5,17 @@
 //! `/users/{id}`, `/groups`, `/groups/{id}`) using an in-memory organisation:
 //! users, groups and access tokens. It follows the official API's shapes closely
 //! (paged `IndexResult` lists, `Result` envelopes for writes, the
-//! `{errorCode, message, refId}` error body and the documented error codes), and
-//! lets a test bend reality on purpose: expired or revoked tokens, missing
-//! permissions, a plan without API access, a locked account, per-token rate
-//! limits, tiny page sizes, and injected faults (error replies, slow replies,
-//! connections closed without any reply). Every request is written to a call
-//! log that tests can inspect afterwards. `offboard demo` uses the same server,
-//! filled by [`SmartsheetSim::seed_demo`].
+//! `{errorCode, message, refId}` error body and the documented error codes, among
+//! them the rules of a removal: 1018, 1019, 1021, 1107 and 1121 for `transferTo`,
+//! 1022 for a user of another account, 1020 for an unknown user, 1106 for an unknown
+//! group, and no transfer for a `PENDING` user), and lets a test bend reality on
+//! purpose: expired or revoked tokens, missing permissions, a plan without API access,
+//! a locked account, per-token rate limits, tiny page sizes, a case-sensitive email
+//! filter, injected faults (error replies, slow replies, connections closed without any
+//! reply) and random transient trouble ([`SmartsheetSim::set_chaos`]). Every request is
+//! written to a call log that tests can inspect afterwards; `tests/connector_contract.rs`
+//! checks the answers against Smartsheet's OpenAPI document. `offboard demo` uses the
+//! same server, filled by [`SmartsheetSim::seed_demo`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
