@@ -4,11 +4,11 @@
 //!
 //! | action | does |
 //! |---|---|
-//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids, team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`) |
+//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids, team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`). Someone already deactivated who is still the only Admin of workspaces (found in role lists by SCIM id) goes on to the hand-over when there is a recipient; without one the outcome is `absent` with those workspaces in `orphaned_workspaces` |
 //! | `postman.record_activity` | records the person's newest audit-log event (`last_activity`); without audit logs (POST-104-B / POST-105-B) it notes why and goes on |
 //! | `postman.require_activity` | the same, but missing audit logs fail the step |
 //! | `postman.check_recipient` | `transfer_to` must be an active team member other than the leaver (else POST-110-B) |
-//! | `postman.hand_over_workspaces` | where the leaver is the only Admin, makes the recipient Admin |
+//! | `postman.hand_over_workspaces` | where the leaver is the only active Admin, makes the recipient Admin |
 //! | `postman.remove_workspace_roles` | takes the leaver's workspace roles away (keeps an only Admin's role when no one took over) |
 //! | `postman.deprovision` | SCIM `active: false`: out of the team, sign-in blocked, seat freed, data kept |
 //! | `postman.confirm_deprovisioned` | checks SCIM says inactive and `GET /users/{id}` no longer lists them; evidence `entitlements_after`, `seats_after` |
@@ -300,7 +300,8 @@ fn deactivated_sole_admin(
     sole: Vec<Value>,
 ) -> ActionResult {
     let names: Vec<&str> = sole.iter().filter_map(|w| w["name"].as_str()).collect();
-    let listed = format!("{} workspaces: {}", sole.len(), names.join(", "));
+    // Debug-quoted: the names come from Postman and end up in logs.
+    let listed = format!("{} workspaces: {names:?}", sole.len());
     let entitlements = json!({
         "teamMember": false,
         "teamRoles": [],
