@@ -1,22 +1,43 @@
-//! Throughput and memory figures, printed (run with `cargo bench`):
-//! - replay: how fast the pure machine folds a trail (records per second);
-//! - end to end: license reclaims driven against the Smartsheet simulator on SQLite
-//!   (workflows per second, with the requests-per-minute budget set out of the way), and
-//!   the process's peak resident memory afterwards.
+//! The engine's figures, printed (run with `cargo bench`; PostgreSQL on 127.0.0.1:5432 and
+//! RabbitMQ on 127.0.0.1:5672, as for the tests). Every run drives licence reclaims (five
+//! steps, five HTTP calls) against the in-process Smartsheet simulator, which answers at
+//! once, with the request budget out of the way unless said otherwise:
+//!
+//! - end to end, PostgreSQL and SQLite, 1,000 and 5,000 events: published to RabbitMQ with
+//!   confirms, consumed, driven, and their `workflow.completed` events received; workflows
+//!   and steps per second, and on PostgreSQL the write transactions per workflow (transaction
+//!   ids consumed: read-only transactions take none);
+//! - latency: one workflow at a time on an idle engine, publish → `workflow.completed`
+//!   received, p50 and p99;
+//! - engine: step transitions persisted per second with no broker in the way;
+//! - in flight: 10,000 workflows waiting on `not_before`: peak resident memory, and how long
+//!   the due query (a claim that finds nothing) takes;
+//! - bulk: leavers on one connection at a request budget the simulator enforces: time
+//!   against the lower bound (calls ÷ budget) and the 429s seen;
+//! - replay: how fast the pure machine folds a trail.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
 use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::apps::AppClient;
-use offboard::config::{AppKind, Config, ConnectionConfig, Secret};
+use offboard::config::{AmqpNames, Config, Secret};
 use offboard::domain::event;
 use offboard::runtime::definitions::{stored, Registry};
 use offboard::runtime::engine::Engine;
+use offboard::service::Service;
 use offboard::store::Store;
+use sea_orm::ConnectionTrait;
+use support::{amqp_names, fresh_database, smartsheet_connection, Db, AMQP_URL};
 
-const WORKFLOWS: usize = 200;
-const FOLDS: usize = 2_000;
+const STEPS: usize = 5;
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -24,89 +45,395 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[tokio::main]
-async fn main() {
+/// Resets the peak resident set to the current one (Linux), so a section measures its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn user(i: usize) -> String {
+    format!("user{i}@bench.example")
+}
+
+/// A simulator with an admin holding the bench token and `users` reclaimable users.
+async fn simulator(users: usize) -> SmartsheetSim {
     let sim = SmartsheetSim::start().await.unwrap();
     let admin = sim.add_user(SimUser {
         admin: true,
         ..SimUser::new("admin@bench.example")
     });
     sim.add_token("bench-token", admin);
-    for i in 0..WORKFLOWS {
+    for i in 0..users {
         sim.add_user(SimUser {
             resource_viewer: true,
-            ..SimUser::new(&format!("user{i}@bench.example"))
+            ..SimUser::new(&user(i))
         });
     }
-    let dir = tempfile::tempdir().unwrap();
+    sim
+}
+
+/// An engine on a fresh database of `db`, 64 workflows at a time.
+async fn engine(
+    db: Db,
+    sim: &SmartsheetSim,
+    names: AmqpNames,
+    requests_per_minute: u32,
+) -> (Arc<Engine>, Option<tempfile::TempDir>) {
+    let (url, dir) = fresh_database(db).await;
     let mut config = Config::defaults();
-    config.database_url = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-    config.max_concurrent_workflows = 16;
-    let conn = ConnectionConfig {
-        app: AppKind::Smartsheet,
-        base_url: sim.base_url(),
-        token_env: "UNUSED".into(),
-        requests_per_minute: 6_000_000,
-        timeout_secs: 10,
+    config.database_url = url;
+    config.amqp_url = AMQP_URL.to_string();
+    config.amqp = AmqpNames {
+        prefetch: 256,
+        ..names
     };
+    config.max_concurrent_workflows = 64;
+    let mut conn = smartsheet_connection(&sim.base_url());
+    conn.requests_per_minute = requests_per_minute;
     config.connections.clear();
     config.connections.insert("smartsheet".into(), conn.clone());
     let store = Store::open(&config.database_url).await.unwrap();
-    let engine = Arc::new(Engine::new(store, config, Registry::load(None).unwrap()));
+    let engine = Engine::new(store, config, Registry::load(None).unwrap());
     engine
         .use_client(
             "smartsheet",
             AppClient::new(&conn, Secret::new("bench-token")).unwrap(),
         )
         .await;
+    (Arc::new(engine), dir)
+}
 
-    let known = vec!["smartsheet".to_string()];
+fn reclaim(id: &str, i: usize, not_before: Option<&str>) -> String {
+    let mut data = serde_json::json!({"person": {"email": user(i)}});
+    if let Some(t) = not_before {
+        data["not_before"] = t.into();
+    }
+    serde_json::json!({"specversion": "1.0", "id": id, "source": "bench",
+        "type": "license.reclaim.requested", "data": data})
+    .to_string()
+}
+
+/// Completion events as they arrive: a consumer on a queue bound to `workflow.*`.
+struct Completions {
+    consumer: lapin::Consumer,
+    _channel: lapin::Channel,
+}
+
+impl Completions {
+    async fn watch(names: &AmqpNames) -> Completions {
+        let (channel, queue) = support::watch_exchange(names, "workflow.*").await;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "bench".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Completions {
+            consumer,
+            _channel: channel,
+        }
+    }
+
+    /// Waits for `n` completion events; returns when each arrived, by event id.
+    async fn take(&mut self, n: usize) -> Vec<(String, Instant)> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let delivery = tokio::time::timeout(Duration::from_secs(120), self.consumer.next())
+                .await
+                .expect("completions stopped arriving")
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+            assert_eq!(v["type"], "workflow.completed", "{v}");
+            got.push((
+                v["data"]["event_id"].as_str().unwrap().to_string(),
+                Instant::now(),
+            ));
+        }
+        got
+    }
+}
+
+/// Publishes every body with confirms, all confirms awaited together.
+async fn publish_all(names: &AmqpNames, bodies: &[String]) {
+    let channel = support::channel().await;
+    offboard::intake::declare(&channel, names).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        confirms.push(
+            channel
+                .basic_publish(
+                    names.exchange.as_str().into(),
+                    "license.reclaim.requested".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(c.await.unwrap().is_ack());
+    }
+}
+
+/// The PostgreSQL transaction id counter (each write transaction takes one id).
+async fn xid(store: &Store) -> Option<i64> {
+    let db = store.connection();
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return None;
+    }
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT txid_current() AS x",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "x").ok()
+}
+
+async fn end_to_end(db: Db, label: &str, n: usize) {
+    let sim = simulator(n).await;
+    let names = amqp_names();
+    let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
+    let mut completions = Completions::watch(&names).await;
+    let service = Service::start(engine.clone());
+    let bodies: Vec<String> = (0..n).map(|i| reclaim(&format!("e2e-{i}"), i, None)).collect();
+    let xid_before = xid(engine.store()).await;
     let started = Instant::now();
-    for i in 0..WORKFLOWS {
-        let body = serde_json::json!({"specversion": "1.0", "id": format!("bench-{i}"), "source": "bench",
-            "type": "license.reclaim.requested", "data": {"person": {"email": format!("user{i}@bench.example")}}})
-        .to_string();
+    publish_all(&names, &bodies).await;
+    let done = completions.take(n).await;
+    let secs = done.last().unwrap().1.duration_since(started).as_secs_f64();
+    let xid_after = xid(engine.store()).await;
+    service.stop().await;
+    let writes = match (xid_before, xid_after) {
+        (Some(a), Some(b)) => format!(
+            ", {:.1} write transactions per workflow",
+            (b - a - 1) as f64 / n as f64
+        ),
+        _ => String::new(),
+    };
+    println!(
+        "end to end, {label}, {n} events: {:.2} s, {:.0} workflows/s, {:.0} steps/s{writes}",
+        secs,
+        n as f64 / secs,
+        (n * STEPS) as f64 / secs
+    );
+}
+
+async fn latency(db: Db, label: &str, samples: usize) {
+    let sim = simulator(samples).await;
+    let names = amqp_names();
+    let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
+    let mut completions = Completions::watch(&names).await;
+    let service = Service::start(engine.clone());
+    let channel = support::channel().await;
+    offboard::intake::declare(&channel, &names).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // Warm up: connections, definitions, the first claim.
+    publish_all(&names, &[reclaim("warm", 0, None)]).await;
+    completions.take(1).await;
+    let mut times = Vec::with_capacity(samples);
+    for i in 1..samples {
+        let body = reclaim(&format!("lat-{i}"), i, None);
+        let sent = Instant::now();
+        channel
+            .basic_publish(
+                names.exchange.as_str().into(),
+                "license.reclaim.requested".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        let (_, at) = completions.take(1).await.remove(0);
+        times.push(at.duration_since(sent));
+    }
+    service.stop().await;
+    times.sort();
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "latency, {label}, publish -> workflow.completed, one at a time on an idle engine: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        times.len()
+    );
+}
+
+/// Step transitions persisted per second, events accepted straight into the engine.
+async fn engine_only(db: Db, label: &str, n: usize) {
+    let sim = simulator(n).await;
+    let (engine, _dir) = engine(db, &sim, amqp_names(), 6_000_000).await;
+    let known = vec!["smartsheet".to_string()];
+    for i in 0..n {
+        let body = reclaim(&format!("eng-{i}"), i, None);
         let request = event::parse(body.as_bytes(), &known).unwrap();
         engine.accept(&request, &body).await.unwrap().unwrap();
     }
-    let accepted = started.elapsed();
+    let started = Instant::now();
     engine
         .run_until_settled(Duration::from_secs(600))
         .await
         .unwrap();
-    let total = started.elapsed();
+    let secs = started.elapsed().as_secs_f64();
     let done = engine.store().list(None).await.unwrap();
     assert!(done
         .iter()
         .all(|w| w.outcome.as_deref() == Some("downgraded")));
-    println!("end to end: {WORKFLOWS} license reclaims on SQLite in {:.2} s ({:.1} workflows/s; intake {:.1} events/s)",
-        total.as_secs_f64(), WORKFLOWS as f64 / total.as_secs_f64(), WORKFLOWS as f64 / accepted.as_secs_f64());
+    println!(
+        "engine, {label}, {n} workflows accepted then driven: {:.0} step transitions/s ({:.0} workflows/s)",
+        (n * STEPS) as f64 / secs,
+        n as f64 / secs
+    );
+}
 
-    // Replay speed: fold one workflow's real trail many times.
-    let id = &done[0].id;
-    let loaded = engine.store().load(id).await.unwrap().unwrap();
+async fn in_flight(n: usize) {
+    let sim = simulator(0).await;
+    let (engine, _dir) = engine(Db::Postgres, &sim, amqp_names(), 6_000_000).await;
+    reset_peak_rss();
+    let known = vec!["smartsheet".to_string()];
+    let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    for i in 0..n {
+        let body = reclaim(&format!("wait-{i}"), i, Some(&later));
+        let request = event::parse(body.as_bytes(), &known).unwrap();
+        engine.accept(&request, &body).await.unwrap().unwrap();
+    }
+    let rounds = 200;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let claims = engine
+            .store()
+            .claim_due("bench", 15.0, 64)
+            .await
+            .unwrap();
+        assert!(claims.is_empty());
+    }
+    let per_query = started.elapsed() / rounds;
+    println!(
+        "in flight, PostgreSQL, {n} workflows waiting on not_before: due query {:.2} ms, peak resident set {:.1} MiB",
+        per_query.as_secs_f64() * 1e3,
+        peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+    );
+}
+
+async fn bulk(leavers: usize, per_minute: u32) {
+    let sim = simulator(leavers).await;
+    sim.set_rate_limit(Some(per_minute));
+    let names = amqp_names();
+    let (engine, _dir) = engine(Db::Postgres, &sim, names.clone(), per_minute).await;
+    let mut completions = Completions::watch(&names).await;
+    let service = Service::start(engine.clone());
+    let bodies: Vec<String> = (0..leavers)
+        .map(|i| reclaim(&format!("bulk-{i}"), i, None))
+        .collect();
+    sim.clear_calls();
+    let started = Instant::now();
+    publish_all(&names, &bodies).await;
+    completions.take(leavers).await;
+    let secs = started.elapsed().as_secs_f64();
+    service.stop().await;
+    let calls = sim.calls();
+    let limited = calls.iter().filter(|c| c.status == 429).count();
+    let bound = calls.len() as f64 / (f64::from(per_minute) / 60.0);
+    println!(
+        "bulk, PostgreSQL, {leavers} leavers at {per_minute} requests/min: {:.1} s for {} calls, lower bound {:.1} s ({:+.1} %), {limited} answered 429",
+        secs,
+        calls.len(),
+        bound,
+        (secs / bound - 1.0) * 100.0
+    );
+}
+
+async fn replay() {
+    let sim = simulator(1).await;
+    let (engine, _dir) = engine(Db::Sqlite, &sim, amqp_names(), 6_000_000).await;
+    let known = vec!["smartsheet".to_string()];
+    let body = reclaim("replay", 0, None);
+    let request = event::parse(body.as_bytes(), &known).unwrap();
+    engine.accept(&request, &body).await.unwrap().unwrap();
+    engine
+        .run_until_settled(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let id = engine.store().list(None).await.unwrap()[0].id.clone();
+    let loaded = engine.store().load(&id).await.unwrap().unwrap();
     let def = stored(&loaded.definition_source).unwrap();
     let trail: Vec<_> = engine
         .store()
-        .trail(id)
+        .trail(&id)
         .await
         .unwrap()
         .into_iter()
         .map(|r| (r.at, serde_json::from_str(&r.body).unwrap()))
         .collect();
+    let folds = 5_000;
     let t = Instant::now();
-    for _ in 0..FOLDS {
+    for _ in 0..folds {
         let state = offboard::domain::machine::fold(&def, &trail).unwrap();
         assert_eq!(state, loaded.state);
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "replay: folded a {}-record trail {FOLDS} times in {:.3} s ({:.0} records/s)",
+        "replay: folded a {}-record trail {folds} times in {:.3} s ({:.0} records/s)",
         trail.len(),
         secs,
-        (trail.len() * FOLDS) as f64 / secs
+        (trail.len() * folds) as f64 / secs
     );
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench -- NAME` runs only the sections whose name contains NAME.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if wanted("in_flight") {
+        in_flight(10_000).await;
+    }
+    if wanted("latency") {
+        latency(Db::Postgres, "PostgreSQL", 201).await;
+        latency(Db::Sqlite, "SQLite", 201).await;
+    }
+    if wanted("end_to_end") {
+        for n in [1_000, 5_000] {
+            end_to_end(Db::Postgres, "PostgreSQL", n).await;
+        }
+        for n in [1_000, 5_000] {
+            end_to_end(Db::Sqlite, "SQLite", n).await;
+        }
+    }
+    if wanted("engine") {
+        engine_only(Db::Postgres, "PostgreSQL", 2_000).await;
+        engine_only(Db::Sqlite, "SQLite", 2_000).await;
+    }
+    if wanted("bulk") {
+        bulk(300, 1_200).await;
+    }
+    if wanted("replay") {
+        replay().await;
+    }
     if let Some(kib) = peak_rss_kib() {
-        println!("memory: peak resident set {:.1} MiB", kib as f64 / 1024.0);
+        println!(
+            "memory: peak resident set since the in-flight section {:.1} MiB",
+            kib as f64 / 1024.0
+        );
     }
 }

@@ -351,7 +351,7 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Smt190B,
         app: "smartsheet",
-        condition: "Smartsheet kept answering HTTP 429 (errorCode 4003), a 5xx status or errorCode 4000, 4001, 4002 or 4004, or timed out or dropped the connection, until the step's attempts ran out; a connection check meeting such an answer reports it too.",
+        condition: "Smartsheet kept answering HTTP 429 (errorCode 4003), a 5xx status or errorCode 4000, 4001, 4002 or 4004, or timed out or dropped the connection, through every retry: each call is retried on its own for up to a minute, then the step on its durable timer until its attempts ran out (over an hour with the shipped policies); a connection check meeting such an answer reports it too.",
         retryable: true,
         message: "Smartsheet stayed unavailable or rate-limited through every retry",
         remedy: &[
@@ -529,7 +529,7 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Post106A,
         app: "postman",
-        condition: "A connection check found that the team behind the key no longer exists: `GET /me` names no team, or the team's endpoints answer 404.",
+        condition: "A connection check found that the key's user is in no team: `GET /me` answers `teamId: 0` (Postman's documented value) or names no team, or the team's endpoints say the team does not exist.",
         retryable: false,
         message: "The Postman team behind this API key no longer exists",
         remedy: &[
@@ -541,7 +541,7 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Post106B,
         app: "postman",
-        condition: "During a run the team stopped existing for the key: `GET /me` names no team, or the team's endpoints answer 404.",
+        condition: "During a run the team stopped existing for the key: a refusal (e.g. SCIM's 400 \"This Postman team doesn't exist anymore.\") after which `GET /me` answers `teamId: 0` or names no team.",
         retryable: false,
         message: "The Postman team of this connection disappeared during the run",
         remedy: &[
@@ -565,7 +565,7 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Post190B,
         app: "postman",
-        condition: "Postman kept answering HTTP 429 or a 5xx status, or timed out or dropped the connection, until the step's attempts ran out; a connection check meeting such an answer reports it too.",
+        condition: "Postman kept answering HTTP 429 or a 5xx status, or timed out or dropped the connection, through every retry: each call is retried on its own for up to a minute, then the step on its durable timer until its attempts ran out (over an hour with the shipped policies); a connection check meeting such an answer reports it too.",
         retryable: true,
         message: "Postman stayed unavailable or rate-limited through every retry",
         remedy: &[

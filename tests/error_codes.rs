@@ -1,12 +1,14 @@
 //! Every Smartsheet code provoked by the real condition in the simulator: the `-A` codes
 //! through `offboard check`, the `-B` codes through full workflow runs.
 
+mod apps_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use apps_support::{quick_retry, retry_calls};
 use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
 use serde_json::Value;
 use support::*;
@@ -155,7 +157,7 @@ fn fast_workflows() -> tempfile::TempDir {
         let fast = text
             .replace("initial_interval_ms = 1000", "initial_interval_ms = 10")
             .replace("initial_interval_ms = 2000", "initial_interval_ms = 10")
-            .replace("max_interval_ms = 60000", "max_interval_ms = 40");
+            .replace("max_interval_ms = 300000", "max_interval_ms = 40");
         std::fs::write(dir.path().join(name), fast).unwrap();
     }
     dir
@@ -287,7 +289,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
                             retry_after_secs: None,
                         },
                     )
-                    .times(100),
+                    .times(100_000),
                 )
             },
             code: "SMT-190-B",
@@ -307,7 +309,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
                             retry_after_secs: None,
                         },
                     )
-                    .times(100),
+                    .times(100_000),
                 )
             },
             code: "SMT-190-B",
@@ -321,6 +323,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
         let mut config = config(&url, amqp_names(), &org.sim.base_url());
         config.workflows_dir = Some(workflows.path().to_path_buf());
         let engine = engine(config, TOKEN).await;
+        retry_calls(&engine, "smartsheet", TOKEN, quick_retry()).await;
         (case.setup)(&org);
         let id = format!("ev-{}", unique());
         let body = event(&id, case.kind, LEAVER, case.transfer_to);

@@ -4,8 +4,9 @@
 //!   append presents it, so a holder that lost its lease cannot write.
 //! - `workflows.trail_seq` is the position of the last audit record: an append is a
 //!   compare-and-set on it instead of a read of the trail.
-//! - `workflows_due` indexes only unfinished workflows, so finding due work does not grow
-//!   with history.
+//! - `workflows_due` and `workflows_due_wake` index only unfinished workflows (by age and
+//!   by wake-up time), so finding due work does not grow with history or with the number
+//!   of workflows waiting on timers.
 //! - `dead_letters.raw` keeps a rejected body byte for byte (PostgreSQL text cannot hold a
 //!   0x00 byte; the `body` column keeps an escaped excerpt for people).
 //! - `outbox.claimed_by` / `claimed_until`: an entry belongs to the process that wrote it
@@ -117,6 +118,12 @@ impl MigrationTrait for Migration {
              WHERE state IN ('pending', 'running', 'retrying')",
         )
         .await?;
+        // Workflows waiting on a timer are found (or passed over) by their wake-up time.
+        db.execute_unprepared(
+            "CREATE INDEX workflows_due_wake ON workflows (wake_at) \
+             WHERE state IN ('pending', 'running', 'retrying')",
+        )
+        .await?;
         db.execute_unprepared("CREATE INDEX outbox_claimed_until ON outbox (claimed_until)")
             .await?;
         if m.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
@@ -152,6 +159,7 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("DROP INDEX outbox_claimed_until")
             .await?;
         db.execute_unprepared("DROP INDEX workflows_due").await?;
+        db.execute_unprepared("DROP INDEX workflows_due_wake").await?;
         m.alter_table(
             Table::alter()
                 .table(Outbox::Table)

@@ -1,9 +1,11 @@
-//! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`]),
-//! actions (the workflow steps named in `workflows/`), an error mapping to the catalog's
-//! codes, a connection check, and a simulator used by tests and `offboard demo`.
+//! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`],
+//! each call retried on its own by [`retry::CallRetry`]), actions (the workflow steps
+//! named in `workflows/`), an error mapping to the catalog's codes, a connection check,
+//! and a simulator used by tests and `offboard demo`.
 
 pub mod http;
 pub mod postman;
+pub mod retry;
 pub mod sim_kit;
 pub mod smartsheet;
 
@@ -75,6 +77,14 @@ impl AppClient {
             }
             AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),
         })
+    }
+
+    /// The same client retrying each HTTP call as `retry` says (tests shorten the waits).
+    pub fn with_call_retry(self, retry: retry::CallRetry) -> AppClient {
+        match self {
+            AppClient::Smartsheet(c) => AppClient::Smartsheet(c.with_call_retry(retry)),
+            AppClient::Postman(c) => AppClient::Postman(c.with_call_retry(retry)),
+        }
     }
 
     /// Performs one workflow action.

@@ -1,6 +1,6 @@
 //! Pieces shared by the app simulators: the server's lifecycle (bind a free loopback
-//! port, serve, stop on drop), injected faults (which requests they hit, how many times)
-//! and a listener whose connections a fault can kill, so the client sees the connection
+//! port, serve, stop on drop), injected faults (which requests they hit, how many times),
+//! random transient trouble ([`Chaos`]) and a listener whose connections a fault can kill, so the client sees the connection
 //! drop with no response, as with a real network failure.
 
 use std::io;
@@ -162,6 +162,41 @@ pub fn take_fault<K: Clone>(faults: &mut Vec<Fault<K>>, method: &str, paths: &[&
     Some(kind)
 }
 
+/// Transient trouble a real API and network produce now and then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trouble {
+    /// A 5xx answer (the app is overloaded or restarting).
+    ServerError,
+    /// A 429 answer with `Retry-After: 1`.
+    RateLimited,
+    /// The connection closes with no answer at all.
+    Dropped,
+}
+
+/// Makes a share of requests fail transiently at random, one of [`Trouble`]'s three
+/// kinds each time, in equal measure: an unreliable API without any script.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Chaos {
+    /// The share of requests hit, between 0 and 1.
+    pub rate: f64,
+}
+
+impl Chaos {
+    /// The trouble for the next request, if it is hit.
+    pub fn draw(&self) -> Option<Trouble> {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        if !rng.random_bool(self.rate.clamp(0.0, 1.0)) {
+            return None;
+        }
+        Some(match rng.random_range(0..3) {
+            0 => Trouble::ServerError,
+            1 => Trouble::RateLimited,
+            _ => Trouble::Dropped,
+        })
+    }
+}
+
 /// Per-connection handle given to the middleware through `ConnectInfo`.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
@@ -283,5 +318,23 @@ impl Listener for KillableListener {
 impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
     fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
         stream.remote_addr().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaos_hits_about_its_share_with_every_kind_of_trouble() {
+        assert_eq!(Chaos { rate: 0.0 }.draw(), None);
+        let chaos = Chaos { rate: 0.35 };
+        let draws: Vec<Option<Trouble>> = (0..10_000).map(|_| chaos.draw()).collect();
+        let hit = draws.iter().filter(|d| d.is_some()).count();
+        assert!((3_000..4_000).contains(&hit), "{hit}");
+        for kind in [Trouble::ServerError, Trouble::RateLimited, Trouble::Dropped] {
+            let n = draws.iter().filter(|d| **d == Some(kind)).count();
+            assert!(n > 800, "{kind:?}: {n}");
+        }
     }
 }

@@ -366,12 +366,18 @@ async fn serve(config: Config) -> Outcome {
     let _ = conn.close(200, "topology declared".into()).await;
     for (name, report) in check_all(engine.config(), None).await? {
         match &report {
-            Ok(r) => match &r.problem {
-                None => tracing::info!(connection = %name, "connection check passed"),
-                Some((code, msg)) => {
-                    tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail")
+            Ok(r) => {
+                match &r.problem {
+                    None => tracing::info!(connection = %name, "connection check passed"),
+                    Some((code, msg)) => {
+                        tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail")
+                    }
                 }
-            },
+                // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
+                for (code, msg) in &r.warnings {
+                    tracing::warn!(connection = %name, %code, message = ?msg, "connection check warning")
+                }
+            }
             Err(e) => {
                 tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
             }

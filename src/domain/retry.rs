@@ -26,13 +26,16 @@ pub struct RetryPolicy {
     pub jitter: f64,
 }
 
+/// The default policy waits out an outage of over an hour: delays of 1 s, 2 s, 4 s … up
+/// to 5 minutes, 24 attempts (about 78 minutes of waiting in all). The HTTP calls of each
+/// attempt are also retried on their own first (`apps::retry`).
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             initial_interval_ms: 1_000,
             multiplier: 2.0,
-            max_interval_ms: 60_000,
-            max_attempts: 6,
+            max_interval_ms: 300_000,
+            max_attempts: 24,
             jitter: 0.2,
         }
     }
@@ -84,6 +87,13 @@ impl RetryPolicy {
             return Err("jitter must be between 0 and 1".into());
         }
         Ok(())
+    }
+
+    /// The time a step waits in all before giving up, without jitter or `Retry-After`.
+    pub fn window(&self) -> Duration {
+        (1..self.max_attempts)
+            .filter_map(|a| self.delay_after(a, 0.0, None))
+            .sum()
     }
 
     /// The delay after failed attempt `attempt` (1-based), or `None` when the attempts
@@ -142,6 +152,15 @@ mod tests {
             p.delay_after(1, 0.0, Some(2_000)).unwrap().as_millis(),
             2_000
         );
+    }
+
+    #[test]
+    fn the_default_policy_outlasts_an_hour_long_outage() {
+        // (backon computes in f32: compare whole milliseconds.)
+        assert_eq!(policy().window().as_millis(), 100 + 200 + 350 + 350);
+        // 1 + 2 + … + 256 s, then 5 minutes for each of the remaining 14 waits.
+        assert_eq!(RetryPolicy::default().window().as_secs(), 511 + 14 * 300);
+        assert!(RetryPolicy::default().window() >= Duration::from_secs(3_600));
     }
 
     #[test]

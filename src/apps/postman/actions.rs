@@ -4,18 +4,20 @@
 //!
 //! | action | does |
 //! |---|---|
-//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids, team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`) |
+//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids, team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`). Someone already deactivated who is still the only Admin of workspaces (found in role lists by SCIM id) goes on to the hand-over when there is a recipient; without one the outcome is `absent` with those workspaces in `orphaned_workspaces` |
 //! | `postman.record_activity` | records the person's newest audit-log event (`last_activity`); without audit logs (POST-104-B / POST-105-B) it notes why and goes on |
 //! | `postman.require_activity` | the same, but missing audit logs fail the step |
 //! | `postman.check_recipient` | `transfer_to` must be an active team member other than the leaver (else POST-110-B) |
-//! | `postman.hand_over_workspaces` | where the leaver is the only Admin, makes the recipient Admin |
+//! | `postman.hand_over_workspaces` | where the leaver is the only active Admin, makes the recipient Admin |
 //! | `postman.remove_workspace_roles` | takes the leaver's workspace roles away (keeps an only Admin's role when no one took over) |
 //! | `postman.deprovision` | SCIM `active: false`: out of the team, sign-in blocked, seat freed, data kept |
 //! | `postman.confirm_deprovisioned` | checks SCIM says inactive and `GET /users/{id}` no longer lists them; evidence `entitlements_after`, `seats_after` |
 
 use serde_json::{json, Value};
 
-use super::client::{admins_of, role_name, roles_of, ApiError, Client, RoleChange, ROLE_ADMIN};
+use super::client::{
+    admins_of, role_name, roles_of, sole_admin_of, ApiError, Client, RoleChange, ROLE_ADMIN,
+};
 use super::errors::{run_error, Area};
 use crate::apps::ActionContext;
 use crate::codes::Code;
@@ -149,7 +151,12 @@ fn member_email<'a>(ctx: &'a ActionContext<'_>) -> &'a str {
 
 async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
-    let member = client.find_member(email, ctx.calls).await.map_err(users)?;
+    let team = client.list_members(ctx.calls).await.map_err(users)?;
+    // Role lists also name deactivated members; only active ones count as an Admin.
+    let active: Vec<String> = team.iter().map(|m| m.id.to_string()).collect();
+    let member = team
+        .into_iter()
+        .find(|m| m.email.eq_ignore_ascii_case(email));
     let exact_email = member
         .as_ref()
         .map(|m| m.email.clone())
@@ -168,6 +175,14 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     }
     let scim_active = scim.as_ref().map(|u| u.active);
     if member.is_none() && scim_active != Some(true) {
+        if let Some(user) = scim.as_ref().filter(|u| !u.active) {
+            // Deactivated, yet perhaps still the only Admin of workspaces: those need a
+            // new Admin as much as a leaver's do.
+            let sole = sole_admin_by_scim_id(client, &user.id, ctx).await?;
+            if !sole.is_empty() {
+                return deactivated_sole_admin(ctx, &exact_email, &user.id, sole);
+            }
+        }
         let why = match scim_active {
             Some(false) => "is already deactivated in Postman",
             _ => "is not a member of this Postman team",
@@ -200,7 +215,9 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             }
             let me = m.id.to_string();
             let sole_admin = mine.iter().any(|r| r == ROLE_ADMIN)
-                && admins_of(&ws_roles).iter().all(|a| *a == me);
+                && admins_of(&ws_roles)
+                    .iter()
+                    .all(|a| *a == me || !active.contains(a));
             held.push(
                 json!({ "id": w.id, "name": w.name, "roles": mine, "soleAdmin": sole_admin }),
             );
@@ -242,6 +259,75 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             "seats_before",
             seats.map(|s| json!(s)).unwrap_or(Value::Null),
         ))
+}
+
+/// The team workspaces whose only Admin is the SCIM user `scim_id` (role lists read with
+/// SCIM ids, since a deactivated member has no entry in `GET /users` to learn their id).
+async fn sole_admin_by_scim_id(
+    client: &Client,
+    scim_id: &str,
+    ctx: &ActionContext<'_>,
+) -> Result<Vec<Value>, Failure> {
+    let all = client
+        .list_workspaces(ctx.calls)
+        .await
+        .map_err(workspaces)?;
+    let mut sole = Vec::new();
+    for w in all.iter().filter(|w| w.has_roles()) {
+        let Some(ws_roles) = client
+            .workspace_roles_scim(&w.id, ctx.calls)
+            .await
+            .map_err(roles)?
+        else {
+            continue;
+        };
+        if sole_admin_of(&ws_roles, scim_id) {
+            sole.push(
+                json!({ "id": w.id, "name": w.name, "roles": [ROLE_ADMIN], "soleAdmin": true }),
+            );
+        }
+    }
+    Ok(sole)
+}
+
+/// A person already deactivated in Postman who is still the only Admin of `sole`: with a
+/// recipient the run goes on to hand those workspaces over (role lists read by SCIM id);
+/// without one it ends `absent`, saying which workspaces are left without an active Admin.
+fn deactivated_sole_admin(
+    ctx: &ActionContext<'_>,
+    email: &str,
+    scim_id: &str,
+    sole: Vec<Value>,
+) -> ActionResult {
+    let names: Vec<&str> = sole.iter().filter_map(|w| w["name"].as_str()).collect();
+    // Debug-quoted: the names come from Postman and end up in logs.
+    let listed = format!("{} workspaces: {names:?}", sole.len());
+    let entitlements = json!({
+        "teamMember": false,
+        "teamRoles": [],
+        "scimActive": false,
+        "workspaces": sole.iter().map(|w| json!({"id": w["id"], "name": w["name"], "roles": ["Admin"]})).collect::<Vec<_>>(),
+    });
+    if ctx.request.transfer_to.is_none() {
+        return Ok(StepOutput {
+            finish_with: Some(Outcome::Absent),
+            ..StepOutput::summary(format!(
+                "{email} is already deactivated in Postman but still the only Admin of {listed}; no recipient given, so they stay without an active Admin"
+            ))
+        }
+        .fact("scim_id", scim_id)
+        .fact("orphaned_workspaces", sole)
+        .fact("entitlements_before", entitlements));
+    }
+    Ok(StepOutput::summary(format!(
+        "{email} is already deactivated in Postman but still the only Admin of {listed}; they go to the recipient"
+    ))
+    .fact("member_id", Value::Null)
+    .fact("member_email", email)
+    .fact("scim_id", scim_id)
+    .fact("role_ids", "scim")
+    .fact("workspace_roles", sole)
+    .fact("entitlements_before", entitlements))
 }
 
 async fn record_activity(client: &Client, ctx: &ActionContext<'_>, strict: bool) -> ActionResult {
@@ -317,23 +403,22 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
             "the recipient is the person being offboarded".into(),
         ));
     }
-    if let Some(u) = client
+    let scim = client
         .scim_find_user(&recipient.email, ctx.calls)
         .await
-        .map_err(users)?
-    {
-        if !u.active {
-            return Err(recipient_problem(format!(
-                "recipient {email} is deactivated in Postman"
-            )));
-        }
+        .map_err(users)?;
+    if scim.as_ref().is_some_and(|u| !u.active) {
+        return Err(recipient_problem(format!(
+            "recipient {email} is deactivated in Postman"
+        )));
     }
     Ok(StepOutput::summary(format!(
         "recipient {} ({}) can take over",
         recipient.id, recipient.email
     ))
     .fact("recipient_id", recipient.id)
-    .fact("recipient_email", recipient.email))
+    .fact("recipient_email", recipient.email)
+    .fact("recipient_scim_id", scim.map(|u| u.id)))
 }
 
 async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
@@ -344,17 +429,32 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
             sole.len()
         )));
     };
-    let leaver = ctx.fact_i64("member_id").map(|id| id.to_string());
-    let to = recipient.to_string();
+    // Role lists name users by Postman id, or by SCIM id for a leaver already deactivated
+    // (found by `find_member` through SCIM only).
+    let by_scim = ctx.fact_str("role_ids") == Some("scim");
+    let (leaver, to) = if by_scim {
+        let Some(to) = ctx.fact_str("recipient_scim_id") else {
+            return Err(recipient_problem(format!(
+                "recipient {recipient} has no SCIM identity, so the workspaces of a deactivated Admin cannot be matched"
+            )));
+        };
+        (ctx.fact_str("scim_id").map(str::to_string), to.to_string())
+    } else {
+        (
+            ctx.fact_i64("member_id").map(|id| id.to_string()),
+            recipient.to_string(),
+        )
+    };
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     for w in &sole {
         // Read before write: after a crash the recipient may already be Admin.
-        let Some(current) = client
-            .workspace_roles(&w.id, ctx.calls)
-            .await
-            .map_err(roles)?
-        else {
+        let current = if by_scim {
+            client.workspace_roles_scim(&w.id, ctx.calls).await
+        } else {
+            client.workspace_roles(&w.id, ctx.calls).await
+        };
+        let Some(current) = current.map_err(roles)? else {
             skipped.push(ws_reason(w, "the workspace no longer exists"));
             continue;
         };
@@ -363,7 +463,11 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
             done.push(ws_json(w));
             continue;
         }
-        if admins.iter().any(|a| Some(a) != leaver.as_ref()) {
+        let others: Vec<&String> = admins
+            .iter()
+            .filter(|a| Some(*a) != leaver.as_ref())
+            .collect();
+        if !others.is_empty() && any_active(client, ctx, &others, by_scim).await? {
             skipped.push(ws_reason(w, "another Admin took over meanwhile"));
             continue;
         }
@@ -393,6 +497,27 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
     .fact("workspaces_not_handed_over", skipped))
 }
 
+/// Whether any of `admins` (ids as role lists spell them: Postman ids, or SCIM ids when
+/// `by_scim`) is an active member; role lists also name deactivated ones.
+async fn any_active(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    admins: &[&String],
+    by_scim: bool,
+) -> Result<bool, Failure> {
+    if by_scim {
+        for id in admins {
+            let user = client.scim_get_user(id, ctx.calls).await.map_err(users)?;
+            if user.is_some_and(|u| u.active) {
+                return Ok(true);
+            }
+        }
+        return Ok(false);
+    }
+    let team = client.list_members(ctx.calls).await.map_err(users)?;
+    Ok(team.iter().any(|m| admins.contains(&&m.id.to_string())))
+}
+
 async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let Some(leaver) = ctx.fact_i64("member_id") else {
         return Ok(StepOutput::summary(
@@ -403,6 +528,15 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
     let held = held_workspaces(ctx);
     let mut removed = Vec::new();
     let mut kept = Vec::new();
+    // Role lists also name deactivated members; only an active Admin keeps a workspace
+    // administered once the leaver's role is gone.
+    let active: Vec<String> = client
+        .list_members(ctx.calls)
+        .await
+        .map_err(users)?
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
     'workspaces: for w in &held {
         let Some(current) = client
             .workspace_roles(&w.id, ctx.calls)
@@ -415,7 +549,9 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
         if mine.is_empty() {
             continue;
         }
-        let other_admin = admins_of(&current).iter().any(|a| *a != me);
+        let other_admin = admins_of(&current)
+            .iter()
+            .any(|a| *a != me && active.contains(a));
         if mine.iter().any(|r| r == ROLE_ADMIN) && !other_admin {
             kept.push(ws_reason(
                 w,
@@ -609,7 +745,10 @@ mod tests {
             requests_per_minute: 60_000,
             timeout_secs: 2,
         };
-        Client::with_keys(&config, Secret::new(key), Secret::new(key)).unwrap()
+        Client::with_keys(&config, Secret::new(key), Secret::new(key))
+            .unwrap()
+            // One call, one answer: these tests are about how each answer is read.
+            .with_call_retry(crate::apps::retry::CallRetry::never())
     }
 
     fn request(event_type: EventType, email: &str, transfer_to: Option<&str>) -> WorkflowRequest {

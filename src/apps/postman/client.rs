@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
 
 /// Page size asked for when listing workspaces (the documented maximum).
@@ -56,7 +57,8 @@ pub struct Me {
     /// Email.
     #[serde(default)]
     pub email: String,
-    /// The team; absent when the user belongs to no team (any more).
+    /// The team. Postman documents `0` for a user in no team (any more); older answers
+    /// left the field out. Read it through [`Me::in_team`].
     #[serde(default)]
     pub team_id: Option<i64>,
     /// The team's name.
@@ -65,6 +67,13 @@ pub struct Me {
     /// Team roles (`admin`, `user`, `billing`…).
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+impl Me {
+    /// Whether the key's user belongs to a team: `teamId` present and not `0`.
+    pub fn in_team(&self) -> bool {
+        self.team_id.is_some_and(|id| id != 0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,6 +176,12 @@ pub fn roles_of(roles: &[WorkspaceRole], user: i64) -> Vec<String> {
         .filter(|r| r.users.contains(&id))
         .map(|r| r.id.clone())
         .collect()
+}
+
+/// Whether `user` (an id as the role list spells it) is the workspace's only Admin.
+pub fn sole_admin_of(roles: &[WorkspaceRole], user: &str) -> bool {
+    let admins = admins_of(roles);
+    !admins.is_empty() && admins.iter().all(|a| a == user)
 }
 
 /// The users holding the Admin role among `roles`.
@@ -326,7 +341,11 @@ impl ApiError {
     /// Whether the error says the caller is in no team.
     pub fn says_no_team(&self) -> bool {
         let t = self.text();
-        t.contains("part of a team") || t.contains("team not found") || t.contains("no team")
+        t.contains("part of a team")
+            || t.contains("team not found")
+            || t.contains("no team")
+            || t.contains("team doesn't exist")
+            || t.contains("team does not exist")
     }
 }
 
@@ -397,12 +416,22 @@ fn retry_after_ms(reply: &Reply) -> Option<u64> {
     None
 }
 
+impl CallError for ApiError {
+    fn is_transient(&self) -> bool {
+        ApiError::is_transient(self)
+    }
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+}
+
 /// A client for one Postman team.
 #[derive(Debug)]
 pub struct Client {
     api: ApiHttp,
     scim: ApiHttp,
     scim_key_source: String,
+    retry: CallRetry,
 }
 
 impl Client {
@@ -466,10 +495,31 @@ impl Client {
             api,
             scim,
             scim_key_source: "the SCIM API key given".to_string(),
+            retry: CallRetry::default(),
         })
     }
 
+    /// The same client retrying each call as `retry` says.
+    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends one request, retrying it while it fails transiently (see [`CallRetry`]).
     async fn send_via(
+        &self,
+        http: &ApiHttp,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        log: &CallLog,
+    ) -> Result<Value, ApiError> {
+        self.retry
+            .run(|| Client::send_once(http, method.clone(), path, body, log))
+            .await
+    }
+
+    async fn send_once(
         http: &ApiHttp,
         method: Method,
         path: &str,
@@ -504,7 +554,7 @@ impl Client {
         body: Option<&Value>,
         log: &CallLog,
     ) -> Result<Value, ApiError> {
-        Client::send_via(&self.api, method, path, body, log).await
+        self.send_via(&self.api, method, path, body, log).await
     }
 
     async fn send_scim(
@@ -514,7 +564,7 @@ impl Client {
         body: Option<&Value>,
         log: &CallLog,
     ) -> Result<Value, ApiError> {
-        Client::send_via(&self.scim, method, path, body, log).await
+        self.send_via(&self.scim, method, path, body, log).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, log: &CallLog) -> Result<T, ApiError> {
@@ -596,10 +646,27 @@ impl Client {
         id: &str,
         log: &CallLog,
     ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
-        match self
-            .get::<RolesEnvelope>(&format!("/workspaces/{}/roles", urlencode(id)), log)
+        self.read_workspace_roles(&format!("/workspaces/{}/roles", urlencode(id)), log)
             .await
-        {
+    }
+
+    /// `GET /workspaces/{id}/roles?include=scim`: the same, naming users by SCIM id. This
+    /// is how a deactivated member, whom `GET /users` no longer lists, is recognised.
+    pub async fn workspace_roles_scim(
+        &self,
+        id: &str,
+        log: &CallLog,
+    ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
+        let path = format!("/workspaces/{}/roles?include=scim", urlencode(id));
+        self.read_workspace_roles(&path, log).await
+    }
+
+    async fn read_workspace_roles(
+        &self,
+        path: &str,
+        log: &CallLog,
+    ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
+        match self.get::<RolesEnvelope>(path, log).await {
             Ok(env) => Ok(Some(env.roles)),
             Err(e) if e.status == Some(404) => Ok(None),
             Err(e) => Err(e),

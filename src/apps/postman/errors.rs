@@ -107,7 +107,7 @@ pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog
     }
     let probe = if needs_probe(&err) {
         match client.me(log).await {
-            Ok(me) if me.team_id.is_none() => Probe::NoTeam,
+            Ok(me) if !me.in_team() => Probe::NoTeam,
             Ok(_) => Probe::InTeam,
             Err(p) if p.status == Some(401) => Probe::KeyRejected,
             Err(_) => Probe::Unknown,

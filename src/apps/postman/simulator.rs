@@ -25,13 +25,17 @@
 //!
 //! Tests bend reality on purpose with switches (wrong, expired or revoked keys, no access
 //! to users, workspaces, roles or audit logs, a team without the Enterprise plan, SCIM
-//! turned off, a deleted team, a rate limit, small pages) and with injected [`Fault`]s
-//! (error replies, slow replies, connections closed without a reply) for the next N
-//! matching calls. Every request lands in a call log ([`PostmanSim::calls`]).
+//! turned off, a deleted team, a rate limit, small pages), with injected [`Fault`]s
+//! (error replies, slow replies, connections closed without a reply, the team deleted
+//! as a request arrives) for the next N matching calls, and with random transient
+//! trouble ([`PostmanSim::set_chaos`]). Every request lands in a call log
+//! ([`PostmanSim::calls`]); `tests/connector_contract.rs` checks the answers against
+//! Postman's OpenAPI document.
 //!
 //! Modelling choices where Postman documents nothing: a SCIM-deactivated member leaves
-//! `GET /users` and every workspace's role list, but the simulator keeps their roles so a
-//! reactivation restores them; an API key whose owner is deactivated stops working.
+//! `GET /users` but keeps their workspace roles, and the role lists still name them (so a
+//! workspace can be left with a deactivated only Admin; a reactivation restores access);
+//! an API key whose owner is deactivated stops working.
 //! `offboard demo` fills the team with [`PostmanSim::seed_demo`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -49,7 +53,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer};
+use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -225,6 +229,9 @@ pub enum FaultKind {
     Delay(Duration),
     /// Close the TCP connection without sending any response.
     DropConnection,
+    /// The team is deleted as this request arrives; the request (and every later one) is
+    /// then answered as a deleted team's would be.
+    DeleteTeam,
 }
 
 /// A fault for this simulator: which requests it hits and what it does to them.
@@ -278,6 +285,7 @@ struct SimState {
     calls: Vec<(u64, SimCall)>,
     next_seq: u64,
     faults: Vec<Fault>,
+    chaos: Option<sim_kit::Chaos>,
     users_access: bool,
     workspaces_access: bool,
     roles_access: bool,
@@ -308,6 +316,7 @@ impl SimState {
             calls: Vec::new(),
             next_seq: 0,
             faults: Vec::new(),
+            chaos: None,
             users_access: true,
             workspaces_access: true,
             roles_access: true,
@@ -562,8 +571,9 @@ impl PostmanSim {
         lock(&self.shared).scim_enabled = enabled;
     }
 
-    /// When `true`, the team no longer exists: `GET /me` shows no team, team endpoints
-    /// answer 400 "You must be part of a team", SCIM answers 403.
+    /// When `true`, the team no longer exists: `GET /me` answers `teamId: 0`, team
+    /// endpoints answer 400 "You must be part of a team", SCIM answers Postman's
+    /// documented 400 "This Postman team doesn't exist anymore.".
     pub fn set_team_deleted(&self, deleted: bool) {
         lock(&self.shared).team_deleted = deleted;
     }
@@ -606,6 +616,12 @@ impl PostmanSim {
     /// Empties the call log.
     pub fn clear_calls(&self) {
         lock(&self.shared).calls.clear();
+    }
+
+    /// Makes a share of the requests not hit by an injected fault fail transiently at
+    /// random (503, 429 with `Retry-After: 1`, dropped connections); `None` stops it.
+    pub fn set_chaos(&self, chaos: Option<sim_kit::Chaos>) {
+        lock(&self.shared).chaos = chaos;
     }
 
     /// Queues a fault; faults are tried in the order they were injected.
@@ -757,12 +773,12 @@ fn seed_demo_team(st: &mut SimState) -> DemoSeed {
 // Errors
 // ---------------------------------------------------------------------------
 
-/// An error reply in one of Postman's three error shapes.
+/// An error reply in one of Postman's three error shapes, always as `application/json`:
+/// the only content type Postman's OpenAPI document declares, SCIM answers included.
 #[derive(Debug)]
 struct ApiError {
     status: u16,
     body: Value,
-    content_type: &'static str,
     retry_after: Option<u64>,
 }
 
@@ -774,7 +790,6 @@ impl ApiError {
         ApiError {
             status,
             body: json!({"error": {"name": name, "message": message.into()}}),
-            content_type: "application/json",
             retry_after: None,
         }
     }
@@ -790,7 +805,6 @@ impl ApiError {
                 "detail": detail.into(),
                 "status": status,
             }),
-            content_type: "application/problem+json",
             retry_after: None,
         }
     }
@@ -804,7 +818,6 @@ impl ApiError {
                 "detail": detail.into(),
                 "status": status.to_string(),
             }),
-            content_type: "application/scim+json",
             retry_after: None,
         }
     }
@@ -856,10 +869,6 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(self.body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
         if let Some(secs) = self.retry_after {
             let v = HeaderValue::from(secs);
             headers.insert(header::RETRY_AFTER, v.clone());
@@ -1046,7 +1055,8 @@ fn role_name(role: &str) -> &'static str {
     }
 }
 
-/// `{"roles": [...]}` for a workspace: only active members, one entry per role in use.
+/// `{"roles": [...]}` for a workspace, one entry per role in use. Deactivated members
+/// keep their roles and are listed: deactivation takes nobody out of a workspace.
 fn roles_json(st: &SimState, w: &SimWorkspace, scim_ids: bool) -> Value {
     let mut roles = Vec::new();
     for role in [ROLE_VIEWER, ROLE_EDITOR, ROLE_ADMIN] {
@@ -1054,7 +1064,7 @@ fn roles_json(st: &SimState, w: &SimWorkspace, scim_ids: bool) -> Value {
             .user_roles
             .iter()
             .filter(|(_, r)| r.as_str() == role)
-            .filter_map(|(u, _)| st.active_member(*u))
+            .filter_map(|(u, _)| st.member(*u))
             .map(|m| {
                 if scim_ids {
                     m.scim_id.clone()
@@ -1265,12 +1275,35 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
         (Caller::Member(record.user_id), key.to_string())
     };
     let rate = rate_check(st, &key, scim).map_err(|(e, info)| (e, Some(info)))?;
+    let fault = match sim_kit::take_fault(&mut st.faults, method, &[path]) {
+        Some(FaultKind::DeleteTeam) => {
+            st.team_deleted = true;
+            None
+        }
+        Some(other) => Some(other),
+        None => st
+            .chaos
+            .and_then(|c| c.draw())
+            .map(|trouble| match trouble {
+                Trouble::ServerError => FaultKind::Error {
+                    status: 503,
+                    retry_after_secs: None,
+                },
+                Trouble::RateLimited => FaultKind::Error {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                },
+                Trouble::Dropped => FaultKind::DropConnection,
+            }),
+    };
+    if fault.is_some() {
+        // An injected reply stands for whatever Postman answered, whatever the switches say.
+        return Ok((caller, fault, rate));
+    }
     if st.team_deleted && path != "/me" {
         let e = if scim {
-            ApiError::scim(
-                403,
-                "The team linked to this SCIM API key no longer exists.",
-            )
+            // Postman's documented SCIM 400 example.
+            ApiError::scim(400, "This Postman team doesn't exist anymore.")
         } else {
             ApiError::problem(400, "You must be part of a team")
         };
@@ -1282,8 +1315,7 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
             Some(rate),
         ));
     }
-    let fault = sim_kit::take_fault(&mut st.faults, method, &[path]);
-    Ok((caller, fault, rate))
+    Ok((caller, None, rate))
 }
 
 fn add_rate_headers(response: &mut Response, rate: RateInfo) {
@@ -1366,7 +1398,6 @@ async fn gate(
                 Some(FaultKind::Reply { status, body }) => ApiError {
                     status,
                     body,
-                    content_type: "application/json",
                     retry_after: None,
                 }
                 .into_response(),
@@ -1379,7 +1410,8 @@ async fn gate(
                     tokio::time::sleep(d).await;
                     forward(parts, bytes, caller, next).await
                 }
-                None => forward(parts, bytes, caller, next).await,
+                // Taken in `admit`, which deleted the team and answered for it.
+                Some(FaultKind::DeleteTeam) | None => forward(parts, bytes, caller, next).await,
             };
             add_rate_headers(&mut r, rate);
             r
@@ -1484,7 +1516,9 @@ async fn get_me(
         "roles": me.roles,
     });
     if st.team_deleted {
+        // Documented: `teamId` is 0 when the user is not assigned to a team.
         user["roles"] = json!([]);
+        user["teamId"] = json!(0);
     } else {
         user["teamId"] = json!(st.team_id);
         user["teamName"] = json!(st.team_name);
@@ -1621,14 +1655,13 @@ async fn list_workspaces(
         .iter()
         .map(|w| workspace_json(w))
         .collect();
-    let next = if end < visible.len() {
-        json!(cursor_for(end))
+    // Documented as a string; on the last page the simulator leaves it out.
+    let meta = if end < visible.len() {
+        json!({"nextCursor": cursor_for(end)})
     } else {
-        Value::Null
+        json!({})
     };
-    Ok(Json(
-        json!({ "workspaces": page, "meta": {"nextCursor": next} }),
-    ))
+    Ok(Json(json!({ "workspaces": page, "meta": meta })))
 }
 
 async fn get_workspace_roles(
@@ -1685,7 +1718,6 @@ fn invalid_param(title: impl Into<String>) -> ApiError {
     ApiError {
         status: 400,
         body: json!({"type": "invalidParamError", "title": title.into(), "detail": "", "status": 400}),
-        content_type: "application/json",
         retry_after: None,
     }
 }
@@ -1726,7 +1758,6 @@ async fn patch_workspace_roles(
                 "status": 422,
                 "title": "Cannot process the request.",
             }),
-            content_type: "application/json",
             retry_after: None,
         });
     }
@@ -2537,14 +2568,14 @@ mod tests {
         let (_, acct) = api.get("/accounts").await;
         assert_eq!(acct["slots"]["consumed"], before - 1);
         assert_eq!(acct["slots"]["available"], 50 - (before - 1));
-        // Gone from the team and from role lists; the SCIM identity stays.
+        // Gone from the team but not from role lists; the SCIM identity stays.
         assert_eq!(
             api.get(&format!("/users/{}", api.seed.leaver_id)).await.0,
             404
         );
         let ws = &api.seed.leaver_sole_admin_workspaces[0];
         let (_, roles) = api.get(&format!("/workspaces/{ws}/roles")).await;
-        assert!(!roles.to_string().contains(&api.seed.leaver_id.to_string()));
+        assert!(roles.to_string().contains(&api.seed.leaver_id.to_string()));
         let (s, _, still) = get(format!("/scim/v2/Users/{id}")).await;
         assert_eq!((s, still["active"].clone()), (200, json!(false)));
         // Reactivation (path form) brings the member and their roles back.
@@ -2595,7 +2626,7 @@ mod tests {
         api.sim.set_team_deleted(true);
         let (s, me) = api.get("/me").await;
         assert_eq!(s, 200);
-        assert!(me["user"].get("teamId").is_none());
+        assert_eq!(me["user"]["teamId"], 0);
         let (s, b) = api.get("/workspaces").await;
         assert_eq!(
             (s, b["detail"].clone()),
@@ -2609,7 +2640,7 @@ mod tests {
                 None,
             )
             .await;
-        assert_eq!(s, 403);
+        assert_eq!(s, 400);
     }
 
     #[tokio::test]

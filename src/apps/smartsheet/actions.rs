@@ -189,6 +189,7 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
 
 async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let owned = owned_groups(ctx);
+    let leaver = user_id(ctx)?;
     let Some(recipient) = ctx.fact_i64("recipient_id") else {
         return Ok(StepOutput::summary(format!(
             "no recipient; {} owned groups keep their owner",
@@ -196,12 +197,25 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         )));
     };
     let mut moved = Vec::new();
+    let mut left = Vec::new();
     for (id, name) in &owned {
-        // Read before write: after a crash the group may already be the recipient's, or gone.
+        // Read right before each write: since `list_groups` ran the group may have been
+        // moved (by us before a crash, or by someone else) or deleted. Only a group the
+        // leaver still owns is theirs to hand over.
         match client.get_group(*id, ctx.calls).await.map_err(groups)? {
+            Some(g) if g.owner_id == Some(leaver) => {}
             Some(g) if g.owner_id == Some(recipient) => continue,
-            None => continue,
-            Some(_) => {}
+            Some(g) => {
+                left.push(json!({ "id": id, "name": name, "ownerId": g.owner_id,
+                    "reason": "owned by someone else by the time of the reassignment" }));
+                continue;
+            }
+            None => {
+                left.push(
+                    json!({ "id": id, "name": name, "reason": "the group no longer exists" }),
+                );
+                continue;
+            }
         }
         client
             .set_group_owner(*id, recipient, ctx.calls)
@@ -210,11 +224,13 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         moved.push(json!({ "id": id, "name": name }));
     }
     Ok(StepOutput::summary(format!(
-        "{} of {} owned groups now belong to user {recipient}",
+        "{} of {} owned groups now belong to user {recipient}; {} left alone",
         moved.len(),
-        owned.len()
+        owned.len(),
+        left.len()
     ))
-    .fact("groups_reassigned", moved))
+    .fact("groups_reassigned", moved)
+    .fact("groups_not_reassigned", left))
 }
 
 async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
@@ -267,11 +283,20 @@ fn roles_list(roles: &Value) -> String {
 
 async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = user_id(ctx)?;
-    let recipient = ctx.fact_i64("recipient_id");
+    // Smartsheet refuses transferTo/transferSheets for a user who never accepted the
+    // invitation (status PENDING); such a user owns no sheets or groups to transfer.
+    let pending = ctx
+        .facts
+        .get("entitlements_before")
+        .and_then(|e| e.get("status"))
+        .and_then(Value::as_str)
+        == Some("PENDING");
+    let recipient = ctx.fact_i64("recipient_id").filter(|_| !pending);
     match client.remove_user(id, recipient, ctx.calls).await {
         Ok(()) => {}
-        // Already removed (a crash after the DELETE, before its record): done.
-        Err(e) if e.status == Some(404) => {
+        // Already removed (a crash after the DELETE, before its record): done. Only
+        // Smartsheet's "User not found" counts; another 404 is no proof of anything.
+        Err(e) if e.is_user_not_found() => {
             return Ok(StepOutput::summary(format!(
                 "user {id} was already removed"
             )));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
 
 /// Page size asked for when listing.
@@ -79,11 +80,22 @@ pub struct ApiError {
     pub retry_after_ms: Option<u64>,
 }
 
+/// Smartsheet's errorCode for "User not found" (HTTP 404), the only one its error-code
+/// table documents for a missing user.
+pub const USER_NOT_FOUND: i64 = 1020;
+/// Smartsheet's errorCode for "Group not found" (HTTP 404).
+pub const GROUP_NOT_FOUND: i64 = 1106;
+
 impl ApiError {
     /// Whether another attempt may succeed (429, 5xx, 4000–4004, no response).
     pub fn is_transient(&self) -> bool {
         matches!(self.error_code, Some(4000..=4004))
             || matches!(self.status, None | Some(429) | Some(500..=599))
+    }
+
+    /// Whether Smartsheet said the user does not exist (404 with errorCode 1020).
+    pub fn is_user_not_found(&self) -> bool {
+        self.status == Some(404) && self.error_code == Some(USER_NOT_FOUND)
     }
 
     /// One line naming status and errorCode.
@@ -101,10 +113,20 @@ pub fn error_code_of(body: &Value) -> Option<i64> {
     body.get("errorCode").and_then(Value::as_i64)
 }
 
+impl CallError for ApiError {
+    fn is_transient(&self) -> bool {
+        ApiError::is_transient(self)
+    }
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+}
+
 /// A client for one Smartsheet account.
 #[derive(Debug)]
 pub struct Client {
     http: ApiHttp,
+    retry: CallRetry,
 }
 
 impl Client {
@@ -118,7 +140,10 @@ impl Client {
             config.requests_per_minute,
             Duration::from_secs(config.timeout_secs),
         )?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            retry: CallRetry::default(),
+        })
     }
 
     /// Shares the request budget with every process on the connection.
@@ -130,7 +155,26 @@ impl Client {
         self.http.share_budget(budget, source);
     }
 
+    /// The same client retrying each call as `retry` says.
+    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends one request, retrying it while it fails transiently (see [`CallRetry`]).
     async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        log: &CallLog,
+    ) -> Result<Value, ApiError> {
+        self.retry
+            .run(|| self.send_once(method.clone(), path, body, log))
+            .await
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path: &str,
@@ -193,20 +237,37 @@ impl Client {
         self.get("/users/me", log).await
     }
 
-    /// `GET /users?email=`: the user with this email, if any.
+    /// `GET /users?email=`: the user with this email, compared without case, if any.
+    ///
+    /// Smartsheet does not document whether its `email` filter ignores case, and HR
+    /// systems send mixed-case addresses; so the filter is asked with the spelling given
+    /// and, when that finds no one, once more in lower case (the spelling most accounts
+    /// store).
     pub async fn find_user(&self, email: &str, log: &CallLog) -> Result<Option<User>, ApiError> {
-        let path = format!("/users?email={}", urlencode(email));
-        let users: Vec<User> = self.list_all(&path, log).await?;
-        Ok(users
-            .into_iter()
-            .find(|u| u.email.eq_ignore_ascii_case(email)))
+        let lower = email.to_lowercase();
+        let mut spellings = vec![email];
+        if lower != email {
+            spellings.push(&lower);
+        }
+        for spelling in spellings {
+            let path = format!("/users?email={}", urlencode(spelling));
+            let users: Vec<User> = self.list_all(&path, log).await?;
+            if let Some(user) = users
+                .into_iter()
+                .find(|u| u.email.eq_ignore_ascii_case(email))
+            {
+                return Ok(Some(user));
+            }
+        }
+        Ok(None)
     }
 
-    /// `GET /users/{id}`; `None` when the user does not exist (404, errorCode 1020/1006).
+    /// `GET /users/{id}`; `None` when Smartsheet says the user does not exist (404 with
+    /// errorCode 1020). Any other 404 (a wrong base URL, a proxy's page) is an error.
     pub async fn get_user(&self, id: i64, log: &CallLog) -> Result<Option<User>, ApiError> {
         match self.get(&format!("/users/{id}"), log).await {
             Ok(u) => Ok(Some(u)),
-            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) if e.is_user_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -230,11 +291,12 @@ impl Client {
         self.list_all("/groups", log).await
     }
 
-    /// `GET /groups/{id}`; `None` when the group is gone.
+    /// `GET /groups/{id}`; `None` when Smartsheet says the group is gone (404 with
+    /// errorCode 1106, "Group not found"); any other 404 is an error.
     pub async fn get_group(&self, id: i64, log: &CallLog) -> Result<Option<Group>, ApiError> {
         match self.get(&format!("/groups/{id}"), log).await {
             Ok(g) => Ok(Some(g)),
-            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) if e.status == Some(404) && e.error_code == Some(GROUP_NOT_FOUND) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -59,6 +59,8 @@ pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog
     let code = match err.error_code {
         Some(1018 | 1019 | 1021 | 1107 | 1121) => Code::Smt110B,
         Some(5666) => Code::Smt111B,
+        // 1022: the user belongs to another organisation account, not a permission problem.
+        Some(1022) => Code::Smt199B,
         _ if err.status == Some(403) => match client.me(log).await {
             Ok(me) if !me.admin => Code::Smt105B,
             Err(probe) if probe.status == Some(401) => Code::Smt100B,

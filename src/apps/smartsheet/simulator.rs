@@ -5,13 +5,17 @@
 //! `/users/{id}`, `/groups`, `/groups/{id}`) using an in-memory organisation:
 //! users, groups and access tokens. It follows the official API's shapes closely
 //! (paged `IndexResult` lists, `Result` envelopes for writes, the
-//! `{errorCode, message, refId}` error body and the documented error codes), and
-//! lets a test bend reality on purpose: expired or revoked tokens, missing
-//! permissions, a plan without API access, a locked account, per-token rate
-//! limits, tiny page sizes, and injected faults (error replies, slow replies,
-//! connections closed without any reply). Every request is written to a call
-//! log that tests can inspect afterwards. `offboard demo` uses the same server,
-//! filled by [`SmartsheetSim::seed_demo`].
+//! `{errorCode, message, refId}` error body and the documented error codes, among
+//! them the rules of a removal: 1018, 1019, 1021, 1107 and 1121 for `transferTo`,
+//! 1022 for a user of another account, 1020 for an unknown user, 1106 for an unknown
+//! group, and no transfer for a `PENDING` user), and lets a test bend reality on
+//! purpose: expired or revoked tokens, missing permissions, a plan without API access,
+//! a locked account, per-token rate limits, tiny page sizes, a case-sensitive email
+//! filter, injected faults (error replies, slow replies, connections closed without any
+//! reply) and random transient trouble ([`SmartsheetSim::set_chaos`]). Every request is
+//! written to a call log that tests can inspect afterwards; `tests/connector_contract.rs`
+//! checks the answers against Smartsheet's OpenAPI document. `offboard demo` uses the
+//! same server, filled by [`SmartsheetSim::seed_demo`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -30,7 +34,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer};
+use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -198,6 +202,8 @@ struct SimState {
     arrivals: Vec<Instant>,
     next_seq: u64,
     faults: Vec<Fault>,
+    chaos: Option<sim_kit::Chaos>,
+    email_filter_case_sensitive: bool,
     plan_allows_api: bool,
     locked: Option<i64>,
     users_access: bool,
@@ -219,6 +225,8 @@ impl SimState {
             arrivals: Vec::new(),
             next_seq: 0,
             faults: Vec::new(),
+            chaos: None,
+            email_filter_case_sensitive: false,
             plan_allows_api: true,
             locked: None,
             users_access: true,
@@ -401,6 +409,19 @@ impl SmartsheetSim {
     /// When each request of [`SmartsheetSim::calls`] arrived, in the same order.
     pub fn arrivals(&self) -> Vec<Instant> {
         lock(&self.shared).arrivals.clone()
+    }
+
+    /// Makes a share of the requests not hit by an injected fault fail transiently at
+    /// random (503/4001, 429/4003 with `Retry-After: 1`, dropped connections); `None`
+    /// stops it.
+    pub fn set_chaos(&self, chaos: Option<sim_kit::Chaos>) {
+        lock(&self.shared).chaos = chaos;
+    }
+
+    /// When `true`, `GET /users?email=` compares emails case-sensitively (Smartsheet
+    /// documents neither way); by default case is ignored.
+    pub fn set_email_filter_case_sensitive(&self, sensitive: bool) {
+        lock(&self.shared).email_filter_case_sensitive = sensitive;
     }
 
     /// Queues a fault; faults are tried in the order they were injected.
@@ -663,6 +684,7 @@ fn standard_message(code: i64) -> &'static str {
         1019 => "Cannot transfer to the user specified. User not found.",
         1020 => "User not found.",
         1021 => "Cannot transfer to the user specified. They are not a member of your account.",
+        1022 => "Cannot delete the user specified. They are not a member of your account.",
         1024 => "The HTTP request body is required for this Method.",
         1102 => "A user must be a licensed sheet creator to be a group administrator.",
         1103 => "A group with the same name already exists.",
@@ -1060,7 +1082,23 @@ fn admit(
         }
         hits.push_back(now);
     }
-    let fault = sim_kit::take_fault(&mut st.faults, method, &[path, full_path]);
+    let fault = sim_kit::take_fault(&mut st.faults, method, &[path, full_path]).or_else(|| {
+        st.chaos
+            .and_then(|c| c.draw())
+            .map(|trouble| match trouble {
+                Trouble::ServerError => FaultKind::Error {
+                    status: 503,
+                    error_code: 4001,
+                    retry_after_secs: None,
+                },
+                Trouble::RateLimited => FaultKind::Error {
+                    status: 429,
+                    error_code: 4003,
+                    retry_after_secs: Some(1),
+                },
+                Trouble::Dropped => FaultKind::DropConnection,
+            })
+    });
     Ok((
         Caller {
             user_id: record.user_id,
@@ -1206,20 +1244,24 @@ async fn list_users(
 ) -> Result<Json<Value>, ApiError> {
     let st = lock(&shared);
     require_users(&st, caller, true)?;
+    // Smartsheet does not document whether the filter ignores case; a switch picks.
+    let fold = |e: &str| {
+        if st.email_filter_case_sensitive {
+            e.to_string()
+        } else {
+            e.to_ascii_lowercase()
+        }
+    };
     let wanted: Option<Vec<String>> = q.get("email").map(|list| {
         list.split(',')
-            .map(|e| e.trim().to_ascii_lowercase())
+            .map(|e| fold(e.trim()))
             .filter(|e| !e.is_empty())
             .collect()
     });
     let matching: Vec<&SimUser> = st
         .users
         .iter()
-        .filter(|u| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.contains(&u.email.to_ascii_lowercase()))
-        })
+        .filter(|u| wanted.as_ref().is_none_or(|w| w.contains(&fold(&u.email))))
         .collect();
     let window = page_window(&q, matching.len(), st.page_size_cap)?;
     // lastLogin only on request, and never for pages of more than 100 users.
@@ -1341,8 +1383,21 @@ async fn delete_user(
         .user(id)
         .cloned()
         .ok_or_else(|| ApiError::new(404, 1020))?;
+    if target.other_account {
+        return Err(ApiError::new(403, 1022));
+    }
     if target.directory_managed {
         return Err(ApiError::new(400, 5666));
+    }
+    if target.status == "PENDING" && (transfer_to.is_some() || q.contains_key("transferSheets")) {
+        // Documented: transferTo and transferSheets cannot be given for a user who has
+        // not accepted the invitation yet; the error code is not documented.
+        return Err(ApiError::with_message(
+            400,
+            1032,
+            "The attribute(s) transferTo, transferSheets are not allowed for this operation."
+                .into(),
+        ));
     }
     let owns_groups = st.groups.iter().any(|g| g.group.owner_id == id);
     if owns_groups && transfer_to.is_none() {
@@ -1355,6 +1410,11 @@ async fn delete_user(
         let recipient = st.user(to).ok_or_else(|| ApiError::new(400, 1019))?;
         if recipient.other_account {
             return Err(ApiError::new(403, 1021));
+        }
+        if recipient.status != "ACTIVE" {
+            // Not documented; modelled as an invalid transferTo (a PENDING user has not
+            // joined the account and cannot own anything yet).
+            return Err(ApiError::invalid_value(&to.to_string(), "transferTo"));
         }
         if owns_groups && !(recipient.group_admin || recipient.admin) {
             return Err(ApiError::new(400, 1107));
@@ -1411,7 +1471,7 @@ async fn get_group(
         .groups
         .iter()
         .find(|g| g.group.id == id)
-        .ok_or_else(|| ApiError::new(404, 1006))?;
+        .ok_or_else(|| ApiError::new(404, 1106))?;
     Ok(Json(group_json(&st, g, true)))
 }
 
@@ -1429,7 +1489,7 @@ async fn update_group(
         .iter()
         .find(|g| g.group.id == id)
         .cloned()
-        .ok_or_else(|| ApiError::new(404, 1006))?;
+        .ok_or_else(|| ApiError::new(404, 1106))?;
     if !me.admin && current.group.owner_id != me.id {
         // Group admins may only edit the groups they own.
         return Err(ApiError::new(403, 1004));
@@ -1462,7 +1522,7 @@ async fn update_group(
     }
 
     let now = now_iso();
-    let g = st.group_mut(id).ok_or_else(|| ApiError::new(404, 1006))?;
+    let g = st.group_mut(id).ok_or_else(|| ApiError::new(404, 1106))?;
     if let Some(n) = name {
         g.group.name = n;
     }
@@ -1818,7 +1878,7 @@ mod tests {
         let members = r.body["members"].as_array().unwrap();
         assert_eq!(members.len(), 2);
         assert_eq!(members[0]["email"], json!("paul.plain@example.com"));
-        assert_error(&get(sim, "/groups/1", "adm").await, 404, 1006);
+        assert_error(&get(sim, "/groups/1", "adm").await, 404, 1106);
 
         let put = |path: String, token: &'static str, body: Value| async move {
             send(sim, M::PUT, &path, Some(token), Some(body)).await
