@@ -210,7 +210,9 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
     let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
     let mut completions = Completions::watch(&names).await;
     let service = Service::start(engine.clone());
-    let bodies: Vec<String> = (0..n).map(|i| reclaim(&format!("e2e-{i}"), i, None)).collect();
+    let bodies: Vec<String> = (0..n)
+        .map(|i| reclaim(&format!("e2e-{i}"), i, None))
+        .collect();
     let xid_before = xid(engine.store()).await;
     let started = Instant::now();
     publish_all(&names, &bodies).await;
@@ -317,11 +319,7 @@ async fn in_flight(n: usize) {
     let rounds = 200;
     let started = Instant::now();
     for _ in 0..rounds {
-        let claims = engine
-            .store()
-            .claim_due("bench", 15.0, 64)
-            .await
-            .unwrap();
+        let claims = engine.store().claim_due("bench", 15.0, 64).await.unwrap();
         assert!(claims.is_empty());
     }
     let per_query = started.elapsed() / rounds;
@@ -399,6 +397,11 @@ async fn replay() {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     // `cargo bench -- NAME` runs only the sections whose name contains NAME.
     let only: Vec<String> = std::env::args()
         .skip(1)
@@ -409,8 +412,12 @@ async fn main() {
         in_flight(10_000).await;
     }
     if wanted("latency") {
-        latency(Db::Postgres, "PostgreSQL", 201).await;
-        latency(Db::Sqlite, "SQLite", 201).await;
+        let samples = std::env::var("BENCH_LATENCY_SAMPLES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(201);
+        latency(Db::Postgres, "PostgreSQL", samples).await;
+        latency(Db::Sqlite, "SQLite", samples).await;
     }
     if wanted("end_to_end") {
         for n in [1_000, 5_000] {

@@ -80,11 +80,13 @@ pub struct Pacer {
     shared: OnceLock<(String, Arc<dyn SlotSource>)>,
 }
 
-/// The slots this process holds: the next one, and how many it has left.
+/// The slots this process holds: the next one, how many it has left, and the end of the
+/// window they belong to (past it they are gone: another process may own the time after).
 #[derive(Debug)]
 struct Slots {
     next: TokioInstant,
     left: u32,
+    end: TokioInstant,
 }
 
 impl Pacer {
@@ -95,6 +97,7 @@ impl Pacer {
             slots: Mutex::new(Slots {
                 next: TokioInstant::now(),
                 left: 0,
+                end: TokioInstant::now(),
             }),
             shared: OnceLock::new(),
         }
@@ -113,9 +116,9 @@ impl Pacer {
         let slot = {
             let mut slots = self.slots.lock().await;
             let now = TokioInstant::now();
-            if slots.left > 0 && slots.next + self.interval < now {
-                // Reserved slots that went by unused are gone: using them late could
-                // overlap another process's slots.
+            if now >= slots.end {
+                // The window went by: its unused slots are gone, as using them late could
+                // overlap another process's window.
                 slots.left = 0;
             }
             if let (0, Some((budget, source))) = (slots.left, self.shared.get()) {
@@ -126,6 +129,7 @@ impl Pacer {
                         *slots = Slots {
                             next: now + wait,
                             left: count,
+                            end: now + wait + self.interval * count,
                         }
                     }
                     Err(e) => {
