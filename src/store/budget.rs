@@ -27,7 +27,7 @@ impl Store {
         );
         let row = self
             .db
-            .query_one(d.stmt(
+            .query_one_raw(d.stmt(
                 &sql,
                 vec![connection.into(), (interval.as_micros() as i64).into()],
             ))
