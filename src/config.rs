@@ -6,21 +6,27 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use secrecy::zeroize::Zeroize;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// A secret string: `Debug` and `Display` print a placeholder, never the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A secret string, kept in a [`SecretString`]: zeroized when dropped, and `Debug` prints
+/// a placeholder, never the value.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
-    /// Wraps a secret.
+    /// Wraps a secret; the string handed in is zeroized once copied.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let mut value = value.into();
+        let secret = SecretString::from(value.as_str());
+        value.zeroize();
+        Secret(secret)
     }
 
     /// The value, for the one place that must send it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -80,7 +86,11 @@ impl ConnectionConfig {
     /// Reads the token from the environment.
     pub fn token(&self, name: &str) -> Result<Secret, String> {
         match std::env::var(&self.token_env) {
-            Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+            Ok(mut v) if !v.trim().is_empty() => {
+                let secret = Secret::new(v.trim());
+                v.zeroize();
+                Ok(secret)
+            }
             _ => Err(format!(
                 "connection {name:?}: environment variable {} is not set",
                 self.token_env

@@ -87,7 +87,7 @@ impl Setup {
         self.engine
             .store()
             .connection()
-            .execute(Statement::from_string(DbBackend::Sqlite, sql.to_string()))
+            .execute_raw(Statement::from_string(DbBackend::Sqlite, sql.to_string()))
             .await
             .unwrap();
     }

@@ -14,6 +14,8 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
 
+use secrecy::zeroize::Zeroizing;
+
 use crate::config::Secret;
 
 /// One HTTP call as the audit trail keeps it. No header, no body, no secret.
@@ -172,15 +174,18 @@ pub struct ApiHttp {
     client: reqwest::Client,
     base_url: String,
     auth_header: HeaderName,
+    auth_scheme: Option<&'static str>,
     auth_value: Secret,
     pacer: Pacer,
 }
 
 impl ApiHttp {
-    /// A client for `base_url`, sending `auth_value` in `auth_header` (kept secret).
+    /// A client for `base_url`, sending `auth_value` in `auth_header` (kept secret), after
+    /// `auth_scheme` and a space when there is one (`Bearer`).
     pub fn new(
         base_url: &str,
         auth_header: HeaderName,
+        auth_scheme: Option<&'static str>,
         auth_value: Secret,
         requests_per_minute: u32,
         timeout: Duration,
@@ -195,9 +200,27 @@ impl ApiHttp {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),
             auth_header,
+            auth_scheme,
             auth_value,
             pacer: Pacer::new(requests_per_minute),
         })
+    }
+
+    /// The credential header's value, built for this request only: the `Bearer …` text is
+    /// assembled in a buffer zeroized right after, so no formatted copy of the secret stays.
+    fn auth_header_value(&self) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+        let secret = self.auth_value.expose();
+        match self.auth_scheme {
+            None => HeaderValue::from_str(secret),
+            Some(scheme) => {
+                let mut text =
+                    Zeroizing::new(String::with_capacity(scheme.len() + 1 + secret.len()));
+                text.push_str(scheme);
+                text.push(' ');
+                text.push_str(secret);
+                HeaderValue::from_str(&text)
+            }
+        }
     }
 
     /// Shares this client's request budget, under the name `budget`, with every process
@@ -216,10 +239,9 @@ impl ApiHttp {
         error_code_of: fn(&Value) -> Option<i64>,
     ) -> Result<Reply, TransportError> {
         self.pacer.wait().await;
-        let mut value =
-            HeaderValue::from_str(self.auth_value.expose()).map_err(|_| TransportError {
-                message: "the credential contains characters not allowed in a header".into(),
-            })?;
+        let mut value = self.auth_header_value().map_err(|_| TransportError {
+            message: "the credential contains characters not allowed in a header".into(),
+        })?;
         value.set_sensitive(true);
         let mut request = self
             .client
@@ -291,6 +313,25 @@ impl ApiHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_credential_header_is_built_per_request_and_never_printed() {
+        let http = |scheme| {
+            ApiHttp::new(
+                "http://127.0.0.1:9",
+                reqwest::header::AUTHORIZATION,
+                scheme,
+                Secret::new("tok-123"),
+                60,
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        };
+        let bearer = http(Some("Bearer"));
+        assert_eq!(bearer.auth_header_value().unwrap(), "Bearer tok-123");
+        assert_eq!(http(None).auth_header_value().unwrap(), "tok-123");
+        assert!(!format!("{bearer:?}").contains("tok-123"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pacer_spaces_requests_evenly() {

@@ -184,7 +184,7 @@ pub struct Chaos {
 impl Chaos {
     /// The trouble for the next request, if it is hit.
     pub fn draw(&self) -> Option<Trouble> {
-        use rand::Rng;
+        use rand::RngExt;
         let mut rng = rand::rng();
         if !rng.random_bool(self.rate.clamp(0.0, 1.0)) {
             return None;

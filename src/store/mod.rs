@@ -170,9 +170,9 @@ impl Store {
                     [MIGRATION_LOCK.into()],
                 )
             };
-            single.execute(lock("pg_advisory_lock")).await?;
+            single.execute_raw(lock("pg_advisory_lock")).await?;
             let migrated = Migrator::up(&single, None).await;
-            single.execute(lock("pg_advisory_unlock")).await?;
+            single.execute_raw(lock("pg_advisory_unlock")).await?;
             single.close().await?;
             migrated?;
         } else {
@@ -292,7 +292,7 @@ impl Store {
             "SELECT id FROM workflows WHERE {due} LIMIT 1",
             due = leases::due_condition(d)
         );
-        Ok(self.db.query_one(d.stmt(&sql, vec![])).await?.is_some())
+        Ok(self.db.query_one_raw(d.stmt(&sql, vec![])).await?.is_some())
     }
 
     /// Asks the worker running a workflow to cancel it at its next step boundary; `false`
@@ -301,7 +301,7 @@ impl Store {
         let d = self.dialect();
         let done = self
             .db
-            .execute(d.stmt(
+            .execute_raw(d.stmt(
                 "UPDATE workflows SET cancel_requested_by = $1 \
                  WHERE id = $2 AND state IN ('pending', 'running', 'retrying')",
                 vec![by.into(), id.into()],
@@ -389,7 +389,7 @@ async fn save_definition(
                 .do_nothing()
                 .to_owned(),
         )
-        .do_nothing()
+        .try_insert()
         .exec(db)
         .await
         .map(drop)

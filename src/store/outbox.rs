@@ -58,7 +58,7 @@ pub(crate) async fn insert(
         until = d.later(CLAIM_SECS),
     );
     let row = db
-        .query_one(d.stmt(
+        .query_one_raw(d.stmt(
             &sql,
             vec![
                 entry.routing_key.as_str().into(),
@@ -83,7 +83,7 @@ impl Store {
         );
         let done = self
             .db
-            .execute(d.stmt(&sql, vec![id.into(), owner.into()]))
+            .execute_raw(d.stmt(&sql, vec![id.into(), owner.into()]))
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -104,7 +104,7 @@ impl Store {
         );
         let rows = self
             .db
-            .query_all(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
+            .query_all_raw(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
             .await?;
         Ok(rows.iter().map(pending_from).collect::<Result<_, _>>()?)
     }
@@ -118,7 +118,7 @@ impl Store {
         let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!("DELETE FROM outbox WHERE id IN ({})", list.join(", "));
         self.db
-            .execute(d.stmt(&sql, ids.iter().map(|&i| i.into()).collect()))
+            .execute_raw(d.stmt(&sql, ids.iter().map(|&i| i.into()).collect()))
             .await?;
         Ok(())
     }
@@ -128,7 +128,7 @@ impl Store {
         let d = self.dialect();
         let row = self
             .db
-            .query_one(d.stmt("SELECT COUNT(*) AS n FROM outbox", vec![]))
+            .query_one_raw(d.stmt("SELECT COUNT(*) AS n FROM outbox", vec![]))
             .await?;
         Ok(row
             .map(|r| r.try_get::<i64>("", "n"))

@@ -479,15 +479,16 @@ impl Client {
         let api = ApiHttp::new(
             &config.base_url,
             HeaderName::from_static("x-api-key"),
+            None,
             key,
             config.requests_per_minute,
             timeout,
         )?;
-        let bearer = Secret::new(format!("Bearer {}", scim_key.expose()));
         let scim = ApiHttp::new(
             &config.base_url,
             AUTHORIZATION,
-            bearer,
+            Some("Bearer"),
+            scim_key,
             config.requests_per_minute,
             timeout,
         )?;

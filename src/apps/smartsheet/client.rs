@@ -132,11 +132,11 @@ pub struct Client {
 impl Client {
     /// A client for a configured connection.
     pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, String> {
-        let bearer = Secret::new(format!("Bearer {}", token.expose()));
         let http = ApiHttp::new(
             &config.base_url,
             AUTHORIZATION,
-            bearer,
+            Some("Bearer"),
+            token,
             config.requests_per_minute,
             Duration::from_secs(config.timeout_secs),
         )?;
