@@ -194,7 +194,7 @@ async fn xid(store: &Store) -> Option<i64> {
         return None;
     }
     let row = db
-        .query_one(sea_orm::Statement::from_string(
+        .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
             "SELECT txid_current() AS x",
         ))
