@@ -342,11 +342,11 @@ async fn dead_letter(
 }
 
 /// How often a publisher looks for entries whose writer could not publish them.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// An entry handed over this recently is published without renewing its claim first
-/// (the claim lasts 30 s): no sweeper can have taken it yet.
-const FRESH: Duration = Duration::from_secs(10);
+/// (the claim lasts 10 s): no sweeper can have taken it yet.
+const FRESH: Duration = Duration::from_secs(3);
 
 /// Publishes outbox entries with confirms until `shutdown`, reconnecting as needed: the
 /// entries this process commits, right after their commit, and — every few seconds — any

@@ -71,6 +71,11 @@ async fn intake_and_publisher_reconnect_after_the_broker_drops_them() {
     let out = take(&watch_ch, &watch_q, 1, 30).await;
     let v: Value = serde_json::from_slice(&out[0].data).unwrap();
     assert_eq!(v["data"]["event_id"], "ev-after");
+    // Confirmed entries are pruned from the outbox, so it does not grow with history.
+    eventually(10, "the outbox to be emptied", || async {
+        (engine.store().outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
     service.stop().await;
 }
 

@@ -137,6 +137,12 @@ async fn three_workers_killed_and_restarted_drive_each_workflow_once() {
             procs.all[i].log_text()
         );
     }
+    // An entry whose writer was killed before publishing it is published by a sweeper
+    // once the writer's claim lapses: wait for the outbox to drain while workers run.
+    eventually(60, "every outbox entry to be published", || async {
+        (store.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
     for &i in &slots {
         procs.terminate(i, 30).await;
     }
