@@ -234,3 +234,59 @@ async fn a_15_s_database_outage_loses_nothing_and_leaves_nothing_stuck() {
     );
     procs.terminate(worker, 30).await;
 }
+
+/// A message that keeps coming back unprocessed (every consumer that took it died before
+/// acknowledging it) is recorded and dead-lettered with `EVT-106` one delivery before the
+/// queue's limit, instead of being dropped by the broker without a code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_evt_106() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let org = org().await;
+    let (url, _dir) = fresh_database(Db::Sqlite).await;
+    let names = amqp_names();
+    publish(
+        &names,
+        "license.reclaim.requested",
+        &event("ev-bounced", "license.reclaim.requested", RECLAIM, None),
+    )
+    .await;
+    // Consumers that take the message and give it back, as a crashing one would.
+    let ch = channel().await;
+    let returns = offboard::intake::DELIVERY_LIMIT - 1;
+    for _ in 0..returns {
+        let msg = eventually(10, "the message to be back on the queue", || async {
+            ch.basic_get(names.queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap()
+        })
+        .await;
+        msg.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let engine = engine(config(&url, names.clone(), &org.sim.base_url()), TOKEN).await;
+    let service = serve(&engine);
+    let rows = eventually(30, "the bounced message to be recorded", || async {
+        let rows = engine.store().dead_letters().await.unwrap();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].code, "EVT-106");
+    assert_eq!(rows[0].event_id.as_deref(), Some("ev-bounced"));
+    let dead = eventually(15, "the bounced message in the dead-letter queue", || async {
+        let got = drain_dead_letters(&names.dead_letter_queue).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(dead[0].0.as_deref(), Some("EVT-106"));
+    assert!(
+        engine.store().by_event("ev-bounced").await.unwrap().is_empty(),
+        "a message that exhausted its deliveries starts nothing"
+    );
+    service.stop().await;
+}
