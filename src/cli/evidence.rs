@@ -2,126 +2,28 @@
 //! request, when asked, when done, how it ended, the entitlements before and after, and
 //! how long access outlived the request.
 
-use chrono::{DateTime, NaiveDate, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
 
 use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_USAGE};
+use crate::evidence::{csv, rows};
 use crate::store::Store;
 
-/// The columns, in order (CSV header and JSON keys).
-pub const COLUMNS: [&str; 17] = [
-    "workflow_id",
-    "person_email",
-    "app",
-    "connection",
-    "event_id",
-    "event_type",
-    "event_time",
-    "requested_by",
-    "transfer_to",
-    "started_at",
-    "finished_at",
-    "state",
-    "outcome",
-    "error_code",
-    "entitlements_before",
-    "entitlements_after",
-    "seconds_to_access_removed",
-];
-
-/// Parses `2026-11-20` (midnight UTC) or an RFC 3339 time.
+/// [`crate::evidence::parse_date`] as a usage error naming the flag.
 pub fn parse_date(raw: &str, flag: &str) -> Result<DateTime<Utc>, Failure> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| {
-            fail(
-                EXIT_USAGE,
-                format!("{flag} {raw:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"),
-            )
-        })
-}
-
-/// The rows for workflows created in [since, until).
-pub async fn rows(
-    store: &Store,
-    since: DateTime<Utc>,
-    until: Option<DateTime<Utc>>,
-) -> Result<Vec<Value>, Failure> {
-    let mut out = Vec::new();
-    let mut workflows = store.list(None).await.map_err(db)?;
-    workflows.reverse();
-    for row in workflows {
-        if row.created_at < since || until.is_some_and(|u| row.created_at >= u) {
-            continue;
-        }
-        let Some(loaded) = store.load(&row.id).await.map_err(db)? else {
-            continue;
-        };
-        let state = loaded.state;
-        let event_time = state.request.event_time;
-        let removed = matches!(row.outcome.as_deref(), Some("removed" | "downgraded"));
-        let seconds = match (removed, event_time, row.finished_at) {
-            (true, Some(asked), Some(done)) => Some((done - asked).num_seconds()),
-            _ => None,
-        };
-        out.push(json!({
-            "workflow_id": row.id,
-            "person_email": row.person_email,
-            "app": row.app,
-            "connection": row.connection,
-            "event_id": row.event_id,
-            "event_type": row.event_type,
-            "event_time": event_time.map(|t| t.to_rfc3339()),
-            "requested_by": state.request.source,
-            "transfer_to": row.transfer_to,
-            "started_at": row.created_at.to_rfc3339(),
-            "finished_at": row.finished_at.map(|t| t.to_rfc3339()),
-            "state": row.state,
-            "outcome": row.outcome,
-            "error_code": row.error_code,
-            "entitlements_before": state.facts.get("entitlements_before").cloned().unwrap_or(Value::Null),
-            "entitlements_after": state.facts.get("entitlements_after").cloned().unwrap_or(Value::Null),
-            "seconds_to_access_removed": seconds,
-        }));
-    }
-    Ok(out)
-}
-
-fn csv_field(v: &Value) -> String {
-    let text = match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
+    crate::evidence::parse_date(raw).map_err(|e| fail(EXIT_USAGE, format!("{flag} {e}")))
 }
 
 /// `offboard evidence`.
 pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) -> Outcome {
     let since = parse_date(since, "--since")?;
     let until = until.map(|u| parse_date(u, "--until")).transpose()?;
-    let rows = rows(store, since, until).await?;
+    let rows = rows(store, since, until).await.map_err(db)?;
     match format {
         "json" => println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         ),
-        "csv" => {
-            println!("{}", COLUMNS.join(","));
-            for row in &rows {
-                let fields: Vec<String> = COLUMNS.iter().map(|c| csv_field(&row[*c])).collect();
-                println!("{}", fields.join(","));
-            }
-        }
+        "csv" => print!("{}", csv(&rows)),
         other => {
             return Err(fail(
                 EXIT_USAGE,
@@ -135,17 +37,6 @@ pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field(&json!("plain")), "plain");
-        assert_eq!(
-            csv_field(&json!({"a": 1, "b": "x"})),
-            "\"{\"\"a\"\":1,\"\"b\"\":\"\"x\"\"}\""
-        );
-        assert_eq!(csv_field(&Value::Null), "");
-        assert_eq!(csv_field(&json!(42)), "42");
-    }
 
     #[test]
     fn dates_and_times_are_accepted() {

@@ -51,7 +51,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Migrate, declare the broker topology, consume events and run workflows until stopped.
-    Serve,
+    Serve {
+        /// Serve metrics, health probes and the console here (overrides `[http] listen`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Publish one event to the broker.
     Submit {
         /// The person to offboard.
@@ -219,7 +223,7 @@ async fn run(cli: Cli) -> Outcome {
     let config = Config::load(cli.config.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
     match cli.command {
         Command::Demo => demo::run().await,
-        Command::Serve => serve(config).await,
+        Command::Serve { listen } => serve(config, listen).await,
         Command::Submit {
             email,
             event_type,
@@ -346,8 +350,32 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
     Ok(EXIT_OK)
 }
 
-async fn serve(config: Config) -> Outcome {
+/// The operators' token named by `[http] operator_token_env`: required to be set (and not
+/// empty) once named, so a console meant to be operable does not start read-only unseen.
+fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Failure> {
+    let Some(var) = &config.http.operator_token_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(crate::config::Secret::new(v.trim()))),
+        _ => Err(fail(
+            EXIT_USAGE,
+            format!("[http] operator_token_env names {var}, which is not set"),
+        )),
+    }
+}
+
+async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome {
     crate::telemetry::init("info");
+    let token = operator_token(&config)?;
+    let listener = match listen.or(config.http.listen) {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?,
+        ),
+    };
     let engine = engine(config).await?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
     // The broker must answer at start (the contract: exit 1 when it cannot be reached);
@@ -383,7 +411,14 @@ async fn serve(config: Config) -> Outcome {
             }
         }
     }
-    let service = crate::service::Service::start(engine);
+    let mut service = crate::service::Service::start(engine.clone());
+    if let Some(listener) = listener {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+        tracing::info!(%addr, operable = token.is_some(), "console, metrics and health probes listening");
+        service.listen(listener, crate::http::Console::new(engine, token));
+    }
     shutdown_signal().await;
     tracing::info!("stopping");
     service.stop().await;
