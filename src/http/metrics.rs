@@ -20,7 +20,8 @@
 //! | `offboard_outbox_lag_seconds`, `offboard_outbox_pending` | gauge | — |
 //! | `offboard_leases_held` | gauge | `worker` |
 
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -45,6 +46,11 @@ const STATES: [&str; 7] = [
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Held while a scrape sets the gauges and renders, so two scrapes at once do not mix
+/// their figures; it also remembers the workers seen holding leases, whose gauge must
+/// drop to 0 once they hold none (a series, once set, stays until changed).
+static SCRAPE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Installs the process-wide recorder (once; later calls return the same handle). Until
 /// it is installed, the `metrics::` calls in the engine cost next to nothing and record
@@ -120,8 +126,9 @@ fn describe() {
     describe_gauge!("offboard_leases_held", "Workflows leased now, by worker.");
 }
 
-/// Sets the gauges from the database's figures and the configuration.
-pub fn set_gauges(config: &Config, gauges: &Gauges) {
+/// Sets the gauges from the database's figures and the configuration; `workers` are
+/// those seen holding leases before (updated).
+fn set_gauges(config: &Config, gauges: &Gauges, workers: &mut BTreeSet<String>) {
     let mut apps: Vec<&str> = config
         .connections
         .values()
@@ -139,8 +146,12 @@ pub fn set_gauges(config: &Config, gauges: &Gauges) {
         metrics::gauge!("offboard_workflows", "state" => state.clone(), "app" => app.clone())
             .set(*n as f64);
     }
+    for worker in workers.iter() {
+        metrics::gauge!("offboard_leases_held", "worker" => worker.clone()).set(0.0);
+    }
     for (worker, n) in &gauges.leases {
         metrics::gauge!("offboard_leases_held", "worker" => worker.clone()).set(*n as f64);
+        workers.insert(worker.clone());
     }
     metrics::gauge!("offboard_outbox_lag_seconds").set(gauges.outbox_lag_secs);
     metrics::gauge!("offboard_outbox_pending").set(gauges.outbox_len as f64);
@@ -153,8 +164,9 @@ pub fn set_gauges(config: &Config, gauges: &Gauges) {
 /// The Prometheus text for a scrape, after refreshing the gauges from `gauges`.
 pub fn render(config: &Config, gauges: Result<Gauges, StoreError>) -> String {
     let handle = install();
+    let mut workers = SCRAPE.lock().unwrap_or_else(|p| p.into_inner());
     match gauges {
-        Ok(g) => set_gauges(config, &g),
+        Ok(g) => set_gauges(config, &g, &mut workers),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the gauges from the database"),
     }
     handle.run_upkeep();
