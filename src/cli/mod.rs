@@ -3,6 +3,7 @@
 //! print one line on stderr and exit 2.
 
 mod audit;
+mod bulk;
 mod demo;
 mod evidence;
 mod views;
@@ -76,6 +77,10 @@ enum Command {
         /// Publish this CloudEvents JSON file instead.
         #[arg(long, value_name = "EVENT.json")]
         file: Option<PathBuf>,
+        /// Publish one event per row of this leavers' list (columns email, transfer_to,
+        /// type, not_before, connections); nothing is published if any row is bad.
+        #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
+        csv: Option<PathBuf>,
     },
     /// Check credentials, role and plan of one connection or all.
     Check {
@@ -231,7 +236,11 @@ async fn run(cli: Cli) -> Outcome {
             connections,
             id,
             file,
+            csv,
         } => {
+            if let Some(path) = csv {
+                return bulk::run(&config, &path).await;
+            }
             submit(
                 &config,
                 email,
