@@ -138,6 +138,18 @@ struct ConfigFile {
     database_pool_size: Option<u32>,
     amqp: Option<AmqpNames>,
     connections: Option<BTreeMap<String, ConnectionConfig>>,
+    http: Option<HttpConfig>,
+}
+
+/// The operators' listener (`[http]`): metrics, health probes and the web console.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where `serve` listens, e.g. `127.0.0.1:9464`; no listener when absent.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The environment variable holding the operators' token; without it the console is
+    /// read-only (no retry or cancel).
+    pub operator_token_env: Option<String>,
 }
 
 /// The whole configuration.
@@ -160,6 +172,8 @@ pub struct Config {
     pub database_pool_size: u32,
     /// Connections by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
+    /// The operators' listener.
+    pub http: HttpConfig,
 }
 
 /// The default database: a file next to where offboard runs.
@@ -200,6 +214,7 @@ impl Config {
             lease_secs: 15,
             database_pool_size: crate::store::DEFAULT_POOL_SIZE,
             connections,
+            http: HttpConfig::default(),
         }
     }
 
@@ -255,6 +270,9 @@ impl Config {
         config.workflows_dir = file.workflows_dir;
         if let Some(v) = file.connections {
             config.connections = v;
+        }
+        if let Some(v) = file.http {
+            config.http = v;
         }
         config.validate()?;
         Ok(config)
@@ -338,6 +356,16 @@ requests_per_minute = 100
         assert_eq!(c.connections.len(), 1);
         assert_eq!(c.connections["sheets"].requests_per_minute, 100);
         assert_eq!(c.amqp.queue, "offboard.requests");
+        assert!(c.http.listen.is_none(), "no listener unless asked");
+        let c = Config::parse(
+            "[http]\nlisten = \"127.0.0.1:9464\"\noperator_token_env = \"OFFBOARD_OPERATOR_TOKEN\"",
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.unwrap().port(), 9464);
+        assert_eq!(
+            c.http.operator_token_env.as_deref(),
+            Some("OFFBOARD_OPERATOR_TOKEN")
+        );
     }
 
     #[test]

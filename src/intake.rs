@@ -265,7 +265,13 @@ async fn try_handle(
         Ok(request) => {
             let text = String::from_utf8_lossy(body);
             match engine.accept(&request, &text).await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    if let Some(t) = request.time {
+                        metrics::histogram!("offboard_intake_lag_seconds")
+                            .record((chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+                    }
+                    return Ok(());
+                }
                 Ok(Err(rejection)) => rejection,
                 Err(e) => return Err(HandleError::Store(e.to_string())),
             }
@@ -311,6 +317,8 @@ async fn dead_letter(
         )
         .await
         .map_err(|e| HandleError::Store(format!("cannot record a dead letter: {e}")))?;
+    metrics::counter!("offboard_dead_letters_total", "code" => rejection.code.as_str())
+        .increment(1);
     warn!(code = %rejection.code, reason = %rejection.message.escape_debug(), event_id = ?event_id, "event dead-lettered");
     let mut headers = FieldTable::default();
     headers.insert(

@@ -10,6 +10,8 @@
 //! - [`store`]: sea-orm persistence (SQLite or PostgreSQL).
 //! - [`apps`]: one module per app (client, actions, error codes, check, simulator).
 //! - [`codes`]: the error-code catalog.
+//! - [`evidence`]: what a trail proves (replay verdict, auditors' rows), for CLI and console.
+//! - [`http`]: the operators' listener: metrics, health probes and the web console.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
 
 #![warn(missing_docs)]
@@ -19,6 +21,8 @@ pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod domain;
+pub mod evidence;
+pub mod http;
 pub mod intake;
 pub mod runtime;
 pub mod service;

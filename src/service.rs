@@ -27,6 +27,13 @@ impl Service {
         Service { stop, tasks }
     }
 
+    /// Serves the operators' console on `listener` too, until the service stops.
+    pub fn listen(&mut self, listener: tokio::net::TcpListener, console: crate::http::Console) {
+        let stop = self.stop.subscribe();
+        self.tasks
+            .push(tokio::spawn(crate::http::serve(listener, console, stop)));
+    }
+
     /// Stops, waiting for in-flight steps.
     pub async fn stop(self) {
         let _ = self.stop.send(true);

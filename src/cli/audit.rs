@@ -2,96 +2,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
 use super::views::describe;
 use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
-use crate::domain::chain::{self, Link};
-use crate::domain::machine::{self, Record, State};
-use crate::runtime::definitions::stored;
+use crate::domain::machine::State;
+use crate::evidence::replay_trail;
 use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
-use crate::store::entities::audit;
 use crate::store::Store;
-
-/// What replaying a trail found.
-pub struct ReplayReport {
-    /// The rebuilt state, when the trail could be folded.
-    pub rebuilt: Option<State>,
-    /// The first bad record (its `seq`) and why, if any.
-    pub problem: Option<(i32, String)>,
-}
-
-/// Verifies the chain and folds the trail through the state machine; compares the
-/// result with `stored`.
-pub fn replay_trail(
-    trail: &[audit::Model],
-    head: &str,
-    definition_source: &str,
-    stored_state: &State,
-) -> ReplayReport {
-    let seq_of = |i: usize| trail.get(i).map(|r| r.seq).unwrap_or(0);
-    let links: Vec<Link<'_>> = trail
-        .iter()
-        .map(|r| Link {
-            seq: r.seq,
-            at: r.at,
-            body: &r.body,
-            prev_hash: &r.prev_hash,
-            hash: &r.hash,
-        })
-        .collect();
-    if let Err((i, why)) = chain::verify(&links, head) {
-        return ReplayReport {
-            rebuilt: None,
-            problem: Some((seq_of(i), why)),
-        };
-    }
-    let def = match stored(definition_source) {
-        Ok(d) => d,
-        Err(e) => {
-            return ReplayReport {
-                rebuilt: None,
-                problem: Some((0, format!("stored definition: {e}"))),
-            }
-        }
-    };
-    let mut records: Vec<(DateTime<Utc>, Record)> = Vec::with_capacity(trail.len());
-    for (i, row) in trail.iter().enumerate() {
-        match serde_json::from_str::<Record>(&row.body) {
-            Ok(r) if r.kind() == row.kind => records.push((row.at, r)),
-            Ok(_) => {
-                return ReplayReport {
-                    rebuilt: None,
-                    problem: Some((seq_of(i), "kind column differs from the record".into())),
-                }
-            }
-            Err(e) => {
-                return ReplayReport {
-                    rebuilt: None,
-                    problem: Some((seq_of(i), format!("unreadable record: {e}"))),
-                }
-            }
-        }
-    }
-    match machine::fold(&def, &records) {
-        Err((i, v)) => ReplayReport {
-            rebuilt: None,
-            problem: Some((seq_of(i), format!("not a legal transition: {v}"))),
-        },
-        Ok(rebuilt) => {
-            let problem = (rebuilt != *stored_state).then(|| {
-                (
-                    seq_of(trail.len().saturating_sub(1)),
-                    "the rebuilt state differs from the stored state".to_string(),
-                )
-            });
-            ReplayReport {
-                rebuilt: Some(rebuilt),
-                problem,
-            }
-        }
-    }
-}
 
 /// `offboard replay`.
 pub async fn replay(store: &Store, id: &str) -> Outcome {

@@ -3,6 +3,7 @@
 //! print one line on stderr and exit 2.
 
 mod audit;
+mod bulk;
 mod demo;
 mod evidence;
 mod views;
@@ -51,7 +52,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Migrate, declare the broker topology, consume events and run workflows until stopped.
-    Serve,
+    Serve {
+        /// Serve metrics, health probes and the console here (overrides `[http] listen`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Publish one event to the broker.
     Submit {
         /// The person to offboard.
@@ -72,6 +77,10 @@ enum Command {
         /// Publish this CloudEvents JSON file instead.
         #[arg(long, value_name = "EVENT.json")]
         file: Option<PathBuf>,
+        /// Publish one event per row of this leavers' list (columns email, transfer_to,
+        /// type, not_before, connections); nothing is published if any row is bad.
+        #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
+        csv: Option<PathBuf>,
     },
     /// Check credentials, role and plan of one connection or all.
     Check {
@@ -219,7 +228,7 @@ async fn run(cli: Cli) -> Outcome {
     let config = Config::load(cli.config.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
     match cli.command {
         Command::Demo => demo::run().await,
-        Command::Serve => serve(config).await,
+        Command::Serve { listen } => serve(config, listen).await,
         Command::Submit {
             email,
             event_type,
@@ -227,7 +236,11 @@ async fn run(cli: Cli) -> Outcome {
             connections,
             id,
             file,
+            csv,
         } => {
+            if let Some(path) = csv {
+                return bulk::run(&config, &path).await;
+            }
             submit(
                 &config,
                 email,
@@ -346,8 +359,32 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
     Ok(EXIT_OK)
 }
 
-async fn serve(config: Config) -> Outcome {
+/// The operators' token named by `[http] operator_token_env`: required to be set (and not
+/// empty) once named, so a console meant to be operable does not start read-only unseen.
+fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Failure> {
+    let Some(var) = &config.http.operator_token_env else {
+        return Ok(None);
+    };
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(crate::config::Secret::new(v.trim()))),
+        _ => Err(fail(
+            EXIT_USAGE,
+            format!("[http] operator_token_env names {var}, which is not set"),
+        )),
+    }
+}
+
+async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome {
     crate::telemetry::init("info");
+    let token = operator_token(&config)?;
+    let listener = match listen.or(config.http.listen) {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?,
+        ),
+    };
     let engine = engine(config).await?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
     // The broker must answer at start (the contract: exit 1 when it cannot be reached);
@@ -383,7 +420,14 @@ async fn serve(config: Config) -> Outcome {
             }
         }
     }
-    let service = crate::service::Service::start(engine);
+    let mut service = crate::service::Service::start(engine.clone());
+    if let Some(listener) = listener {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+        tracing::info!(%addr, operable = token.is_some(), "console, metrics and health probes listening");
+        service.listen(listener, crate::http::Console::new(engine, token));
+    }
     shutdown_signal().await;
     tracing::info!("stopping");
     service.stop().await;

@@ -97,6 +97,10 @@ impl<'e> Runner<'e> {
 
     fn log_end(&self) {
         let s = &self.state;
+        if let Some(age) = crate::http::metrics::age_secs(&self.id).filter(|_| s.status.is_final())
+        {
+            metrics::histogram!("offboard_workflow_duration_seconds", "app" => s.request.app.clone(), "state" => s.status.as_str()).record(age);
+        }
         match s.status {
             Status::Completed => {
                 info!(
@@ -197,6 +201,7 @@ impl<'e> Runner<'e> {
     async fn perform(&self, step: usize, attempt: u32) -> (Vec<Record>, DateTime<Utc>) {
         let spec = &self.def.steps[step];
         info!(step = %spec.name, attempt, action = %spec.action, "step started");
+        let started = std::time::Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let result = match self.engine.client(&self.state.request.connection).await {
             Err(e) => Err(e),
@@ -210,6 +215,8 @@ impl<'e> Runner<'e> {
                 client.perform(&spec.action, &ctx).await
             }
         };
+        let app = self.state.request.app.clone();
+        metrics::histogram!("offboard_step_duration_seconds", "app" => app.clone(), "step" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "error" }).record(started.elapsed().as_secs_f64());
         match &result {
             Ok(out) => {
                 info!(step = %spec.name, summary = %out.summary.escape_debug(), "step succeeded")
@@ -220,19 +227,24 @@ impl<'e> Runner<'e> {
         }
         let mut records = Vec::new();
         while let Ok(call) = rx.try_recv() {
+            metrics::counter!("offboard_api_calls_total", "app" => app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
+            metrics::counter!("offboard_request_budget_used_total", "connection" => self.state.request.connection.clone()).increment(1);
             records.push(api_call(step, attempt, call));
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
-        records.push(machine::step_result(
-            &self.state,
-            &self.def,
-            step,
-            attempt,
-            result,
-            now,
-            jitter,
-        ));
+        let outcome =
+            machine::step_result(&self.state, &self.def, step, attempt, result, now, jitter);
+        if let Record::StepFailed {
+            error,
+            retry_at: Some(at),
+            ..
+        } = &outcome
+        {
+            metrics::counter!("offboard_step_retries_total", "app" => app.clone(), "step" => spec.name.clone(), "code" => error.code.as_str()).increment(1);
+            metrics::histogram!("offboard_retry_wait_seconds", "app" => app, "step" => spec.name.clone()).record((*at - now).as_seconds_f64().max(0.0));
+        }
+        records.push(outcome);
         (records, now)
     }
 }

@@ -8,6 +8,7 @@
 //! [`StoreError::LeaseLost`] once another process has claimed the workflow.
 
 mod budget;
+mod console;
 pub mod entities;
 mod leases;
 mod outbox;
@@ -29,6 +30,7 @@ use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
 use crate::domain::event::Request;
 use crate::domain::machine::{Record, State, Status};
+pub use console::{Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
 pub use leases::{Appended, Claim, Fence, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};

@@ -1,0 +1,371 @@
+//! `offboard submit --csv FILE`: one event per row of a leavers' list, all or nothing.
+//!
+//! Every row is checked first ([`read`], pure: text in, events or errors out); one bad
+//! row stops the whole file before anything is published, and every bad line is named
+//! by row and column. Then each event is published with a publisher confirm, with a
+//! progress bar on a terminal and plain lines otherwise.
+//!
+//! Event ids are `csv-<first 12 hex digits of the file's SHA-256>-<row>`: submitting the
+//! same file again publishes the same ids, which offboard recognises as duplicates and
+//! starts nothing for.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use chrono::Utc;
+use lapin::options::ConfirmSelectOptions;
+use sha2::{Digest, Sha256};
+
+use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::config::Config;
+use crate::domain::event::{self, EventType, Request};
+
+/// The columns a leavers' file may have; `email` is required.
+pub const COLUMNS: [&str; 5] = ["email", "transfer_to", "type", "not_before", "connections"];
+
+/// One problem in a leavers' file: the line (counting the header as row 1), the column,
+/// and what is wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowError {
+    /// Line number in the file, the header being row 1.
+    pub row: u64,
+    /// Column name (empty when the whole line is unreadable).
+    pub column: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.column.is_empty() {
+            write!(f, "row {}: {}", self.row, self.message)
+        } else {
+            write!(
+                f,
+                "row {}, column {}: {}",
+                self.row, self.column, self.message
+            )
+        }
+    }
+}
+
+/// One event per data row, or every problem found. `now` stamps the events' `time`.
+pub fn read(
+    text: &[u8],
+    known_connections: &[String],
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<Request>, Vec<RowError>> {
+    let digest = hex::encode(Sha256::digest(text));
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text);
+    let header_error = |message: String| {
+        vec![RowError {
+            row: 1,
+            column: String::new(),
+            message,
+        }]
+    };
+    let headers = reader
+        .headers()
+        .map_err(|e| header_error(format!("unreadable header: {e}")))?
+        .clone();
+    if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(h)) {
+        return Err(header_error(format!(
+            "unknown column {unknown:?}; the columns are {}",
+            COLUMNS.join(", ")
+        )));
+    }
+    if !headers.iter().any(|h| h == "email") {
+        return Err(header_error("the email column is missing".into()));
+    }
+    let mut requests = Vec::new();
+    let mut errors = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let row = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(i as u64 + 2, |p| line_at(text, p.byte()));
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(RowError {
+                    row,
+                    column: String::new(),
+                    message: format!("unreadable: {e}"),
+                });
+                continue;
+            }
+        };
+        let cell = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h == name)
+                .and_then(|i| record.get(i))
+                .filter(|v| !v.is_empty())
+        };
+        let mut bad = |column: &str, message: String| {
+            errors.push(RowError {
+                row,
+                column: column.into(),
+                message,
+            })
+        };
+        let email = match cell("email").map(|e| event::valid_email(e, "email")) {
+            None => {
+                bad("email", "is empty".into());
+                None
+            }
+            Some(Err(r)) => {
+                bad("email", r.message);
+                None
+            }
+            Some(Ok(e)) => Some(e),
+        };
+        let transfer_to = match cell("transfer_to").map(|e| event::valid_email(e, "transfer_to")) {
+            Some(Err(r)) => {
+                bad("transfer_to", r.message);
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
+        let event_type = match cell("type") {
+            None => Some(EventType::Offboarding),
+            Some(t) => EventType::parse(t).or_else(|| {
+                bad(
+                    "type",
+                    format!("{t:?} is not offboarding.requested or license.reclaim.requested"),
+                );
+                None
+            }),
+        };
+        let not_before = match cell("not_before").map(crate::evidence::parse_date) {
+            Some(Err(e)) => {
+                bad("not_before", e);
+                None
+            }
+            other => other.and_then(Result::ok),
+        };
+        let connections: Option<Vec<String>> = cell("connections").map(|c| {
+            c.split([';', ' ', '|'])
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
+        for c in connections.iter().flatten() {
+            if !known_connections.contains(c) {
+                bad(
+                    "connections",
+                    format!("no connection named {c:?} in the configuration"),
+                );
+            }
+        }
+        if let (Some(person_email), Some(event_type)) = (email, event_type) {
+            requests.push(Request {
+                event_id: format!("csv-{}-{row}", &digest[..12]),
+                source: "offboard-csv".into(),
+                event_type,
+                time: Some(now),
+                person_email,
+                employee_id: None,
+                transfer_to,
+                connections,
+                not_before,
+                reason: None,
+            });
+        }
+    }
+    if requests.is_empty() && errors.is_empty() {
+        errors.push(RowError {
+            row: 2,
+            column: String::new(),
+            message: "the file has no rows".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(requests)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The line (from 1) of the first non-blank character at or after `byte`: the reader
+/// reports a record as starting where the blank lines before it start.
+fn line_at(text: &[u8], byte: u64) -> u64 {
+    let start = (byte as usize).min(text.len());
+    let skipped = text[start..]
+        .iter()
+        .take_while(|b| matches!(b, b'\n' | b'\r'))
+        .count();
+    1 + text[..start + skipped]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count() as u64
+}
+
+/// `offboard submit --csv FILE`.
+pub async fn run(config: &Config, path: &Path) -> Outcome {
+    let text = std::fs::read(path)
+        .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?;
+    let known: Vec<String> = config.connections.keys().cloned().collect();
+    let requests = match read(&text, &known, Utc::now()) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            return Err(fail(
+                EXIT_USAGE,
+                format!(
+                    "{} bad line(s) in {}; nothing was published",
+                    errors.len(),
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let bodies: Vec<(EventType, Vec<u8>)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.event_type,
+                event::to_cloudevent(r).to_string().into_bytes(),
+            )
+        })
+        .collect();
+    let (conn, channel) = crate::intake::open(&config.amqp_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    crate::intake::declare(&channel, &config.amqp)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, format!("cannot declare the topology: {e}")))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+    let total = bodies.len() as u64;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} events published ({per_sec}, {eta} left)",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let step = (total / 10).max(1);
+    for (i, ((kind, body), request)) in bodies.iter().zip(&requests).enumerate() {
+        let done = i as u64 + 1;
+        crate::intake::publish(&channel, &config.amqp.exchange, kind.as_str(), body)
+            .await
+            .map_err(|e| {
+                fail(
+                    EXIT_FAILURE,
+                    format!("{done} of {total}: {e}; the events before it were published"),
+                )
+            })?;
+        println!("{} {}", request.event_id, request.person_email);
+        match &bar {
+            Some(bar) => bar.inc(1),
+            None if done % step == 0 || done == total => {
+                eprintln!("published {done}/{total}")
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let _ = conn.close(200, "done".into()).await;
+    let reclaims = requests
+        .iter()
+        .filter(|r| r.event_type == EventType::LicenseReclaim)
+        .count();
+    eprintln!(
+        "published {total} events from {} ({} offboarding, {reclaims} licence reclaim), each confirmed by the broker",
+        path.display(),
+        total as usize - reclaims
+    );
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Vec<Request>, Vec<String>> {
+        read(
+            text.as_bytes(),
+            &["smartsheet".into(), "postman".into()],
+            Utc::now(),
+        )
+        .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn good_rows_become_events() {
+        let r = check(
+            "email,transfer_to,type,not_before,connections\n\
+             ada@example.com,grace@example.com,,2026-12-01,smartsheet\n\
+             linus@example.com,,license.reclaim.requested,,smartsheet;postman\n",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].transfer_to.as_deref(), Some("grace@example.com"));
+        assert_eq!(r[0].event_type, EventType::Offboarding);
+        assert!(r[0].not_before.is_some());
+        assert_eq!(r[1].event_type, EventType::LicenseReclaim);
+        assert_eq!(r[1].connections.as_ref().unwrap().len(), 2);
+        assert!(r[0].event_id.starts_with("csv-") && r[0].event_id.ends_with("-2"));
+    }
+
+    #[test]
+    fn every_bad_cell_is_named_by_row_and_column() {
+        let cases = [
+            ("email\nnot-an-email\n", "row 2, column email"),
+            (
+                "email,transfer_to\nada@example.com,\n\n,grace@example.com\n",
+                "row 4, column email: is empty",
+            ),
+            (
+                "email,type\nada@example.com,user.hired\n",
+                "row 2, column type",
+            ),
+            (
+                "email,not_before\nada@example.com,soon\n",
+                "row 2, column not_before",
+            ),
+            (
+                "email,connections\nada@example.com,jira\n",
+                "row 2, column connections",
+            ),
+            (
+                "email,transfer_to\nada@example.com,grace\n",
+                "row 2, column transfer_to",
+            ),
+            ("mail\nada@example.com\n", "row 1: unknown column \"mail\""),
+            (
+                "transfer_to\ngrace@example.com\n",
+                "row 1: the email column is missing",
+            ),
+            ("email\n", "the file has no rows"),
+        ];
+        for (text, expected) in cases {
+            let errors = check(text).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(expected)),
+                "{text:?}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_file_gives_the_same_ids() {
+        let text = "email\nada@example.com\n";
+        assert_eq!(
+            check(text).unwrap()[0].event_id,
+            check(text).unwrap()[0].event_id
+        );
+    }
+}

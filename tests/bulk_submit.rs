@@ -1,0 +1,81 @@
+//! `offboard submit --csv` through the binary against the real broker: 1,000 rows
+//! become 1,000 confirmed messages; a file with one bad row is named and nothing at all
+//! is published.
+
+mod support;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use support::procs::{cli, ConfigFile};
+use support::*;
+
+/// How many messages wait in the test's request queue (nothing consumes it here).
+async fn queued(names: &offboard::config::AmqpNames) -> u32 {
+    let ch = channel().await;
+    offboard::intake::declare(&ch, names).await.unwrap();
+    ch.queue_declare(
+        names.queue.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+fn leavers(rows: usize, bad_row: Option<usize>) -> String {
+    let mut text = String::from("email,transfer_to,type,not_before,connections\n");
+    for i in 0..rows {
+        if Some(i) == bad_row {
+            text.push_str("person-without-at-sign,,,,smartsheet\n");
+            continue;
+        }
+        let kind = if i % 4 == 0 {
+            "license.reclaim.requested"
+        } else {
+            "offboarding.requested"
+        };
+        text.push_str(&format!(
+            "leaver{i}@example.com,boss{i}@example.com,{kind},2026-12-01,smartsheet\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rows_are_published_and_a_bad_file_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = amqp_names();
+    let config = ConfigFile::new("sqlite://unused.db?mode=rwc", &names, "http://127.0.0.1:9")
+        .write(&dir.path().join("offboard.toml"));
+
+    // One bad line among a thousand: named by row and column, nothing published.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, leavers(1000, Some(499))).unwrap();
+    let (code, stdout, stderr) = cli(&config, &["submit", "--csv", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("row 501, column email"), "{stderr}");
+    assert!(stderr.contains("nothing was published"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(queued(&names).await, 0);
+
+    // A thousand good rows: each confirmed, each printed with its id, plain progress.
+    let good = dir.path().join("leavers.csv");
+    std::fs::write(&good, leavers(1000, None)).unwrap();
+    let (code, stdout, stderr) = cli(&config, &["submit", "--csv", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1000);
+    assert!(stdout.lines().all(|l| l.starts_with("csv-")));
+    assert!(stderr.contains("published 500/1000"), "{stderr}");
+    assert!(
+        stderr.contains("published 1000 events") && stderr.contains("250 licence reclaim"),
+        "{stderr}"
+    );
+    eventually(10, "1,000 messages in the queue", || async {
+        (queued(&names).await == 1000).then_some(())
+    })
+    .await;
+}
