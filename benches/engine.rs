@@ -210,7 +210,9 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
     let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
     let mut completions = Completions::watch(&names).await;
     let service = Service::start(engine.clone());
-    let bodies: Vec<String> = (0..n).map(|i| reclaim(&format!("e2e-{i}"), i, None)).collect();
+    let bodies: Vec<String> = (0..n)
+        .map(|i| reclaim(&format!("e2e-{i}"), i, None))
+        .collect();
     let xid_before = xid(engine.store()).await;
     let started = Instant::now();
     publish_all(&names, &bodies).await;
@@ -317,11 +319,7 @@ async fn in_flight(n: usize) {
     let rounds = 200;
     let started = Instant::now();
     for _ in 0..rounds {
-        let claims = engine
-            .store()
-            .claim_due("bench", 15.0, 64)
-            .await
-            .unwrap();
+        let claims = engine.store().claim_due("bench", 15.0, 64).await.unwrap();
         assert!(claims.is_empty());
     }
     let per_query = started.elapsed() / rounds;

@@ -55,5 +55,8 @@ async fn racing_appends_all_land_and_the_chain_holds() {
             hash: &r.hash,
         })
         .collect();
-    assert_eq!(chain::verify(&links, &wf.trail_head), Ok(()));
+    assert_eq!(
+        chain::verify(&links, &wf.trail_head, engine.store().audit_key()),
+        Ok(())
+    );
 }

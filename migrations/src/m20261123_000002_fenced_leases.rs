@@ -159,7 +159,8 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("DROP INDEX outbox_claimed_until")
             .await?;
         db.execute_unprepared("DROP INDEX workflows_due").await?;
-        db.execute_unprepared("DROP INDEX workflows_due_wake").await?;
+        db.execute_unprepared("DROP INDEX workflows_due_wake")
+            .await?;
         m.alter_table(
             Table::alter()
                 .table(Outbox::Table)

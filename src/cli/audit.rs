@@ -21,11 +21,12 @@ pub struct ReplayReport {
     pub problem: Option<(i32, String)>,
 }
 
-/// Verifies the chain and folds the trail through the state machine; compares the
-/// result with `stored`.
+/// Verifies the chain (keyed links with `key`) and folds the trail through the state
+/// machine; compares the result with `stored`.
 pub fn replay_trail(
     trail: &[audit::Model],
     head: &str,
+    key: Option<&chain::AuditKey>,
     definition_source: &str,
     stored_state: &State,
 ) -> ReplayReport {
@@ -40,7 +41,7 @@ pub fn replay_trail(
             hash: &r.hash,
         })
         .collect();
-    if let Err((i, why)) = chain::verify(&links, head) {
+    if let Err((i, why)) = chain::verify(&links, head, key) {
         return ReplayReport {
             rebuilt: None,
             problem: Some((seq_of(i), why)),
@@ -101,9 +102,11 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
         .map_err(db)?
         .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
     let trail = store.trail(id).await.map_err(db)?;
+    needs_key(store, &trail)?;
     let report = replay_trail(
         &trail,
         &loaded.row.trail_head,
+        store.audit_key(),
         &loaded.definition_source,
         &loaded.state,
     );
@@ -129,6 +132,70 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
             Ok(EXIT_MISMATCH)
         }
     }
+}
+
+/// Keyed links cannot be vouched for without the key: that is a configuration problem
+/// (exit 2), not evidence of tampering.
+fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
+    if store.audit_key().is_none() && trail.iter().any(|r| chain::is_keyed(&r.hash)) {
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "the trail is keyed: set {} to check it",
+                super::audit_key::ENV
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `offboard verify --all [--since D]`: replays every workflow (created at or after
+/// `since`) and prints one line per workflow and a summary an auditor can keep.
+pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome {
+    let mut workflows = store.list(None).await.map_err(db)?;
+    workflows.reverse();
+    let (mut intact, mut broken, mut keyed) = (0usize, 0usize, 0usize);
+    for row in workflows
+        .iter()
+        .filter(|r| since.is_none_or(|s| r.created_at >= s))
+    {
+        let Some(loaded) = store.load(&row.id).await.map_err(db)? else {
+            continue;
+        };
+        let trail = store.trail(&row.id).await.map_err(db)?;
+        needs_key(store, &trail)?;
+        keyed += usize::from(trail.iter().any(|r| chain::is_keyed(&r.hash)));
+        let report = replay_trail(
+            &trail,
+            &row.trail_head,
+            store.audit_key(),
+            &loaded.definition_source,
+            &loaded.state,
+        );
+        match report.problem {
+            None => {
+                intact += 1;
+                println!(
+                    "{}  intact  {} records  head {}",
+                    row.id,
+                    trail.len(),
+                    row.trail_head
+                );
+            }
+            Some((seq, why)) => {
+                broken += 1;
+                println!("{}  MISMATCH at record {seq}: {why}", row.id);
+            }
+        }
+    }
+    println!(
+        "verified {} workflows{} at {}: {intact} intact, {broken} mismatched; {keyed} keyed (HMAC-SHA256), {} plain SHA-256 (written before the audit key)",
+        intact + broken,
+        since.map(|s| format!(" created since {}", s.to_rfc3339())).unwrap_or_default(),
+        Utc::now().to_rfc3339(),
+        intact + broken - keyed,
+    );
+    Ok(if broken == 0 { EXIT_OK } else { EXIT_MISMATCH })
 }
 
 fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Option<State>, Failure> {

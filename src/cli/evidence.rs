@@ -92,13 +92,20 @@ pub async fn rows(
     Ok(out)
 }
 
+/// One CSV cell. Text that a spreadsheet would run as a formula (it begins with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return: values from events and app responses can) is
+/// defused with a leading `'` and quoted, as OWASP advises for CSV injection; numbers are
+/// written as they are.
 fn csv_field(v: &Value) -> String {
     let text = match v {
         Value::Null => String::new(),
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => {
+            format!("'{s}")
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if text.contains([',', '"', '\n', '\r']) {
+    if text.starts_with('\'') || text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text
@@ -145,6 +152,23 @@ mod tests {
         );
         assert_eq!(csv_field(&Value::Null), "");
         assert_eq!(csv_field(&json!(42)), "42");
+        assert_eq!(csv_field(&json!(-42)), "-42");
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_come_out_quoted_and_inert() {
+        for (cell, expected) in [
+            (
+                "=HYPERLINK(\"http://evil.example\",\"x\")",
+                "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\"",
+            ),
+            ("+1+1", "\"'+1+1\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("ada@example.com", "ada@example.com"),
+        ] {
+            assert_eq!(csv_field(&json!(cell)), expected, "{cell}");
+        }
     }
 
     #[test]

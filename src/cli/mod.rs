@@ -3,6 +3,7 @@
 //! print one line on stderr and exit 2.
 
 mod audit;
+mod audit_key;
 mod demo;
 mod evidence;
 mod views;
@@ -139,6 +140,15 @@ enum Command {
         #[arg(long, default_value = "csv")]
         format: String,
     },
+    /// Replay every workflow's trail and print a summary (exit 5 on any mismatch).
+    Verify {
+        /// Every workflow (required: verifying is always over the whole set or a range).
+        #[arg(long, required = true)]
+        all: bool,
+        /// Only workflows created at or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Explain an error code, or list them all.
     Explain {
         /// The code (e.g. SMT-100-A).
@@ -271,6 +281,12 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
+        Command::Verify { all: _, since } => {
+            let since = since
+                .map(|s| evidence::parse_date(&s, "--since"))
+                .transpose()?;
+            audit::verify_all(&read_store(&config).await?, since).await
+        }
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
             let engine = engine(config).await?;
@@ -290,18 +306,48 @@ fn os_user() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Opens the database without migrating it: for verbs that only read.
+/// Opens the database without migrating it: for verbs that only read. The audit key is
+/// attached when there is one, so keyed links can be checked.
 async fn read_store(config: &Config) -> Result<Store, Failure> {
-    Store::connect(&config.database_url)
+    let key = audit_key(config, false)?;
+    let store = Store::connect(&config.database_url)
         .await
-        .map_err(|e| unreachable_db(config, e))
+        .map_err(|e| unreachable_db(config, e))?;
+    Ok(match key {
+        Some(k) => store.with_audit_key(k),
+        None => store,
+    })
 }
 
-/// Opens the database and brings its schema up to date: for verbs that write.
+/// Opens the database and brings its schema up to date: for verbs that write. Writing
+/// needs the audit key (checked before connecting).
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::open_with_pool(&config.database_url, config.database_pool_size)
+    let key = audit_key(config, true)?;
+    let store = Store::open_with_pool(&config.database_url, config.database_pool_size)
         .await
-        .map_err(|e| unreachable_db(config, e))
+        .map_err(|e| unreachable_db(config, e))?;
+    Ok(match key {
+        Some(k) => store.with_audit_key(k),
+        None => store,
+    })
+}
+
+/// The audit chain's key; a verb that writes the trail on PostgreSQL cannot go without.
+fn audit_key(
+    config: &Config,
+    writes: bool,
+) -> Result<Option<crate::domain::chain::AuditKey>, Failure> {
+    let key = audit_key::resolve(&config.database_url).map_err(|e| fail(EXIT_USAGE, e))?;
+    if key.is_none() && writes {
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "{} is not set: on PostgreSQL the audit trail is written only with its key (see README, \"For auditors\")",
+                audit_key::ENV
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
@@ -347,6 +393,10 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
 }
 
 async fn serve(config: Config) -> Outcome {
+    config
+        .intake
+        .signing_key()
+        .map_err(|e| fail(EXIT_USAGE, e))?;
     crate::telemetry::init("info");
     let engine = engine(config).await?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
@@ -447,11 +497,18 @@ async fn submit(
     };
     let request = event::parse(&body, &known)
         .map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
-    crate::intake::submit(
+    // Signed when `[intake] signing_key_env` is set: the serving side then requires it.
+    let key = config
+        .intake
+        .signing_key()
+        .map_err(|e| fail(EXIT_USAGE, e))?;
+    let signature = key.map(|k| crate::domain::admission::sign(k.expose().as_bytes(), &body));
+    crate::intake::submit_signed(
         &config.amqp_url,
         &config.amqp,
         request.event_type.as_str(),
         &body,
+        signature.as_deref(),
     )
     .await
     .map_err(|e| fail(EXIT_FAILURE, e))?;

@@ -232,6 +232,15 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                 format!("cancel asked by {by} refused: the workflow had already ended"),
                 String::new(),
             ),
+            Record::Held {
+                limit,
+                in_last_hour,
+            } => (
+                String::new(),
+                format!("held by the mass-offboarding brake: {in_last_hour} offboardings in the last hour, limit {limit}; waits for `offboard release`"),
+                String::new(),
+            ),
+            Record::Released { by } => (String::new(), format!("released by {by}"), String::new()),
         },
     };
     format!(

@@ -27,7 +27,7 @@ use sea_orm::{
 
 use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
-use crate::domain::event::Request;
+use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{Record, State, Status};
 use entities::{audit, dead_letter, definition, event, workflow};
 pub use leases::{Appended, Claim, Fence, Lease, TrailEnd};
@@ -58,6 +58,8 @@ impl From<serde_json::Error> for StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Keys the audit chain (see [`chain`]); without it, links are plain SHA-256.
+    audit_key: Option<chain::AuditKey>,
 }
 
 /// A workflow to create for an accepted event.
@@ -77,6 +79,9 @@ pub struct NewWorkflow {
 pub enum Accepted {
     /// Stored, with the ids of its workflows.
     New(Vec<String>),
+    /// Stored past the mass-offboarding brake: its workflows are `held`, with the
+    /// offboarding events counted in the last hour.
+    Held(Vec<String>, u64),
     /// The id was seen before; nothing was stored.
     Duplicate,
 }
@@ -106,6 +111,10 @@ fn loopback_without_sslmode(url: &str) -> bool {
     );
     local && !parsed.query_pairs().any(|(k, _)| k == "sslmode")
 }
+
+/// PostgreSQL advisory-lock key every accept holds while counting for the brake
+/// ("brake" in ASCII).
+const BRAKE_LOCK: i64 = 0x6272_616b_65;
 
 /// PostgreSQL advisory-lock key held while migrating ("offboard" in ASCII), so processes
 /// starting together migrate one after the other instead of racing on `CREATE TABLE`.
@@ -143,6 +152,7 @@ impl Store {
         }
         Ok(Store {
             db: Database::connect(options).await?,
+            audit_key: None,
         })
     }
 
@@ -181,6 +191,18 @@ impl Store {
         Ok(store)
     }
 
+    /// This store with the audit key: every record it writes from now on is linked with
+    /// an HMAC under `key`, and replays check keyed links with it.
+    pub fn with_audit_key(mut self, key: chain::AuditKey) -> Store {
+        self.audit_key = Some(key);
+        self
+    }
+
+    /// The audit key, if this store has one.
+    pub fn audit_key(&self) -> Option<&chain::AuditKey> {
+        self.audit_key.as_ref()
+    }
+
     /// The raw connection (tests use it to tamper with rows).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -195,11 +217,18 @@ impl Store {
     }
 
     /// Stores an event and its workflows in one transaction, unless its id was seen before.
+    ///
+    /// With `brake` (`max_offboardings_per_hour`), an offboarding event that makes more
+    /// than that many in the last hour creates its workflows `held` (a `held` record right
+    /// after `created`). The count is taken in the same transaction, after the event's
+    /// own insert, under a lock every process takes (PostgreSQL: a transaction-scoped
+    /// advisory lock; SQLite: the single writer's lock), so it holds across processes.
     pub async fn accept(
         &self,
         request: &Request,
         body: &str,
         workflows: &[NewWorkflow],
+        brake: Option<u32>,
     ) -> Result<Accepted, StoreError> {
         let now = chain::stored_time(Utc::now());
         let txn = self.db.begin().await?;
@@ -222,17 +251,70 @@ impl Store {
             txn.rollback().await?;
             return Ok(Accepted::Duplicate);
         }
+        let held = match brake {
+            Some(limit) if request.event_type == EventType::Offboarding => {
+                let in_last_hour = self.offboardings_since(&txn, now).await?;
+                (in_last_hour > u64::from(limit)).then_some(Record::Held {
+                    limit,
+                    in_last_hour,
+                })
+            }
+            _ => None,
+        };
         for wf in workflows {
             save_definition(&txn, &wf.definition, now).await?;
             let body = serde_json::to_string(&wf.created)?;
-            let head = chain::link(GENESIS, 1, now, &body);
-            row_for(wf, &head, now)?.insert(&txn).await?;
-            leases::insert_record(&txn, &wf.id, 1, GENESIS, now, &wf.created).await?;
+            let mut head = chain::link(self.audit_key(), GENESIS, 1, now, &body);
+            let mut end = (1, wf.state.clone());
+            if let Some(record) = &held {
+                let def = &wf.definition;
+                end.1 = crate::domain::machine::apply(&wf.state, def, record, now)
+                    .map_err(|v| StoreError::Corrupt(format!("workflow {}: {v}", wf.id)))?;
+                end.0 = 2;
+                let body = serde_json::to_string(record)?;
+                head = chain::link(self.audit_key(), &head, 2, now, &body);
+            }
+            row_for(wf, &end.1, end.0, &head, now)?.insert(&txn).await?;
+            let first =
+                leases::insert_record(&txn, self.audit_key(), &wf.id, 1, GENESIS, now, &wf.created)
+                    .await?;
+            if let Some(record) = &held {
+                leases::insert_record(&txn, self.audit_key(), &wf.id, 2, &first, now, record)
+                    .await?;
+            }
         }
         txn.commit().await?;
-        Ok(Accepted::New(
-            workflows.iter().map(|w| w.id.clone()).collect(),
-        ))
+        let ids = workflows.iter().map(|w| w.id.clone()).collect();
+        Ok(match held {
+            Some(Record::Held { in_last_hour, .. }) => Accepted::Held(ids, in_last_hour),
+            _ => Accepted::New(ids),
+        })
+    }
+
+    /// Offboarding events received in the hour before `now` (inside an accept's
+    /// transaction, after its own insert, under the brake's lock).
+    async fn offboardings_since(
+        &self,
+        txn: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let d = self.dialect();
+        if self.backend() == DbBackend::Postgres {
+            txn.execute(d.stmt("SELECT pg_advisory_xact_lock($1)", vec![BRAKE_LOCK.into()]))
+                .await?;
+        }
+        let row = txn
+            .query_one(d.stmt(
+                "SELECT COUNT(*) AS n FROM events WHERE event_type = $1 AND received_at > $2",
+                vec![
+                    EventType::Offboarding.as_str().into(),
+                    (now - chrono::Duration::hours(1)).into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))?;
+        let n: i64 = row.try_get("", "n")?;
+        Ok(n.max(0) as u64)
     }
 
     /// Records a message that could not become a workflow: the body byte for byte, and
@@ -395,8 +477,11 @@ async fn save_definition(
         .map(drop)
 }
 
+/// The row of a new workflow whose trail ends at position `seq` with `head`, in `state`.
 fn row_for(
     wf: &NewWorkflow,
+    state: &State,
+    seq: i32,
     head: &str,
     now: DateTime<Utc>,
 ) -> Result<workflow::ActiveModel, StoreError> {
@@ -409,15 +494,15 @@ fn row_for(
         event_type: Set(r.event_type.as_str().to_string()),
         person_email: Set(r.person_email.clone()),
         transfer_to: Set(r.transfer_to.clone()),
-        state: Set(wf.state.status.as_str().to_string()),
+        state: Set(state.status.as_str().to_string()),
         outcome: Set(None),
         error_code: Set(None),
         error_message: Set(None),
         definition_hash: Set(wf.definition.hash.clone()),
-        state_json: Set(serde_json::to_string(&wf.state)?),
+        state_json: Set(serde_json::to_string(state)?),
         trail_head: Set(head.to_string()),
-        trail_seq: Set(1),
-        wake_at: Set(wf.state.wake_at),
+        trail_seq: Set(seq),
+        wake_at: Set(state.wake_at),
         lease_owner: Set(None),
         lease_until: Set(None),
         lease_epoch: Set(0),

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::apps::http::{ApiHttp, CallLog, Reply};
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
+use crate::domain::protection::Guard;
 
 /// Page size asked for when listing workspaces (the documented maximum).
 const WORKSPACE_PAGE: u32 = 100;
@@ -432,6 +433,8 @@ pub struct Client {
     scim: ApiHttp,
     scim_key_source: String,
     retry: CallRetry,
+    /// Who this connection never removes or downgrades.
+    pub guard: Guard,
 }
 
 impl Client {
@@ -496,6 +499,7 @@ impl Client {
             scim,
             scim_key_source: "the SCIM API key given".to_string(),
             retry: CallRetry::default(),
+            guard: config.guard(),
         })
     }
 

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
+
+use crate::domain::protection::Guard;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -127,6 +129,8 @@ impl CallError for ApiError {
 pub struct Client {
     http: ApiHttp,
     retry: CallRetry,
+    /// Who this connection never removes or downgrades.
+    pub guard: Guard,
 }
 
 impl Client {
@@ -143,6 +147,7 @@ impl Client {
         Ok(Client {
             http,
             retry: CallRetry::default(),
+            guard: config.guard(),
         })
     }
 
