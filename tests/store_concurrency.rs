@@ -56,7 +56,14 @@ async fn racing_appends_all_land_and_the_chain_holds() {
         })
         .collect();
     assert_eq!(
-        chain::verify(&links, &wf.trail_head, engine.store().audit_key()),
+        chain::verify(
+            &links,
+            &wf.trail_head,
+            chain::Verifier {
+                key: engine.store().audit_key(),
+                keyed_since: engine.store().keyed_since().await.unwrap(),
+            }
+        ),
         Ok(())
     );
 }

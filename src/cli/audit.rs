@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::views::describe;
 use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use crate::domain::chain::{self, Link};
-use crate::domain::machine::{self, Record, State};
+use crate::domain::machine::{self, Record, State, Status};
 use crate::runtime::definitions::stored;
 use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
 use crate::store::entities::audit;
@@ -21,12 +21,12 @@ pub struct ReplayReport {
     pub problem: Option<(i32, String)>,
 }
 
-/// Verifies the chain (keyed links with `key`) and folds the trail through the state
+/// Verifies the chain (as far as `verifier` can) and folds the trail through the state
 /// machine; compares the result with `stored`.
 pub fn replay_trail(
     trail: &[audit::Model],
     head: &str,
-    key: Option<&chain::AuditKey>,
+    verifier: chain::Verifier<'_>,
     definition_source: &str,
     stored_state: &State,
 ) -> ReplayReport {
@@ -41,7 +41,7 @@ pub fn replay_trail(
             hash: &r.hash,
         })
         .collect();
-    if let Err((i, why)) = chain::verify(&links, head, key) {
+    if let Err((i, why)) = chain::verify(&links, head, verifier) {
         return ReplayReport {
             rebuilt: None,
             problem: Some((seq_of(i), why)),
@@ -106,7 +106,7 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
     let report = replay_trail(
         &trail,
         &loaded.row.trail_head,
-        store.audit_key(),
+        verifier(store).await?,
         &loaded.definition_source,
         &loaded.state,
     );
@@ -134,6 +134,15 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
     }
 }
 
+/// What this process can check a trail with: the store's key and the time the database
+/// started keying its chain.
+async fn verifier(store: &Store) -> Result<chain::Verifier<'_>, Failure> {
+    Ok(chain::Verifier {
+        key: store.audit_key(),
+        keyed_since: store.keyed_since().await.map_err(db)?,
+    })
+}
+
 /// Keyed links cannot be vouched for without the key: that is a configuration problem
 /// (exit 2), not evidence of tampering.
 fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
@@ -152,6 +161,7 @@ fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
 /// `offboard verify --all [--since D]`: replays every workflow (created at or after
 /// `since`) and prints one line per workflow and a summary an auditor can keep.
 pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome {
+    let verifier = verifier(store).await?;
     let mut workflows = store.list(None).await.map_err(db)?;
     workflows.reverse();
     let (mut intact, mut broken, mut keyed) = (0usize, 0usize, 0usize);
@@ -168,7 +178,7 @@ pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome 
         let report = replay_trail(
             &trail,
             &row.trail_head,
-            store.audit_key(),
+            verifier,
             &loaded.definition_source,
             &loaded.state,
         );
@@ -229,6 +239,23 @@ pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
         ),
         None => println!("workflow {id}: picked up by a running `offboard serve`"),
     }
+    Ok(EXIT_OK)
+}
+
+/// `offboard release`: lets held workflows (the given ones, or every one) run; each
+/// release is a `released` record naming `by`. A running `offboard serve` picks them up.
+pub async fn release(engine: &Engine, ids: Vec<String>, all: bool, by: &str) -> Outcome {
+    let ids = if all {
+        let held = engine.store().list(Some(Status::Held)).await.map_err(db)?;
+        held.into_iter().rev().map(|row| row.id).collect()
+    } else {
+        ids
+    };
+    for id in &ids {
+        intervened(engine.intervene(id, by, Intervention::Release).await, id)?;
+        println!("workflow {id}: released (by {})", by.escape_debug());
+    }
+    println!("{} workflows released", ids.len());
     Ok(EXIT_OK)
 }
 

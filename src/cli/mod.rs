@@ -140,6 +140,18 @@ enum Command {
         #[arg(long, default_value = "csv")]
         format: String,
     },
+    /// Let workflows held by the mass-offboarding brake run.
+    Release {
+        /// Workflow ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every held workflow.
+        #[arg(long)]
+        all: bool,
+        /// Who releases them (kept in each trail).
+        #[arg(long)]
+        by: String,
+    },
     /// Replay every workflow's trail and print a summary (exit 5 on any mismatch).
     Verify {
         /// Every workflow (required: verifying is always over the whole set or a range).
@@ -257,7 +269,7 @@ async fn run(cli: Cli) -> Outcome {
             let state = match state {
                 None => None,
                 Some(s) => Some(Status::parse(&s).ok_or_else(|| {
-                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, running, retrying, completed, failed or cancelled"))
+                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
                 })?),
             };
             let store = read_store(&config).await?;
@@ -281,6 +293,10 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
+        Command::Release { ids, all, by } => {
+            let engine = engine(config).await?;
+            audit::release(&engine, ids, all, &by).await
+        }
         Command::Verify { all: _, since } => {
             let since = since
                 .map(|s| evidence::parse_date(&s, "--since"))

@@ -127,13 +127,21 @@ pub struct Link<'a> {
     pub hash: &'a str,
 }
 
+/// What a verifier knows beyond the trail: the key, and since when this database has
+/// written keyed links (its earliest keyed record). A plain link written at or after that
+/// time can only be a rewrite by someone without the key, even when the whole trail was
+/// rewritten plain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Verifier<'a> {
+    /// The audit key; without it keyed links cannot be checked.
+    pub key: Option<&'a AuditKey>,
+    /// The time of the database's first keyed record, if it has any.
+    pub keyed_since: Option<DateTime<Utc>>,
+}
+
 /// Whether one record's stored link is the one its content gives; `Err` says why not.
-fn check_link(
-    key: Option<&AuditKey>,
-    prev: &str,
-    l: &Link<'_>,
-    after_keyed: bool,
-) -> Result<(), String> {
+fn check_link(v: Verifier<'_>, prev: &str, l: &Link<'_>, after_keyed: bool) -> Result<(), String> {
+    let key = v.key;
     match l.hash.strip_prefix(KEYED) {
         Some(mac) => {
             let key =
@@ -147,6 +155,10 @@ fn check_link(
         None if after_keyed => Err(
             "a plain link after keyed ones (the trail was rewritten without the audit key)".into(),
         ),
+        None if v.keyed_since.is_some_and(|t| stored_time(l.at) >= stored_time(t)) => Err(
+            "a plain link written after this database's chain was keyed (rewritten without the audit key)"
+                .into(),
+        ),
         None if plain_link(prev, l.seq, l.at, l.body) != l.hash => {
             Err("its content does not match its hash (edited)".into())
         }
@@ -154,12 +166,12 @@ fn check_link(
     }
 }
 
-/// Checks a trail (ordered by position) against its stored head, with the audit key if
-/// there is one; on a break, returns the 0-based index of the first bad record and why.
+/// Checks a trail (ordered by position) against its stored head, as far as `verifier`
+/// can; on a break, returns the 0-based index of the first bad record and why.
 pub fn verify(
     links: &[Link<'_>],
     head: &str,
-    key: Option<&AuditKey>,
+    verifier: Verifier<'_>,
 ) -> Result<(), (usize, String)> {
     let mut prev = GENESIS.to_string();
     let mut after_keyed = false;
@@ -177,7 +189,7 @@ pub fn verify(
         if l.prev_hash != prev {
             return Err((i, "does not point at the record before it".into()));
         }
-        check_link(key, &prev, l, after_keyed).map_err(|why| (i, why))?;
+        check_link(verifier, &prev, l, after_keyed).map_err(|why| (i, why))?;
         after_keyed |= is_keyed(l.hash);
         prev = l.hash.to_string();
     }
@@ -196,6 +208,13 @@ mod tests {
     use super::*;
 
     type Row = (i32, DateTime<Utc>, &'static str, String, String);
+
+    fn with(key: Option<&AuditKey>) -> Verifier<'_> {
+        Verifier {
+            key,
+            keyed_since: None,
+        }
+    }
 
     /// A trail of `bodies`, each linked with `keys[i]` (the last key repeats).
     fn chain(bodies: &[&'static str], keys: &[Option<&AuditKey>]) -> Vec<Row> {
@@ -246,28 +265,40 @@ mod tests {
         for k in [None, Some(&key)] {
             let c = chain(&["a", "b", "c"], &[k]);
             let head = c[2].4.clone();
-            assert_eq!(verify(&links(&c), &head, Some(&key)), Ok(()));
+            assert_eq!(verify(&links(&c), &head, with(Some(&key))), Ok(()));
 
             let mut edited = c.clone();
             edited[1].2 = "B";
-            assert_eq!(verify(&links(&edited), &head, Some(&key)).unwrap_err().0, 1);
+            assert_eq!(
+                verify(&links(&edited), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                1
+            );
 
             let mut deleted = c.clone();
             deleted.remove(1);
             assert_eq!(
-                verify(&links(&deleted), &head, Some(&key)).unwrap_err().0,
+                verify(&links(&deleted), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
                 1
             );
 
             let mut swapped = c.clone();
             swapped.swap(0, 1);
             assert_eq!(
-                verify(&links(&swapped), &head, Some(&key)).unwrap_err().0,
+                verify(&links(&swapped), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
                 0
             );
 
             let cut = &c[..2];
-            assert_eq!(verify(&links(cut), &head, Some(&key)).unwrap_err().0, 1);
+            assert_eq!(
+                verify(&links(cut), &head, with(Some(&key))).unwrap_err().0,
+                1
+            );
         }
     }
 
@@ -278,29 +309,56 @@ mod tests {
         let c = chain(&["a", "b", "c", "d"], &[Some(&key)]);
         for forger in [None, Some(&other)] {
             let (forged, head) = rewrite(&c, 1, forger);
-            assert_eq!(verify(&links(&forged), &head, Some(&key)).unwrap_err().0, 1);
+            assert_eq!(
+                verify(&links(&forged), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                1
+            );
         }
         // Only the key's holder can rewrite it: that is offboard's own write.
         let (rewritten, head) = rewrite(&c, 1, Some(&key));
-        assert_eq!(verify(&links(&rewritten), &head, Some(&key)), Ok(()));
+        assert_eq!(verify(&links(&rewritten), &head, with(Some(&key))), Ok(()));
         // A verifier without the key cannot vouch for keyed links.
-        assert!(verify(&links(&c), &c[3].4, None).is_err());
+        assert!(verify(&links(&c), &c[3].4, with(None)).is_err());
     }
 
     #[test]
     fn plain_trails_from_before_the_key_still_verify_and_may_continue_keyed() {
         let key = AuditKey::new(*b"k").unwrap();
         let old = chain(&["a", "b"], &[None]);
-        assert_eq!(verify(&links(&old), &old[1].4, Some(&key)), Ok(()));
+        assert_eq!(verify(&links(&old), &old[1].4, with(Some(&key))), Ok(()));
         let mixed = chain(&["a", "b", "c"], &[None, None, Some(&key)]);
-        assert_eq!(verify(&links(&mixed), &mixed[2].4, Some(&key)), Ok(()));
+        assert_eq!(
+            verify(&links(&mixed), &mixed[2].4, with(Some(&key))),
+            Ok(())
+        );
         let downgraded = chain(&["a", "b", "c"], &[Some(&key), None]);
         assert_eq!(
-            verify(&links(&downgraded), &downgraded[2].4, Some(&key))
+            verify(&links(&downgraded), &downgraded[2].4, with(Some(&key)))
                 .unwrap_err()
                 .0,
             1
         );
+    }
+
+    #[test]
+    fn a_trail_rewritten_plain_after_the_key_arrived_is_detected() {
+        let key = AuditKey::new(*b"k").unwrap();
+        let c = chain(&["a", "b"], &[Some(&key)]);
+        let (plain, head) = rewrite(&c, 0, None);
+        assert_eq!(verify(&links(&plain), &head, with(Some(&key))), Ok(()));
+        let since = Verifier {
+            key: Some(&key),
+            keyed_since: Some(c[0].1),
+        };
+        assert_eq!(verify(&links(&plain), &head, since).unwrap_err().0, 0);
+        // Trails from before the cut-over still verify.
+        let later = Verifier {
+            key: Some(&key),
+            keyed_since: Some(c[0].1 + chrono::Duration::seconds(1)),
+        };
+        assert_eq!(verify(&links(&plain), &head, later), Ok(()));
     }
 
     #[test]

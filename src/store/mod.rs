@@ -442,6 +442,21 @@ impl Store {
             .await?)
     }
 
+    /// When this database wrote its first keyed audit link (see
+    /// [`chain::Verifier::keyed_since`]); `None` before any.
+    pub async fn keyed_since(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        use sea_orm::QuerySelect;
+        let first: Option<DateTime<Utc>> = audit::Entity::find()
+            .select_only()
+            .column(audit::Column::At)
+            .filter(audit::Column::Hash.starts_with("hmac1:"))
+            .order_by_asc(audit::Column::At)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(first)
+    }
+
     /// A workflow's trail, by position.
     pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, StoreError> {
         Ok(audit::Entity::find()
