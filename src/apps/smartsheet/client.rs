@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
 
@@ -196,6 +196,14 @@ impl Client {
                 message: e.message,
                 retry_after_ms: None,
             })?;
+        if reply.oversized {
+            return Err(ApiError {
+                status: Some(reply.status),
+                error_code: None,
+                message: oversized_message(path),
+                retry_after_ms: None,
+            });
+        }
         if reply.status < 400 {
             return Ok(reply.body);
         }
@@ -224,8 +232,7 @@ impl Client {
     ) -> Result<Vec<T>, ApiError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut all = Vec::new();
-        let mut page = 1;
-        loop {
+        for page in 1..=MAX_PAGES as u32 {
             let p: Page<T> = self
                 .get(&format!("{path}{sep}page={page}&pageSize={PAGE_SIZE}"), log)
                 .await?;
@@ -233,8 +240,13 @@ impl Client {
             if page >= p.total_pages {
                 return Ok(all);
             }
-            page += 1;
         }
+        Err(ApiError {
+            status: Some(200),
+            error_code: None,
+            message: page_loop_message(path),
+            retry_after_ms: None,
+        })
     }
 
     /// `GET /users/me`: the token's own user.
