@@ -114,7 +114,7 @@ fn loopback_without_sslmode(url: &str) -> bool {
 
 /// PostgreSQL advisory-lock key every accept holds while counting for the brake
 /// ("brake" in ASCII).
-const BRAKE_LOCK: i64 = 0x6272_616b_65;
+const BRAKE_LOCK: i64 = 0x0062_7261_6b65;
 
 /// PostgreSQL advisory-lock key held while migrating ("offboard" in ASCII), so processes
 /// starting together migrate one after the other instead of racing on `CREATE TABLE`.

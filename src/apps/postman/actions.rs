@@ -1150,7 +1150,8 @@ mod tests {
     #[tokio::test]
     async fn protected_people_are_refused_before_any_write() {
         // (who, allow_admins, protected patterns, what the refusal names)
-        let cases: [(fn(&DemoSeed) -> String, bool, &[&str], &str); 4] = [
+        type Who = fn(&DemoSeed) -> String;
+        let cases: [(Who, bool, &[&str], &str); 4] = [
             (|s| s.admin_email.clone(), false, &[], "administrator"),
             (|s| s.admin_email.clone(), true, &[], "owns the token"),
             (
