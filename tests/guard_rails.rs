@@ -539,3 +539,65 @@ async fn outside_values_cannot_forge_log_lines_or_reach_the_terminal() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_exports_evidence_before_removing_finished_workflows() {
+    let org = org().await;
+    let (url, _tmp) = fresh_database(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &url, &org, "");
+    let config = offboard::config::Config::load(Some(&path)).unwrap();
+    let engine = engine(config, TOKEN).await;
+    for (id, email) in [("old-1", RECLAIM), ("old-2", "nobody@example.com")] {
+        let body = event(id, "license.reclaim.requested", email, None);
+        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
+        engine
+            .accept(&request, &String::from_utf8_lossy(&body))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    engine
+        .run_until_settled(Duration::from_secs(5))
+        .await
+        .unwrap();
+    engine
+        .store()
+        .dead_letter("EVT-100", "not JSON", None, "x", b"{")
+        .await
+        .unwrap();
+    assert_eq!(engine.store().list(None).await.unwrap().len(), 2);
+
+    // Refused without somewhere to put the evidence.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let (code, _, err) = run(&path, &["prune", "--before", &tomorrow], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(engine.store().list(None).await.unwrap().len(), 2);
+
+    let file = dir.path().join("evidence.csv");
+    let (code, out, err) = run(
+        &path,
+        &[
+            "prune",
+            "--before",
+            &tomorrow,
+            "--evidence",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let csv = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and one row per workflow: {csv}"
+    );
+    assert!(csv.contains("old-1") && csv.contains("old-2"), "{csv}");
+    assert!(engine.store().list(None).await.unwrap().is_empty());
+    assert!(engine.store().dead_letters().await.unwrap().is_empty());
+    let (code, out, _) = run(&path, &["verify", "--all"], &[]);
+    assert_eq!(code, 0, "{out}");
+}

@@ -152,6 +152,16 @@ enum Command {
         #[arg(long)]
         by: String,
     },
+    /// Export the evidence of finished workflows older than a date, then remove them (and
+    /// older dead letters).
+    Prune {
+        /// Workflows finished before this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        before: String,
+        /// Where their evidence goes first (`.json` for JSON, else CSV); required.
+        #[arg(long, value_name = "FILE")]
+        evidence: Option<PathBuf>,
+    },
     /// Replay every workflow's trail and print a summary (exit 5 on any mismatch).
     Verify {
         /// Every workflow (required: verifying is always over the whole set or a range).
@@ -296,6 +306,17 @@ async fn run(cli: Cli) -> Outcome {
         Command::Release { ids, all, by } => {
             let engine = engine(config).await?;
             audit::release(&engine, ids, all, &by).await
+        }
+        Command::Prune { before, evidence } => {
+            let evidence = evidence.ok_or_else(|| {
+                fail(
+                    EXIT_USAGE,
+                    "prune removes audit trails: give --evidence FILE to export their evidence first",
+                )
+            })?;
+            let before = evidence::parse_date(&before, "--before")?;
+            let store = open_store(&config).await?;
+            evidence::prune(&store, before, &evidence).await
         }
         Command::Verify { all: _, since } => {
             let since = since

@@ -457,6 +457,50 @@ impl Store {
         Ok(first)
     }
 
+    /// Removes finished workflows `ids` with their audit records (and their events once no
+    /// workflow refers to them), and dead letters received before `before`, in one
+    /// transaction. Returns how many workflows and dead letters went.
+    pub async fn prune(
+        &self,
+        ids: &[String],
+        before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin().await?;
+        let mut workflows = 0;
+        for chunk in ids.chunks(500) {
+            let rows = workflow::Entity::find()
+                .filter(workflow::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(workflow::Column::FinishedAt.is_not_null())
+                .all(&txn)
+                .await?;
+            let gone: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            audit::Entity::delete_many()
+                .filter(audit::Column::WorkflowId.is_in(gone.iter().cloned()))
+                .exec(&txn)
+                .await?;
+            workflows += workflow::Entity::delete_many()
+                .filter(workflow::Column::Id.is_in(gone))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            for r in &rows {
+                txn.execute(self.dialect().stmt(
+                    "DELETE FROM events WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM workflows WHERE event_id = $1)",
+                    vec![r.event_id.as_str().into()],
+                ))
+                .await?;
+            }
+        }
+        let dead = dead_letter::Entity::delete_many()
+            .filter(dead_letter::Column::ReceivedAt.lt(before))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok((workflows, dead))
+    }
+
     /// A workflow's trail, by position.
     pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, StoreError> {
         Ok(audit::Entity::find()
