@@ -54,6 +54,7 @@ codes! {
     Smt105B => "SMT-105-B",
     Smt110B => "SMT-110-B",
     Smt111B => "SMT-111-B",
+    Smt112B => "SMT-112-B",
     Smt190B => "SMT-190-B",
     Smt199B => "SMT-199-B",
     Post100A => "POST-100-A",
@@ -71,12 +72,15 @@ codes! {
     Post106A => "POST-106-A",
     Post106B => "POST-106-B",
     Post110B => "POST-110-B",
+    Post112B => "POST-112-B",
     Post190B => "POST-190-B",
     Post199B => "POST-199-B",
     Evt100 => "EVT-100",
     Evt101 => "EVT-101",
     Evt102 => "EVT-102",
     Evt103 => "EVT-103",
+    Evt104 => "EVT-104",
+    Evt105 => "EVT-105",
     Evt106 => "EVT-106",
 }
 
@@ -349,6 +353,19 @@ pub static CATALOG: &[CodeInfo] = &[
         ],
     },
     CodeInfo {
+        code: Code::Smt112B,
+        app: "smartsheet",
+        condition: "Before its first write, the workflow found that the person is protected on this connection: they own the token offboard uses, they are a System Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. Nothing was changed.",
+        retryable: false,
+        message: "The person is protected: offboard will not remove or downgrade them here",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the error message says which rule applied.",
+            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; nothing was changed in Smartsheet.",
+            "If the person really leaves, a Smartsheet System Admin removes them by hand in Admin Center, after taking back their System Admin role and, if they own offboard's token, after giving offboard a token of another System Admin.",
+            "To let offboard do it instead, change the connection (`allow_admins = true`, or the `protected` list), restart `offboard serve` and run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
         code: Code::Smt190B,
         app: "smartsheet",
         condition: "Smartsheet kept answering HTTP 429 (errorCode 4003), a 5xx status or errorCode 4000, 4001, 4002 or 4004, or timed out or dropped the connection, through every retry: each call is retried on its own for up to a minute, then the step on its durable timer until its attempts ran out (over an hour with the shipped policies); a connection check meeting such an answer reports it too.",
@@ -563,6 +580,19 @@ pub static CATALOG: &[CodeInfo] = &[
         ],
     },
     CodeInfo {
+        code: Code::Post112B,
+        app: "postman",
+        condition: "Before its first write, the workflow found that the person is protected on this connection: they own the API key offboard uses, they are a team Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. Nothing was changed.",
+        retryable: false,
+        message: "The person is protected: offboard will not remove or downgrade them here",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the error message says which rule applied.",
+            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; nothing was changed in Postman.",
+            "If the person really leaves, a Postman team Admin removes them by hand in Team Settings, after taking back their Admin role and, if offboard's API key is theirs, after giving offboard a key of another Admin.",
+            "To let offboard do it instead, change the connection (`allow_admins = true`, or the `protected` list), restart `offboard serve` and run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
         code: Code::Post190B,
         app: "postman",
         condition: "Postman kept answering HTTP 429 or a 5xx status, or timed out or dropped the connection, through every retry: each call is retried on its own for up to a minute, then the step on its durable timer until its attempts ran out (over an hour with the shipped policies); a connection check meeting such an answer reports it too.",
@@ -640,6 +670,32 @@ pub static CATALOG: &[CodeInfo] = &[
             "If the name is a typo or an app offboard does not handle, fix the list the publisher sends, or leave `connections` out to mean every configured connection.",
             "If it is a new connection, add its `[connections.<name>]` section to `offboard.toml`, restart `offboard serve` and run `offboard check <name>`.",
             "Send the event again, by hand if needed with `offboard submit --file EVENT.json`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Evt104,
+        app: "events",
+        condition: "`[intake] allowed_sources` is set in `offboard.toml` and the event's CloudEvents `source` is not in that list.",
+        retryable: false,
+        message: "The event comes from a source that may not ask for offboardings",
+        remedy: &[
+            "Read the rejected message in the `offboard.requests.dead` queue and the `dead_letters` table; the `x-error-message` header names the source.",
+            "If the source is an HR system that should be trusted, add its exact `source` value to `[intake] allowed_sources` and restart `offboard serve`.",
+            "If it is not, find out who can publish to the `offboard` exchange and take that right away from them: the event was an attempt to remove someone.",
+            "Send a legitimate event again from an allowed source; its id keeps it from starting anything twice.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Evt105,
+        app: "events",
+        condition: "`[intake] signing_key_env` is set and the message has no `x-offboard-signature` header, or the header is not the hex HMAC-SHA256 of the body under that key.",
+        retryable: false,
+        message: "The event's signature is missing or wrong",
+        remedy: &[
+            "Read the rejected message in the `offboard.requests.dead` queue; an unsigned or forged event was refused before anyone was removed.",
+            "Make the publisher sign every message: the `x-offboard-signature` header holds the lowercase hex HMAC-SHA256 of the exact body bytes, under the key in the variable `signing_key_env` names. `offboard submit` signs when that variable is set.",
+            "Check that publisher and `offboard serve` hold the same key, and that nothing between them (a proxy, a re-serialising bridge) changes the body after signing.",
+            "If nobody you know sent it, find out who can publish to the `offboard` exchange; then send legitimate events again, signed.",
         ],
     },
     CodeInfo {
@@ -773,7 +829,7 @@ mod tests {
             assert_eq!(code.to_string(), code.as_str());
         }
         assert_eq!(Code::parse(" smt-100-a "), Some(Code::Smt100A));
-        for bad in ["", "SMT-100", "SMT-100-C", "EVT-104", "POST-100-A-B"] {
+        for bad in ["", "SMT-100", "SMT-100-C", "EVT-107", "POST-100-A-B"] {
             assert_eq!(Code::parse(bad), None, "{bad:?}");
             assert!(bad.parse::<Code>().is_err(), "{bad:?}");
         }

@@ -72,6 +72,13 @@ pub struct ConnectionConfig {
     /// Per-request timeout, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// People this connection never removes or downgrades: exact emails or patterns with
+    /// `*` (`"*@ops.example.com"`), compared without regard to case.
+    #[serde(default)]
+    pub protected: Vec<String>,
+    /// Whether the app's administrators may be removed or downgraded (default: no).
+    #[serde(default)]
+    pub allow_admins: bool,
 }
 
 fn default_rpm() -> u32 {
@@ -83,6 +90,14 @@ fn default_timeout() -> u64 {
 }
 
 impl ConnectionConfig {
+    /// The connection's protection rules, as the connectors apply them.
+    pub fn guard(&self) -> crate::domain::protection::Guard {
+        crate::domain::protection::Guard {
+            patterns: self.protected.clone(),
+            allow_admins: self.allow_admins,
+        }
+    }
+
     /// Reads the token from the environment.
     pub fn token(&self, name: &str) -> Result<Secret, String> {
         match std::env::var(&self.token_env) {
@@ -127,6 +142,45 @@ impl Default for AmqpNames {
     }
 }
 
+/// Who may ask for an offboarding (`[intake]`). Both checks are off by default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// The CloudEvents `source` values accepted; any other is dead-lettered with `EVT-104`.
+    /// Absent: every source.
+    pub allowed_sources: Option<Vec<String>>,
+    /// The environment variable holding the key events are signed with (HMAC-SHA256 of
+    /// the body, hex, in the `x-offboard-signature` header); unsigned or badly signed
+    /// events are dead-lettered with `EVT-105`. Absent: signatures are not required.
+    pub signing_key_env: Option<String>,
+}
+
+impl IntakeConfig {
+    /// The signing key from the environment, when signatures are configured; an error
+    /// names the variable, never its value.
+    pub fn signing_key(&self) -> Result<Option<Secret>, String> {
+        let Some(var) = &self.signing_key_env else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+            _ => Err(format!(
+                "[intake] signing_key_env: environment variable {var} is not set"
+            )),
+        }
+    }
+}
+
+/// Brakes on how much offboard does on its own (`[limits]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Offboarding events accepted in any hour (counted in the database, across every
+    /// `serve` process) past which new offboardings are created `held` until an operator
+    /// releases them. Absent: no brake.
+    pub max_offboardings_per_hour: Option<u32>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -137,6 +191,8 @@ struct ConfigFile {
     lease_secs: Option<u64>,
     database_pool_size: Option<u32>,
     amqp: Option<AmqpNames>,
+    intake: Option<IntakeConfig>,
+    limits: Option<LimitsConfig>,
     connections: Option<BTreeMap<String, ConnectionConfig>>,
     http: Option<HttpConfig>,
 }
@@ -170,6 +226,10 @@ pub struct Config {
     pub lease_secs: u64,
     /// PostgreSQL connections per process (SQLite always uses one).
     pub database_pool_size: u32,
+    /// Who may ask: allowed sources and event signatures.
+    pub intake: IntakeConfig,
+    /// The mass-offboarding brake.
+    pub limits: LimitsConfig,
     /// Connections by name.
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// The operators' listener.
@@ -193,6 +253,8 @@ impl Config {
                 token_env: "SMARTSHEET_TOKEN".into(),
                 requests_per_minute: 300,
                 timeout_secs: default_timeout(),
+                protected: Vec::new(),
+                allow_admins: false,
             },
         );
         connections.insert(
@@ -203,6 +265,8 @@ impl Config {
                 token_env: "POSTMAN_API_KEY".into(),
                 requests_per_minute: 120,
                 timeout_secs: default_timeout(),
+                protected: Vec::new(),
+                allow_admins: false,
             },
         );
         Config {
@@ -213,6 +277,8 @@ impl Config {
             max_concurrent_workflows: 8,
             lease_secs: 15,
             database_pool_size: crate::store::DEFAULT_POOL_SIZE,
+            intake: IntakeConfig::default(),
+            limits: LimitsConfig::default(),
             connections,
             http: HttpConfig::default(),
         }
@@ -257,6 +323,12 @@ impl Config {
         }
         if let Some(v) = file.amqp {
             config.amqp = v;
+        }
+        if let Some(v) = file.intake {
+            config.intake = v;
+        }
+        if let Some(v) = file.limits {
+            config.limits = v;
         }
         if let Some(v) = file.max_concurrent_workflows {
             config.max_concurrent_workflows = v;
@@ -366,6 +438,45 @@ requests_per_minute = 100
             c.http.operator_token_env.as_deref(),
             Some("OFFBOARD_OPERATOR_TOKEN")
         );
+    }
+
+    #[test]
+    fn guard_rails_are_read() {
+        let c = Config::parse(
+            r#"
+[intake]
+allowed_sources = ["workday", "bamboohr"]
+signing_key_env = "OFFBOARD_SIGNING_KEY"
+[limits]
+max_offboardings_per_hour = 50
+[connections.smartsheet]
+app = "smartsheet"
+base_url = "https://api.smartsheet.com/2.0"
+token_env = "T"
+protected = ["ceo@example.com", "*@ops.example.com"]
+allow_admins = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.intake.allowed_sources.as_deref(),
+            Some(&["workday".to_string(), "bamboohr".to_string()][..])
+        );
+        assert_eq!(
+            c.intake.signing_key_env.as_deref(),
+            Some("OFFBOARD_SIGNING_KEY")
+        );
+        assert_eq!(c.limits.max_offboardings_per_hour, Some(50));
+        let guard = c.connections["smartsheet"].guard();
+        assert_eq!(guard.patterns.len(), 2);
+        assert!(guard.allow_admins);
+        let plain = Config::parse("").unwrap();
+        assert!(
+            plain.intake.allowed_sources.is_none()
+                && plain.limits.max_offboardings_per_hour.is_none()
+        );
+        assert!(Config::parse("[intake]\nallowed = []").is_err());
+        assert!(Config::parse("[limits]\nmax_per_day = 1").is_err());
     }
 
     #[test]

@@ -19,11 +19,12 @@ pub struct ReplayReport {
     pub problem: Option<(i32, String)>,
 }
 
-/// Verifies the chain and folds the trail through the state machine; compares the
-/// result with `stored`.
+/// Verifies the chain (as far as `verifier` can) and folds the trail through the state
+/// machine; compares the result with `stored`.
 pub fn replay_trail(
     trail: &[audit::Model],
     head: &str,
+    verifier: chain::Verifier<'_>,
     definition_source: &str,
     stored_state: &State,
 ) -> ReplayReport {
@@ -38,7 +39,7 @@ pub fn replay_trail(
             hash: &r.hash,
         })
         .collect();
-    if let Err((i, why)) = chain::verify(&links, head) {
+    if let Err((i, why)) = chain::verify(&links, head, verifier) {
         return ReplayReport {
             rebuilt: None,
             problem: Some((seq_of(i), why)),

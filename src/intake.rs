@@ -19,7 +19,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::codes::Code;
-use crate::config::{redact_url, AmqpNames};
+use crate::config::{redact_url, AmqpNames, IntakeConfig};
+use crate::domain::admission;
 use crate::domain::event::{self, EventType, Rejection};
 use crate::runtime::engine::Engine;
 use crate::store::Pending;
@@ -259,25 +260,55 @@ async fn try_handle(
         };
         return dead_letter(engine, dlx, delivery, &rejection).await;
     }
+    if let Some(rejection) = signature_rejection(&engine.config().intake, delivery) {
+        return dead_letter(engine, dlx, delivery, &rejection).await;
+    }
     let known: Vec<String> = engine.config().connections.keys().cloned().collect();
+    let allowed = engine.config().intake.allowed_sources.as_deref();
     let rejection = match event::parse(body, &known) {
         Err(rejection) => rejection,
-        Ok(request) => {
-            let text = String::from_utf8_lossy(body);
-            match engine.accept(&request, &text).await {
-                Ok(Ok(_)) => {
-                    if let Some(t) = request.time {
-                        metrics::histogram!("offboard_intake_lag_seconds")
-                            .record((chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        Ok(request) => match admission::check_source(allowed, &request.source) {
+            Err(rejection) => rejection,
+            Ok(()) => {
+                let text = String::from_utf8_lossy(body);
+                match engine.accept(&request, &text).await {
+                    Ok(Ok(_)) => {
+                        if let Some(t) = request.time {
+                            metrics::histogram!("offboard_intake_lag_seconds")
+                                .record((chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Ok(Err(rejection)) => rejection,
+                    Err(e) => return Err(HandleError::Store(e.to_string())),
                 }
-                Ok(Err(rejection)) => rejection,
-                Err(e) => return Err(HandleError::Store(e.to_string())),
             }
-        }
+        },
     };
     dead_letter(engine, dlx, delivery, &rejection).await
+}
+
+/// Why a message's signature is refused, when `[intake] signing_key_env` asks for one.
+fn signature_rejection(intake: &IntakeConfig, delivery: &Delivery) -> Option<Rejection> {
+    let key = match intake.signing_key() {
+        Ok(None) => return None,
+        Ok(Some(key)) => key,
+        Err(why) => {
+            return Some(Rejection {
+                code: Code::Evt105,
+                message: why,
+            })
+        }
+    };
+    let header = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get(admission::SIGNATURE_HEADER) {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            _ => None,
+        }
+    });
+    admission::check_signature(key.expose().as_bytes(), &delivery.data, header.as_deref()).err()
 }
 
 /// How many times the broker delivered this message before (quorum queues count it).
@@ -480,9 +511,28 @@ async fn send(
     routing_key: &str,
     body: &[u8],
 ) -> Result<lapin::PublisherConfirm, String> {
-    let props = BasicProperties::default()
+    send_with(channel, exchange, routing_key, body, None).await
+}
+
+/// [`send`], with the `x-offboard-signature` header when `signature` is given.
+async fn send_with(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<lapin::PublisherConfirm, String> {
+    let mut props = BasicProperties::default()
         .with_content_type("application/cloudevents+json".into())
         .with_delivery_mode(2);
+    if let Some(signature) = signature {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            admission::SIGNATURE_HEADER.into(),
+            AMQPValue::LongString(signature.into()),
+        );
+        props = props.with_headers(headers);
+    }
     channel
         .basic_publish(
             exchange.into(),
@@ -523,6 +573,17 @@ pub async fn submit(
     routing_key: &str,
     body: &[u8],
 ) -> Result<(), String> {
+    submit_signed(url, names, routing_key, body, None).await
+}
+
+/// [`submit`] with a signature for the `x-offboard-signature` header, when given.
+pub async fn submit_signed(
+    url: &str,
+    names: &AmqpNames,
+    routing_key: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), String> {
     let (conn, channel) = open(url).await?;
     declare(&channel, names)
         .await
@@ -531,7 +592,11 @@ pub async fn submit(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    publish(&channel, &names.exchange, routing_key, body).await?;
+    let confirm = send_with(&channel, &names.exchange, routing_key, body, signature)
+        .await?
+        .await
+        .map_err(|e| e.to_string())?;
+    confirmed(confirm, routing_key)?;
     let _ = conn.close(200, "done".into()).await;
     Ok(())
 }

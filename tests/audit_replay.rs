@@ -46,6 +46,7 @@ async fn setup(workflows_dir: Option<&Path>) -> Setup {
 impl Setup {
     fn cli(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_offboard"))
+            .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
             .args(args)
             .arg("--config")
             .arg(&self.config_file)

@@ -97,6 +97,7 @@ async fn submit_publishes_events_that_the_service_runs() {
     .unwrap();
     let submit = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_offboard"))
+            .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
             .arg("submit")
             .args(args)
             .arg("--config")

@@ -59,6 +59,7 @@ fn postman_toml(dir: &Path, url: &str) -> PathBuf {
 fn offboard_cmd(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_offboard"));
     cmd.args(args)
+        .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
         .env_remove("OFFBOARD_CONFIG")
         .env_remove("OFFBOARD_DATABASE_URL")
         .env_remove("OFFBOARD_AMQP_URL")

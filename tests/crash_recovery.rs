@@ -13,6 +13,7 @@ use support::*;
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
         .args(["serve", "--config"])
         .arg(config)
         .env("OFFBOARD_TEST_SMARTSHEET_TOKEN", TOKEN)
@@ -25,6 +26,7 @@ fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
 
 fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
         .args(args)
         .arg("--config")
         .arg(config)

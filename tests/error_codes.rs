@@ -28,6 +28,7 @@ fn write_config(dir: &Path, smartsheet_url: &str) -> PathBuf {
 
 fn offboard(args: &[&str], token: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
         .args(args)
         .env("OFFBOARD_TEST_SMARTSHEET_TOKEN", token)
         .env_remove("OFFBOARD_CONFIG")

@@ -255,9 +255,12 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_evt_106() {
     let returns = offboard::intake::DELIVERY_LIMIT - 1;
     for _ in 0..returns {
         let msg = eventually(10, "the message to be back on the queue", || async {
-            ch.basic_get(names.queue.as_str().into(), BasicGetOptions { no_ack: false })
-                .await
-                .unwrap()
+            ch.basic_get(
+                names.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap()
         })
         .await;
         msg.delivery
@@ -278,14 +281,23 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_evt_106() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].code, "EVT-106");
     assert_eq!(rows[0].event_id.as_deref(), Some("ev-bounced"));
-    let dead = eventually(15, "the bounced message in the dead-letter queue", || async {
-        let got = drain_dead_letters(&names.dead_letter_queue).await;
-        (!got.is_empty()).then_some(got)
-    })
+    let dead = eventually(
+        15,
+        "the bounced message in the dead-letter queue",
+        || async {
+            let got = drain_dead_letters(&names.dead_letter_queue).await;
+            (!got.is_empty()).then_some(got)
+        },
+    )
     .await;
     assert_eq!(dead[0].0.as_deref(), Some("EVT-106"));
     assert!(
-        engine.store().by_event("ev-bounced").await.unwrap().is_empty(),
+        engine
+            .store()
+            .by_event("ev-bounced")
+            .await
+            .unwrap()
+            .is_empty(),
         "a message that exhausted its deliveries starts nothing"
     );
     service.stop().await;

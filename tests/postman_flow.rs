@@ -89,6 +89,7 @@ fn deactivate(sim: &PostmanSim, user: i64) -> String {
 async fn offboard(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_offboard"));
     cmd.args(args)
+        .env("OFFBOARD_AUDIT_KEY", support::AUDIT_KEY)
         .env_remove("OFFBOARD_CONFIG")
         .env_remove("OFFBOARD_DATABASE_URL")
         .env_remove(POSTMAN_TOKEN_ENV)

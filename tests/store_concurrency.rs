@@ -55,5 +55,15 @@ async fn racing_appends_all_land_and_the_chain_holds() {
             hash: &r.hash,
         })
         .collect();
-    assert_eq!(chain::verify(&links, &wf.trail_head), Ok(()));
+    assert_eq!(
+        chain::verify(
+            &links,
+            &wf.trail_head,
+            chain::Verifier {
+                key: engine.store().audit_key(),
+                keyed_since: engine.store().keyed_since().await.unwrap(),
+            }
+        ),
+        Ok(())
+    );
 }

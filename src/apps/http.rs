@@ -1,6 +1,10 @@
 //! The HTTP plumbing every app client shares: one reqwest client per connection, a pacer
 //! that keeps the connection under its `requests_per_minute`, the secret header, and a
 //! record of every call (method, path, status, app error code, duration) for the trail.
+//!
+//! What an app sends back is bounded: a body is read up to [`MAX_BODY_BYTES`] and no
+//! further, and list loops stop after [`MAX_PAGES`] pages, so a broken or hostile API can
+//! neither exhaust memory nor keep a step paging forever; both end in the app's `-199-B`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,6 +21,25 @@ use tokio::sync::{mpsc, Mutex};
 use secrecy::zeroize::Zeroizing;
 
 use crate::config::Secret;
+
+/// The largest response body read (8 MiB: far above any page the apps document).
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The most pages one list is read to (100,000 entries at the page sizes asked for).
+pub const MAX_PAGES: usize = 1000;
+
+/// Why a step stops reading a list: it ran past [`MAX_PAGES`].
+pub fn page_loop_message(path: &str) -> String {
+    format!("{path}: still more pages after {MAX_PAGES}; stopped reading (the API keeps paging)")
+}
+
+/// Why a step stops reading a response: its body ran past [`MAX_BODY_BYTES`].
+pub fn oversized_message(path: &str) -> String {
+    format!(
+        "{path}: the response body is larger than {} MiB; stopped reading it",
+        MAX_BODY_BYTES / (1024 * 1024)
+    )
+}
 
 /// One HTTP call as the audit trail keeps it. No header, no body, no secret.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,8 +180,10 @@ pub struct Reply {
     pub retry_after_ms: Option<u64>,
     /// The headers.
     pub headers: HeaderMap,
-    /// The body as JSON (`Null` when empty or not JSON).
+    /// The body as JSON (`Null` when empty, not JSON, or oversized).
     pub body: Value,
+    /// Whether the body ran past [`MAX_BODY_BYTES`] (and was not read further).
+    pub oversized: bool,
 }
 
 /// A call that got no HTTP response.
@@ -255,13 +280,13 @@ impl ApiHttp {
             let response = request.send().await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, bytes))
+            let (bytes, oversized) = read_capped(response).await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes, oversized))
         }
         .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         match outcome {
-            Ok((status, headers, bytes)) => {
+            Ok((status, headers, bytes, oversized)) => {
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let error_code = if status >= 400 {
                     error_code_of(&body)
@@ -285,6 +310,7 @@ impl ApiHttp {
                     retry_after_ms,
                     headers,
                     body,
+                    oversized,
                 })
             }
             Err(e) => {
@@ -310,6 +336,25 @@ impl ApiHttp {
     }
 }
 
+/// Reads a body chunk by chunk, up to [`MAX_BODY_BYTES`]; past that it stops (dropping
+/// the response closes the connection) and says so.
+async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Ok((Vec::new(), true));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok((Vec::new(), true));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +376,60 @@ mod tests {
         assert_eq!(bearer.auth_header_value().unwrap(), "Bearer tok-123");
         assert_eq!(http(None).auth_header_value().unwrap(), "tok-123");
         assert!(!format!("{bearer:?}").contains("tok-123"));
+    }
+
+    /// A server that answers any request with a 200 and a body of `len` bytes (sent
+    /// without a length, in 64 KiB chunks, as long as the client reads); returns its URL
+    /// and a counter of the bytes it managed to send.
+    async fn endless_body(len: u64) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            while counter.load(Ordering::Relaxed) < len {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+        });
+        (url, sent)
+    }
+
+    #[tokio::test]
+    async fn a_100_mib_body_is_not_read_past_the_cap() {
+        let (url, sent) = endless_body(100 * 1024 * 1024).await;
+        let http = ApiHttp::new(
+            &url,
+            HeaderName::from_static("x-api-key"),
+            None,
+            Secret::new("k"),
+            60_000,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let reply = http
+            .call(Method::GET, "/big", None, &CallLog::discard(), |_| None)
+            .await
+            .unwrap();
+        assert!(reply.oversized);
+        assert_eq!(reply.body, Value::Null);
+        // Memory stays flat: the client hung up soon after the cap, long before 100 MiB
+        // (what is in flight in socket buffers is all that passes the cap).
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < 24 * 1024 * 1024, "{sent} bytes were sent");
     }
 
     #[tokio::test(start_paused = true)]

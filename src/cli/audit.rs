@@ -2,11 +2,15 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::views::describe;
 use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
-use crate::domain::machine::State;
+use crate::domain::chain;
+use crate::domain::machine::{State, Status};
 use crate::evidence::replay_trail;
 use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
+use crate::store::entities::audit;
 use crate::store::Store;
 
 /// `offboard replay`.
@@ -17,9 +21,11 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
         .map_err(db)?
         .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
     let trail = store.trail(id).await.map_err(db)?;
+    needs_key(store, &trail)?;
     let report = replay_trail(
         &trail,
         &loaded.row.trail_head,
+        verifier(store).await?,
         &loaded.definition_source,
         &loaded.state,
     );
@@ -45,6 +51,80 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
             Ok(EXIT_MISMATCH)
         }
     }
+}
+
+/// What this process can check a trail with: the store's key and the time the database
+/// started keying its chain.
+async fn verifier(store: &Store) -> Result<chain::Verifier<'_>, Failure> {
+    Ok(chain::Verifier {
+        key: store.audit_key(),
+        keyed_since: store.keyed_since().await.map_err(db)?,
+    })
+}
+
+/// Keyed links cannot be vouched for without the key: that is a configuration problem
+/// (exit 2), not evidence of tampering.
+fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
+    if store.audit_key().is_none() && trail.iter().any(|r| chain::is_keyed(&r.hash)) {
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "the trail is keyed: set {} to check it",
+                super::audit_key::ENV
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `offboard verify --all [--since D]`: replays every workflow (created at or after
+/// `since`) and prints one line per workflow and a summary an auditor can keep.
+pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome {
+    let verifier = verifier(store).await?;
+    let mut workflows = store.list(None).await.map_err(db)?;
+    workflows.reverse();
+    let (mut intact, mut broken, mut keyed) = (0usize, 0usize, 0usize);
+    for row in workflows
+        .iter()
+        .filter(|r| since.is_none_or(|s| r.created_at >= s))
+    {
+        let Some(loaded) = store.load(&row.id).await.map_err(db)? else {
+            continue;
+        };
+        let trail = store.trail(&row.id).await.map_err(db)?;
+        needs_key(store, &trail)?;
+        keyed += usize::from(trail.iter().any(|r| chain::is_keyed(&r.hash)));
+        let report = replay_trail(
+            &trail,
+            &row.trail_head,
+            verifier,
+            &loaded.definition_source,
+            &loaded.state,
+        );
+        match report.problem {
+            None => {
+                intact += 1;
+                println!(
+                    "{}  intact  {} records  head {}",
+                    row.id,
+                    trail.len(),
+                    row.trail_head
+                );
+            }
+            Some((seq, why)) => {
+                broken += 1;
+                println!("{}  MISMATCH at record {seq}: {why}", row.id);
+            }
+        }
+    }
+    println!(
+        "verified {} workflows{} at {}: {intact} intact, {broken} mismatched; {keyed} keyed (HMAC-SHA256), {} plain SHA-256 (written before the audit key)",
+        intact + broken,
+        since.map(|s| format!(" created since {}", s.to_rfc3339())).unwrap_or_default(),
+        Utc::now().to_rfc3339(),
+        intact + broken - keyed,
+    );
+    Ok(if broken == 0 { EXIT_OK } else { EXIT_MISMATCH })
 }
 
 fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Option<State>, Failure> {
@@ -78,6 +158,23 @@ pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
         ),
         None => println!("workflow {id}: picked up by a running `offboard serve`"),
     }
+    Ok(EXIT_OK)
+}
+
+/// `offboard release`: lets held workflows (the given ones, or every one) run; each
+/// release is a `released` record naming `by`. A running `offboard serve` picks them up.
+pub async fn release(engine: &Engine, ids: Vec<String>, all: bool, by: &str) -> Outcome {
+    let ids = if all {
+        let held = engine.store().list(Some(Status::Held)).await.map_err(db)?;
+        held.into_iter().rev().map(|row| row.id).collect()
+    } else {
+        ids
+    };
+    for id in &ids {
+        intervened(engine.intervene(id, by, Intervention::Release).await, id)?;
+        println!("workflow {id}: released (by {})", by.escape_debug());
+    }
+    println!("{} workflows released", ids.len());
     Ok(EXIT_OK)
 }
 

@@ -268,7 +268,7 @@ pub async fn run(config: &Config, path: &Path) -> Outcome {
         println!("{} {}", request.event_id, request.person_email);
         match &bar {
             Some(bar) => bar.inc(1),
-            None if done % step == 0 || done == total => {
+            None if done.is_multiple_of(step) || done == total => {
                 eprintln!("published {done}/{total}")
             }
             None => {}

@@ -56,6 +56,8 @@ pub async fn run() -> Outcome {
         token_env: "OFFBOARD_DEMO_SMARTSHEET_TOKEN".into(),
         requests_per_minute: 600,
         timeout_secs: 10,
+        protected: Vec::new(),
+        allow_admins: false,
     };
     let smartsheet_client = AppClient::new(&smartsheet_conn, Secret::new(seed.token.clone()))
         .map_err(|e| fail(EXIT_FAILURE, e))?;
@@ -68,6 +70,8 @@ pub async fn run() -> Outcome {
         token_env: "OFFBOARD_DEMO_POSTMAN_API_KEY".into(),
         requests_per_minute: 6000,
         timeout_secs: 10,
+        protected: Vec::new(),
+        allow_admins: false,
     };
     let postman_client = AppClient::Postman(
         PostmanClient::with_keys(
@@ -79,7 +83,11 @@ pub async fn run() -> Outcome {
     );
     config.connections.insert("postman".into(), postman_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
-    let store = Store::open(&database_url).await.map_err(db)?;
+    let key = super::audit_key::resolve(&database_url).map_err(|e| fail(EXIT_FAILURE, e))?;
+    let mut store = Store::open(&database_url).await.map_err(db)?;
+    if let Some(key) = key {
+        store = store.with_audit_key(key);
+    }
     let engine = Arc::new(Engine::new(store, config, registry));
     engine.use_client("smartsheet", smartsheet_client).await;
     engine.use_client("postman", postman_client).await;

@@ -3,8 +3,9 @@
 //! how long access outlived the request.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
-use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_USAGE};
+use super::{db, fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::evidence::{csv, rows};
 use crate::store::Store;
 
@@ -13,24 +14,75 @@ pub fn parse_date(raw: &str, flag: &str) -> Result<DateTime<Utc>, Failure> {
     crate::evidence::parse_date(raw).map_err(|e| fail(EXIT_USAGE, format!("{flag} {e}")))
 }
 
+/// The rows as `csv` or `json` text (for `evidence` and `prune`).
+pub fn render(rows: &[Value], format: &str) -> Result<String, Failure> {
+    match format {
+        "json" => Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(rows).unwrap_or_default()
+        )),
+        "csv" => Ok(csv(rows)),
+        other => Err(fail(
+            EXIT_USAGE,
+            format!("unknown --format {other:?}: use csv or json"),
+        )),
+    }
+}
+
 /// `offboard evidence`.
 pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) -> Outcome {
     let since = parse_date(since, "--since")?;
     let until = until.map(|u| parse_date(u, "--until")).transpose()?;
     let rows = rows(store, since, until).await.map_err(db)?;
-    match format {
-        "json" => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        ),
-        "csv" => print!("{}", csv(&rows)),
-        other => {
-            return Err(fail(
-                EXIT_USAGE,
-                format!("unknown --format {other:?}: use csv or json"),
-            ))
-        }
-    }
+    print!("{}", render(&rows, format)?);
+    Ok(EXIT_OK)
+}
+
+/// `offboard prune`: exports the evidence of the finished workflows older than `before`
+/// to `file` (synced to disk), then removes them, their trails and old dead letters.
+pub async fn prune(store: &Store, before: DateTime<Utc>, file: &std::path::Path) -> Outcome {
+    let ids: std::collections::HashSet<String> = store
+        .list(None)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .filter(|w| w.finished_at.is_some_and(|f| f < before))
+        .map(|w| w.id)
+        .collect();
+    let since = DateTime::<Utc>::MIN_UTC;
+    let exported: Vec<Value> = rows(store, since, Some(before))
+        .await
+        .map_err(db)?
+        .into_iter()
+        .filter(|r| r["workflow_id"].as_str().is_some_and(|id| ids.contains(id)))
+        .collect();
+    let format = if file.extension().is_some_and(|e| e == "json") {
+        "json"
+    } else {
+        "csv"
+    };
+    let text = render(&exported, format)?;
+    let written = std::fs::File::create(file).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()
+    });
+    written.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot write {}: {e}; nothing was removed", file.display()),
+        )
+    })?;
+    let ids: Vec<String> = exported
+        .iter()
+        .filter_map(|r| r["workflow_id"].as_str().map(str::to_string))
+        .collect();
+    let (workflows, dead) = store.prune(&ids, before).await.map_err(db)?;
+    println!(
+        "exported {} workflows to {}; removed {workflows} finished before {} and {dead} dead letters",
+        exported.len(),
+        file.display(),
+        before.to_rfc3339()
+    );
     Ok(EXIT_OK)
 }
 

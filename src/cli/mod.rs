@@ -3,6 +3,7 @@
 //! print one line on stderr and exit 2.
 
 mod audit;
+mod audit_key;
 mod bulk;
 mod demo;
 mod evidence;
@@ -148,6 +149,37 @@ enum Command {
         #[arg(long, default_value = "csv")]
         format: String,
     },
+    /// Let workflows held by the mass-offboarding brake run.
+    Release {
+        /// Workflow ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every held workflow.
+        #[arg(long)]
+        all: bool,
+        /// Who releases them (kept in each trail).
+        #[arg(long)]
+        by: String,
+    },
+    /// Export the evidence of finished workflows older than a date, then remove them (and
+    /// older dead letters).
+    Prune {
+        /// Workflows finished before this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        before: String,
+        /// Where their evidence goes first (`.json` for JSON, else CSV); required.
+        #[arg(long, value_name = "FILE")]
+        evidence: Option<PathBuf>,
+    },
+    /// Replay every workflow's trail and print a summary (exit 5 on any mismatch).
+    Verify {
+        /// Every workflow (required: verifying is always over the whole set or a range).
+        #[arg(long, required = true)]
+        all: bool,
+        /// Only workflows created at or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Explain an error code, or list them all.
     Explain {
         /// The code (e.g. SMT-100-A).
@@ -260,7 +292,7 @@ async fn run(cli: Cli) -> Outcome {
             let state = match state {
                 None => None,
                 Some(s) => Some(Status::parse(&s).ok_or_else(|| {
-                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, running, retrying, completed, failed or cancelled"))
+                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
                 })?),
             };
             let store = read_store(&config).await?;
@@ -284,6 +316,27 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
+        Command::Release { ids, all, by } => {
+            let engine = engine(config).await?;
+            audit::release(&engine, ids, all, &by).await
+        }
+        Command::Prune { before, evidence } => {
+            let evidence = evidence.ok_or_else(|| {
+                fail(
+                    EXIT_USAGE,
+                    "prune removes audit trails: give --evidence FILE to export their evidence first",
+                )
+            })?;
+            let before = evidence::parse_date(&before, "--before")?;
+            let store = open_store(&config).await?;
+            evidence::prune(&store, before, &evidence).await
+        }
+        Command::Verify { all: _, since } => {
+            let since = since
+                .map(|s| evidence::parse_date(&s, "--since"))
+                .transpose()?;
+            audit::verify_all(&read_store(&config).await?, since).await
+        }
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
             let engine = engine(config).await?;
@@ -303,18 +356,48 @@ fn os_user() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Opens the database without migrating it: for verbs that only read.
+/// Opens the database without migrating it: for verbs that only read. The audit key is
+/// attached when there is one, so keyed links can be checked.
 async fn read_store(config: &Config) -> Result<Store, Failure> {
-    Store::connect(&config.database_url)
+    let key = audit_key(config, false)?;
+    let store = Store::connect(&config.database_url)
         .await
-        .map_err(|e| unreachable_db(config, e))
+        .map_err(|e| unreachable_db(config, e))?;
+    Ok(match key {
+        Some(k) => store.with_audit_key(k),
+        None => store,
+    })
 }
 
-/// Opens the database and brings its schema up to date: for verbs that write.
+/// Opens the database and brings its schema up to date: for verbs that write. Writing
+/// needs the audit key (checked before connecting).
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::open_with_pool(&config.database_url, config.database_pool_size)
+    let key = audit_key(config, true)?;
+    let store = Store::open_with_pool(&config.database_url, config.database_pool_size)
         .await
-        .map_err(|e| unreachable_db(config, e))
+        .map_err(|e| unreachable_db(config, e))?;
+    Ok(match key {
+        Some(k) => store.with_audit_key(k),
+        None => store,
+    })
+}
+
+/// The audit chain's key; a verb that writes the trail on PostgreSQL cannot go without.
+fn audit_key(
+    config: &Config,
+    writes: bool,
+) -> Result<Option<crate::domain::chain::AuditKey>, Failure> {
+    let key = audit_key::resolve(&config.database_url).map_err(|e| fail(EXIT_USAGE, e))?;
+    if key.is_none() && writes {
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "{} is not set: on PostgreSQL the audit trail is written only with its key (see README, \"For auditors\")",
+                audit_key::ENV
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
@@ -375,6 +458,10 @@ fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Fail
 }
 
 async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome {
+    config
+        .intake
+        .signing_key()
+        .map_err(|e| fail(EXIT_USAGE, e))?;
     crate::telemetry::init("info");
     let token = operator_token(&config)?;
     let listener = match listen.or(config.http.listen) {
@@ -491,11 +578,18 @@ async fn submit(
     };
     let request = event::parse(&body, &known)
         .map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
-    crate::intake::submit(
+    // Signed when `[intake] signing_key_env` is set: the serving side then requires it.
+    let key = config
+        .intake
+        .signing_key()
+        .map_err(|e| fail(EXIT_USAGE, e))?;
+    let signature = key.map(|k| crate::domain::admission::sign(k.expose().as_bytes(), &body));
+    crate::intake::submit_signed(
         &config.amqp_url,
         &config.amqp,
         request.event_type.as_str(),
         &body,
+        signature.as_deref(),
     )
     .await
     .map_err(|e| fail(EXIT_FAILURE, e))?;

@@ -7,6 +7,32 @@ use crate::domain::machine::{Record, State, Status};
 use crate::store::entities::{audit, workflow};
 use crate::store::Store;
 
+/// Text from events and app responses made safe for a terminal: control characters (ESC,
+/// CR, LF, BEL…) are shown escaped (`\u{1b}`), so no value can move the cursor, recolour,
+/// retitle the window or fake a line of output.
+pub fn terminal_safe(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// `println!` for lines that carry outside values: each line goes through
+/// [`terminal_safe`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", terminal_safe(&format!($($arg)*)))
+    };
+}
+
 /// The contract's JSON object for a workflow (with `steps` when `state` is given).
 pub fn workflow_json(row: &workflow::Model, state: Option<&State>) -> Value {
     let mut v = json!({
@@ -47,7 +73,7 @@ pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcom
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
-        println!("no workflows");
+        say!("no workflows");
     }
     for r in &rows {
         let result = r
@@ -55,9 +81,15 @@ pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcom
             .clone()
             .or_else(|| r.error_code.clone())
             .unwrap_or_default();
-        println!(
+        say!(
             "{}  {:<9} {:<10} {:<11} {:<25} {:<30} {}",
-            r.id, r.state, r.app, result, r.event_type, r.person_email, r.event_id
+            r.id,
+            r.state,
+            r.app,
+            result,
+            r.event_type,
+            r.person_email,
+            r.event_id
         );
     }
     Ok(EXIT_OK)
@@ -82,37 +114,37 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         );
         return Ok(EXIT_OK);
     }
-    println!("workflow   {}", row.id);
-    println!("event      {} ({})", row.event_id, row.event_type);
-    println!("person     {}", row.person_email);
+    say!("workflow   {}", row.id);
+    say!("event      {} ({})", row.event_id, row.event_type);
+    say!("person     {}", row.person_email);
     if let Some(t) = &row.transfer_to {
-        println!("recipient  {t}");
+        say!("recipient  {t}");
     }
-    println!("connection {} ({})", row.connection, row.app);
-    println!(
+    say!("connection {} ({})", row.connection, row.app);
+    say!(
         "definition {} v{} {}",
         state.definition.name,
         state.definition.version,
         &state.definition.hash[..12]
     );
-    println!("state      {}", row.state);
+    say!("state      {}", row.state);
     if let Some(o) = &row.outcome {
-        println!("outcome    {o}");
+        say!("outcome    {o}");
     }
     if let Some(c) = &row.error_code {
-        println!(
+        say!(
             "error      {c}: {}",
             row.error_message.as_deref().unwrap_or("")
         );
-        println!("           run `offboard explain {c}` for the remedy");
+        say!("           run `offboard explain {c}` for the remedy");
     }
     if let Some(w) = row.wake_at {
-        println!("next try   {}", w.to_rfc3339());
+        say!("next try   {}", w.to_rfc3339());
     }
-    println!("steps:");
+    say!("steps:");
     for s in &state.steps {
         let err = s.error_code.map(|c| format!("  {c}")).unwrap_or_default();
-        println!(
+        say!(
             "  {:<18} {:<10} attempts {}{err}",
             s.name,
             serde_json::to_value(s.state)
@@ -232,9 +264,18 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                 format!("cancel asked by {by} refused: the workflow had already ended"),
                 String::new(),
             ),
+            Record::Held {
+                limit,
+                in_last_hour,
+            } => (
+                String::new(),
+                format!("held by the mass-offboarding brake: {in_last_hour} offboardings in the last hour, limit {limit}; waits for `offboard release`"),
+                String::new(),
+            ),
+            Record::Released { by } => (String::new(), format!("released by {by}"), String::new()),
         },
     };
-    format!(
+    let line = format!(
         "{:>3} {}  {:<17} {}{}",
         row.seq,
         row.at.format("%Y-%m-%d %H:%M:%S%.3f"),
@@ -245,7 +286,8 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
         } else {
             format!("  [{code}]")
         }
-    )
+    );
+    terminal_safe(&line)
 }
 
 /// `offboard history`.
@@ -271,4 +313,27 @@ pub async fn history(store: &Store, id: &str, as_json: bool) -> Outcome {
         println!("{}", describe(row, &steps));
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_values_cannot_reach_the_terminal_raw() {
+        for (raw, shown) in [
+            ("ada@example.com", "ada@example.com"),
+            (
+                "\u{1b}[2J\u{1b}]0;owned\u{7}",
+                "\\u{1b}[2J\\u{1b}]0;owned\\u{7}",
+            ),
+            (
+                "id\r\n2026-11-23 INFO forged",
+                "id\\r\\n2026-11-23 INFO forged",
+            ),
+        ] {
+            assert_eq!(terminal_safe(raw), shown);
+            assert!(!terminal_safe(raw).chars().any(char::is_control));
+        }
+    }
 }

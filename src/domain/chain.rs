@@ -1,29 +1,116 @@
-//! The audit trail's hash chain: each record's hash covers the previous record's hash, its
+//! The audit trail's hash chain: each record's link covers the previous record's link, its
 //! position, its time and its body, so an edited, deleted, inserted or reordered record
 //! breaks the chain from that point on.
+//!
+//! Two versions of link live side by side. Version 0 is plain SHA-256: anyone with write
+//! access to the database can edit a record and recompute every later link, so it proves
+//! order but not authorship. Version 1 is HMAC-SHA256 under the audit key
+//! (`OFFBOARD_AUDIT_KEY`), written as `hmac1:` followed by the hex MAC: without the key
+//! nobody can produce a link that verifies. Trails written before the key existed keep
+//! their plain links and still verify; once a trail has a keyed link, a plain link after
+//! it is a break (a downgrade). The key is passed in: this module does no I/O.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// The `prev_hash` of a workflow's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What marks a keyed (version 1) link.
+const KEYED: &str = "hmac1:";
+
+/// The secret that keys the chain. Its `Debug` prints `***`: it never reaches a log.
+#[derive(Clone)]
+pub struct AuditKey(Vec<u8>);
+
+impl AuditKey {
+    /// A key from its bytes; `None` when empty (an empty key protects nothing).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<AuditKey> {
+        let bytes = bytes.into();
+        (!bytes.is_empty()).then_some(AuditKey(bytes))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(***)")
+    }
+}
 
 /// A time as stored and hashed: microsecond precision (what PostgreSQL keeps).
 pub fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
-/// The hash of a record at position `seq` (from 1) written at `at` with JSON `body`.
-pub fn link(prev_hash: &str, seq: i32, at: DateTime<Utc>, body: &str) -> String {
+/// The bytes a link covers, in order.
+fn covered(prev_hash: &str, seq: i32, at: DateTime<Utc>, body: &str) -> [Vec<u8>; 4] {
+    [
+        prev_hash.as_bytes().to_vec(),
+        seq.to_string().into_bytes(),
+        stored_time(at).timestamp_micros().to_string().into_bytes(),
+        body.as_bytes().to_vec(),
+    ]
+}
+
+/// The plain (version 0) link of a record at position `seq` (from 1) written at `at` with
+/// JSON `body`.
+pub fn plain_link(prev_hash: &str, seq: i32, at: DateTime<Utc>, body: &str) -> String {
     let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"\n");
-    h.update(seq.to_string().as_bytes());
-    h.update(b"\n");
-    h.update(stored_time(at).timestamp_micros().to_string().as_bytes());
-    h.update(b"\n");
-    h.update(body.as_bytes());
+    for (i, part) in covered(prev_hash, seq, at, body).iter().enumerate() {
+        if i > 0 {
+            h.update(b"\n");
+        }
+        h.update(part);
+    }
     hex::encode(h.finalize())
+}
+
+fn keyed_mac(
+    key: &AuditKey,
+    prev_hash: &str,
+    seq: i32,
+    at: DateTime<Utc>,
+    body: &str,
+) -> Hmac<Sha256> {
+    let mut m = key.mac();
+    for (i, part) in covered(prev_hash, seq, at, body).iter().enumerate() {
+        if i > 0 {
+            m.update(b"\n");
+        }
+        m.update(part);
+    }
+    m
+}
+
+/// The link a writer stores: keyed when there is a key, plain otherwise.
+pub fn link(
+    key: Option<&AuditKey>,
+    prev_hash: &str,
+    seq: i32,
+    at: DateTime<Utc>,
+    body: &str,
+) -> String {
+    match key {
+        Some(k) => format!(
+            "{KEYED}{}",
+            hex::encode(
+                keyed_mac(k, prev_hash, seq, at, body)
+                    .finalize()
+                    .into_bytes()
+            )
+        ),
+        None => plain_link(prev_hash, seq, at, body),
+    }
+}
+
+/// Whether a stored link is keyed (version 1).
+pub fn is_keyed(hash: &str) -> bool {
+    hash.starts_with(KEYED)
 }
 
 /// A stored record, as far as the chain is concerned.
@@ -40,10 +127,54 @@ pub struct Link<'a> {
     pub hash: &'a str,
 }
 
-/// Checks a trail (ordered by position) against its stored head; on a break, returns the
-/// 0-based index of the first bad record and why.
-pub fn verify(links: &[Link<'_>], head: &str) -> Result<(), (usize, String)> {
+/// What a verifier knows beyond the trail: the key, and since when this database has
+/// written keyed links (its earliest keyed record). A plain link written at or after that
+/// time can only be a rewrite by someone without the key, even when the whole trail was
+/// rewritten plain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Verifier<'a> {
+    /// The audit key; without it keyed links cannot be checked.
+    pub key: Option<&'a AuditKey>,
+    /// The time of the database's first keyed record, if it has any.
+    pub keyed_since: Option<DateTime<Utc>>,
+}
+
+/// Whether one record's stored link is the one its content gives; `Err` says why not.
+fn check_link(v: Verifier<'_>, prev: &str, l: &Link<'_>, after_keyed: bool) -> Result<(), String> {
+    let key = v.key;
+    match l.hash.strip_prefix(KEYED) {
+        Some(mac) => {
+            let key =
+                key.ok_or("a keyed link, and no audit key to check it (set OFFBOARD_AUDIT_KEY)")?;
+            let mac = hex::decode(mac).map_err(|_| "its keyed link is not hex".to_string())?;
+            // Constant time: a verifier's timing says nothing about the right MAC.
+            keyed_mac(key, prev, l.seq, l.at, l.body)
+                .verify_slice(&mac)
+                .map_err(|_| "its content does not match its keyed link (edited, or written without the audit key)".to_string())
+        }
+        None if after_keyed => Err(
+            "a plain link after keyed ones (the trail was rewritten without the audit key)".into(),
+        ),
+        None if v.keyed_since.is_some_and(|t| stored_time(l.at) >= stored_time(t)) => Err(
+            "a plain link written after this database's chain was keyed (rewritten without the audit key)"
+                .into(),
+        ),
+        None if plain_link(prev, l.seq, l.at, l.body) != l.hash => {
+            Err("its content does not match its hash (edited)".into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Checks a trail (ordered by position) against its stored head, as far as `verifier`
+/// can; on a break, returns the 0-based index of the first bad record and why.
+pub fn verify(
+    links: &[Link<'_>],
+    head: &str,
+    verifier: Verifier<'_>,
+) -> Result<(), (usize, String)> {
     let mut prev = GENESIS.to_string();
+    let mut after_keyed = false;
     for (i, l) in links.iter().enumerate() {
         if l.seq != i as i32 + 1 {
             return Err((
@@ -58,9 +189,8 @@ pub fn verify(links: &[Link<'_>], head: &str) -> Result<(), (usize, String)> {
         if l.prev_hash != prev {
             return Err((i, "does not point at the record before it".into()));
         }
-        if link(&prev, l.seq, l.at, l.body) != l.hash {
-            return Err((i, "its content does not match its hash (edited)".into()));
-        }
+        check_link(verifier, &prev, l, after_keyed).map_err(|why| (i, why))?;
+        after_keyed |= is_keyed(l.hash);
         prev = l.hash.to_string();
     }
     if prev != head {
@@ -77,7 +207,17 @@ pub fn verify(links: &[Link<'_>], head: &str) -> Result<(), (usize, String)> {
 mod tests {
     use super::*;
 
-    fn chain(bodies: &[&'static str]) -> Vec<(i32, DateTime<Utc>, &'static str, String, String)> {
+    type Row = (i32, DateTime<Utc>, &'static str, String, String);
+
+    fn with(key: Option<&AuditKey>) -> Verifier<'_> {
+        Verifier {
+            key,
+            keyed_since: None,
+        }
+    }
+
+    /// A trail of `bodies`, each linked with `keys[i]` (the last key repeats).
+    fn chain(bodies: &[&'static str], keys: &[Option<&AuditKey>]) -> Vec<Row> {
         let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -85,14 +225,15 @@ mod tests {
         let mut out = Vec::new();
         for (i, b) in bodies.iter().enumerate() {
             let seq = i as i32 + 1;
-            let hash = link(&prev, seq, at, b);
+            let key = keys[i.min(keys.len() - 1)];
+            let hash = link(key, &prev, seq, at, b);
             out.push((seq, stored_time(at), *b, prev.clone(), hash.clone()));
             prev = hash;
         }
         out
     }
 
-    fn links<'a>(c: &'a [(i32, DateTime<Utc>, &'static str, String, String)]) -> Vec<Link<'a>> {
+    fn links(c: &[Row]) -> Vec<Link<'_>> {
         c.iter()
             .map(|(seq, at, body, prev, hash)| Link {
                 seq: *seq,
@@ -104,25 +245,126 @@ mod tests {
             .collect()
     }
 
+    /// Edits record `at` and recomputes it and every later link with `key` (an attacker
+    /// with write access but, unless `key` is the real one, without the audit key).
+    fn rewrite(c: &[Row], at: usize, key: Option<&AuditKey>) -> (Vec<Row>, String) {
+        let mut out = c.to_vec();
+        out[at].2 = "forged";
+        let mut prev = out[at].3.clone();
+        for r in out.iter_mut().skip(at) {
+            r.3 = prev.clone();
+            r.4 = link(key, &prev, r.0, r.1, r.2);
+            prev = r.4.clone();
+        }
+        (out, prev)
+    }
+
     #[test]
     fn intact_chain_verifies_and_tampering_is_located() {
-        let c = chain(&["a", "b", "c"]);
-        let head = c[2].4.clone();
-        assert_eq!(verify(&links(&c), &head), Ok(()));
+        let key = AuditKey::new(*b"k").unwrap();
+        for k in [None, Some(&key)] {
+            let c = chain(&["a", "b", "c"], &[k]);
+            let head = c[2].4.clone();
+            assert_eq!(verify(&links(&c), &head, with(Some(&key))), Ok(()));
 
-        let mut edited = c.clone();
-        edited[1].2 = "B";
-        assert_eq!(verify(&links(&edited), &head).unwrap_err().0, 1);
+            let mut edited = c.clone();
+            edited[1].2 = "B";
+            assert_eq!(
+                verify(&links(&edited), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                1
+            );
 
-        let mut deleted = c.clone();
-        deleted.remove(1);
-        assert_eq!(verify(&links(&deleted), &head).unwrap_err().0, 1);
+            let mut deleted = c.clone();
+            deleted.remove(1);
+            assert_eq!(
+                verify(&links(&deleted), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                1
+            );
 
-        let mut swapped = c.clone();
-        swapped.swap(0, 1);
-        assert_eq!(verify(&links(&swapped), &head).unwrap_err().0, 0);
+            let mut swapped = c.clone();
+            swapped.swap(0, 1);
+            assert_eq!(
+                verify(&links(&swapped), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                0
+            );
 
-        let cut = &c[..2];
-        assert_eq!(verify(&links(cut), &head).unwrap_err().0, 1);
+            let cut = &c[..2];
+            assert_eq!(
+                verify(&links(cut), &head, with(Some(&key))).unwrap_err().0,
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn a_keyed_trail_rewritten_without_the_key_is_detected() {
+        let key = AuditKey::new(*b"the audit key").unwrap();
+        let other = AuditKey::new(*b"a guessed key").unwrap();
+        let c = chain(&["a", "b", "c", "d"], &[Some(&key)]);
+        for forger in [None, Some(&other)] {
+            let (forged, head) = rewrite(&c, 1, forger);
+            assert_eq!(
+                verify(&links(&forged), &head, with(Some(&key)))
+                    .unwrap_err()
+                    .0,
+                1
+            );
+        }
+        // Only the key's holder can rewrite it: that is offboard's own write.
+        let (rewritten, head) = rewrite(&c, 1, Some(&key));
+        assert_eq!(verify(&links(&rewritten), &head, with(Some(&key))), Ok(()));
+        // A verifier without the key cannot vouch for keyed links.
+        assert!(verify(&links(&c), &c[3].4, with(None)).is_err());
+    }
+
+    #[test]
+    fn plain_trails_from_before_the_key_still_verify_and_may_continue_keyed() {
+        let key = AuditKey::new(*b"k").unwrap();
+        let old = chain(&["a", "b"], &[None]);
+        assert_eq!(verify(&links(&old), &old[1].4, with(Some(&key))), Ok(()));
+        let mixed = chain(&["a", "b", "c"], &[None, None, Some(&key)]);
+        assert_eq!(
+            verify(&links(&mixed), &mixed[2].4, with(Some(&key))),
+            Ok(())
+        );
+        let downgraded = chain(&["a", "b", "c"], &[Some(&key), None]);
+        assert_eq!(
+            verify(&links(&downgraded), &downgraded[2].4, with(Some(&key)))
+                .unwrap_err()
+                .0,
+            1
+        );
+    }
+
+    #[test]
+    fn a_trail_rewritten_plain_after_the_key_arrived_is_detected() {
+        let key = AuditKey::new(*b"k").unwrap();
+        let c = chain(&["a", "b"], &[Some(&key)]);
+        let (plain, head) = rewrite(&c, 0, None);
+        assert_eq!(verify(&links(&plain), &head, with(Some(&key))), Ok(()));
+        let since = Verifier {
+            key: Some(&key),
+            keyed_since: Some(c[0].1),
+        };
+        assert_eq!(verify(&links(&plain), &head, since).unwrap_err().0, 0);
+        // Trails from before the cut-over still verify.
+        let later = Verifier {
+            key: Some(&key),
+            keyed_since: Some(c[0].1 + chrono::Duration::seconds(1)),
+        };
+        assert_eq!(verify(&links(&plain), &head, later), Ok(()));
+    }
+
+    #[test]
+    fn the_key_never_prints() {
+        let key = AuditKey::new(*b"s3cret").unwrap();
+        assert!(!format!("{key:?}").contains("s3cret"));
+        assert!(AuditKey::new(Vec::new()).is_none());
     }
 }

@@ -45,6 +45,9 @@ pub struct WorkflowRequest {
 pub enum Status {
     /// Created, not started (or waiting for `not_before`, or resumed by `retry`).
     Pending,
+    /// Created past the mass-offboarding brake: nothing runs until an operator releases
+    /// it (`offboard release`) or cancels it.
+    Held,
     /// A step is in progress.
     Running,
     /// A step failed and waits for its retry timer.
@@ -59,8 +62,9 @@ pub enum Status {
 
 impl Status {
     /// Every status.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Pending,
+        Status::Held,
         Status::Running,
         Status::Retrying,
         Status::Completed,
@@ -72,6 +76,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
+            Status::Held => "held",
             Status::Running => "running",
             Status::Retrying => "retrying",
             Status::Completed => "completed",
@@ -235,6 +240,19 @@ pub enum Record {
         /// The `source` of the repeated delivery.
         source: String,
     },
+    /// The mass-offboarding brake was on when the workflow was created: it waits for an
+    /// operator.
+    Held {
+        /// The configured `max_offboardings_per_hour` that was exceeded.
+        limit: u32,
+        /// How many offboarding events had arrived in the hour, this one included.
+        in_last_hour: u64,
+    },
+    /// An operator let a held workflow run.
+    Released {
+        /// Who asked.
+        by: String,
+    },
     /// An operator asked to cancel while the last step ran; the workflow had ended by the
     /// next step boundary, so its end stands and the request is on record as refused.
     CancelRefused {
@@ -258,6 +276,8 @@ impl Record {
             Record::RetryRequested { .. } => "retry_requested",
             Record::DuplicateReceived { .. } => "duplicate_received",
             Record::CancelRefused { .. } => "cancel_refused",
+            Record::Held { .. } => "held",
+            Record::Released { .. } => "released",
         }
     }
 
@@ -276,7 +296,7 @@ impl Record {
 /// What the runner should do next.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Next {
-    /// Nothing: the workflow is final.
+    /// Nothing: the workflow is final, or held until an operator releases it.
     Done,
     /// Wait until this time (durably), then ask again.
     Sleep(DateTime<Utc>),
@@ -295,7 +315,7 @@ pub enum Next {
 
 /// Says what the runner does next in `state`.
 pub fn next(state: &State, def: &Definition, now: DateTime<Utc>) -> Next {
-    if state.status.is_final() {
+    if state.status.is_final() || state.status == Status::Held {
         return Next::Done;
     }
     if let Some(at) = state.wake_at {
@@ -449,6 +469,9 @@ pub fn apply(
     match record {
         Record::Created { .. } => return violation("a second `created`"),
         Record::StepStarted { step, attempt } => {
+            if s.status == Status::Held {
+                return violation("a step started while the workflow was held");
+            }
             let st = &mut s.steps[*step];
             if *attempt != st.attempts + 1 {
                 return violation(format!("attempt {attempt} after {}", st.attempts));
@@ -536,6 +559,21 @@ pub fn apply(
         Record::Cancelled { .. } => {
             s.status = Status::Cancelled;
             s.wake_at = None;
+        }
+        Record::Held { .. } => {
+            if s.status != Status::Pending
+                || s.current != 0
+                || s.steps.iter().any(|st| st.attempts > 0)
+            {
+                return violation("`held` for a workflow that has already started");
+            }
+            s.status = Status::Held;
+        }
+        Record::Released { .. } => {
+            if s.status != Status::Held {
+                return violation("`released` for a workflow that is not held");
+            }
+            s.status = Status::Pending;
         }
         Record::RetryRequested { .. } => {
             if s.status != Status::Failed {

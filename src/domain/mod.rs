@@ -2,17 +2,21 @@
 //! sea-orm or reqwest: the same code runs a workflow live and replays it from its trail.
 //!
 //! - [`event`]: turn an incoming CloudEvent into a [`event::Request`] or a coded rejection.
-//! - [`chain`]: the audit trail's SHA-256 hash chain.
+//! - [`admission`]: who may ask: allowed sources and event signatures.
+//! - [`chain`]: the audit trail's hash chain, keyed (HMAC-SHA256) or plain SHA-256.
 //! - [`definition`]: parse and validate the declarative workflow files in `workflows/`.
 //! - [`retry`]: a step's retry policy and the delays it yields.
 //! - [`step`]: what an action returns: [`step::StepOutput`] or [`step::StepError`].
 //! - [`machine`]: the workflow state machine: trail records, `apply`, `next`.
+//! - [`protection`]: who may never be removed (token owner, admins, `protected`).
 //! - [`plan`]: the workflows an accepted event asks for, one per connection.
 
+pub mod admission;
 pub mod chain;
 pub mod definition;
 pub mod event;
 pub mod machine;
 pub mod plan;
+pub mod protection;
 pub mod retry;
 pub mod step;

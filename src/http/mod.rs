@@ -202,9 +202,14 @@ async fn render_detail(
         .map_err(db_problem)?
         .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no workflow with id {id:?}")))?;
     let trail = store.trail(id).await.map_err(db_problem)?;
+    let keyed_since = store.keyed_since().await.map_err(db_problem)?;
     let replay = replay_trail(
         &trail,
         &loaded.row.trail_head,
+        crate::domain::chain::Verifier {
+            key: store.audit_key(),
+            keyed_since,
+        },
         &loaded.definition_source,
         &loaded.state,
     );
@@ -305,7 +310,7 @@ async fn intervene(
             tracing::info!(workflow = %id, by = %by.escape_debug(), "retry asked from the console");
             return Ok(Redirect::to(&format!("/workflows/{id}")).into_response());
         }
-        (Intervened::Done(_), Intervention::Cancel) => {
+        (Intervened::Done(_), Intervention::Cancel | Intervention::Release) => {
             tracing::info!(workflow = %id, by = %by.escape_debug(), "cancel asked from the console");
             return Ok(Redirect::to(&format!("/workflows/{id}")).into_response());
         }

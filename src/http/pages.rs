@@ -397,6 +397,21 @@ fn timeline_row(
             format!("cancel asked by {by} refused: the workflow had already ended"),
             String::new(),
         ),
+        Record::Held {
+            limit,
+            in_last_hour,
+        } => (
+            "note",
+            String::new(),
+            format!("held by the brake: {in_last_hour} offboardings in the last hour, over the limit of {limit}"),
+            String::new(),
+        ),
+        Record::Released { by } => (
+            "note",
+            String::new(),
+            format!("released by {by}"),
+            String::new(),
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Mutex, Notify};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::definitions::{stored, Registry};
 use crate::apps::http::SlotSource;
@@ -188,10 +188,13 @@ impl Engine {
             Ok(p) => p,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let accepted = self.store.accept(request, body, &planned).await?;
+        let brake = self.config.limits.max_offboardings_per_hour;
+        let accepted = self.store.accept(request, body, &planned, brake).await?;
         if let Accepted::New(ids) = &accepted {
             info!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), "event accepted");
             self.wake.notify_one();
+        } else if let Accepted::Held(ids, in_last_hour) = &accepted {
+            warn!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), in_last_hour, limit = brake, "mass-offboarding brake on: workflows held until `offboard release`");
         } else {
             info!(event_id = %request.event_id.escape_debug(), "duplicate event id; nothing new started");
             for row in self.store.by_event(&request.event_id).await? {

@@ -1,4 +1,5 @@
-//! What operators ask of a workflow: retry a failed one, cancel one that has not ended.
+//! What operators ask of a workflow: retry a failed one, cancel one that has not ended,
+//! release one the mass-offboarding brake holds.
 //! An intervention claims the workflow like a worker does and writes under that lease;
 //! when a worker holds it, a cancel is left as a request the worker answers at its next
 //! step boundary (with `cancelled`, or `cancel_refused` if the workflow ended first).
@@ -20,6 +21,8 @@ pub enum Intervention {
     Cancel,
     /// Resume a failed one at the step that failed.
     Retry,
+    /// Let a held one run.
+    Release,
 }
 
 /// What became of an intervention.
@@ -56,7 +59,9 @@ impl Engine {
                     Intervened::Requested
                 }
                 Intervention::Cancel => Intervened::Refused("it has already ended".into()),
-                Intervention::Retry => Intervened::Refused("another worker is running it".into()),
+                Intervention::Retry | Intervention::Release => {
+                    Intervened::Refused("another worker is running it".into())
+                }
             });
         };
         let lease = claim.lease.clone();
@@ -76,7 +81,14 @@ impl Engine {
                         state.status.as_str()
                     )));
                 }
+                Intervention::Release if state.status != Status::Held => {
+                    return Ok(Intervened::Refused(format!(
+                        "only held workflows can be released; this one is {}",
+                        state.status.as_str()
+                    )));
+                }
                 Intervention::Cancel => Record::Cancelled { by: by.to_string() },
+                Intervention::Release => Record::Released { by: by.to_string() },
                 Intervention::Retry => Record::RetryRequested { by: by.to_string() },
             };
             info!(workflow = %id, by = %by.escape_debug(), record = record.kind(), "operator intervention");

@@ -278,7 +278,7 @@ impl Store {
             let at = chain::stored_time(*at);
             let body = serde_json::to_string(record)?;
             seq += 1;
-            let hash = chain::link(&prev, seq, at, &body);
+            let hash = chain::link(self.audit_key(), &prev, seq, at, &body);
             links.push((seq, prev.clone(), at, record, body, hash.clone()));
             prev = hash;
             last_at = Some(at);
@@ -333,7 +333,12 @@ impl Store {
             .await?;
         }
         let outbox = match outbox_entry {
-            Some(entry) => Some(outbox::insert(&txn, d, entry, &lease.owner, updated_at).await?),
+            Some(entry) => {
+                // The event carries the trail's final link, so a copy kept outside the
+                // database can confirm the trail later.
+                let entry = outbox::with_trail_head(entry, &prev)?;
+                Some(outbox::insert(&txn, d, &entry, &lease.owner, updated_at).await?)
+            }
             None => None,
         };
         txn.commit().await?;
@@ -378,7 +383,7 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("workflow {id} vanished")))?;
         let seq: i32 = row.try_get("", "trail_seq")?;
         let prev: String = row.try_get("", "trail_head")?;
-        let hash = insert_record(&txn, id, seq, &prev, at, record).await?;
+        let hash = insert_record(&txn, self.audit_key(), id, seq, &prev, at, record).await?;
         let answered = if matches!(record, Record::CancelRefused { .. }) {
             ", cancel_requested_by = NULL"
         } else {
@@ -394,9 +399,10 @@ impl Store {
     }
 }
 
-/// Inserts one chained record; returns its hash.
+/// Inserts one chained record, keyed with `key` if given; returns its link.
 pub(crate) async fn insert_record(
     db: &impl ConnectionTrait,
+    key: Option<&chain::AuditKey>,
     id: &str,
     seq: i32,
     prev: &str,
@@ -405,7 +411,7 @@ pub(crate) async fn insert_record(
 ) -> Result<String, StoreError> {
     let at = chain::stored_time(at);
     let body = serde_json::to_string(record)?;
-    let hash = chain::link(prev, seq, at, &body);
+    let hash = chain::link(key, prev, seq, at, &body);
     audit::Entity::insert(audit_row(id, seq, prev, at, record, &body, &hash))
         .exec_without_returning(db)
         .await?;

@@ -28,7 +28,7 @@ use sea_orm::{
 
 use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
-use crate::domain::event::Request;
+use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{Record, State, Status};
 pub use console::{Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
@@ -60,6 +60,8 @@ impl From<serde_json::Error> for StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Keys the audit chain (see [`chain`]); without it, links are plain SHA-256.
+    audit_key: Option<chain::AuditKey>,
 }
 
 /// A workflow to create for an accepted event.
@@ -79,6 +81,9 @@ pub struct NewWorkflow {
 pub enum Accepted {
     /// Stored, with the ids of its workflows.
     New(Vec<String>),
+    /// Stored past the mass-offboarding brake: its workflows are `held`, with the
+    /// offboarding events counted in the last hour.
+    Held(Vec<String>, u64),
     /// The id was seen before; nothing was stored.
     Duplicate,
 }
@@ -108,6 +113,10 @@ fn loopback_without_sslmode(url: &str) -> bool {
     );
     local && !parsed.query_pairs().any(|(k, _)| k == "sslmode")
 }
+
+/// PostgreSQL advisory-lock key every accept holds while counting for the brake
+/// ("brake" in ASCII).
+const BRAKE_LOCK: i64 = 0x0062_7261_6b65;
 
 /// PostgreSQL advisory-lock key held while migrating ("offboard" in ASCII), so processes
 /// starting together migrate one after the other instead of racing on `CREATE TABLE`.
@@ -145,6 +154,7 @@ impl Store {
         }
         Ok(Store {
             db: Database::connect(options).await?,
+            audit_key: None,
         })
     }
 
@@ -183,6 +193,18 @@ impl Store {
         Ok(store)
     }
 
+    /// This store with the audit key: every record it writes from now on is linked with
+    /// an HMAC under `key`, and replays check keyed links with it.
+    pub fn with_audit_key(mut self, key: chain::AuditKey) -> Store {
+        self.audit_key = Some(key);
+        self
+    }
+
+    /// The audit key, if this store has one.
+    pub fn audit_key(&self) -> Option<&chain::AuditKey> {
+        self.audit_key.as_ref()
+    }
+
     /// The raw connection (tests use it to tamper with rows).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -197,11 +219,18 @@ impl Store {
     }
 
     /// Stores an event and its workflows in one transaction, unless its id was seen before.
+    ///
+    /// With `brake` (`max_offboardings_per_hour`), an offboarding event that makes more
+    /// than that many in the last hour creates its workflows `held` (a `held` record right
+    /// after `created`). The count is taken in the same transaction, after the event's
+    /// own insert, under a lock every process takes (PostgreSQL: a transaction-scoped
+    /// advisory lock; SQLite: the single writer's lock), so it holds across processes.
     pub async fn accept(
         &self,
         request: &Request,
         body: &str,
         workflows: &[NewWorkflow],
+        brake: Option<u32>,
     ) -> Result<Accepted, StoreError> {
         let now = chain::stored_time(Utc::now());
         let txn = self.db.begin().await?;
@@ -224,17 +253,70 @@ impl Store {
             txn.rollback().await?;
             return Ok(Accepted::Duplicate);
         }
+        let held = match brake {
+            Some(limit) if request.event_type == EventType::Offboarding => {
+                let in_last_hour = self.offboardings_since(&txn, now).await?;
+                (in_last_hour > u64::from(limit)).then_some(Record::Held {
+                    limit,
+                    in_last_hour,
+                })
+            }
+            _ => None,
+        };
         for wf in workflows {
             save_definition(&txn, &wf.definition, now).await?;
             let body = serde_json::to_string(&wf.created)?;
-            let head = chain::link(GENESIS, 1, now, &body);
-            row_for(wf, &head, now)?.insert(&txn).await?;
-            leases::insert_record(&txn, &wf.id, 1, GENESIS, now, &wf.created).await?;
+            let mut head = chain::link(self.audit_key(), GENESIS, 1, now, &body);
+            let mut end = (1, wf.state.clone());
+            if let Some(record) = &held {
+                let def = &wf.definition;
+                end.1 = crate::domain::machine::apply(&wf.state, def, record, now)
+                    .map_err(|v| StoreError::Corrupt(format!("workflow {}: {v}", wf.id)))?;
+                end.0 = 2;
+                let body = serde_json::to_string(record)?;
+                head = chain::link(self.audit_key(), &head, 2, now, &body);
+            }
+            row_for(wf, &end.1, end.0, &head, now)?.insert(&txn).await?;
+            let first =
+                leases::insert_record(&txn, self.audit_key(), &wf.id, 1, GENESIS, now, &wf.created)
+                    .await?;
+            if let Some(record) = &held {
+                leases::insert_record(&txn, self.audit_key(), &wf.id, 2, &first, now, record)
+                    .await?;
+            }
         }
         txn.commit().await?;
-        Ok(Accepted::New(
-            workflows.iter().map(|w| w.id.clone()).collect(),
-        ))
+        let ids = workflows.iter().map(|w| w.id.clone()).collect();
+        Ok(match held {
+            Some(Record::Held { in_last_hour, .. }) => Accepted::Held(ids, in_last_hour),
+            _ => Accepted::New(ids),
+        })
+    }
+
+    /// Offboarding events received in the hour before `now` (inside an accept's
+    /// transaction, after its own insert, under the brake's lock).
+    async fn offboardings_since(
+        &self,
+        txn: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let d = self.dialect();
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_raw(d.stmt("SELECT pg_advisory_xact_lock($1)", vec![BRAKE_LOCK.into()]))
+                .await?;
+        }
+        let row = txn
+            .query_one_raw(d.stmt(
+                "SELECT COUNT(*) AS n FROM events WHERE event_type = $1 AND received_at > $2",
+                vec![
+                    EventType::Offboarding.as_str().into(),
+                    (now - chrono::Duration::hours(1)).into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))?;
+        let n: i64 = row.try_get("", "n")?;
+        Ok(n.max(0) as u64)
     }
 
     /// Records a message that could not become a workflow: the body byte for byte, and
@@ -362,6 +444,65 @@ impl Store {
             .await?)
     }
 
+    /// When this database wrote its first keyed audit link (see
+    /// [`chain::Verifier::keyed_since`]); `None` before any.
+    pub async fn keyed_since(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        use sea_orm::QuerySelect;
+        let first: Option<DateTime<Utc>> = audit::Entity::find()
+            .select_only()
+            .column(audit::Column::At)
+            .filter(audit::Column::Hash.starts_with("hmac1:"))
+            .order_by_asc(audit::Column::At)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(first)
+    }
+
+    /// Removes finished workflows `ids` with their audit records (and their events once no
+    /// workflow refers to them), and dead letters received before `before`, in one
+    /// transaction. Returns how many workflows and dead letters went.
+    pub async fn prune(
+        &self,
+        ids: &[String],
+        before: DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin().await?;
+        let mut workflows = 0;
+        for chunk in ids.chunks(500) {
+            let rows = workflow::Entity::find()
+                .filter(workflow::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(workflow::Column::FinishedAt.is_not_null())
+                .all(&txn)
+                .await?;
+            let gone: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            audit::Entity::delete_many()
+                .filter(audit::Column::WorkflowId.is_in(gone.iter().cloned()))
+                .exec(&txn)
+                .await?;
+            workflows += workflow::Entity::delete_many()
+                .filter(workflow::Column::Id.is_in(gone))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            for r in &rows {
+                txn.execute_raw(self.dialect().stmt(
+                    "DELETE FROM events WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM workflows WHERE event_id = $1)",
+                    vec![r.event_id.as_str().into()],
+                ))
+                .await?;
+            }
+        }
+        let dead = dead_letter::Entity::delete_many()
+            .filter(dead_letter::Column::ReceivedAt.lt(before))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok((workflows, dead))
+    }
+
     /// A workflow's trail, by position.
     pub async fn trail(&self, id: &str) -> Result<Vec<audit::Model>, StoreError> {
         Ok(audit::Entity::find()
@@ -397,8 +538,11 @@ async fn save_definition(
         .map(drop)
 }
 
+/// The row of a new workflow whose trail ends at position `seq` with `head`, in `state`.
 fn row_for(
     wf: &NewWorkflow,
+    state: &State,
+    seq: i32,
     head: &str,
     now: DateTime<Utc>,
 ) -> Result<workflow::ActiveModel, StoreError> {
@@ -411,15 +555,15 @@ fn row_for(
         event_type: Set(r.event_type.as_str().to_string()),
         person_email: Set(r.person_email.clone()),
         transfer_to: Set(r.transfer_to.clone()),
-        state: Set(wf.state.status.as_str().to_string()),
+        state: Set(state.status.as_str().to_string()),
         outcome: Set(None),
         error_code: Set(None),
         error_message: Set(None),
         definition_hash: Set(wf.definition.hash.clone()),
-        state_json: Set(serde_json::to_string(&wf.state)?),
+        state_json: Set(serde_json::to_string(state)?),
         trail_head: Set(head.to_string()),
-        trail_seq: Set(1),
-        wake_at: Set(wf.state.wake_at),
+        trail_seq: Set(seq),
+        wake_at: Set(state.wake_at),
         lease_owner: Set(None),
         lease_until: Set(None),
         lease_epoch: Set(0),

@@ -45,6 +45,19 @@ fn pending_from(row: &QueryResult) -> Result<Pending, DbErr> {
     })
 }
 
+/// `entry` with `data.trail_head` set to `head`, the final link of the workflow's audit
+/// chain (known before the commit: the store computes every link from the fence's end).
+pub(crate) fn with_trail_head(entry: &OutboxEntry, head: &str) -> Result<OutboxEntry, StoreError> {
+    let mut body: serde_json::Value = serde_json::from_str(&entry.body)?;
+    if let Some(data) = body.get_mut("data").and_then(|d| d.as_object_mut()) {
+        data.insert("trail_head".into(), head.into());
+    }
+    Ok(OutboxEntry {
+        routing_key: entry.routing_key.clone(),
+        body: body.to_string(),
+    })
+}
+
 /// Writes an entry claimed by `owner` (inside the caller's transaction).
 pub(crate) async fn insert(
     db: &impl ConnectionTrait,

@@ -54,6 +54,8 @@ pub fn connection(app: AppKind, url: &str) -> ConnectionConfig {
         token_env: "UNUSED".into(),
         requests_per_minute: 60_000,
         timeout_secs: 5,
+        protected: Vec::new(),
+        allow_admins: false,
     }
 }
 

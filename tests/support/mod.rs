@@ -30,6 +30,13 @@ pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The Smartsheet token tests use (the secret that must never leak).
 pub const TOKEN: &str = "sk-test-4f9c2a71e0b3d8c6";
+/// The audit chain's key every test process and every spawned binary uses (a secret too).
+pub const AUDIT_KEY: &str = "audit-key-test-5b0e9d13c7a2f648";
+
+/// [`AUDIT_KEY`] as the engine takes it.
+pub fn audit_key() -> offboard::domain::chain::AuditKey {
+    offboard::domain::chain::AuditKey::new(AUDIT_KEY).unwrap()
+}
 
 /// Which database back-end a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -158,13 +165,18 @@ pub fn smartsheet_connection(url: &str) -> ConnectionConfig {
         token_env: "OFFBOARD_TEST_SMARTSHEET_TOKEN".into(),
         requests_per_minute: 6000,
         timeout_secs: 5,
+        protected: Vec::new(),
+        allow_admins: false,
     }
 }
 
 /// An engine over `config`, its Smartsheet client holding `token`.
 pub async fn engine(config: Config, token: &str) -> Arc<Engine> {
     let registry = Registry::load(config.workflows_dir.as_deref()).unwrap();
-    let store = Store::open(&config.database_url).await.unwrap();
+    let store = Store::open(&config.database_url)
+        .await
+        .unwrap()
+        .with_audit_key(audit_key());
     let conn = config.connections["smartsheet"].clone();
     let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
     engine
@@ -339,6 +351,8 @@ pub fn postman_connection(url: &str) -> ConnectionConfig {
         token_env: POSTMAN_TOKEN_ENV.into(),
         requests_per_minute: 6000,
         timeout_secs: 5,
+        protected: Vec::new(),
+        allow_admins: false,
     }
 }
 
@@ -372,7 +386,10 @@ pub async fn use_postman(engine: &Engine, key: &str) {
 /// An engine over `config` (which has a `postman` connection), its Postman client holding `key`.
 pub async fn postman_engine(config: Config, key: &str) -> Arc<Engine> {
     let registry = Registry::load(config.workflows_dir.as_deref()).unwrap();
-    let store = Store::open(&config.database_url).await.unwrap();
+    let store = Store::open(&config.database_url)
+        .await
+        .unwrap()
+        .with_audit_key(audit_key());
     let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
     use_postman(&engine, key).await;
     Arc::new(engine)

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{channel, watch_exchange, AMQP_URL, TOKEN};
+use super::{channel, watch_exchange, AMQP_URL, AUDIT_KEY, TOKEN};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_offboard");
@@ -109,6 +109,7 @@ pub fn command(config: &Path) -> Command {
     cmd.arg("--config")
         .arg(config)
         .env("OFFBOARD_TEST_SMARTSHEET_TOKEN", TOKEN)
+        .env("OFFBOARD_AUDIT_KEY", AUDIT_KEY)
         .env_remove("OFFBOARD_DATABASE_URL")
         .env_remove("OFFBOARD_AMQP_URL")
         .env_remove("OFFBOARD_CONFIG")
@@ -658,6 +659,7 @@ pub async fn replay_all(
             cmd.args(["replay", id])
                 .arg("--config")
                 .arg(config)
+                .env("OFFBOARD_AUDIT_KEY", AUDIT_KEY)
                 .env_remove("OFFBOARD_DATABASE_URL")
                 .env_remove("OFFBOARD_AMQP_URL")
                 .env("RUST_LOG", "warn")

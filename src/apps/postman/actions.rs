@@ -16,12 +16,13 @@
 use serde_json::{json, Value};
 
 use super::client::{
-    admins_of, role_name, roles_of, sole_admin_of, ApiError, Client, RoleChange, ROLE_ADMIN,
+    admins_of, role_name, roles_of, sole_admin_of, ApiError, Client, Member, RoleChange, ROLE_ADMIN,
 };
 use super::errors::{run_error, Area};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
+use crate::domain::protection::Person;
 use crate::domain::step::{Outcome, StepError, StepOutput};
 
 /// Every action this module performs.
@@ -194,6 +195,7 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .fact("scim_id", scim.map(|u| u.id)));
     }
 
+    protect(client, ctx, member.as_ref(), &exact_email).await?;
     let mut held = Vec::new();
     let mut evidence = Vec::new();
     if let Some(m) = &member {
@@ -259,6 +261,34 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             "seats_before",
             seats.map(|s| json!(s)).unwrap_or(Value::Null),
         ))
+}
+
+/// Refuses, before any write, to touch a protected person (`POST-112-B`). Managing the
+/// team takes an Admin's key, so `GET /me` is asked only when an Admin may otherwise be
+/// removed; `deprovision` checks the key's owner once more just before its write.
+async fn protect(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    member: Option<&Member>,
+    email: &str,
+) -> Result<(), Failure> {
+    let admin = member.is_some_and(|m| m.roles.iter().any(|r| r == "admin" || r == "super-admin"));
+    let token_owner = match member {
+        Some(m) if admin && client.guard.allow_admins => {
+            client.me(ctx.calls).await.map_err(users)?.id == m.id
+        }
+        _ => false,
+    };
+    let emails = [ctx.request.person_email.as_str(), email];
+    let person = Person {
+        emails: &emails,
+        admin,
+        token_owner,
+    };
+    match client.guard.refusal(person) {
+        Some(why) => Err(fatal(Code::Post112B, format!("{email}: {why}"))),
+        None => Ok(()),
+    }
 }
 
 /// The team workspaces whose only Admin is the SCIM user `scim_id` (role lists read with
@@ -636,7 +666,7 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         let me = client.me(ctx.calls).await.map_err(users)?;
         if me.id == member {
             return Err(fatal(
-                Code::Post199B,
+                Code::Post112B,
                 format!("{email} owns this connection's API key; deactivating them would cut offboard off. Use another Team Admin's key"),
             ));
         }
@@ -744,6 +774,8 @@ mod tests {
             token_env: "UNUSED".into(),
             requests_per_minute: 60_000,
             timeout_secs: 2,
+            protected: Vec::new(),
+            allow_admins: false,
         };
         Client::with_keys(&config, Secret::new(key), Secret::new(key))
             .unwrap()
@@ -1116,14 +1148,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_key_owner_is_never_deactivated() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(EventType::LicenseReclaim, &s.admin_email, None);
-        let err = run.steps(&req, RECLAIM).await.unwrap_err();
-        assert_eq!(err.code, Code::Post199B);
-        assert!(err.message.contains("API key"), "{}", err.message);
-        assert!(run.sim.member(s.admin_id).unwrap().active);
+    async fn protected_people_are_refused_before_any_write() {
+        // (who, allow_admins, protected patterns, what the refusal names)
+        type Who = fn(&DemoSeed) -> String;
+        let cases: [(Who, bool, &[&str], &str); 4] = [
+            (|s| s.admin_email.clone(), false, &[], "administrator"),
+            (|s| s.admin_email.clone(), true, &[], "owns the token"),
+            (
+                |s| s.leaver_email.clone(),
+                false,
+                &["*@*"],
+                "protected pattern",
+            ),
+            (
+                |s| s.leaver_email.to_uppercase(),
+                false,
+                &["marcus.*@northwind.example"],
+                "protected pattern",
+            ),
+        ];
+        for (who, allow_admins, patterns, why) in cases {
+            let mut run = Run::new().await;
+            let s = run.seed.clone();
+            run.client.guard.allow_admins = allow_admins;
+            run.client.guard.patterns = patterns.iter().map(|p| p.to_string()).collect();
+            for (event_type, steps) in [
+                (EventType::Offboarding, OFFBOARD),
+                (EventType::LicenseReclaim, RECLAIM),
+            ] {
+                let req = request(event_type, &who(&s), Some(&s.recipient_email));
+                let err = run.steps(&req, steps).await.unwrap_err();
+                assert_eq!(err.code, Code::Post112B, "{}", err.message);
+                assert!(err.message.contains(why), "{}", err.message);
+            }
+            let writes: Vec<_> = run
+                .sim
+                .calls()
+                .into_iter()
+                .filter(|c| c.method != "GET")
+                .collect();
+            assert!(writes.is_empty(), "{writes:?}");
+            assert!(run.sim.member(s.admin_id).unwrap().active);
+        }
     }
 
     type Setup = Box<dyn FnOnce(&PostmanSim, &DemoSeed)>;

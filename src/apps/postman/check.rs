@@ -87,6 +87,8 @@ mod tests {
             token_env: "UNUSED".into(),
             requests_per_minute: 60_000,
             timeout_secs: 2,
+            protected: Vec::new(),
+            allow_admins: false,
         };
         Client::with_keys(&config, Secret::new(key), Secret::new(scim_key))
             .unwrap()

@@ -20,16 +20,25 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
+
+/// The error that ends a list still paging after [`MAX_PAGES`] (mapped to `POST-199-B`).
+fn page_loop(path: &str) -> ApiError {
+    ApiError {
+        status: Some(200),
+        name: None,
+        message: page_loop_message(path),
+        retry_after_ms: None,
+    }
+}
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
+use crate::domain::protection::Guard;
 
 /// Page size asked for when listing workspaces (the documented maximum).
 const WORKSPACE_PAGE: u32 = 100;
 /// Page size asked for when listing SCIM users.
 const SCIM_PAGE: u32 = 100;
-/// Safety stop for cursor loops that never end.
-const MAX_PAGES: usize = 10_000;
 
 /// Workspace role id of a Viewer.
 pub const ROLE_VIEWER: &str = "1";
@@ -432,6 +441,8 @@ pub struct Client {
     scim: ApiHttp,
     scim_key_source: String,
     retry: CallRetry,
+    /// Who this connection never removes or downgrades.
+    pub guard: Guard,
 }
 
 impl Client {
@@ -497,6 +508,7 @@ impl Client {
             scim,
             scim_key_source: "the SCIM API key given".to_string(),
             retry: CallRetry::default(),
+            guard: config.guard(),
         })
     }
 
@@ -536,6 +548,14 @@ impl Client {
                 message: e.message,
                 retry_after_ms: None,
             })?;
+        if reply.oversized {
+            return Err(ApiError {
+                status: Some(reply.status),
+                name: None,
+                message: oversized_message(path),
+                retry_after_ms: None,
+            });
+        }
         if reply.status < 400 {
             return Ok(reply.body);
         }
@@ -625,7 +645,7 @@ impl Client {
                 _ => return Ok(all),
             }
         }
-        Ok(all)
+        Err(page_loop("/workspaces"))
     }
 
     /// The first page of workspaces (a permission probe for checks).
@@ -769,7 +789,7 @@ impl Client {
             }
             start += got;
         }
-        Ok(None)
+        Err(page_loop("/scim/v2/Users"))
     }
 
     /// `GET /scim/v2/Users/{id}`; `None` when there is no such SCIM user.
@@ -966,6 +986,7 @@ mod tests {
                 retry_after_ms,
                 headers: map,
                 body: Value::Null,
+                oversized: false,
             }
         };
         assert_eq!(retry_after_ms(&reply(429, &[], Some(3000))), Some(3000));

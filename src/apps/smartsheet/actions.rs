@@ -9,6 +9,7 @@ use super::errors::{run_error, Area};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
+use crate::domain::protection::Person;
 use crate::domain::step::{Outcome, StepError, StepOutput};
 
 /// Every action this module performs.
@@ -120,11 +121,34 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .await
         .map_err(users)?
         .unwrap_or(found);
+    protect(client, ctx, &user).await?;
     Ok(
         StepOutput::summary(format!("found user {} ({})", user.id, user.email))
             .fact("user_id", user.id)
             .fact("entitlements_before", entitlements(&user)),
     )
+}
+
+/// Refuses, before any write, to touch a protected person (`SMT-112-B`). Only a System
+/// Admin can own offboard's token (the token must manage users), so `/users/me` is asked
+/// only when an admin may otherwise be removed.
+async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Result<(), Failure> {
+    let token_owner = user.admin
+        && client.guard.allow_admins
+        && client.me(ctx.calls).await.map_err(users)?.id == user.id;
+    let emails = [ctx.request.person_email.as_str(), user.email.as_str()];
+    let person = Person {
+        emails: &emails,
+        admin: user.admin,
+        token_owner,
+    };
+    match client.guard.refusal(person) {
+        Some(why) => Err(Failure::Step(StepError::fatal(
+            Code::Smt112B,
+            format!("user {} ({}): {why}", user.id, user.email),
+        ))),
+        None => Ok(()),
+    }
 }
 
 async fn list_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
+
+use crate::domain::protection::Guard;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::apps::http::{ApiHttp, CallLog, Reply};
+use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
 
@@ -127,6 +129,8 @@ impl CallError for ApiError {
 pub struct Client {
     http: ApiHttp,
     retry: CallRetry,
+    /// Who this connection never removes or downgrades.
+    pub guard: Guard,
 }
 
 impl Client {
@@ -143,6 +147,7 @@ impl Client {
         Ok(Client {
             http,
             retry: CallRetry::default(),
+            guard: config.guard(),
         })
     }
 
@@ -191,6 +196,14 @@ impl Client {
                 message: e.message,
                 retry_after_ms: None,
             })?;
+        if reply.oversized {
+            return Err(ApiError {
+                status: Some(reply.status),
+                error_code: None,
+                message: oversized_message(path),
+                retry_after_ms: None,
+            });
+        }
         if reply.status < 400 {
             return Ok(reply.body);
         }
@@ -219,8 +232,7 @@ impl Client {
     ) -> Result<Vec<T>, ApiError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut all = Vec::new();
-        let mut page = 1;
-        loop {
+        for page in 1..=MAX_PAGES as u32 {
             let p: Page<T> = self
                 .get(&format!("{path}{sep}page={page}&pageSize={PAGE_SIZE}"), log)
                 .await?;
@@ -228,8 +240,13 @@ impl Client {
             if page >= p.total_pages {
                 return Ok(all);
             }
-            page += 1;
         }
+        Err(ApiError {
+            status: Some(200),
+            error_code: None,
+            message: page_loop_message(path),
+            retry_after_ms: None,
+        })
     }
 
     /// `GET /users/me`: the token's own user.

@@ -106,6 +106,47 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_page_loop_and_an_oversized_body_end_in_199() {
+        use axum::{routing::get, Router};
+        // Every page says there is another one; `/users/me` answers a body past the cap.
+        let app = Router::new()
+            .route(
+                "/groups",
+                get(|| async {
+                    axum::Json(serde_json::json!({"totalPages": 1_000_000, "data": []}))
+                }),
+            )
+            .route(
+                "/users/me",
+                get(|| async { " ".repeat(crate::apps::http::MAX_BODY_BYTES + 1) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = crate::config::ConnectionConfig {
+            app: crate::config::AppKind::Smartsheet,
+            base_url: url,
+            token_env: "UNUSED".into(),
+            requests_per_minute: 6_000_000,
+            timeout_secs: 10,
+            protected: Vec::new(),
+            allow_admins: false,
+        };
+        let client = Client::new(&config, crate::config::Secret::new("t")).unwrap();
+        let log = CallLog::discard();
+        let looped = client.list_groups(&log).await.unwrap_err();
+        assert!(looped.message.contains("after 1000"), "{}", looped.message);
+        let step = run_error(&client, looped, Area::Groups, &log).await;
+        assert_eq!(step.code, Code::Smt199B);
+        let big = client.me(&log).await.unwrap_err();
+        assert!(big.message.contains("larger than 8 MiB"), "{}", big.message);
+        assert_eq!(
+            run_error(&client, big, Area::Users, &log).await.code,
+            Code::Smt199B
+        );
+    }
+
     #[test]
     fn transient_errors_are_recognised() {
         assert!(err(429, 4003).is_transient());
