@@ -118,7 +118,9 @@ impl Pacer {
     /// A pacer allowing `per_minute` requests a minute (at least one).
     pub fn new(per_minute: u32) -> Self {
         Pacer {
-            interval: Duration::from_secs(60) / per_minute.max(1),
+            // A hair (0.1 %) over the exact spacing, so timer jitter never fits one request
+            // too many into an app's 60-second window.
+            interval: (Duration::from_secs(60) / per_minute.max(1)).mul_f64(1.001),
             slots: Mutex::new(Slots {
                 next: TokioInstant::now(),
                 left: 0,
@@ -439,6 +441,7 @@ mod tests {
         for _ in 0..5 {
             pacer.wait().await;
         }
-        assert_eq!(start.elapsed(), Duration::from_millis(2000));
+        assert_eq!(start.elapsed(), pacer.interval * 4);
+        assert!(pacer.interval >= Duration::from_millis(500));
     }
 }
