@@ -19,7 +19,7 @@ const EVENTS: usize = 300;
 const WORKERS: usize = 3;
 const MAX_CONCURRENT: usize = 4;
 const MAX_KILLS: usize = 8;
-const KILL_EVERY: Duration = Duration::from_millis(2500);
+const KILL_EVERY: Duration = Duration::from_millis(1000);
 
 struct Person {
     email: String,
@@ -63,6 +63,15 @@ async fn three_workers_killed_and_restarted_drive_each_workflow_once() {
     let store = offboard::store::Store::open(&url).await.unwrap();
     let names = amqp_names();
     let dir = tempfile::tempdir().unwrap();
+    // Every answer takes 100 ms, as a real API's would: the run then lasts long enough for
+    // several kills however fast the engine gets.
+    org.sim.inject(
+        offboard::apps::smartsheet::simulator::Fault::new(
+            "/",
+            offboard::apps::smartsheet::simulator::FaultKind::Delay(Duration::from_millis(100)),
+        )
+        .times(u32::MAX),
+    );
     let mut file = ConfigFile::new(&url, &names, &org.sim.base_url());
     file.max_concurrent_workflows = MAX_CONCURRENT;
     let config = file.write(&dir.path().join("offboard.toml"));

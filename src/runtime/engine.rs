@@ -195,6 +195,7 @@ impl Engine {
             self.wake.notify_one();
         } else if let Accepted::Held(ids, in_last_hour) = &accepted {
             warn!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), in_last_hour, limit = brake, "mass-offboarding brake on: workflows held until `offboard release`");
+            metrics::counter!("offboard_workflows_held_total").increment(ids.len() as u64);
         } else {
             info!(event_id = %request.event_id.escape_debug(), "duplicate event id; nothing new started");
             for row in self.store.by_event(&request.event_id).await? {
