@@ -315,10 +315,15 @@ async fn a_changed_definition_does_not_change_a_started_workflow() {
     soon["data"]["not_before"] =
         Value::from((chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339());
     let id = s.submit(soon.to_string().as_bytes()).await;
+    let version = "version = 1";
+    let last_step = "[[steps]]\nname = \"confirm-removed\"\naction = \"smartsheet.confirm_removed\"\nretry = { initial_interval_ms = 2000, max_attempts = 4 }\n";
+    assert!(
+        original.contains(version) && original.contains(last_step),
+        "the fixture edit matches the shipped file"
+    );
     let changed = original
-        .replace("version = 1", "version = 2")
-        .replace("[[steps]]\nname = \"confirm-removed\"\naction = \"smartsheet.confirm_removed\"\nretry = { initial_interval_ms = 2000, max_attempts = 4 }\n", "");
-    assert_ne!(changed, original);
+        .replace(version, "version = 2")
+        .replace(last_step, "");
     std::fs::write(workflows.path().join("smartsheet-offboard.toml"), &changed).unwrap();
 
     // A restarted engine loads version 2, yet the started workflow finishes on version 1.

@@ -73,15 +73,28 @@ async fn offboard_and_reclaim(db: Db) {
     for g in &org.leaver_groups {
         assert_eq!(org.sim.group(*g).unwrap().owner_id, org.recipient);
     }
+    // Groups the leaver did not own keep their owners, and were never written to.
+    let group_writes: Vec<String> = org
+        .sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "PUT" && c.path.starts_with("/groups/"))
+        .map(|c| c.path)
+        .collect();
     for g in &org.other_groups {
-        assert_ne!(
-            org.sim.group(*g).unwrap().owner_id,
-            org.recipient.max(0) + 1_000_000
+        assert!(
+            !group_writes.contains(&format!("/groups/{g}")),
+            "group {g} was not the leaver's, yet it was written to: {group_writes:?}"
         );
     }
+    assert_eq!(group_writes.len(), org.leaver_groups.len());
     assert_eq!(
         org.sim.group(org.other_groups[0]).unwrap().owner_id,
         org.admin
+    );
+    assert_eq!(
+        org.sim.group(org.other_groups[1]).unwrap().owner_id,
+        org.recipient
     );
     assert!(org.sim.user(org.leaver).is_none());
     assert_eq!(org.sim.user(org.recipient).unwrap().sheet_count, 7);
@@ -152,13 +165,24 @@ async fn a_duplicate_event_id_starts_one_workflow() {
     publish(&names, "license.reclaim.requested", &body).await;
     publish(&names, "license.reclaim.requested", &body).await;
     finished(engine.store(), "ev-dup", 1, 30).await;
-    // Once the queue is drained, still exactly one workflow exists for the id.
+    // Once the queue is drained and the repeat is on record, still exactly one workflow
+    // exists for the id.
     let ch = channel().await;
     eventually(10, "the request queue to drain", || async {
         queue_is_empty(&ch, &names.queue).await.then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = engine.store().by_event("ev-dup").await.unwrap()[0]
+        .id
+        .clone();
+    eventually(10, "the repeated delivery to be noted", || async {
+        let trail = engine.store().trail(&id).await.unwrap();
+        trail
+            .iter()
+            .any(|r| r.kind == "duplicate_received")
+            .then_some(())
+    })
+    .await;
     assert_eq!(engine.store().list(None).await.unwrap().len(), 1);
     let puts = org.sim.calls().iter().filter(|c| c.method == "PUT").count();
     assert_eq!(puts, 1);

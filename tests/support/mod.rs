@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
@@ -311,10 +311,19 @@ pub async fn take(ch: &Channel, queue: &str, n: usize, secs: u64) -> Vec<lapin::
 
 /// Whether a queue is empty right now.
 pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
-    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .is_none()
+    // A passive declare reads the count of ready messages without taking one.
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+        == 0
 }
 
 // ---------------------------------------------------------------------------
