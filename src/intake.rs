@@ -585,18 +585,30 @@ pub async fn submit_signed(
     signature: Option<&str>,
 ) -> Result<(), String> {
     let (conn, channel) = open(url).await?;
-    declare(&channel, names)
+    // A broker that accepted the connection but stops answering (declare, confirm) must
+    // not hang the caller: the whole exchange has a bound, as connecting has.
+    let exchange = async {
+        declare(&channel, names)
+            .await
+            .map_err(|e| format!("cannot declare the topology: {e}"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let confirm = send_with(&channel, &names.exchange, routing_key, body, signature)
+            .await?
+            .await
+            .map_err(|e| e.to_string())?;
+        confirmed(confirm, routing_key)
+    };
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
         .await
-        .map_err(|e| format!("cannot declare the topology: {e}"))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let confirm = send_with(&channel, &names.exchange, routing_key, body, signature)
-        .await?
-        .await
-        .map_err(|e| e.to_string())?;
-    confirmed(confirm, routing_key)?;
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "RabbitMQ did not confirm the event within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        });
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
+    result
 }
