@@ -3,6 +3,7 @@
 //! outbox (§2) with publisher confirms, and `submit`'s one-shot publish. Connections are
 //! re-established with growing delays when the broker goes away.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,7 +172,7 @@ async fn consume_once(
     dlx.confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             names.queue.as_str().into(),
             format!("offboard-{}", std::process::id()).into(),
@@ -181,15 +182,28 @@ async fn consume_once(
         .await
         .map_err(|e| e.to_string())?;
     info!(queue = %names.queue, "consuming events");
+    // The whole prefetch window is handled at once (each delivery acked after its own
+    // commit); the work loop's free places pace the accepts.
+    let paused = Arc::new(AtomicBool::new(false));
+    let stop = shutdown.clone();
+    let mut handled = consumer
+        .map(|delivery| {
+            let (engine, dlx, shutdown) = (engine.clone(), dlx.clone(), stop.clone());
+            let paused = paused.clone();
+            async move {
+                let delivery = delivery.map_err(|e| e.to_string())?;
+                handle(&engine, &dlx, delivery, shutdown, &paused).await
+            }
+        })
+        .buffer_unordered(usize::from(names.prefetch.max(1)));
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
                 let _ = conn.close(200, "offboard is stopping".into()).await;
                 return Ok(());
             }
-            delivery = consumer.next() => match delivery {
-                Some(Ok(delivery)) => handle(engine, &dlx, delivery, shutdown.clone()).await?,
-                Some(Err(e)) => return Err(e.to_string()),
+            outcome = handled.next() => match outcome {
+                Some(outcome) => outcome?,
                 None => return Err("the consumer was cancelled by the broker".into()),
             },
         }
@@ -213,9 +227,9 @@ async fn handle(
     dlx: &Channel,
     delivery: Delivery,
     mut shutdown: watch::Receiver<bool>,
+    paused: &AtomicBool,
 ) -> Result<(), String> {
     let mut delays = reconnect_delays();
-    let mut paused = false;
     loop {
         match try_handle(engine, dlx, &delivery).await {
             Ok(()) => break,
@@ -225,9 +239,8 @@ async fn handle(
                     .next()
                     .unwrap_or(Duration::from_secs(30))
                     .min(Duration::from_secs(5));
-                if !paused {
+                if !paused.swap(true, Ordering::SeqCst) {
                     error!(error = %e, "the database is unreachable; intake paused until it is back");
-                    paused = true;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -237,7 +250,7 @@ async fn handle(
             }
         }
     }
-    if paused {
+    if paused.swap(false, Ordering::SeqCst) {
         info!("the database is back; intake resumed");
     }
     delivery
@@ -271,7 +284,8 @@ async fn try_handle(
             Err(rejection) => rejection,
             Ok(()) => {
                 let text = String::from_utf8_lossy(body);
-                match engine.accept(&request, &text).await {
+                let place = engine.reserve().await;
+                match engine.accept_reserved(&request, &text, place).await {
                     Ok(Ok(_)) => {
                         if let Some(t) = request.time {
                             metrics::histogram!("offboard_intake_lag_seconds")

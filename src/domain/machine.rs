@@ -94,6 +94,12 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
+
+    /// Whether the scheduler drives workflows in this status (now or when their timer
+    /// fires): not an ended one, and not one held until an operator releases it.
+    pub fn is_schedulable(self) -> bool {
+        matches!(self, Status::Pending | Status::Running | Status::Retrying)
+    }
 }
 
 /// Where one step stands.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::definitions::{stored, Registry};
@@ -28,7 +28,7 @@ use crate::domain::event::{Rejection, Request};
 use crate::domain::machine::{self, Record};
 use crate::domain::plan;
 use crate::domain::step::StepError;
-use crate::store::{Accepted, NewWorkflow, Pending, Store, StoreError};
+use crate::store::{Accepted, Claim, HandOff, NewWorkflow, Pending, Store, StoreError};
 
 pub use super::operator::{Intervened, Intervention};
 
@@ -66,8 +66,25 @@ pub struct Engine {
     pub(super) stopping: AtomicBool,
     /// Workflows this process is driving now: the only leases its heartbeat renews.
     pub(super) in_flight: StdMutex<HashSet<String>>,
+    /// Places among the `max_concurrent_workflows` this process drives at once, shared by
+    /// the scheduler's claims and the intake's hand-offs.
+    pub(super) permits: Arc<Semaphore>,
+    /// Where the intake hands freshly accepted workflows to the running work loop
+    /// (`None` when no work loop runs in this process).
+    pub(super) hand_offs: StdMutex<Option<mpsc::UnboundedSender<HandedOff>>>,
     outbox_tx: mpsc::UnboundedSender<(Instant, Pending)>,
     outbox_rx: StdMutex<Option<mpsc::UnboundedReceiver<(Instant, Pending)>>>,
+}
+
+/// A workflow the intake created already leased to this process, with its first step's
+/// start recorded, for the work loop to drive at once.
+pub(super) struct HandedOff {
+    /// The lease and what the driver needs to start.
+    pub claim: Claim,
+    /// The step attempt whose start was recorded with the workflow's creation.
+    pub started: (usize, u32),
+    /// Its place among the workflows driven at once.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// Why an engine operation failed.
@@ -94,6 +111,7 @@ impl Engine {
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
         Engine {
             lease: Duration::from_secs(config.lease_secs),
+            permits: Arc::new(Semaphore::new(config.max_concurrent_workflows.max(1))),
             store,
             config,
             registry,
@@ -103,6 +121,7 @@ impl Engine {
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
             in_flight: StdMutex::new(HashSet::new()),
+            hand_offs: StdMutex::new(None),
             outbox_tx,
             outbox_rx: StdMutex::new(Some(outbox_rx)),
         }
@@ -173,8 +192,20 @@ impl Engine {
                 definition: p.definition,
                 created: p.created,
                 state: p.state,
+                start: None,
             })
             .collect())
+    }
+
+    /// Waits for a place among the workflows this process drives, so the intake accepts
+    /// no faster than the work loop drives (the rest of the events wait in the broker,
+    /// for whichever process has room) and hands each new workflow straight to the loop.
+    /// `None` at once when no work loop runs in this process.
+    pub async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        if self.hand_offs.lock().expect("hand-off lock").is_none() {
+            return None;
+        }
+        self.permits.clone().acquire_owned().await.ok()
     }
 
     /// Stores an event's workflows (nothing if its id was seen) and wakes the workers.
@@ -184,12 +215,65 @@ impl Engine {
         request: &Request,
         body: &str,
     ) -> Result<Result<Accepted, Rejection>, EngineError> {
-        let planned = match self.plan(request) {
+        self.accept_reserved(request, body, None).await
+    }
+
+    /// [`Engine::accept`] with a place `reserved` among the workflows this process drives
+    /// (see [`Engine::reserve`]): the event's first workflow that can start now is created
+    /// with its first step's start, leased to this process, and handed to the work loop —
+    /// no claim, no scheduler turn, one commit fewer. Other workflows of the event are
+    /// handed off too while places are free; the rest are claimed as usual.
+    pub async fn accept_reserved(
+        &self,
+        request: &Request,
+        body: &str,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Result<Result<Accepted, Rejection>, EngineError> {
+        let mut planned = match self.plan(request) {
             Ok(p) => p,
             Err(rejection) => return Ok(Err(rejection)),
         };
+        let mut spare = reserved.filter(|_| !self.is_stopping());
+        let mut places = Vec::new();
+        if spare.is_some() {
+            let now = stored_time(Utc::now());
+            for wf in planned.iter_mut() {
+                let machine::Next::Run { step, attempt } =
+                    machine::next(&wf.state, &wf.definition, now)
+                else {
+                    continue;
+                };
+                let Some(permit) = spare
+                    .take()
+                    .or_else(|| self.permits.clone().try_acquire_owned().ok())
+                else {
+                    break;
+                };
+                wf.start = Some(Record::StepStarted { step, attempt });
+                places.push((wf.id.clone(), (step, attempt), permit));
+            }
+        }
+        let hand_off = (!places.is_empty()).then(|| HandOff {
+            owner: &self.worker_id,
+            lease_secs: self.lease_secs(),
+        });
         let brake = self.config.limits.max_offboardings_per_hour;
-        let accepted = self.store.accept(request, body, &planned, brake).await?;
+        let (accepted, claims) = self
+            .store
+            .accept(request, body, &planned, brake, hand_off)
+            .await?;
+        for claim in claims {
+            let Some(i) = places.iter().position(|(id, _, _)| *id == claim.id) else {
+                continue;
+            };
+            let (_, started, permit) = places.swap_remove(i);
+            self.hand_off(HandedOff {
+                claim,
+                started,
+                permit,
+            })
+            .await;
+        }
         if let Accepted::New(ids) = &accepted {
             info!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), "event accepted");
             self.wake.notify_one();
@@ -209,6 +293,23 @@ impl Engine {
             }
         }
         Ok(Ok(accepted))
+    }
+
+    /// Gives a handed-off workflow to the work loop; when the loop has stopped, gives its
+    /// lease back so any process may claim it.
+    async fn hand_off(&self, handed: HandedOff) {
+        let sender = self.hand_offs.lock().expect("hand-off lock").clone();
+        let handed = match sender {
+            Some(tx) => match tx.send(handed) {
+                Ok(()) => return,
+                Err(unsent) => unsent.0,
+            },
+            None => handed,
+        };
+        let claim = handed.claim;
+        if let Err(e) = self.store.release(&claim.id, &claim.lease, None).await {
+            warn!(workflow = %claim.id, error = %e, "could not release a lease; it will lapse");
+        }
     }
 
     /// Appends a record that changes no state (a note for auditors), whoever runs the

@@ -53,10 +53,15 @@ impl<'e> Runner<'e> {
     /// Drives the workflow as far as it can go now: to its end, a durable timer, or a
     /// stop of the process. The commit that leaves nothing more to do now also gives the
     /// lease back. Returns the state afterwards.
-    pub async fn run(mut self) -> Result<State, EngineError> {
+    ///
+    /// `started` is a step attempt whose start is recorded already (a workflow handed
+    /// over with its creation): the drive performs it first.
+    pub async fn run(mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
         // Records decided but not committed yet, and the time their decision used.
-        let mut records: Vec<Record> = Vec::new();
-        let mut at = stored_time(Utc::now());
+        let (mut records, mut at) = match started {
+            Some((step, attempt)) => self.perform(step, attempt).await,
+            None => (Vec::new(), stored_time(Utc::now())),
+        };
         loop {
             let preview = self.preview(&records, at)?;
             let (more, start) = self.boundary(&preview, at);

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
-use super::engine::{Engine, EngineError};
+use super::engine::{Engine, EngineError, HandedOff};
 use super::runner::Runner;
 use crate::domain::machine::State;
 use crate::store::{Claim, Lease};
@@ -50,10 +50,20 @@ impl Engine {
     /// Drives a claimed workflow, then gives its lease back. A lost lease stops the drive
     /// with nothing more written; any other error defers the workflow for 30 s.
     pub async fn drive(&self, claim: Claim) -> Result<State, EngineError> {
+        self.drive_from(claim, None).await
+    }
+
+    /// [`Engine::drive`], for a claim whose step attempt `started` is recorded already
+    /// (a hand-off from the intake): the drive begins by performing it.
+    async fn drive_from(
+        &self,
+        claim: Claim,
+        started: Option<(usize, u32)>,
+    ) -> Result<State, EngineError> {
         let id = claim.id.clone();
         let lease = claim.lease.clone();
         let _in_flight = InFlight::enter(self, &id);
-        let result = async { Runner::new(self, claim).await?.run().await }
+        let result = async { Runner::new(self, claim).await?.run(started).await }
             .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
             .await;
         // A drive that ends well has given its lease back with its last write.
@@ -132,40 +142,43 @@ impl Engine {
         }
     }
 
-    /// The serve loop: claims due workflows as permits free up, keeps the leases of the
-    /// drives in flight alive, stops when `shutdown` turns true (in-flight steps finish
-    /// first; no new step starts).
+    /// The serve loop: drives the workflows the intake hands over and claims due ones as
+    /// places free up, keeps the leases of the drives in flight alive, stops when
+    /// `shutdown` turns true (in-flight steps finish first; no new step starts).
     pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat());
-        let permits = Arc::new(Semaphore::new(
-            self.config().max_concurrent_workflows.max(1),
-        ));
+        let (hand_offs, mut handed) = mpsc::unbounded_channel();
+        *self.hand_offs.lock().expect("hand-off lock") = Some(hand_offs);
         let mut running = tokio::task::JoinSet::new();
+        let drive = |running: &mut tokio::task::JoinSet<()>, h: HandedOff| {
+            let engine = self.clone();
+            running.spawn(async move {
+                let _permit = h.permit;
+                let _ = engine.drive_from(h.claim, Some(h.started)).await;
+            });
+        };
         while !*shutdown.borrow() {
             while running.try_join_next().is_some() {}
-            let free = permits.available_permits();
-            let mut full = false;
-            match self
-                .store
-                .claim_due(&self.worker_id, self.lease_secs(), free)
-                .await
-            {
-                Ok(claims) => {
-                    full = free > 0 && claims.len() == free;
-                    for claim in claims {
-                        let permit = permits
-                            .clone()
-                            .try_acquire_owned()
-                            .expect("claimed no more than the free permits");
+            while let Ok(h) = handed.try_recv() {
+                drive(&mut running, h);
+            }
+            let full = match self.claim_free().await {
+                Ok((claims, places)) => {
+                    let full = !places.is_empty() && claims.len() == places.len();
+                    for (claim, permit) in claims.into_iter().zip(places) {
                         let engine = self.clone();
                         running.spawn(async move {
                             let _permit = permit;
                             let _ = engine.drive(claim).await;
                         });
                     }
+                    full
                 }
-                Err(e) => warn!(error = %e, "could not claim due workflows"),
-            }
+                Err(e) => {
+                    warn!(error = %e, "could not claim due workflows");
+                    false
+                }
+            };
             // More may be due: look again as soon as a drive ends. Otherwise sleep until
             // the next timer (other processes' new events are seen within a second).
             let nap = if full {
@@ -178,6 +191,7 @@ impl Engine {
                 .clamp(Duration::from_millis(20), Duration::from_secs(1))
             };
             tokio::select! {
+                Some(h) = handed.recv() => drive(&mut running, h),
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(nap) => {}
                 _ = running.join_next(), if !running.is_empty() => {}
@@ -186,12 +200,32 @@ impl Engine {
         }
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Hand-offs made before the intake saw the stop are driven like any in flight.
+        *self.hand_offs.lock().expect("hand-off lock") = None;
+        while let Ok(h) = handed.try_recv() {
+            drive(&mut running, h);
+        }
         info!(
             in_flight = running.len(),
             "stopping: letting in-flight steps finish"
         );
         running.join_all().await;
         heartbeat.abort();
+    }
+
+    /// Claims as many due workflows as there are free places; returns the claims, and the
+    /// places taken for them (the first `claims.len()` are theirs; the rest go back when
+    /// dropped).
+    async fn claim_free(&self) -> Result<(Vec<Claim>, Vec<OwnedSemaphorePermit>), EngineError> {
+        let mut places = Vec::new();
+        while let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            places.push(permit);
+        }
+        let claims = self
+            .store
+            .claim_due(&self.worker_id, self.lease_secs(), places.len())
+            .await?;
+        Ok((claims, places))
     }
 
     /// Renews, every third of a lease, the leases of the drives in flight.

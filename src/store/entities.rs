@@ -111,6 +111,10 @@ pub mod workflow {
         pub lease_epoch: i64,
         /// Position of the last audit record (the compare-and-set of every append).
         pub trail_seq: i32,
+        /// When the scheduler may next pick it up: its wake-up time, when it became
+        /// runnable, or while a worker holds it the end of the lease; `None` once nobody
+        /// needs to (ended, or held by the brake). The due query scans its index.
+        pub due_at: Option<DateTimeUtc>,
         /// Who asked to cancel it while it ran.
         pub cancel_requested_by: Option<String>,
         /// Created.

@@ -10,7 +10,7 @@
 //! Each append also extends the lease, so a holder that writes is never overtaken.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryResult, TransactionTrait, Value};
 
 use super::entities::audit;
 use super::outbox::{self, OutboxEntry};
@@ -77,14 +77,34 @@ pub struct Appended {
     pub outbox: Option<outbox::Pending>,
 }
 
-/// The SQL condition of a workflow that may be claimed by the scheduler now.
+/// One record of an append, chained: its position, the link before it, its time, the
+/// record and its JSON, and its own link.
+struct Link<'r> {
+    seq: i32,
+    prev: String,
+    at: DateTime<Utc>,
+    record: &'r Record,
+    body: String,
+    hash: String,
+}
+
+/// What a matched append wrote: the pending cancel request it read, the outbox entry.
+type Written = (Option<String>, Option<outbox::Pending>);
+
+/// The SQL condition of a workflow that may be claimed by the scheduler now: due (see
+/// `due_at`, which a lease pushes to its own end) and held by no live lease.
 pub(crate) fn due_condition(d: Dialect) -> String {
     let now = d.now();
-    format!(
-        "state IN ('pending', 'running', 'retrying') \
-         AND (wake_at IS NULL OR wake_at <= {now}) \
-         AND (lease_until IS NULL OR lease_until < {now})"
-    )
+    format!("due_at <= {now} AND (lease_until IS NULL OR lease_until < {now})")
+}
+
+/// `due_at` of a workflow `state` leaves behind when its holder gives the lease back: its
+/// wake-up time, `at` when it can run now, nothing when nobody needs to look at it.
+pub(crate) fn due_after(state: &State, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    state
+        .status
+        .is_schedulable()
+        .then(|| state.wake_at.unwrap_or(at))
 }
 
 const CLAIM_RETURNING: &str =
@@ -109,7 +129,7 @@ fn claim_from(row: &QueryResult, owner: &str) -> Result<Claim, StoreError> {
 }
 
 impl Store {
-    /// Claims up to `limit` due workflows for `owner` for `lease_secs`, oldest first.
+    /// Claims up to `limit` due workflows for `owner` for `lease_secs`, longest due first.
     pub async fn claim_due(
         &self,
         owner: &str,
@@ -122,9 +142,9 @@ impl Store {
         let d = self.dialect();
         let sql = format!(
             "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, \
-             lease_until = {until} \
+             lease_until = {until}, due_at = {until} \
              WHERE id IN (SELECT id FROM workflows WHERE {due} \
-                          ORDER BY created_at LIMIT $2 {lock}) \
+                          ORDER BY due_at LIMIT $2 {lock}) \
              RETURNING {CLAIM_RETURNING}",
             until = d.later(lease_secs),
             due = due_condition(d),
@@ -148,7 +168,7 @@ impl Store {
         let d = self.dialect();
         let sql = format!(
             "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, \
-             lease_until = {until} \
+             lease_until = {until}, due_at = CASE WHEN due_at IS NULL THEN NULL ELSE {until} END \
              WHERE id = $2 AND (lease_until IS NULL OR lease_until < {now}) \
              RETURNING {CLAIM_RETURNING}",
             until = d.later(lease_secs),
@@ -175,7 +195,9 @@ impl Store {
         let d = self.dialect();
         let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
-            "UPDATE workflows SET lease_until = {until} WHERE lease_owner = $1 AND id IN ({})",
+            "UPDATE workflows SET lease_until = {until}, \
+             due_at = CASE WHEN due_at IS NULL THEN NULL ELSE {until} END \
+             WHERE lease_owner = $1 AND id IN ({})",
             list.join(", "),
             until = d.later(lease_secs),
         );
@@ -197,14 +219,17 @@ impl Store {
         defer_until: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let d = self.dialect();
-        let defer = if defer_until.is_some() {
-            ", wake_at = $4"
+        let (defer, wake) = if defer_until.is_some() {
+            (", wake_at = $4", "$4")
         } else {
-            ""
+            ("", "wake_at")
         };
         let sql = format!(
-            "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer} \
-             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3"
+            "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer}, \
+             due_at = CASE WHEN state IN ('pending', 'running', 'retrying') \
+                      THEN COALESCE({wake}, {now}) END \
+             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            now = d.now(),
         );
         let mut values: Vec<Value> =
             vec![id.into(), lease.owner.as_str().into(), lease.epoch.into()];
@@ -279,30 +304,51 @@ impl Store {
             let body = serde_json::to_string(record)?;
             seq += 1;
             let hash = chain::link(self.audit_key(), &prev, seq, at, &body);
-            links.push((seq, prev.clone(), at, record, body, hash.clone()));
+            links.push(Link {
+                seq,
+                prev: prev.clone(),
+                at,
+                record,
+                body,
+                hash: hash.clone(),
+            });
             prev = hash;
             last_at = Some(at);
         }
         let updated_at = last_at.unwrap_or_else(|| chain::stored_time(Utc::now()));
         let finished = state.status.is_final();
-        let txn = self.db.begin().await?;
-        let sql = format!(
+        // While the holder keeps the lease, the workflow is due again only when the lease
+        // ends (should the holder die); given back, it is due as its state says.
+        let (lease_set, due) = match extend_secs {
+            Some(secs) if state.status.is_schedulable() => (
+                format!(
+                    "lease_until = {until}, due_at = {until}",
+                    until = d.later(secs)
+                ),
+                None,
+            ),
+            Some(secs) => (
+                format!("lease_until = {}, due_at = $15", d.later(secs)),
+                Some(due_after(state, updated_at)),
+            ),
+            None => (
+                "lease_owner = NULL, lease_until = NULL, due_at = $15".to_string(),
+                Some(due_after(state, updated_at)),
+            ),
+        };
+        let update = format!(
             "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
              state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
-             finished_at = $10, {lease}{cancel} \
+             finished_at = $10, {lease_set}{cancel} \
              WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
              RETURNING cancel_requested_by",
-            lease = match extend_secs {
-                Some(secs) => format!("lease_until = {}", d.later(secs)),
-                None => "lease_owner = NULL, lease_until = NULL".to_string(),
-            },
             cancel = if clear_cancel {
                 ", cancel_requested_by = NULL"
             } else {
                 ""
             },
         );
-        let values: Vec<Value> = vec![
+        let mut values: Vec<Value> = vec![
             state.status.as_str().into(),
             state.outcome.map(|o| o.as_str().to_string()).into(),
             state.error_code.map(|c| c.as_str().to_string()).into(),
@@ -318,35 +364,157 @@ impl Store {
             lease.epoch.into(),
             end.seq.into(),
         ];
-        let Some(row) = txn.query_one_raw(d.stmt(&sql, values)).await? else {
-            txn.rollback().await?;
+        if let Some(due) = due {
+            values.push(due.into());
+        }
+        // The event carries the trail's final link, so a copy kept outside the database
+        // can confirm the trail later.
+        let outbox_entry = outbox_entry
+            .as_ref()
+            .map(|entry| outbox::with_trail_head(entry, &prev))
+            .transpose()?;
+        let written = if self.backend() == DbBackend::Postgres {
+            self.append_in_one_statement(
+                update,
+                values,
+                id,
+                lease,
+                &links,
+                &outbox_entry,
+                updated_at,
+            )
+            .await?
+        } else {
+            self.append_in_transaction(update, values, id, lease, &links, &outbox_entry, updated_at)
+                .await?
+        };
+        let Some((cancel_requested_by, outbox)) = written else {
             return self.why_refused(id, lease).await.map(Err);
         };
-        // A pending cancel request stays until a `cancelled` or `cancel_refused` record
-        // answers it, so one asked during the last step is seen here and answered.
-        let cancel_requested_by: Option<String> = row.try_get("", "cancel_requested_by")?;
-        if !links.is_empty() {
-            audit::Entity::insert_many(links.iter().map(|(seq, prev, at, record, body, hash)| {
-                audit_row(id, *seq, prev, *at, record, body, hash)
-            }))
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        let outbox = match outbox_entry {
-            Some(entry) => {
-                // The event carries the trail's final link, so a copy kept outside the
-                // database can confirm the trail later.
-                let entry = outbox::with_trail_head(entry, &prev)?;
-                Some(outbox::insert(&txn, d, &entry, &lease.owner, updated_at).await?)
-            }
-            None => None,
-        };
-        txn.commit().await?;
         Ok(Ok(Appended {
             end: TrailEnd { seq, head: prev },
             cancel_requested_by,
             outbox,
         }))
+    }
+
+    /// PostgreSQL: the compare-and-set update, the audit rows and the outbox entry in one
+    /// statement (its own transaction), so a step boundary costs one round trip. The
+    /// inserts only happen when the update matched its row.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_in_one_statement(
+        &self,
+        update: String,
+        mut values: Vec<Value>,
+        id: &str,
+        lease: &Lease,
+        links: &[Link<'_>],
+        outbox_entry: &Option<OutboxEntry>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Written>, StoreError> {
+        let d = self.dialect();
+        let mut sql = format!("WITH w AS ({update})");
+        if !links.is_empty() {
+            let rows: Vec<String> = links
+                .iter()
+                .map(|link| {
+                    let n = values.len();
+                    values.extend([
+                        id.into(),
+                        link.seq.into(),
+                        link.at.into(),
+                        link.record.kind().into(),
+                        link.record.step().map(|s| s as i32).into(),
+                        link.body.as_str().into(),
+                        link.prev.as_str().into(),
+                        link.hash.as_str().into(),
+                    ]);
+                    format!(
+                        "(${}::text, ${}::int, ${}::timestamptz, ${}::text, ${}::int, ${}::text, ${}::text, ${}::text)",
+                        n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8
+                    )
+                })
+                .collect();
+            sql += &format!(
+                ", a AS (INSERT INTO audit_records \
+                 (workflow_id, seq, at, kind, step, body, prev_hash, hash) \
+                 SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM w))",
+                rows.join(", ")
+            );
+        }
+        let outbox_id = if let Some(entry) = outbox_entry {
+            let n = values.len();
+            values.extend([
+                entry.routing_key.as_str().into(),
+                entry.body.as_str().into(),
+                at.into(),
+                lease.owner.as_str().into(),
+            ]);
+            sql += &format!(
+                ", o AS (INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
+                 SELECT ${}::text, ${}::text, ${}::timestamptz, ${}::text, {until} \
+                 WHERE EXISTS (SELECT 1 FROM w) RETURNING id)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                until = d.later(outbox::CLAIM_SECS),
+            );
+            "(SELECT id FROM o)"
+        } else {
+            "NULL::bigint"
+        };
+        sql += &format!(" SELECT cancel_requested_by, {outbox_id} AS outbox_id FROM w");
+        let Some(row) = self.db.query_one_raw(d.stmt(&sql, values)).await? else {
+            return Ok(None);
+        };
+        let cancel: Option<String> = row.try_get("", "cancel_requested_by")?;
+        let outbox = match outbox_entry {
+            Some(entry) => Some(outbox::Pending {
+                id: row.try_get("", "outbox_id")?,
+                entry: entry.clone(),
+            }),
+            None => None,
+        };
+        Ok(Some((cancel, outbox)))
+    }
+
+    /// SQLite: the same writes in one transaction (SQLite has no writes inside `WITH`).
+    #[allow(clippy::too_many_arguments)]
+    async fn append_in_transaction(
+        &self,
+        update: String,
+        values: Vec<Value>,
+        id: &str,
+        lease: &Lease,
+        links: &[Link<'_>],
+        outbox_entry: &Option<OutboxEntry>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Written>, StoreError> {
+        let d = self.dialect();
+        let txn = self.db.begin().await?;
+        let Some(row) = txn.query_one_raw(d.stmt(&update, values)).await? else {
+            txn.rollback().await?;
+            return Ok(None);
+        };
+        // A pending cancel request stays until a `cancelled` or `cancel_refused` record
+        // answers it, so one asked during the last step is seen here and answered.
+        let cancel: Option<String> = row.try_get("", "cancel_requested_by")?;
+        if !links.is_empty() {
+            audit::Entity::insert_many(
+                links
+                    .iter()
+                    .map(|l| audit_row(id, l.seq, &l.prev, l.at, l.record, &l.body, &l.hash)),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        let outbox = match outbox_entry {
+            Some(entry) => Some(outbox::insert(&txn, d, entry, &lease.owner, at).await?),
+            None => None,
+        };
+        txn.commit().await?;
+        Ok(Some((cancel, outbox)))
     }
 
     /// After a refused compare-and-set: the lease is gone, or only the trail moved on.
@@ -418,8 +586,28 @@ pub(crate) async fn insert_record(
     Ok(hash)
 }
 
+/// Leases a workflow being created (epoch 1) to the process handing it off to itself.
+pub(crate) async fn lease_new(
+    txn: &impl ConnectionTrait,
+    d: Dialect,
+    id: &str,
+    hand_off: &super::HandOff<'_>,
+) -> Result<Lease, StoreError> {
+    let sql = format!(
+        "UPDATE workflows SET lease_owner = $1, lease_epoch = 1, lease_until = {until}, \
+         due_at = {until} WHERE id = $2",
+        until = d.later(hand_off.lease_secs),
+    );
+    txn.execute_raw(d.stmt(&sql, vec![hand_off.owner.into(), id.into()]))
+        .await?;
+    Ok(Lease {
+        owner: hand_off.owner.to_string(),
+        epoch: 1,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
-fn audit_row(
+pub(crate) fn audit_row(
     id: &str,
     seq: i32,
     prev: &str,

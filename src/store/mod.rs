@@ -74,6 +74,19 @@ pub struct NewWorkflow {
     pub created: Record,
     /// The state after that record.
     pub state: State,
+    /// The first step's start (`StepStarted`), when the accepting process will drive the
+    /// workflow at once: recorded in the same transaction as its creation.
+    pub start: Option<Record>,
+}
+
+/// The process that accepts an event and drives its workflows at once, and the lease it
+/// takes on them.
+#[derive(Clone, Copy, Debug)]
+pub struct HandOff<'a> {
+    /// Its worker id.
+    pub owner: &'a str,
+    /// The lease's length.
+    pub lease_secs: f64,
 }
 
 /// What became of an event handed to [`Store::accept`].
@@ -225,13 +238,18 @@ impl Store {
     /// after `created`). The count is taken in the same transaction, after the event's
     /// own insert, under a lock every process takes (PostgreSQL: a transaction-scoped
     /// advisory lock; SQLite: the single writer's lock), so it holds across processes.
+    ///
+    /// With `hand_off`, each workflow with a `start` record is created with it, already
+    /// leased to the process that will drive it at once: no claim, no separate commit of
+    /// the first step's start. Those claims are returned beside what was accepted.
     pub async fn accept(
         &self,
         request: &Request,
         body: &str,
         workflows: &[NewWorkflow],
         brake: Option<u32>,
-    ) -> Result<Accepted, StoreError> {
+        hand_off: Option<HandOff<'_>>,
+    ) -> Result<(Accepted, Vec<Claim>), StoreError> {
         let now = chain::stored_time(Utc::now());
         let txn = self.db.begin().await?;
         let inserted = event::Entity::insert(event::ActiveModel {
@@ -251,7 +269,7 @@ impl Store {
         .await?;
         if inserted == 0 {
             txn.rollback().await?;
-            return Ok(Accepted::Duplicate);
+            return Ok((Accepted::Duplicate, Vec::new()));
         }
         let held = match brake {
             Some(limit) if request.event_type == EventType::Offboarding => {
@@ -263,34 +281,55 @@ impl Store {
             }
             _ => None,
         };
+        let mut leased = Vec::new();
         for wf in workflows {
             save_definition(&txn, &wf.definition, now).await?;
-            let body = serde_json::to_string(&wf.created)?;
-            let mut head = chain::link(self.audit_key(), GENESIS, 1, now, &body);
-            let mut end = (1, wf.state.clone());
-            if let Some(record) = &held {
-                let def = &wf.definition;
-                end.1 = crate::domain::machine::apply(&wf.state, def, record, now)
+            // A held workflow starts nothing; a handed-off one records its first step's
+            // start with its creation, under a lease to the process that drives it.
+            let start = wf.start.as_ref().filter(|_| hand_off.is_some());
+            let follow = held.as_ref().or(start);
+            let mut state = wf.state.clone();
+            let mut trail = vec![&wf.created];
+            if let Some(record) = follow {
+                state = crate::domain::machine::apply(&state, &wf.definition, record, now)
                     .map_err(|v| StoreError::Corrupt(format!("workflow {}: {v}", wf.id)))?;
-                end.0 = 2;
-                let body = serde_json::to_string(record)?;
-                head = chain::link(self.audit_key(), &head, 2, now, &body);
+                trail.push(record);
             }
-            row_for(wf, &end.1, end.0, &head, now)?.insert(&txn).await?;
-            let first =
-                leases::insert_record(&txn, self.audit_key(), &wf.id, 1, GENESIS, now, &wf.created)
-                    .await?;
-            if let Some(record) = &held {
-                leases::insert_record(&txn, self.audit_key(), &wf.id, 2, &first, now, record)
-                    .await?;
+            let mut links = Vec::with_capacity(trail.len());
+            let mut head = GENESIS.to_string();
+            for (i, record) in trail.iter().enumerate() {
+                let body = serde_json::to_string(record)?;
+                let seq = i as i32 + 1;
+                let hash = chain::link(self.audit_key(), &head, seq, now, &body);
+                links.push(leases::audit_row(
+                    &wf.id, seq, &head, now, record, &body, &hash,
+                ));
+                head = hash;
+            }
+            let seq = trail.len() as i32;
+            row_for(wf, &state, seq, &head, now)?.insert(&txn).await?;
+            audit::Entity::insert_many(links)
+                .exec_without_returning(&txn)
+                .await?;
+            if let (Some(hand_off), None, Some(_)) = (&hand_off, &held, start) {
+                let lease = leases::lease_new(&txn, self.dialect(), &wf.id, hand_off).await?;
+                leased.push(Claim {
+                    id: wf.id.clone(),
+                    lease,
+                    end: TrailEnd { seq, head },
+                    state,
+                    definition_hash: wf.definition.hash.clone(),
+                    cancel_requested_by: None,
+                });
             }
         }
         txn.commit().await?;
         let ids = workflows.iter().map(|w| w.id.clone()).collect();
-        Ok(match held {
+        let accepted = match held {
             Some(Record::Held { in_last_hour, .. }) => Accepted::Held(ids, in_last_hour),
             _ => Accepted::New(ids),
-        })
+        };
+        Ok((accepted, leased))
     }
 
     /// Offboarding events received in the hour before `now` (inside an accept's
@@ -353,16 +392,15 @@ impl Store {
             .await?)
     }
 
-    /// The earliest future wake-up among unfinished workflows.
+    /// When the next workflow falls due: the earliest `due_at` (a timer, or a lease that
+    /// would lapse should its holder die), read off the due index.
     pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         use sea_orm::QuerySelect;
-        let open = [Status::Pending, Status::Running, Status::Retrying].map(|s| s.as_str());
         let next: Option<Option<DateTime<Utc>>> = workflow::Entity::find()
             .select_only()
-            .column(workflow::Column::WakeAt)
-            .filter(workflow::Column::State.is_in(open))
-            .filter(workflow::Column::WakeAt.is_not_null())
-            .order_by_asc(workflow::Column::WakeAt)
+            .column(workflow::Column::DueAt)
+            .filter(workflow::Column::DueAt.is_not_null())
+            .order_by_asc(workflow::Column::DueAt)
             .into_tuple()
             .one(&self.db)
             .await?;
@@ -564,6 +602,7 @@ fn row_for(
         trail_head: Set(head.to_string()),
         trail_seq: Set(seq),
         wake_at: Set(state.wake_at),
+        due_at: Set(leases::due_after(state, now)),
         lease_owner: Set(None),
         lease_until: Set(None),
         lease_epoch: Set(0),

@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 
 /// How long a claim on an entry holds before a sweeper may take it: the writer publishes
 /// within milliseconds, so this only bounds how long a dead writer's entries wait.
-const CLAIM_SECS: f64 = 10.0;
+pub(crate) const CLAIM_SECS: f64 = 10.0;
 
 /// An event to publish once the transaction that decided it commits.
 #[derive(Clone, Debug)]
