@@ -432,7 +432,7 @@ async fn main() {
         engine_only(Db::Sqlite, "SQLite", 2_000).await;
     }
     if wanted("bulk") {
-        bulk(300, 1_200).await;
+        bulk(1_000, 3_000).await;
     }
     if wanted("replay") {
         replay().await;

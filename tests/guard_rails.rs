@@ -113,7 +113,7 @@ async fn only_listed_sources_with_good_signatures_may_ask() {
     );
     assert_eq!(code, 0, "{err}");
 
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::open(&url).await.unwrap();
     let wf = finished(&store, "ask-signed", 1, 60).await.remove(0);
     assert_eq!(
         (wf.state.as_str(), wf.outcome.as_deref()),
@@ -386,10 +386,7 @@ async fn a_trail_rewritten_without_the_key_is_detected() {
         )
         .await;
     }
-    let store = Store::connect(&url)
-        .await
-        .unwrap()
-        .with_audit_key(audit_key());
+    let store = Store::open(&url).await.unwrap().with_audit_key(audit_key());
     let mut ids = Vec::new();
     for id in ["chain-1", "chain-2", "chain-3"] {
         ids.push(finished(&store, id, 1, 60).await.remove(0).id);
@@ -482,7 +479,7 @@ async fn outside_values_cannot_forge_log_lines_or_reach_the_terminal() {
     )
     .await;
 
-    let store = Store::connect(&url).await.unwrap();
+    let store = Store::open(&url).await.unwrap();
     let wf = finished(&store, "plain-1", 1, 60).await.remove(0);
     let dead = eventually(30, "four dead letters", || async {
         let rows = store.dead_letters().await.unwrap();
