@@ -200,12 +200,7 @@ async fn postman_case(event_type: EventType, expected: Outcome, writes: usize) {
     );
 
     let done = postman_writes(&run_team.sim.calls());
-    // At least the hand-over of each workspace the leaver alone administers and the SCIM
-    // deactivation.
-    assert!(
-        done.len() > s.leaver_sole_admin_workspaces.len(),
-        "{done:#?}"
-    );
+    assert_eq!(done.len(), writes, "{done:#?}");
     assert_eq!(planned_writes(&plan), done);
 }
 

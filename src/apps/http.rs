@@ -1,6 +1,7 @@
 //! The HTTP plumbing every app client shares: one reqwest client per connection, a pacer
 //! that keeps the connection under its `requests_per_minute`, the secret header, and a
 //! record of every call (method, path, status, app error code, duration) for the trail.
+//! In dry-run mode ([`super::dry_run`], for `offboard plan`) writes are recorded, not sent.
 //!
 //! What an app sends back is bounded: a body is read up to [`MAX_BODY_BYTES`] and no
 //! further, and list loops stop after [`MAX_PAGES`] pages, so a broken or hostile API can

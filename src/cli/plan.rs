@@ -87,6 +87,7 @@ fn print_text(plan: &Plan) {
             plan.event_type.as_str()
         ))
     );
+    println!("each step shows the line a run would record; numbered lines are the writes it would make, in order");
     for connection in &plan.connections {
         println!();
         print_connection(connection);
@@ -150,8 +151,8 @@ fn print_connection(c: &ConnectionPlan) {
             }
         ));
         writes_of(at);
-        if let Some(first) = stop.remedy.first() {
-            say(format!("  remedy: {first}"));
+        for line in &stop.remedy {
+            say(format!("  remedy: {line}"));
         }
     }
 }

@@ -90,7 +90,9 @@ pub struct PlannedRead {
     pub method: String,
     /// Path and query.
     pub path: String,
-    /// The status the app answered (none when no answer came).
+    /// The status the app answered (none when no answer came). The action saw this
+    /// answer through the dry run's model: a user the plan removed earlier is answered
+    /// 200 here but was read as "not found".
     pub status: Option<u16>,
 }
 
