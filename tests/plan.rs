@@ -255,6 +255,9 @@ async fn the_binary_prints_the_plan_exits_3_on_a_stop_and_touches_no_database() 
     let path = ConfigFile::new(&url, &amqp_names(), &org.sim.base_url())
         .write(&dir.path().join("offboard.toml"));
 
+    // A name from the app that would recolour the terminal, were it printed raw.
+    org.sim
+        .add_group("Ops\u{1b}[31m", org.leaver, &[org.leaver]);
     let (code, out, err) = cli(
         &path,
         &["plan", "--email", LEAVER, "--transfer-to", RECIPIENT],
@@ -271,6 +274,10 @@ async fn the_binary_prints_the_plan_exits_3_on_a_stop_and_touches_no_database() 
         "{out}"
     );
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
+    assert!(
+        !out.contains('\u{1b}') && out.contains("Ops\\u{1b}[31m"),
+        "{out}"
+    );
 
     let (code, out, err) = cli(
         &path,
