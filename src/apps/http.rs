@@ -1,6 +1,7 @@
 //! The HTTP plumbing every app client shares: one reqwest client per connection, a pacer
 //! that keeps the connection under its `requests_per_minute`, the secret header, and a
 //! record of every call (method, path, status, app error code, duration) for the trail.
+//! In dry-run mode ([`super::dry_run`], for `offboard plan`) writes are recorded, not sent.
 //!
 //! What an app sends back is bounded: a body is read up to [`MAX_BODY_BYTES`] and no
 //! further, and list loops stop after [`MAX_PAGES`] pages, so a broken or hostile API can
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use secrecy::zeroize::Zeroizing;
 
+use super::dry_run::{is_write, DryRun};
 use crate::config::Secret;
 
 /// The largest response body read (8 MiB: far above any page the apps document).
@@ -204,6 +206,8 @@ pub struct ApiHttp {
     auth_scheme: Option<&'static str>,
     auth_value: Secret,
     pacer: Pacer,
+    /// Set for `offboard plan`: writes are recorded there instead of sent.
+    dry_run: Option<Arc<DryRun>>,
 }
 
 impl ApiHttp {
@@ -230,7 +234,15 @@ impl ApiHttp {
             auth_scheme,
             auth_value,
             pacer: Pacer::new(requests_per_minute),
+            dry_run: None,
         })
+    }
+
+    /// The same client with writes turned off: each write is recorded in `dry_run` and
+    /// answered as a success, and reads are seen through its model (see [`DryRun`]).
+    pub fn with_dry_run(mut self, dry_run: Arc<DryRun>) -> Self {
+        self.dry_run = Some(dry_run);
+        self
     }
 
     /// The credential header's value, built for this request only: the `Bearer …` text is
@@ -265,6 +277,10 @@ impl ApiHttp {
         log: &CallLog,
         error_code_of: fn(&Value) -> Option<i64>,
     ) -> Result<Reply, TransportError> {
+        if let Some(plan) = self.dry_run.as_ref().filter(|_| is_write(&method)) {
+            // Not sent, so not paced or logged as a call: the plan lists it instead.
+            return Ok(plan.write(method.as_str(), path, body));
+        }
         self.pacer.wait().await;
         let mut value = self.auth_header_value().map_err(|_| TransportError {
             message: "the credential contains characters not allowed in a header".into(),
@@ -307,13 +323,17 @@ impl ApiHttp {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(|s| s * 1000);
-                Ok(Reply {
+                let mut reply = Reply {
                     status,
                     retry_after_ms,
                     headers,
                     body,
                     oversized,
-                })
+                };
+                if let Some(plan) = &self.dry_run {
+                    plan.read(path, &mut reply);
+                }
+                Ok(reply)
             }
             Err(e) => {
                 log.record(CallRecord {

@@ -3,6 +3,7 @@
 //! named in `workflows/`), an error mapping to the catalog's codes, a connection check,
 //! and a simulator used by tests and `offboard demo`.
 
+pub mod dry_run;
 pub mod http;
 pub mod postman;
 pub mod retry;
@@ -77,6 +78,33 @@ impl AppClient {
             }
             AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),
         })
+    }
+
+    /// Builds the client a run uses for a connection. A token that cannot be read fails
+    /// the way a rejected one does during a run (`SMT-100-B`, `POST-100-B`).
+    pub fn for_run(name: &str, config: &ConnectionConfig) -> Result<AppClient, StepError> {
+        AppClient::connect(name, config).map_err(|message| {
+            let code = match config.app {
+                AppKind::Smartsheet => Code::Smt100B,
+                AppKind::Postman => Code::Post100B,
+            };
+            StepError::fatal(code, message)
+        })
+    }
+
+    /// The same client with writes turned off (see [`dry_run`]): returns it and the dry
+    /// run that collects the writes it would have made.
+    pub fn dry_run(self) -> (AppClient, std::sync::Arc<dry_run::DryRun>) {
+        match self {
+            AppClient::Smartsheet(c) => {
+                let plan = dry_run::DryRun::new(smartsheet::dry_run::SmartsheetModel::default());
+                (AppClient::Smartsheet(c.with_dry_run(plan.clone())), plan)
+            }
+            AppClient::Postman(c) => {
+                let plan = dry_run::DryRun::new(postman::dry_run::PostmanModel::default());
+                (AppClient::Postman(c.with_dry_run(plan.clone())), plan)
+            }
+        }
     }
 
     /// The same client retrying each HTTP call as `retry` says (tests shorten the waits).

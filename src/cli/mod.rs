@@ -7,6 +7,7 @@ mod audit_key;
 mod bulk;
 mod demo;
 mod evidence;
+mod plan;
 mod views;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code: a connection check failed.
 pub const EXIT_CHECK_FAILED: i32 = 3;
+/// Exit code: `plan` found a code the run would stop on.
+pub const EXIT_PLAN_STOPS: i32 = 3;
 /// Exit code: unknown workflow id or error code.
 pub const EXIT_UNKNOWN: i32 = 4;
 /// Exit code: replay found a mismatch or a broken trail.
@@ -87,6 +90,25 @@ enum Command {
     Check {
         /// Connection name.
         connection: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run for one person: every write a run would make, and any code it would stop
+    /// on; writes nothing to the apps and starts no workflow.
+    Plan {
+        /// The person.
+        #[arg(long)]
+        email: String,
+        /// Who would receive the person's data.
+        #[arg(long)]
+        transfer_to: Option<String>,
+        /// Event type.
+        #[arg(long = "type", default_value = "offboarding.requested")]
+        event_type: String,
+        /// Only these connections (repeatable; default: every configured one).
+        #[arg(long = "connection")]
+        connections: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -287,6 +309,23 @@ async fn run(cli: Cli) -> Outcome {
         Command::Check { connection, json } => {
             crate::telemetry::init("warn");
             check(&config, connection.as_deref(), json).await
+        }
+        Command::Plan {
+            email,
+            transfer_to,
+            event_type,
+            connections,
+            json,
+        } => {
+            crate::telemetry::init("warn");
+            let args = plan::Args {
+                email,
+                transfer_to,
+                event_type,
+                connections,
+                json,
+            };
+            plan::run(&config, args).await
         }
         Command::List { state, json } => {
             let state = match state {

@@ -21,7 +21,7 @@ use super::definitions::{stored, Registry};
 use crate::apps::http::SlotSource;
 use crate::apps::AppClient;
 use crate::codes::Code;
-use crate::config::{AppKind, Config};
+use crate::config::Config;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{Rejection, Request};
@@ -358,13 +358,7 @@ impl Engine {
                 format!("connection {connection:?} is no longer configured"),
             ));
         };
-        let client = AppClient::connect(connection, conf).map_err(|message| {
-            let code = match conf.app {
-                AppKind::Smartsheet => Code::Smt100B,
-                AppKind::Postman => Code::Post100B,
-            };
-            StepError::fatal(code, message)
-        })?;
+        let client = AppClient::for_run(connection, conf)?;
         client.share_budget(connection, Arc::new(DbBudget(self.store.clone())));
         let client = Arc::new(client);
         clients.insert(connection.to_string(), client.clone());

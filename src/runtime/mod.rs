@@ -6,8 +6,10 @@
 //! - [`operator`]: an operator's retry or cancel, through the same lease.
 //! - [`outbound`]: the completion events a workflow's end publishes.
 //! - [`definitions`]: the workflow definitions in force.
+//! - [`dry_run`]: `offboard plan`: a workflow driven in memory with writes turned off.
 
 pub mod definitions;
+pub mod dry_run;
 pub mod engine;
 pub mod operator;
 pub mod outbound;

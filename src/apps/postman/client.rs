@@ -31,6 +31,7 @@ fn page_loop(path: &str) -> ApiError {
         retry_after_ms: None,
     }
 }
+use crate::apps::dry_run::DryRun;
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
 use crate::domain::protection::Guard;
@@ -515,6 +516,14 @@ impl Client {
     /// The same client retrying each call as `retry` says.
     pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The same client with writes recorded in `dry_run` instead of sent (API and SCIM
+    /// calls into the one list, in the order they are made).
+    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
+        self.api = self.api.with_dry_run(dry_run.clone());
+        self.scim = self.scim.with_dry_run(dry_run);
         self
     }
 

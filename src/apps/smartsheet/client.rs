@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::apps::dry_run::DryRun;
 use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
 use crate::apps::retry::{CallError, CallRetry};
 use crate::config::{ConnectionConfig, Secret};
@@ -163,6 +164,12 @@ impl Client {
     /// The same client retrying each call as `retry` says.
     pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// The same client with writes recorded in `dry_run` instead of sent.
+    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
+        self.http = self.http.with_dry_run(dry_run);
         self
     }
 

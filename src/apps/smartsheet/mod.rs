@@ -4,5 +4,6 @@
 pub mod actions;
 pub mod check;
 pub mod client;
+pub mod dry_run;
 pub mod errors;
 pub mod simulator;
