@@ -92,8 +92,13 @@ pub fn replay_trail(
     }
 }
 
+/// A text that [`parse_date`] does not read as a date.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")]
+pub struct NotADate(pub String);
+
 /// Parses `2026-11-20` (midnight UTC) or an RFC 3339 time.
-pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, NotADate> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -101,7 +106,7 @@ pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, String> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
-        .ok_or_else(|| format!("{raw:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+        .ok_or_else(|| NotADate(raw.to_string()))
 }
 
 /// The columns, in order (CSV header and JSON keys).

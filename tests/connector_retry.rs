@@ -11,12 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use apps_support::retry_calls;
-use offboard::apps::postman::simulator::{SimMember, SimWorkspace, ROLE_VIEWER};
 use offboard::apps::retry::CallRetry;
-use offboard::apps::sim_kit::Chaos;
-use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::domain::event::EventType;
 use offboard::runtime::definitions::Registry;
+use offboard_simulators::kit::Chaos;
+use offboard_simulators::postman::{SimMember, SimWorkspace, ROLE_VIEWER};
+use offboard_simulators::smartsheet::{SimUser, SmartsheetSim};
 use support::*;
 
 const LEAVERS: usize = 100;

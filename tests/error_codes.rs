@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use apps_support::{quick_retry, retry_calls};
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use serde_json::Value;
 use support::*;
 

@@ -1,12 +1,13 @@
 //! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`],
 //! each call retried on its own by [`retry::CallRetry`]), actions (the workflow steps
-//! named in `workflows/`), an error mapping to the catalog's codes, a connection check,
-//! and a simulator used by tests and `offboard demo`.
+//! named in `workflows/`), an error mapping to the catalog's codes and a connection check.
+//! The simulators that tests and `offboard demo` run against are the separate
+//! `offboard-simulators` crate; they meet these clients only over HTTP.
 
+pub mod failure;
 pub mod http;
 pub mod postman;
 pub mod retry;
-pub mod sim_kit;
 pub mod smartsheet;
 
 use serde_json::{Map, Value};
@@ -40,6 +41,17 @@ impl ActionContext<'_> {
     }
 }
 
+/// Why a connection's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Its token is not in the environment.
+    #[error(transparent)]
+    Token(#[from] crate::config::ConfigError),
+    /// The HTTP client could not be set up (TLS roots, for one).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
 /// The result of checking one connection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckReport {
@@ -62,7 +74,7 @@ pub enum AppClient {
 
 impl AppClient {
     /// Builds the client for a connection, reading its token from the environment.
-    pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, String> {
+    pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, ClientError> {
         AppClient::new(config, config.token(name)?)
     }
 
@@ -70,7 +82,7 @@ impl AppClient {
     pub fn new(
         config: &ConnectionConfig,
         token: crate::config::Secret,
-    ) -> Result<AppClient, String> {
+    ) -> Result<AppClient, ClientError> {
         Ok(match config.app {
             AppKind::Smartsheet => {
                 AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?)

@@ -142,7 +142,7 @@ pub fn read(
         };
         let not_before = match cell("not_before").map(crate::evidence::parse_date) {
             Some(Err(e)) => {
-                bad("not_before", e);
+                bad("not_before", e.to_string());
                 None
             }
             other => other.and_then(Result::ok),

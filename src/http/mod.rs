@@ -35,6 +35,9 @@ use crate::runtime::operator::{Intervened, Intervention};
 use crate::store::WorkflowFilter;
 use pages::{DetailView, ListQuery, ListView};
 
+/// A rendered HTML page.
+type Page = Html<String>;
+
 /// Rows per page of the workflow list.
 const PER_PAGE: u64 = 50;
 
@@ -149,10 +152,7 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn list(
-    State(c): State<Arc<Console>>,
-    Query(q): Query<ListQuery>,
-) -> Result<Html<String>, Problem> {
+async fn list(State(c): State<Arc<Console>>, Query(q): Query<ListQuery>) -> Result<Page, Problem> {
     let mut problem = None;
     let mut date = |raw: &Option<String>| {
         non_empty(raw).and_then(|r| match evidence::parse_date(&r) {
@@ -190,11 +190,7 @@ async fn list(
     })))
 }
 
-async fn render_detail(
-    c: &Console,
-    id: &str,
-    notice: Option<&str>,
-) -> Result<Html<String>, Problem> {
+async fn render_detail(c: &Console, id: &str, notice: Option<&str>) -> Result<Page, Problem> {
     let store = c.engine.store();
     let loaded = store
         .load(id)
@@ -227,10 +223,7 @@ async fn render_detail(
     })))
 }
 
-async fn detail(
-    State(c): State<Arc<Console>>,
-    Path(id): Path<String>,
-) -> Result<Html<String>, Problem> {
+async fn detail(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Result<Page, Problem> {
     render_detail(&c, &id, None).await
 }
 
@@ -341,7 +334,7 @@ async fn cancel(
     intervene(&c, &id, &headers, &form, Intervention::Cancel).await
 }
 
-async fn dead_letters(State(c): State<Arc<Console>>) -> Result<Html<String>, Problem> {
+async fn dead_letters(State(c): State<Arc<Console>>) -> Result<Page, Problem> {
     let rows = c
         .engine
         .store()
@@ -362,7 +355,7 @@ async fn evidence_csv(
     State(c): State<Arc<Console>>,
     Query(range): Query<Range>,
 ) -> Result<Response, Problem> {
-    let bad = |e: String| Problem(StatusCode::BAD_REQUEST, e);
+    let bad = |e: evidence::NotADate| Problem(StatusCode::BAD_REQUEST, e.to_string());
     let since = evidence::parse_date(range.since.trim()).map_err(bad)?;
     let until = non_empty(&range.until)
         .map(|u| evidence::parse_date(&u))

@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::apps::AppClient;
 use offboard::config::{AmqpNames, AppKind, Config, ConnectionConfig, Secret};
 use offboard::runtime::definitions::Registry;
@@ -20,6 +19,7 @@ use offboard::runtime::engine::Engine;
 use offboard::service::Service;
 use offboard::store::entities::{audit, workflow};
 use offboard::store::Store;
+use offboard_simulators::smartsheet::{SimUser, SmartsheetSim};
 use sea_orm::ConnectionTrait;
 
 pub mod procs;
@@ -337,13 +337,13 @@ pub const POSTMAN_TOKEN_ENV: &str = "OFFBOARD_TEST_POSTMAN_API_KEY";
 
 /// A Postman simulator filled by `seed_demo()`, whose admin also holds [`POSTMAN_KEY`].
 pub struct Team {
-    pub sim: offboard::apps::postman::simulator::PostmanSim,
-    pub seed: offboard::apps::postman::simulator::DemoSeed,
+    pub sim: offboard_simulators::postman::PostmanSim,
+    pub seed: offboard_simulators::postman::DemoSeed,
 }
 
 /// Starts and seeds a Postman simulator.
 pub async fn postman_team() -> Team {
-    let sim = offboard::apps::postman::simulator::PostmanSim::start()
+    let sim = offboard_simulators::postman::PostmanSim::start()
         .await
         .unwrap();
     let seed = sim.seed_demo();

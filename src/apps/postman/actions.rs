@@ -19,6 +19,7 @@ use super::client::{
     admins_of, role_name, roles_of, sole_admin_of, ApiError, Client, Member, RoleChange, ROLE_ADMIN,
 };
 use super::errors::{run_error, Area};
+use crate::apps::failure::{self, settle, unknown_action};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
@@ -52,26 +53,15 @@ pub async fn perform(
         "postman.remove_workspace_roles" => remove_workspace_roles(client, ctx).await,
         "postman.deprovision" => deprovision(client, ctx).await,
         "postman.confirm_deprovisioned" => confirm_deprovisioned(client, ctx).await,
-        other => {
-            return Err(StepError::fatal(
-                Code::Post199B,
-                format!("unknown action {other}"),
-            ))
-        }
+        other => return Err(unknown_action(Code::Post199B, other)),
     };
-    match result {
-        Ok(output) => Ok(output),
-        Err(Failure::Api(err, area)) => Err(run_error(client, err, area, ctx.calls).await),
-        Err(Failure::Step(err)) => Err(err),
-    }
+    settle(result, |err, area| run_error(client, err, area, ctx.calls)).await
 }
 
-enum Failure {
-    Api(ApiError, Area),
-    Step(StepError),
-}
+/// How this app's actions stop: [`failure::Failure`] over its API error and areas.
+type Failure = failure::Failure<ApiError, Area>;
 
-type ActionResult = Result<StepOutput, Failure>;
+type ActionResult = failure::ActionResult<ApiError, Area>;
 
 fn users(err: ApiError) -> Failure {
     Failure::Api(err, Area::Users)
@@ -85,12 +75,8 @@ fn roles(err: ApiError) -> Failure {
     Failure::Api(err, Area::Roles)
 }
 
-fn fatal(code: Code, message: impl Into<String>) -> Failure {
-    Failure::Step(StepError::fatal(code, message))
-}
-
 fn recipient_problem(message: String) -> Failure {
-    fatal(Code::Post110B, message)
+    Failure::fatal(Code::Post110B, message)
 }
 
 /// A workspace where the leaver held roles when `find_member` ran.
@@ -286,7 +272,7 @@ async fn protect(
         token_owner,
     };
     match client.guard.refusal(person) {
-        Some(why) => Err(fatal(Code::Post112B, format!("{email}: {why}"))),
+        Some(why) => Err(Failure::fatal(Code::Post112B, format!("{email}: {why}"))),
         None => Ok(()),
     }
 }
@@ -380,7 +366,7 @@ async fn record_activity(client: &Client, ctx: &ActionContext<'_>, strict: bool)
         Err(err) => {
             let step = run_error(client, err, Area::AuditLogs, ctx.calls).await;
             if strict || !matches!(step.code, Code::Post104B | Code::Post105B) {
-                return Err(Failure::Step(step));
+                return Err(step.into());
             }
             Ok(StepOutput::summary(format!(
                 "audit logs unavailable ({}), going on without them: {}",
@@ -637,7 +623,7 @@ async fn scim_id(client: &Client, ctx: &ActionContext<'_>) -> Result<Option<Stri
 async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = member_email(ctx).to_string();
     let Some(id) = scim_id(client, ctx).await? else {
-        return Err(fatal(
+        return Err(Failure::fatal(
             Code::Post199B,
             format!("Postman's SCIM API knows no user {email}; the account cannot be deactivated"),
         ));
@@ -649,7 +635,7 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         )));
     };
     if !user.user_name.eq_ignore_ascii_case(&email) {
-        return Err(fatal(
+        return Err(Failure::fatal(
             Code::Post199B,
             format!(
                 "SCIM user {id} is now {}, not {email}; nothing was changed",
@@ -665,7 +651,7 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     if let Some(member) = ctx.fact_i64("member_id") {
         let me = client.me(ctx.calls).await.map_err(users)?;
         if me.id == member {
-            return Err(fatal(
+            return Err(Failure::fatal(
                 Code::Post112B,
                 format!("{email} owns this connection's API key; deactivating them would cut offboard off. Use another Team Admin's key"),
             ));
@@ -741,12 +727,12 @@ mod tests {
 
     use super::*;
     use crate::apps::http::CallLog;
-    use crate::apps::postman::simulator::{
-        DemoSeed, Fault, FaultKind, PostmanSim, SimWorkspace, ROLE_EDITOR,
-    };
     use crate::config::{AppKind, ConnectionConfig, Secret};
     use crate::domain::definition::Definition;
     use crate::domain::machine::WorkflowRequest;
+    use offboard_simulators::postman::{
+        DemoSeed, Fault, FaultKind, PostmanSim, SimWorkspace, ROLE_EDITOR,
+    };
 
     const OFFBOARD: &[&str] = &[
         "postman.find_member",

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::client::{ApiError, Client, User};
 use super::errors::{run_error, Area};
+use crate::apps::failure::{self, settle, unknown_action};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
@@ -37,26 +38,15 @@ pub async fn perform(
         "smartsheet.revoke_licenses" => revoke_licenses(client, ctx).await,
         "smartsheet.remove_user" => remove_user(client, ctx).await,
         "smartsheet.confirm_removed" => confirm_removed(client, ctx).await,
-        other => {
-            return Err(StepError::fatal(
-                Code::Smt199B,
-                format!("unknown action {other}"),
-            ))
-        }
+        other => return Err(unknown_action(Code::Smt199B, other)),
     };
-    match result {
-        Ok(output) => Ok(output),
-        Err(Failure::Api(err, area)) => Err(run_error(client, err, area, ctx.calls).await),
-        Err(Failure::Step(err)) => Err(err),
-    }
+    settle(result, |err, area| run_error(client, err, area, ctx.calls)).await
 }
 
-enum Failure {
-    Api(ApiError, Area),
-    Step(StepError),
-}
+/// How this app's actions stop: [`failure::Failure`] over its API error and areas.
+type Failure = failure::Failure<ApiError, Area>;
 
-type ActionResult = Result<StepOutput, Failure>;
+type ActionResult = failure::ActionResult<ApiError, Area>;
 
 fn users(err: ApiError) -> Failure {
     Failure::Api(err, Area::Users)
@@ -67,7 +57,7 @@ fn groups(err: ApiError) -> Failure {
 }
 
 fn recipient_problem(message: String) -> Failure {
-    Failure::Step(StepError::fatal(Code::Smt110B, message))
+    Failure::fatal(Code::Smt110B, message)
 }
 
 fn entitlements(user: &User) -> Value {
@@ -82,12 +72,8 @@ fn entitlements(user: &User) -> Value {
 }
 
 fn user_id(ctx: &ActionContext<'_>) -> Result<i64, Failure> {
-    ctx.fact_i64("user_id").ok_or_else(|| {
-        Failure::Step(StepError::fatal(
-            Code::Smt199B,
-            "no user id recorded by find_user",
-        ))
-    })
+    ctx.fact_i64("user_id")
+        .ok_or_else(|| Failure::fatal(Code::Smt199B, "no user id recorded by find_user"))
 }
 
 fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
@@ -143,10 +129,10 @@ async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Resul
         token_owner,
     };
     match client.guard.refusal(person) {
-        Some(why) => Err(Failure::Step(StepError::fatal(
+        Some(why) => Err(Failure::fatal(
             Code::Smt112B,
             format!("user {} ({}): {why}", user.id, user.email),
-        ))),
+        )),
         None => Ok(()),
     }
 }
@@ -268,10 +254,10 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
                 "user {id} is already gone; no roles left to remove"
             )));
         }
-        return Err(Failure::Step(StepError::fatal(
+        return Err(Failure::fatal(
             Code::Smt199B,
             format!("user {id} disappeared before the licence could be taken back"),
-        )));
+        ));
     };
     let mut roles = json!({ "licensedSheetCreator": false, "resourceViewer": false });
     if drop_group_admin {

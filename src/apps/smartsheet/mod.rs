@@ -1,8 +1,7 @@
 //! Smartsheet (REST API 2.0): typed client, workflow actions, error → code mapping,
-//! connection check, and an in-process simulator of the API.
+//! connection check.
 
 pub mod actions;
 pub mod check;
 pub mod client;
 pub mod errors;
-pub mod simulator;
