@@ -29,6 +29,11 @@ impl<E, A> Failure<E, A> {
     }
 }
 
+/// For `map_err`: a failed call in `area`, e.g. `.map_err(api(Area::Users))`.
+pub fn api<E, A>(area: A) -> impl FnOnce(E) -> Failure<E, A> {
+    move |err| Failure::Api(err, area)
+}
+
 impl<E, A> From<StepError> for Failure<E, A> {
     fn from(err: StepError) -> Self {
         Failure::Step(err)

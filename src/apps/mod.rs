@@ -105,9 +105,22 @@ impl AppClient {
         action: &str,
         ctx: &ActionContext<'_>,
     ) -> Result<StepOutput, StepError> {
+        use failure::settle;
         match self {
-            AppClient::Smartsheet(c) => smartsheet::actions::perform(c, action, ctx).await,
-            AppClient::Postman(c) => postman::actions::perform(c, action, ctx).await,
+            AppClient::Smartsheet(c) => {
+                let result = smartsheet::actions::perform(c, action, ctx).await;
+                settle(result, |e, area| {
+                    smartsheet::errors::run_error(c, e, area, ctx.calls)
+                })
+                .await
+            }
+            AppClient::Postman(c) => {
+                let result = postman::actions::perform(c, action, ctx).await;
+                settle(result, |e, area| {
+                    postman::errors::run_error(c, e, area, ctx.calls)
+                })
+                .await
+            }
         }
     }
 

@@ -294,6 +294,7 @@ pub async fn run(config: &Config, path: &Path) -> Outcome {
 mod tests {
     use super::*;
 
+    // A test helper: the rows' errors as the lines a person reads, to compare with text.
     fn check(text: &str) -> Result<Vec<Request>, Vec<String>> {
         read(
             text.as_bytes(),

@@ -214,6 +214,14 @@ fn db(e: impl std::fmt::Display) -> Failure {
     fail(EXIT_FAILURE, format!("database: {e}"))
 }
 
+/// A database failure ends a verb with exit 1 (so `?` works in callbacks such as
+/// [`crate::evidence::verify_each`]'s).
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        db(e)
+    }
+}
+
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Secret;
-use crate::evidence::{self, replay_trail};
+use crate::evidence;
 use crate::runtime::engine::Engine;
 use crate::runtime::operator::{Intervened, Intervention};
 use crate::store::WorkflowFilter;
@@ -191,33 +191,20 @@ async fn list(State(c): State<Arc<Console>>, Query(q): Query<ListQuery>) -> Resu
 }
 
 async fn render_detail(c: &Console, id: &str, notice: Option<&str>) -> Result<Page, Problem> {
-    let store = c.engine.store();
-    let loaded = store
-        .load(id)
+    let checked = evidence::replay(c.engine.store(), id)
         .await
         .map_err(db_problem)?
         .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no workflow with id {id:?}")))?;
-    let trail = store.trail(id).await.map_err(db_problem)?;
-    let keyed_since = store.keyed_since().await.map_err(db_problem)?;
-    let replay = replay_trail(
-        &trail,
-        &loaded.row.trail_head,
-        crate::domain::chain::Verifier {
-            key: store.audit_key(),
-            keyed_since,
-        },
-        &loaded.definition_source,
-        &loaded.state,
-    );
-    let records: Vec<_> = trail
+    let records: Vec<_> = checked
+        .trail
         .iter()
         .map(|r| (r.seq, r.at, serde_json::from_str(&r.body).ok()))
         .collect();
     Ok(Html(pages::workflow_detail(&DetailView {
-        row: &loaded.row,
-        state: &loaded.state,
+        row: &checked.loaded.row,
+        state: &checked.loaded.state,
         trail: &records,
-        replay: &replay,
+        replay: &checked.report,
         operable: c.operator_token.is_some(),
         notice,
     })))

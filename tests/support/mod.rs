@@ -403,3 +403,42 @@ pub async fn postman_engine(config: Config, key: &str) -> Arc<Engine> {
     use_postman(&engine, key).await;
     Arc::new(engine)
 }
+
+/// The Smartsheet workflow files shipped in `workflows/`.
+pub const SMARTSHEET_WORKFLOWS: [&str; 2] = [
+    "smartsheet-offboard.toml",
+    "smartsheet-license-reclaim.toml",
+];
+
+/// The Postman workflow files shipped in `workflows/`.
+pub const POSTMAN_WORKFLOWS: [&str; 2] = ["postman-offboard.toml", "postman-license-reclaim.toml"];
+
+/// The shipped workflow files `names`, copied to a fresh folder with millisecond step
+/// retries (the same number of attempts), so a test sees many retries in little time.
+pub fn fast_workflows(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    for name in names {
+        let text = std::fs::read_to_string(shipped.join(name)).unwrap();
+        let text = edit(
+            &text,
+            "initial_interval_ms = 1000",
+            "initial_interval_ms = 10",
+        );
+        let text = edit(&text, "max_interval_ms = 300000", "max_interval_ms = 40");
+        // Not every file has a step with its own 2 s policy.
+        let text = text.replace("initial_interval_ms = 2000", "initial_interval_ms = 10");
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// `text` with `from` replaced by `to`; panics when `from` is not there, so a fixture edit
+/// that stopped matching the shipped file fails loudly instead of testing the original.
+pub fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the fixture no longer contains {from:?}"
+    );
+    text.replace(from, to)
+}

@@ -4,9 +4,9 @@
 
 use serde_json::{json, Value};
 
-use super::client::{ApiError, Client, User};
-use super::errors::{run_error, Area};
-use crate::apps::failure::{self, settle, unknown_action};
+use super::client::{Client, User};
+use super::errors::{ActionResult, Area, Failure};
+use crate::apps::failure::{api, unknown_action};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
@@ -24,13 +24,9 @@ pub const ACTIONS: &[&str] = &[
     "smartsheet.confirm_removed",
 ];
 
-/// Performs one action.
-pub async fn perform(
-    client: &Client,
-    action: &str,
-    ctx: &ActionContext<'_>,
-) -> Result<StepOutput, StepError> {
-    let result = match action {
+/// Performs one action; [`super::errors::run_error`] maps its API failures to codes.
+pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> ActionResult {
+    match action {
         "smartsheet.find_user" => find_user(client, ctx).await,
         "smartsheet.list_groups" => list_groups(client, ctx).await,
         "smartsheet.check_recipient" => check_recipient(client, ctx).await,
@@ -38,26 +34,8 @@ pub async fn perform(
         "smartsheet.revoke_licenses" => revoke_licenses(client, ctx).await,
         "smartsheet.remove_user" => remove_user(client, ctx).await,
         "smartsheet.confirm_removed" => confirm_removed(client, ctx).await,
-        other => return Err(unknown_action(Code::Smt199B, other)),
-    };
-    settle(result, |err, area| run_error(client, err, area, ctx.calls)).await
-}
-
-/// How this app's actions stop: [`failure::Failure`] over its API error and areas.
-type Failure = failure::Failure<ApiError, Area>;
-
-type ActionResult = failure::ActionResult<ApiError, Area>;
-
-fn users(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Users)
-}
-
-fn groups(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Groups)
-}
-
-fn recipient_problem(message: String) -> Failure {
-    Failure::fatal(Code::Smt110B, message)
+        other => Err(unknown_action(Code::Smt199B, other).into()),
+    }
 }
 
 fn entitlements(user: &User) -> Value {
@@ -93,7 +71,11 @@ fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
 
 async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
-    let Some(found) = client.find_user(email, ctx.calls).await.map_err(users)? else {
+    let Some(found) = client
+        .find_user(email, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    else {
         return Ok(StepOutput {
             finish_with: Some(Outcome::Absent),
             ..StepOutput::summary(format!(
@@ -105,7 +87,7 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let user = client
         .get_user(found.id, ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .unwrap_or(found);
     protect(client, ctx, &user).await?;
     Ok(
@@ -121,7 +103,7 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Result<(), Failure> {
     let token_owner = user.admin
         && client.guard.allow_admins
-        && client.me(ctx.calls).await.map_err(users)?.id == user.id;
+        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == user.id;
     let emails = [ctx.request.person_email.as_str(), user.email.as_str()];
     let person = Person {
         emails: &emails,
@@ -139,7 +121,10 @@ async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Resul
 
 async fn list_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let user_id = user_id(ctx)?;
-    let all = client.list_groups(ctx.calls).await.map_err(groups)?;
+    let all = client
+        .list_groups(ctx.calls)
+        .await
+        .map_err(api(Area::Groups))?;
     let owned: Vec<Value> = all
         .iter()
         .filter(|g| g.owner_id == Some(user_id))
@@ -157,8 +142,8 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let owns_groups = !owned_groups(ctx).is_empty();
     let Some(email) = ctx.request.transfer_to.as_deref() else {
         if owns_groups && ctx.request.event_type == EventType::Offboarding {
-            return Err(recipient_problem(
-                "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them".into(),
+            return Err(Failure::fatal(Code::Smt110B,
+                "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them",
             ));
         }
         return Ok(StepOutput::summary(
@@ -168,27 +153,31 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let recipient = client
         .find_user(email, ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .ok_or_else(|| {
-            recipient_problem(format!(
-                "recipient {email} is not a user of this Smartsheet account"
-            ))
+            Failure::fatal(
+                Code::Smt110B,
+                format!("recipient {email} is not a user of this Smartsheet account"),
+            )
         })?;
     if recipient.id == user_id(ctx)? {
-        return Err(recipient_problem(
-            "the recipient is the person being offboarded".into(),
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            "the recipient is the person being offboarded",
         ));
     }
     let status = recipient.status.as_deref().unwrap_or("ACTIVE");
     if status != "ACTIVE" {
-        return Err(recipient_problem(format!(
-            "recipient {email} is {status}, not ACTIVE"
-        )));
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            format!("recipient {email} is {status}, not ACTIVE"),
+        ));
     }
     if owns_groups && !(recipient.group_admin || recipient.admin) {
-        return Err(recipient_problem(format!(
-            "recipient {email} must be a group admin to take over the person's groups"
-        )));
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            format!("recipient {email} must be a group admin to take over the person's groups"),
+        ));
     }
     Ok(StepOutput::summary(format!(
         "recipient {} ({email}) can take over",
@@ -212,7 +201,11 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         // Read right before each write: since `list_groups` ran the group may have been
         // moved (by us before a crash, or by someone else) or deleted. Only a group the
         // leaver still owns is theirs to hand over.
-        match client.get_group(*id, ctx.calls).await.map_err(groups)? {
+        match client
+            .get_group(*id, ctx.calls)
+            .await
+            .map_err(api(Area::Groups))?
+        {
             Some(g) if g.owner_id == Some(leaver) => {}
             Some(g) if g.owner_id == Some(recipient) => continue,
             Some(g) => {
@@ -230,7 +223,7 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         client
             .set_group_owner(*id, recipient, ctx.calls)
             .await
-            .map_err(groups)?;
+            .map_err(api(Area::Groups))?;
         moved.push(json!({ "id": id, "name": name }));
     }
     Ok(StepOutput::summary(format!(
@@ -247,7 +240,11 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let id = user_id(ctx)?;
     let drop_group_admin =
         ctx.request.event_type == EventType::Offboarding || ctx.fact_i64("recipient_id").is_some();
-    let Some(user) = client.get_user(id, ctx.calls).await.map_err(users)? else {
+    let Some(user) = client
+        .get_user(id, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    else {
         if ctx.request.event_type == EventType::Offboarding {
             // Removed by someone else (or by us before a crash): the seat is already free.
             return Ok(StepOutput::summary(format!(
@@ -277,7 +274,7 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     client
         .set_user_roles(id, &roles, ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     Ok(
         StepOutput::summary(format!("set {} to false", roles_list(&roles)))
             .fact("entitlements_after", entitlements(&after)),
@@ -311,7 +308,7 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
                 "user {id} was already removed"
             )));
         }
-        Err(e) => return Err(users(e)),
+        Err(e) => return Err(Failure::Api(e, Area::Users)),
     }
     Ok(StepOutput::summary(match recipient {
         Some(to) => format!("removed user {id}, from sharing too; sheets transferred to user {to}"),
@@ -321,7 +318,11 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 
 async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = user_id(ctx)?;
-    match client.get_user(id, ctx.calls).await.map_err(users)? {
+    match client
+        .get_user(id, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    {
         None => Ok(StepOutput::summary(format!("user {id} is gone"))
             .fact("entitlements_after", Value::Null)),
         Some(_) => Err(Failure::Step(StepError::transient(
