@@ -26,7 +26,6 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::apps::AppClient;
 use offboard::config::{AmqpNames, Config, Secret};
 use offboard::domain::event;
@@ -34,6 +33,7 @@ use offboard::runtime::definitions::{stored, Registry};
 use offboard::runtime::engine::Engine;
 use offboard::service::Service;
 use offboard::store::Store;
+use offboard_simulators::smartsheet::{SimUser, SmartsheetSim};
 use sea_orm::ConnectionTrait;
 use support::{amqp_names, fresh_database, smartsheet_connection, Db, AMQP_URL};
 

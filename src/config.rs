@@ -99,17 +99,17 @@ impl ConnectionConfig {
     }
 
     /// Reads the token from the environment.
-    pub fn token(&self, name: &str) -> Result<Secret, String> {
+    pub fn token(&self, name: &str) -> Result<Secret, ConfigError> {
         match std::env::var(&self.token_env) {
             Ok(mut v) if !v.trim().is_empty() => {
                 let secret = Secret::new(v.trim());
                 v.zeroize();
                 Ok(secret)
             }
-            _ => Err(format!(
-                "connection {name:?}: environment variable {} is not set",
-                self.token_env
-            )),
+            _ => Err(ConfigError::TokenUnset {
+                connection: name.to_string(),
+                var: self.token_env.clone(),
+            }),
         }
     }
 }
@@ -158,15 +158,13 @@ pub struct IntakeConfig {
 impl IntakeConfig {
     /// The signing key from the environment, when signatures are configured; an error
     /// names the variable, never its value.
-    pub fn signing_key(&self) -> Result<Option<Secret>, String> {
+    pub fn signing_key(&self) -> Result<Option<Secret>, ConfigError> {
         let Some(var) = &self.signing_key_env else {
             return Ok(None);
         };
         match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
-            _ => Err(format!(
-                "[intake] signing_key_env: environment variable {var} is not set"
-            )),
+            _ => Err(ConfigError::SigningKeyUnset(var.clone())),
         }
     }
 }
@@ -286,7 +284,7 @@ impl Config {
 
     /// Loads the configuration: `explicit` path, else `$OFFBOARD_CONFIG`, else
     /// `./offboard.toml` if present, else defaults; then environment overrides.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let from_env = std::env::var_os("OFFBOARD_CONFIG").map(PathBuf::from);
         let path = match (explicit, from_env) {
             (Some(p), _) => Some(p.to_path_buf()),
@@ -295,9 +293,14 @@ impl Config {
         };
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-                Config::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|e| ConfigError::InFile {
+                    path,
+                    source: Box::new(e),
+                })?
             }
             None => Config::defaults(),
         };
@@ -312,8 +315,8 @@ impl Config {
     }
 
     /// Parses a config file's text over the defaults.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| one_line(e.message()))?;
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text)?;
         let mut config = Config::defaults();
         if let Some(v) = file.database_url {
             config.database_url = v;
@@ -350,39 +353,46 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.problem()
+            .map_or(Ok(()), |why| Err(ConfigError::Invalid(why)))
+    }
+
+    /// What is wrong with the values, if anything, in one line naming the setting.
+    fn problem(&self) -> Option<String> {
         if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
         {
-            return Err("database_url must be a sqlite:// or postgres:// URL".into());
+            return Some("database_url must be a sqlite:// or postgres:// URL".into());
         }
         if !self.amqp_url.starts_with("amqp") {
-            return Err("amqp_url must be an amqp:// or amqps:// URL".into());
+            return Some("amqp_url must be an amqp:// or amqps:// URL".into());
         }
         if !(1..=3600).contains(&self.lease_secs) {
-            return Err("lease_secs must be between 1 and 3600".into());
+            return Some("lease_secs must be between 1 and 3600".into());
         }
         if !(1..=1000).contains(&self.database_pool_size) {
-            return Err("database_pool_size must be between 1 and 1000".into());
+            return Some("database_pool_size must be between 1 and 1000".into());
         }
         if self.max_concurrent_workflows == 0 {
-            return Err("max_concurrent_workflows must be at least 1".into());
+            return Some("max_concurrent_workflows must be at least 1".into());
         }
         for (name, c) in &self.connections {
-            let url = url::Url::parse(&c.base_url)
-                .map_err(|_| format!("connection {name:?}: base_url is not a URL"))?;
+            let Ok(url) = url::Url::parse(&c.base_url) else {
+                return Some(format!("connection {name:?}: base_url is not a URL"));
+            };
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("connection {name:?}: base_url must be http(s)"));
+                return Some(format!("connection {name:?}: base_url must be http(s)"));
             }
             if c.requests_per_minute == 0 {
-                return Err(format!(
+                return Some(format!(
                     "connection {name:?}: requests_per_minute must be above 0"
                 ));
             }
             if c.token_env.trim().is_empty() {
-                return Err(format!("connection {name:?}: token_env is empty"));
+                return Some(format!("connection {name:?}: token_env is empty"));
             }
         }
-        Ok(())
+        None
     }
 
     /// The AMQP URL with any password replaced, for logs.
@@ -401,6 +411,47 @@ pub fn redact_url(raw: &str) -> String {
         Ok(url) => url.to_string(),
         Err(_) => "<unparseable url>".into(),
     }
+}
+
+/// Why the configuration cannot be used. Messages name the file, the setting or the
+/// variable — never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named cannot be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's contents are wrong (the inner error says how).
+    #[error("config {}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        #[source]
+        source: Box<ConfigError>,
+    },
+    /// Not TOML, or not the settings offboard knows.
+    #[error("{}", one_line(.0.message()))]
+    Syntax(#[from] toml::de::Error),
+    /// A value out of range or of the wrong kind.
+    #[error("{0}")]
+    Invalid(String),
+    /// A connection's token variable is not set.
+    #[error("connection {connection:?}: environment variable {var} is not set")]
+    TokenUnset {
+        /// The connection.
+        connection: String,
+        /// The variable its `token_env` names.
+        var: String,
+    },
+    /// `[intake] signing_key_env` names a variable that is not set.
+    #[error("[intake] signing_key_env: environment variable {0} is not set")]
+    SigningKeyUnset(String),
 }
 
 fn one_line(text: &str) -> String {
@@ -488,7 +539,7 @@ allow_admins = true
             "[connections.x]\napp = \"postman\"\nbase_url = \"ftp://x\"\ntoken_env = \"T\"",
             "database_url = \"mysql://x\"",
         ] {
-            let e = Config::parse(bad).unwrap_err();
+            let e = Config::parse(bad).unwrap_err().to_string();
             assert!(!e.contains('\n'), "{e}");
         }
     }

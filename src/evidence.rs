@@ -9,7 +9,7 @@ use crate::domain::chain::{self, Link};
 use crate::domain::machine::{self, Record, State};
 use crate::runtime::definitions::stored;
 use crate::store::entities::audit;
-use crate::store::{Store, StoreError};
+use crate::store::{Loaded, Store, StoreError};
 
 /// What replaying a trail found.
 pub struct ReplayReport {
@@ -21,7 +21,7 @@ pub struct ReplayReport {
 
 /// Verifies the chain (as far as `verifier` can) and folds the trail through the state
 /// machine; compares the result with `stored`.
-pub fn replay_trail(
+fn replay_trail(
     trail: &[audit::Model],
     head: &str,
     verifier: chain::Verifier<'_>,
@@ -92,8 +92,100 @@ pub fn replay_trail(
     }
 }
 
+/// One workflow's trail, checked.
+pub struct Checked {
+    /// The workflow as stored.
+    pub loaded: Loaded,
+    /// Its audit trail, oldest first.
+    pub trail: Vec<audit::Model>,
+    /// What replaying the trail found.
+    pub report: ReplayReport,
+}
+
+impl Checked {
+    /// Whether any link is keyed (HMAC-SHA256): a process without the audit key cannot
+    /// vouch for it, which is a configuration problem, not evidence of tampering.
+    pub fn keyed(&self) -> bool {
+        self.trail.iter().any(|r| chain::is_keyed(&r.hash))
+    }
+
+    /// The names of the workflow's steps, for describing its records.
+    pub fn step_names(&self) -> Vec<String> {
+        self.loaded
+            .state
+            .steps
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// What this process can check a trail with: the store's key and the time the database
+/// started keying its chain.
+pub async fn verifier(store: &Store) -> Result<chain::Verifier<'_>, StoreError> {
+    Ok(chain::Verifier {
+        key: store.audit_key(),
+        keyed_since: store.keyed_since().await?,
+    })
+}
+
+/// Replays workflow `id` from its trail alone (`None`: no such workflow).
+pub async fn replay(store: &Store, id: &str) -> Result<Option<Checked>, StoreError> {
+    let verifier = verifier(store).await?;
+    check(store, id, verifier).await
+}
+
+async fn check(
+    store: &Store,
+    id: &str,
+    verifier: chain::Verifier<'_>,
+) -> Result<Option<Checked>, StoreError> {
+    let Some(loaded) = store.load(id).await? else {
+        return Ok(None);
+    };
+    let trail = store.trail(id).await?;
+    let report = replay_trail(
+        &trail,
+        &loaded.row.trail_head,
+        verifier,
+        &loaded.definition_source,
+        &loaded.state,
+    );
+    Ok(Some(Checked {
+        loaded,
+        trail,
+        report,
+    }))
+}
+
+/// Replays every workflow created at or after `since` (all when `None`), oldest first,
+/// handing each to `each` as it is checked; an error from `each` stops the walk.
+pub async fn verify_each<E: From<StoreError>>(
+    store: &Store,
+    since: Option<DateTime<Utc>>,
+    mut each: impl FnMut(Checked) -> Result<(), E>,
+) -> Result<(), E> {
+    let verifier = verifier(store).await?;
+    let mut workflows = store.list(None).await?;
+    workflows.reverse();
+    for row in workflows
+        .iter()
+        .filter(|r| since.is_none_or(|s| r.created_at >= s))
+    {
+        if let Some(checked) = check(store, &row.id, verifier).await? {
+            each(checked)?;
+        }
+    }
+    Ok(())
+}
+
+/// A text that [`parse_date`] does not read as a date.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")]
+pub struct NotADate(pub String);
+
 /// Parses `2026-11-20` (midnight UTC) or an RFC 3339 time.
-pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, NotADate> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -101,7 +193,7 @@ pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, String> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
-        .ok_or_else(|| format!("{raw:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+        .ok_or_else(|| NotADate(raw.to_string()))
 }
 
 /// The columns, in order (CSV header and JSON keys).
@@ -169,6 +261,26 @@ pub async fn rows(
         }));
     }
     Ok(out)
+}
+
+/// The rows of the workflows that finished before `before`: what `prune` exports before
+/// it removes them.
+pub async fn finished_before(
+    store: &Store,
+    before: DateTime<Utc>,
+) -> Result<Vec<Value>, StoreError> {
+    let ids: std::collections::HashSet<String> = store
+        .list(None)
+        .await?
+        .into_iter()
+        .filter(|w| w.finished_at.is_some_and(|f| f < before))
+        .map(|w| w.id)
+        .collect();
+    Ok(rows(store, DateTime::<Utc>::MIN_UTC, Some(before))
+        .await?
+        .into_iter()
+        .filter(|r| r["workflow_id"].as_str().is_some_and(|id| ids.contains(id)))
+        .collect())
 }
 
 /// A cell's text. A string that a spreadsheet would run as a formula (it starts with `=`,

@@ -23,8 +23,8 @@ use crate::codes::Code;
 use crate::config::{redact_url, AmqpNames, IntakeConfig};
 use crate::domain::admission;
 use crate::domain::event::{self, EventType, Rejection};
-use crate::runtime::engine::Engine;
-use crate::store::Pending;
+use crate::runtime::engine::{Engine, EngineError};
+use crate::store::{Accepted, Pending};
 
 /// How long connecting to the broker may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,25 +34,79 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// dead-letters it itself one delivery earlier, with `EVT-106`, so it is recorded.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Why talking to the broker failed. Each variant keeps lapin's error as its source; the
+/// message names the step (connect, channel, declare, confirm) that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker did not complete the handshake in time.
+    #[error("cannot connect to RabbitMQ at {url}: no answer within {secs} s")]
+    ConnectTimeout {
+        /// The broker's URL, password hidden.
+        url: String,
+        /// How long it was given.
+        secs: u64,
+    },
+    /// The broker refused the connection or could not be reached.
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect {
+        /// The broker's URL, password hidden.
+        url: String,
+        /// What lapin said.
+        #[source]
+        source: lapin::Error,
+    },
+    /// No channel was opened in time.
+    #[error("cannot open an AMQP channel: no answer")]
+    ChannelTimeout,
+    /// The broker refused a channel.
+    #[error("cannot open an AMQP channel: {0}")]
+    Channel(#[source] lapin::Error),
+    /// Exchanges, queues or bindings could not be declared.
+    #[error("cannot declare the topology: {0}")]
+    Declare(#[source] lapin::Error),
+    /// Any other AMQP operation failed (qos, consume, publish, ack, the connection).
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    /// The broker answered a publish with a nack.
+    #[error("the broker refused a {0} message")]
+    Refused(String),
+    /// The broker did not confirm in time.
+    #[error("RabbitMQ did not confirm the event within {0} s")]
+    Unconfirmed(u64),
+    /// The broker did not confirm a dead letter.
+    #[error("the broker did not confirm a dead letter: {0}")]
+    DeadLetterUnconfirmed(#[source] lapin::Error),
+    /// The broker cancelled the consumer.
+    #[error("the consumer was cancelled by the broker")]
+    ConsumerCancelled,
+    /// Asked to stop while a delivery waited for the database.
+    #[error("stopping while the database is unreachable")]
+    StoppedWaitingForDatabase,
+}
+
 /// Opens a connection and a channel.
-pub async fn open(url: &str) -> Result<(Connection, Channel), String> {
+pub async fn open(url: &str) -> Result<(Connection, Channel), BrokerError> {
     open_named(url, "offboard").await
 }
 
 /// Opens a connection, named as the broker's tools will show it, and a channel; gives up
 /// after ten seconds (a port that accepts TCP but never speaks AMQP included).
-pub async fn open_named(url: &str, name: &str) -> Result<(Connection, Channel), String> {
+pub async fn open_named(url: &str, name: &str) -> Result<(Connection, Channel), BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let unreachable =
-        |why: String| format!("cannot connect to RabbitMQ at {}: {why}", redact_url(url));
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
-        .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|_| BrokerError::ConnectTimeout {
+            url: redact_url(url),
+            secs: CONNECT_TIMEOUT.as_secs(),
+        })?
+        .map_err(|source| BrokerError::Connect {
+            url: redact_url(url),
+            source,
+        })?;
     let channel = tokio::time::timeout(CONNECT_TIMEOUT, conn.create_channel())
         .await
-        .map_err(|_| "cannot open an AMQP channel: no answer".to_string())?
-        .map_err(|e| format!("cannot open an AMQP channel: {e}"))?;
+        .map_err(|_| BrokerError::ChannelTimeout)?
+        .map_err(BrokerError::Channel)?;
     Ok((conn, channel))
 }
 
@@ -157,21 +211,18 @@ pub async fn consume(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 async fn consume_once(
     engine: &Arc<Engine>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let names = &engine.config().amqp;
     let name = format!("offboard consumer {}", names.queue);
     let (conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
     declare(&channel, names)
         .await
-        .map_err(|e| format!("cannot declare the topology: {e}"))?;
+        .map_err(BrokerError::Declare)?;
     channel
         .basic_qos(names.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let dlx = conn.create_channel().await.map_err(|e| e.to_string())?;
-    dlx.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
+    let dlx = conn.create_channel().await?;
+    dlx.confirm_select(ConfirmSelectOptions::default()).await?;
     let consumer = channel
         .basic_consume(
             names.queue.as_str().into(),
@@ -179,8 +230,7 @@ async fn consume_once(
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     info!(queue = %names.queue, "consuming events");
     // The whole prefetch window is handled at once (each delivery acked after its own
     // commit); the work loop's free places pace the accepts.
@@ -190,10 +240,7 @@ async fn consume_once(
         .map(|delivery| {
             let (engine, dlx, shutdown) = (engine.clone(), dlx.clone(), stop.clone());
             let paused = paused.clone();
-            async move {
-                let delivery = delivery.map_err(|e| e.to_string())?;
-                handle(&engine, &dlx, delivery, shutdown, &paused).await
-            }
+            async move { handle(&engine, &dlx, delivery?, shutdown, &paused).await }
         })
         .buffer_unordered(usize::from(names.prefetch.max(1)));
     loop {
@@ -204,7 +251,7 @@ async fn consume_once(
             }
             outcome = handled.next() => match outcome {
                 Some(outcome) => outcome?,
-                None => return Err("the consumer was cancelled by the broker".into()),
+                None => return Err(BrokerError::ConsumerCancelled),
             },
         }
     }
@@ -213,9 +260,9 @@ async fn consume_once(
 /// Why a delivery could not be handled.
 enum HandleError {
     /// The broker connection failed: reconnect (the delivery comes back).
-    Broker(String),
+    Broker(BrokerError),
     /// The database failed: hold the delivery and try it again when the database is back.
-    Store(String),
+    Store(EngineError),
 }
 
 /// Turns one delivery into workflows (ack after commit) or a dead letter (ack after the
@@ -228,7 +275,7 @@ async fn handle(
     delivery: Delivery,
     mut shutdown: watch::Receiver<bool>,
     paused: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let mut delays = reconnect_delays();
     loop {
         match try_handle(engine, dlx, &delivery).await {
@@ -245,7 +292,7 @@ async fn handle(
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     // Unacknowledged, the delivery goes back to the queue when we close.
-                    _ = shutdown.changed() => return Err("stopping while the database is unreachable".into()),
+                    _ = shutdown.changed() => return Err(BrokerError::StoppedWaitingForDatabase),
                 }
             }
         }
@@ -257,64 +304,101 @@ async fn handle(
         .ack(BasicAckOptions::default())
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(BrokerError::from)
 }
 
+/// A message as the intake reads it, whoever carried it: the broker's consumer, or
+/// `offboard demo`, which has no broker.
+pub struct Message<'a> {
+    /// The CloudEvents JSON, as received.
+    pub body: &'a [u8],
+    /// Where it was published (the event type, by convention); kept with a dead letter.
+    pub routing_key: &'a str,
+    /// The `x-offboard-signature` header, if any.
+    pub signature: Option<&'a str>,
+    /// How many times the broker delivered it before (`x-delivery-count`), if it says.
+    pub delivery_count: Option<i64>,
+}
+
+/// What became of a message.
+#[derive(Debug)]
+pub enum Received {
+    /// Its workflows are stored (or it was a duplicate, or it is held by the brake).
+    Accepted(Accepted),
+    /// It was rejected and the dead letter recorded; the consumer still publishes it to
+    /// the dead-letter exchange.
+    DeadLettered(Rejection),
+}
+
+/// The broker-free half of handling a message, the same for the consumer and the demo:
+/// the delivery limit, the signature, the parse, the allowed sources, then either the
+/// event's workflows are stored ([`Engine::accept_reserved`], handed to this process's
+/// work loop when one runs) or the rejection is recorded as a
+/// dead letter. `Err` is a database failure: nothing was decided, try again later.
+pub async fn receive(engine: &Engine, message: &Message<'_>) -> Result<Received, EngineError> {
+    let rejection = match decide(engine, message).await? {
+        Ok(accepted) => return Ok(Received::Accepted(accepted)),
+        Err(rejection) => rejection,
+    };
+    let event_id = serde_json::from_slice::<serde_json::Value>(message.body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
+    engine
+        .store()
+        .dead_letter(
+            rejection.code.as_str(),
+            &rejection.message,
+            event_id.as_deref(),
+            message.routing_key,
+            message.body,
+        )
+        .await?;
+    metrics::counter!("offboard_dead_letters_total", "code" => rejection.code.as_str())
+        .increment(1);
+    warn!(code = %rejection.code, reason = %rejection.message.escape_debug(), event_id = ?event_id, "event dead-lettered");
+    Ok(Received::DeadLettered(rejection))
+}
+
+/// Accepts the message or says why not.
+async fn decide(
+    engine: &Engine,
+    message: &Message<'_>,
+) -> Result<Result<Accepted, Rejection>, EngineError> {
+    if let Some(count) = message.delivery_count.filter(|n| *n >= DELIVERY_LIMIT - 1) {
+        return Ok(Err(Rejection {
+            code: Code::Evt106,
+            message: format!("delivered {} times without being processed", count + 1),
+        }));
+    }
+    if let Some(rejection) = signature_rejection(&engine.config().intake, message) {
+        return Ok(Err(rejection));
+    }
+    let known: Vec<String> = engine.config().connections.keys().cloned().collect();
+    let allowed = engine.config().intake.allowed_sources.as_deref();
+    let request = match event::parse(message.body, &known)
+        .and_then(|r| admission::check_source(allowed, &r.source).map(|()| r))
+    {
+        Ok(request) => request,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let text = String::from_utf8_lossy(message.body);
+    let place = engine.reserve().await;
+    let accepted = engine.accept_reserved(&request, &text, place).await?;
+    if let (Ok(_), Some(t)) = (&accepted, request.time) {
+        metrics::histogram!("offboard_intake_lag_seconds")
+            .record((chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+    }
+    Ok(accepted)
+}
+
+/// [`receive`] for a broker delivery, then the rejected ones published to the
+/// dead-letter exchange with their code, the broker's confirm awaited.
 async fn try_handle(
     engine: &Arc<Engine>,
     dlx: &Channel,
     delivery: &Delivery,
 ) -> Result<(), HandleError> {
-    let body = &delivery.data;
-    if let Some(count) = delivery_count(delivery).filter(|n| *n >= DELIVERY_LIMIT - 1) {
-        let rejection = Rejection {
-            code: Code::Evt106,
-            message: format!("delivered {} times without being processed", count + 1),
-        };
-        return dead_letter(engine, dlx, delivery, &rejection).await;
-    }
-    if let Some(rejection) = signature_rejection(&engine.config().intake, delivery) {
-        return dead_letter(engine, dlx, delivery, &rejection).await;
-    }
-    let known: Vec<String> = engine.config().connections.keys().cloned().collect();
-    let allowed = engine.config().intake.allowed_sources.as_deref();
-    let rejection = match event::parse(body, &known) {
-        Err(rejection) => rejection,
-        Ok(request) => match admission::check_source(allowed, &request.source) {
-            Err(rejection) => rejection,
-            Ok(()) => {
-                let text = String::from_utf8_lossy(body);
-                let place = engine.reserve().await;
-                match engine.accept_reserved(&request, &text, place).await {
-                    Ok(Ok(_)) => {
-                        if let Some(t) = request.time {
-                            metrics::histogram!("offboard_intake_lag_seconds")
-                                .record((chrono::Utc::now() - t).as_seconds_f64().max(0.0));
-                        }
-                        return Ok(());
-                    }
-                    Ok(Err(rejection)) => rejection,
-                    Err(e) => return Err(HandleError::Store(e.to_string())),
-                }
-            }
-        },
-    };
-    dead_letter(engine, dlx, delivery, &rejection).await
-}
-
-/// Why a message's signature is refused, when `[intake] signing_key_env` asks for one.
-fn signature_rejection(intake: &IntakeConfig, delivery: &Delivery) -> Option<Rejection> {
-    let key = match intake.signing_key() {
-        Ok(None) => return None,
-        Ok(Some(key)) => key,
-        Err(why) => {
-            return Some(Rejection {
-                code: Code::Evt105,
-                message: why,
-            })
-        }
-    };
-    let header = delivery.properties.headers().as_ref().and_then(|h| {
+    let signature = delivery.properties.headers().as_ref().and_then(|h| {
         match h.inner().get(admission::SIGNATURE_HEADER) {
             Some(AMQPValue::LongString(s)) => {
                 Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
@@ -322,7 +406,36 @@ fn signature_rejection(intake: &IntakeConfig, delivery: &Delivery) -> Option<Rej
             _ => None,
         }
     });
-    admission::check_signature(key.expose().as_bytes(), &delivery.data, header.as_deref()).err()
+    let message = Message {
+        body: &delivery.data,
+        routing_key: delivery.routing_key.as_str(),
+        signature: signature.as_deref(),
+        delivery_count: delivery_count(delivery),
+    };
+    match receive(engine, &message)
+        .await
+        .map_err(HandleError::Store)?
+    {
+        Received::Accepted(_) => Ok(()),
+        Received::DeadLettered(rejection) => publish_dead_letter(engine, dlx, delivery, &rejection)
+            .await
+            .map_err(HandleError::Broker),
+    }
+}
+
+/// Why a message's signature is refused, when `[intake] signing_key_env` asks for one.
+fn signature_rejection(intake: &IntakeConfig, message: &Message<'_>) -> Option<Rejection> {
+    let key = match intake.signing_key() {
+        Ok(None) => return None,
+        Ok(Some(key)) => key,
+        Err(why) => {
+            return Some(Rejection {
+                code: Code::Evt105,
+                message: why.to_string(),
+            })
+        }
+    };
+    admission::check_signature(key.expose().as_bytes(), message.body, message.signature).err()
 }
 
 /// How many times the broker delivered this message before (quorum queues count it).
@@ -338,33 +451,14 @@ fn delivery_count(delivery: &Delivery) -> Option<i64> {
     }
 }
 
-/// Records a rejected message (first, so a database outage holds it like any other
-/// delivery), then publishes it to the dead-letter exchange with its code and waits for
-/// the broker's confirm.
-async fn dead_letter(
-    engine: &Arc<Engine>,
+/// Publishes a rejected message (already recorded by [`receive`]) to the dead-letter
+/// exchange with its code and waits for the broker's confirm.
+async fn publish_dead_letter(
+    engine: &Engine,
     dlx: &Channel,
     delivery: &Delivery,
     rejection: &Rejection,
-) -> Result<(), HandleError> {
-    let event_id = serde_json::from_slice::<serde_json::Value>(&delivery.data)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
-    let routing_key = delivery.routing_key.as_str().to_string();
-    engine
-        .store()
-        .dead_letter(
-            rejection.code.as_str(),
-            &rejection.message,
-            event_id.as_deref(),
-            &routing_key,
-            &delivery.data,
-        )
-        .await
-        .map_err(|e| HandleError::Store(format!("cannot record a dead letter: {e}")))?;
-    metrics::counter!("offboard_dead_letters_total", "code" => rejection.code.as_str())
-        .increment(1);
-    warn!(code = %rejection.code, reason = %rejection.message.escape_debug(), event_id = ?event_id, "event dead-lettered");
+) -> Result<(), BrokerError> {
     let mut headers = FieldTable::default();
     headers.insert(
         "x-error-code".into(),
@@ -382,15 +476,14 @@ async fn dead_letter(
     }
     dlx.basic_publish(
         engine.config().amqp.dead_letter_exchange.as_str().into(),
-        routing_key.as_str().into(),
+        delivery.routing_key.as_str().into(),
         BasicPublishOptions::default(),
         &delivery.data,
         props,
     )
+    .await?
     .await
-    .map_err(|e| HandleError::Broker(e.to_string()))?
-    .await
-    .map_err(|e| HandleError::Broker(format!("the broker did not confirm a dead letter: {e}")))?;
+    .map_err(BrokerError::DeadLetterUnconfirmed)?;
     Ok(())
 }
 
@@ -422,14 +515,13 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
             let (_conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let exchange = &engine.config().amqp.exchange;
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 let batch = tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return Ok::<(), String>(()),
+                    _ = shutdown.changed() => return Ok::<(), BrokerError>(()),
                     _ = std::future::ready(()), if !carried.is_empty() => {
                         renewed(store, &owner, std::mem::take(&mut carried)).await
                     }
@@ -495,7 +587,11 @@ async fn renewed(store: &crate::store::Store, owner: &str, entries: Vec<Pending>
 }
 
 /// Publishes every entry, then waits for all their confirms.
-async fn publish_batch(channel: &Channel, exchange: &str, batch: &[Pending]) -> Result<(), String> {
+async fn publish_batch(
+    channel: &Channel,
+    exchange: &str,
+    batch: &[Pending],
+) -> Result<(), BrokerError> {
     let mut confirms = Vec::with_capacity(batch.len());
     for p in batch {
         confirms.push(
@@ -509,10 +605,7 @@ async fn publish_batch(channel: &Channel, exchange: &str, batch: &[Pending]) -> 
         );
     }
     for (confirm, p) in confirms.into_iter().zip(batch) {
-        confirmed(
-            confirm.await.map_err(|e| e.to_string())?,
-            &p.entry.routing_key,
-        )?;
+        confirmed(confirm.await?, &p.entry.routing_key)?;
     }
     Ok(())
 }
@@ -524,7 +617,7 @@ async fn send(
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-) -> Result<lapin::PublisherConfirm, String> {
+) -> Result<lapin::PublisherConfirm, BrokerError> {
     send_with(channel, exchange, routing_key, body, None).await
 }
 
@@ -535,7 +628,7 @@ async fn send_with(
     routing_key: &str,
     body: &[u8],
     signature: Option<&str>,
-) -> Result<lapin::PublisherConfirm, String> {
+) -> Result<lapin::PublisherConfirm, BrokerError> {
     let mut props = BasicProperties::default()
         .with_content_type("application/cloudevents+json".into())
         .with_delivery_mode(2);
@@ -556,12 +649,12 @@ async fn send_with(
             props,
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(BrokerError::from)
 }
 
-fn confirmed(confirm: lapin::Confirmation, routing_key: &str) -> Result<(), String> {
+fn confirmed(confirm: lapin::Confirmation, routing_key: &str) -> Result<(), BrokerError> {
     if confirm.is_nack() {
-        return Err(format!("the broker refused a {routing_key} message"));
+        return Err(BrokerError::Refused(routing_key.to_string()));
     }
     Ok(())
 }
@@ -572,11 +665,8 @@ pub async fn publish(
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-) -> Result<(), String> {
-    let confirm = send(channel, exchange, routing_key, body)
-        .await?
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(), BrokerError> {
+    let confirm = send(channel, exchange, routing_key, body).await?.await?;
     confirmed(confirm, routing_key)
 }
 
@@ -586,7 +676,7 @@ pub async fn submit(
     names: &AmqpNames,
     routing_key: &str,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     submit_signed(url, names, routing_key, body, None).await
 }
 
@@ -597,32 +687,25 @@ pub async fn submit_signed(
     routing_key: &str,
     body: &[u8],
     signature: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), BrokerError> {
     let (conn, channel) = open(url).await?;
     // A broker that accepted the connection but stops answering (declare, confirm) must
     // not hang the caller: the whole exchange has a bound, as connecting has.
     let exchange = async {
         declare(&channel, names)
             .await
-            .map_err(|e| format!("cannot declare the topology: {e}"))?;
+            .map_err(BrokerError::Declare)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let confirm = send_with(&channel, &names.exchange, routing_key, body, signature)
             .await?
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         confirmed(confirm, routing_key)
     };
     let result = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "RabbitMQ did not confirm the event within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ))
-        });
+        .unwrap_or(Err(BrokerError::Unconfirmed(CONNECT_TIMEOUT.as_secs())));
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
     result
 }

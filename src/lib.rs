@@ -8,10 +8,12 @@
 //! - [`intake`]: RabbitMQ topology, consumer, dead letters, outbound events.
 //! - [`service`]: what `offboard serve` runs: intake, outbox publisher, work loop.
 //! - [`store`]: sea-orm persistence (SQLite or PostgreSQL).
-//! - [`apps`]: one module per app (client, actions, error codes, check, simulator).
+//! - [`apps`]: one module per app (client, actions, error codes, check). The apps'
+//!   simulators live in the `offboard-simulators` crate (`simulators/`).
 //! - [`codes`]: the error-code catalog.
 //! - [`evidence`]: what a trail proves (replay verdict, auditors' rows), for CLI and console.
-//! - [`http`]: the operators' listener: metrics, health probes and the web console.
+//! - `http` (feature `console`, on by default): the operators' listener: metrics, health
+//!   probes and the web console.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
 
 #![warn(missing_docs)]
@@ -22,6 +24,7 @@ pub mod codes;
 pub mod config;
 pub mod domain;
 pub mod evidence;
+#[cfg(feature = "console")]
 pub mod http;
 pub mod intake;
 pub mod runtime;

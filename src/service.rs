@@ -28,10 +28,16 @@ impl Service {
     }
 
     /// Serves the operators' console on `listener` too, until the service stops.
-    pub fn listen(&mut self, listener: tokio::net::TcpListener, console: crate::http::Console) {
+    #[cfg(feature = "console")]
+    pub fn listen(
+        mut self,
+        listener: tokio::net::TcpListener,
+        console: crate::http::Console,
+    ) -> Service {
         let stop = self.stop.subscribe();
         self.tasks
             .push(tokio::spawn(crate::http::serve(listener, console, stop)));
+        self
     }
 
     /// Stops, waiting for in-flight steps.

@@ -16,12 +16,12 @@ use std::collections::BTreeSet;
 use apps_support::{connection, request, Steps};
 use contract::{Allowances, Api, Exchange, Recorder};
 use offboard::apps::postman::client::Client as PostmanClient;
-use offboard::apps::postman::simulator::{Fault as PmFault, FaultKind as PmFaultKind};
 use offboard::apps::retry::CallRetry;
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
 use offboard::apps::AppClient;
 use offboard::config::{AppKind, Secret};
 use offboard::domain::event::EventType;
+use offboard_simulators::postman::{Fault as PmFault, FaultKind as PmFaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use support::*;
 
 const SMARTSHEET_OFFBOARD: &[&str] = &[
@@ -157,12 +157,10 @@ async fn smartsheet_traffic_follows_the_openapi_document() {
     org.sim.set_groups_access(false);
     assert!(client().check().await.problem.is_some());
     org.sim.set_groups_access(true);
-    let owner = org
-        .sim
-        .add_user(offboard::apps::smartsheet::simulator::SimUser {
-            group_admin: true,
-            ..offboard::apps::smartsheet::simulator::SimUser::new("owner@example.com")
-        });
+    let owner = org.sim.add_user(offboard_simulators::smartsheet::SimUser {
+        group_admin: true,
+        ..offboard_simulators::smartsheet::SimUser::new("owner@example.com")
+    });
     org.sim.add_group("Owned", owner, &[owner]);
     let mut no_recipient = Steps::new(
         client(),
@@ -273,11 +271,11 @@ async fn postman_traffic_follows_the_openapi_document() {
     // A member deactivated earlier who is still an only Admin: role lists by SCIM id.
     let old = team
         .sim
-        .add_member(offboard::apps::postman::simulator::SimMember::new(
+        .add_member(offboard_simulators::postman::SimMember::new(
             "old.owner@northwind.example",
         ));
     team.sim
-        .add_workspace(offboard::apps::postman::simulator::SimWorkspace::team(
+        .add_workspace(offboard_simulators::postman::SimWorkspace::team(
             "Old APIs", old,
         ));
     team.sim.update_member(old, |m| m.active = false);

@@ -14,12 +14,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use apps_support::{connection, request, Steps};
-use offboard::apps::postman::simulator::{Fault as PmFault, FaultKind as PmFaultKind};
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind, SimUser};
 use offboard::apps::AppClient;
 use offboard::codes::Code;
 use offboard::config::{AppKind, Secret};
 use offboard::domain::event::EventType;
+use offboard_simulators::postman::{Fault as PmFault, FaultKind as PmFaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind, SimUser};
 use serde_json::{json, Value};
 use support::*;
 
@@ -316,7 +316,7 @@ async fn a_deactivated_co_admin_does_not_count_as_an_admin() {
     let s = team.seed.clone();
     let gone = team
         .sim
-        .add_member(offboard::apps::postman::simulator::SimMember::new(
+        .add_member(offboard_simulators::postman::SimMember::new(
             "old.admin@northwind.example",
         ));
     team.sim.update_member(gone, |m| m.active = false);

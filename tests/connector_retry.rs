@@ -7,45 +7,18 @@
 mod apps_support;
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use apps_support::retry_calls;
-use offboard::apps::postman::simulator::{SimMember, SimWorkspace, ROLE_VIEWER};
 use offboard::apps::retry::CallRetry;
-use offboard::apps::sim_kit::Chaos;
-use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::domain::event::EventType;
 use offboard::runtime::definitions::Registry;
+use offboard_simulators::kit::Chaos;
+use offboard_simulators::postman::{SimMember, SimWorkspace, ROLE_VIEWER};
+use offboard_simulators::smartsheet::{SimUser, SmartsheetSim};
 use support::*;
 
 const LEAVERS: usize = 100;
-
-/// The shipped Smartsheet definitions with millisecond step retries (same attempts).
-fn fast_workflows() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in [
-        "smartsheet-offboard.toml",
-        "smartsheet-license-reclaim.toml",
-    ] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("workflows")
-                .join(name),
-        )
-        .unwrap();
-        let text = edit(
-            &text,
-            "initial_interval_ms = 1000",
-            "initial_interval_ms = 10",
-        );
-        let text = edit(&text, "max_interval_ms = 300000", "max_interval_ms = 40");
-        // Not every file has a step with its own 2 s policy.
-        let text = text.replace("initial_interval_ms = 2000", "initial_interval_ms = 10");
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_offboardings_complete_with_35_percent_of_requests_failing() {
@@ -74,7 +47,7 @@ async fn a_hundred_offboardings_complete_with_35_percent_of_requests_failing() {
     }
 
     let (url, _db) = fresh_database(Db::Postgres).await;
-    let defs = fast_workflows();
+    let defs = fast_workflows(&SMARTSHEET_WORKFLOWS);
     let mut cfg = config(&url, amqp_names(), &sim.base_url());
     cfg.workflows_dir = Some(defs.path().to_path_buf());
     cfg.max_concurrent_workflows = 25;
@@ -176,29 +149,6 @@ fn every_shipped_step_waits_out_an_hour_long_outage() {
     assert!(checked >= 20, "{checked}");
 }
 
-/// The shipped Postman definitions with millisecond step retries (same attempts).
-fn fast_postman_workflows() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["postman-offboard.toml", "postman-license-reclaim.toml"] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("workflows")
-                .join(name),
-        )
-        .unwrap();
-        let text = edit(
-            &text,
-            "initial_interval_ms = 1000",
-            "initial_interval_ms = 10",
-        );
-        let text = edit(&text, "max_interval_ms = 300000", "max_interval_ms = 40");
-        // Not every file has a step with its own 2 s policy.
-        let text = text.replace("initial_interval_ms = 2000", "initial_interval_ms = 10");
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postman_offboardings_complete_with_35_percent_of_requests_failing() {
     const MEMBERS: usize = 25;
@@ -216,7 +166,7 @@ async fn postman_offboardings_complete_with_35_percent_of_requests_failing() {
         leavers.push((email, id));
     }
     let (url, _db) = fresh_database(Db::Postgres).await;
-    let defs = fast_postman_workflows();
+    let defs = fast_workflows(&POSTMAN_WORKFLOWS);
     let mut cfg = postman_config(&url, amqp_names(), &team.sim.base_url());
     cfg.workflows_dir = Some(defs.path().to_path_buf());
     cfg.max_concurrent_workflows = 25;
@@ -272,14 +222,4 @@ async fn postman_offboardings_complete_with_35_percent_of_requests_failing() {
         "{failed} of {}",
         calls.len()
     );
-}
-
-/// `text` with `from` replaced by `to`; panics when `from` is not there, so a fixture edit
-/// that stopped matching the shipped file fails loudly instead of testing the original.
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "the fixture no longer contains {from:?}"
-    );
-    text.replace(from, to)
 }

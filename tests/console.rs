@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::SimUser;
 use offboard::config::Secret;
 use offboard::http::Console;
 use offboard::runtime::engine::Engine;
 use offboard::service::Service;
+use offboard_simulators::smartsheet::SimUser;
 use support::procs::{pg_url_via, TcpProxy};
 use support::*;
 
@@ -22,10 +22,10 @@ const HOSTILE: &str = r#"<script>alert("x")</script>'"#;
 
 /// Starts the service with the console on a free port; returns its base URL.
 async fn start(engine: &Arc<Engine>, token: Option<&str>) -> (Service, String) {
-    let mut service = serve(engine);
+    let service = serve(engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    service.listen(
+    let service = service.listen(
         listener,
         Console::new(engine.clone(), token.map(Secret::new)),
     );

@@ -7,9 +7,9 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::SimUser;
 use offboard::config::Secret;
 use offboard::http::Console;
+use offboard_simulators::smartsheet::SimUser;
 use support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -92,10 +92,10 @@ async fn chromium_renders_the_list_and_both_timelines() {
     let (url, _dir) = fresh_database(Db::Sqlite).await;
     let names = amqp_names();
     let engine = engine(config(&url, names.clone(), &org.sim.base_url()), TOKEN).await;
-    let mut service = serve(&engine);
+    let service = serve(&engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    service.listen(
+    let service = service.listen(
         listener,
         Console::new(engine.clone(), Some(Secret::new("op-token"))),
     );

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use serde_json::Value;
 use support::*;
 

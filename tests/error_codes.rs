@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use apps_support::{quick_retry, retry_calls};
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use serde_json::Value;
 use support::*;
 
@@ -140,28 +140,6 @@ async fn check_and_explain_refuse_bad_input_with_one_line() {
     let (code, _, err) = offboard(&["list", "--config", bad.to_str().unwrap()], TOKEN);
     assert_eq!(code, 2);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-}
-
-/// Definitions identical to the shipped ones but with millisecond retries.
-fn fast_workflows() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for name in [
-        "smartsheet-offboard.toml",
-        "smartsheet-license-reclaim.toml",
-    ] {
-        let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("workflows")
-                .join(name),
-        )
-        .unwrap();
-        let fast = text
-            .replace("initial_interval_ms = 1000", "initial_interval_ms = 10")
-            .replace("initial_interval_ms = 2000", "initial_interval_ms = 10")
-            .replace("max_interval_ms = 300000", "max_interval_ms = 40");
-        std::fs::write(dir.path().join(name), fast).unwrap();
-    }
-    dir
 }
 
 struct Case {
@@ -317,7 +295,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
             writes_allowed: false,
         },
     ];
-    let workflows = fast_workflows();
+    let workflows = fast_workflows(&SMARTSHEET_WORKFLOWS);
     for case in cases {
         let org = org().await;
         let (url, _dir) = fresh_database(Db::Sqlite).await;

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::SimUser;
 use offboard::domain::{admission, chain};
 use offboard::store::entities::audit;
 use offboard::store::Store;
+use offboard_simulators::smartsheet::SimUser;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 use support::procs::{command, ConfigFile, Procs};
 use support::*;

@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind, SimUser};
+use offboard_simulators::smartsheet::{Fault, FaultKind, SimUser};
 use support::procs::{drain_dead_letters, pg_url_via, publish_many, ConfigFile, Procs, TcpProxy};
 use support::*;
 

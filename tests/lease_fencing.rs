@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use support::procs::{cli, signal, ConfigFile, Procs};
 use support::*;
 

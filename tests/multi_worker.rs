@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use offboard::apps::smartsheet::simulator::SimUser;
+use offboard_simulators::smartsheet::SimUser;
 use support::procs::{
     all_ended, fold_problem, progress, publish_many, replay_all, trail_problems, ConfigFile, Procs,
     Watch,
@@ -66,9 +66,9 @@ async fn three_workers_killed_and_restarted_drive_each_workflow_once() {
     // Every answer takes 100 ms, as a real API's would: the run then lasts long enough for
     // several kills however fast the engine gets.
     org.sim.inject(
-        offboard::apps::smartsheet::simulator::Fault::new(
+        offboard_simulators::smartsheet::Fault::new(
             "/",
-            offboard::apps::smartsheet::simulator::FaultKind::Delay(Duration::from_millis(100)),
+            offboard_simulators::smartsheet::FaultKind::Delay(Duration::from_millis(100)),
         )
         .times(u32::MAX),
     );

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use offboard::apps::smartsheet::simulator::SimUser;
+use offboard_simulators::smartsheet::SimUser;
 use support::procs::{all_ended, publish_many, trail_problems};
 use support::*;
 

@@ -16,12 +16,11 @@ use serde_json::Value;
 use support::procs::{cli, ConfigFile};
 use support::*;
 
-/// The simulators, in one place: they are to move into their own crate
-/// (`offboard-simulators`), and only these lines will change then.
+/// The simulators' types this test reads, in one place.
 mod sims {
     pub use offboard::apps::postman::client::Client as PostmanClient;
-    pub use offboard::apps::postman::simulator::SimCall as PostmanCall;
-    pub use offboard::apps::smartsheet::simulator::SimCall as SmartsheetCall;
+    pub use offboard_simulators::postman::SimCall as PostmanCall;
+    pub use offboard_simulators::smartsheet::SimCall as SmartsheetCall;
 }
 
 /// One write as the simulator logged it or the plan listed it: method, path with query,

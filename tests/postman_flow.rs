@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use apps_support::{quick_retry, retry_calls};
-use offboard::apps::postman::simulator::{
+use offboard_simulators::postman::{
     Fault, FaultKind, PostmanSim, SimCall, SimMember, SimWorkspace, ROLE_ADMIN, ROLE_EDITOR,
     ROLE_VIEWER,
 };

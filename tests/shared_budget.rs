@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::SimUser;
+use offboard_simulators::smartsheet::SimUser;
 use support::procs::{all_ended, publish_many, ConfigFile, Procs};
 use support::*;
 

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use offboard::apps::smartsheet::simulator::{Fault, FaultKind, SimCall};
+use offboard_simulators::smartsheet::{Fault, FaultKind, SimCall};
 use serde_json::Value;
 use support::*;
 
@@ -396,9 +396,9 @@ async fn concurrent_workflows_share_the_connections_request_budget() {
     let org = org().await;
     for i in 0..3 {
         org.sim
-            .add_user(offboard::apps::smartsheet::simulator::SimUser::new(
-                &format!("seat{i}@example.com"),
-            ));
+            .add_user(offboard_simulators::smartsheet::SimUser::new(&format!(
+                "seat{i}@example.com"
+            )));
     }
     let (url, _dir) = fresh_database(Db::Sqlite).await;
     let mut cfg = config(&url, amqp_names(), &org.sim.base_url());

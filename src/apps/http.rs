@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Mutex};
 use secrecy::zeroize::Zeroizing;
 
 use super::dry_run::{is_write, DryRun};
+use super::ClientError;
 use crate::config::Secret;
 
 /// The largest response body read (8 MiB: far above any page the apps document).
@@ -91,8 +92,14 @@ pub trait SlotSource: Send + Sync + std::fmt::Debug {
         budget: &'a str,
         interval: Duration,
         count: u32,
-    ) -> BoxFuture<'a, Result<Duration, String>>;
+    ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>>;
 }
+
+/// A [`SlotSource`] could not hand out slots (the database behind it failed); the pacer
+/// then paces this process alone. The source's own error is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetUnavailable(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// How far ahead a process reserves shared slots in one go: one database write per
 /// this much of the budget, not one per request.
@@ -220,13 +227,12 @@ impl ApiHttp {
         auth_value: Secret,
         requests_per_minute: u32,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("offboard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .build()?;
         Ok(ApiHttp {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),

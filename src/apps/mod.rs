@@ -1,13 +1,14 @@
 //! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`],
 //! each call retried on its own by [`retry::CallRetry`]), actions (the workflow steps
-//! named in `workflows/`), an error mapping to the catalog's codes, a connection check,
-//! and a simulator used by tests and `offboard demo`.
+//! named in `workflows/`), an error mapping to the catalog's codes and a connection check.
+//! The simulators that tests and `offboard demo` run against are the separate
+//! `offboard-simulators` crate; they meet these clients only over HTTP.
 
 pub mod dry_run;
+pub mod failure;
 pub mod http;
 pub mod postman;
 pub mod retry;
-pub mod sim_kit;
 pub mod smartsheet;
 
 use serde_json::{Map, Value};
@@ -41,6 +42,17 @@ impl ActionContext<'_> {
     }
 }
 
+/// Why a connection's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Its token is not in the environment.
+    #[error(transparent)]
+    Token(#[from] crate::config::ConfigError),
+    /// The HTTP client could not be set up (TLS roots, for one).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
 /// The result of checking one connection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckReport {
@@ -63,7 +75,7 @@ pub enum AppClient {
 
 impl AppClient {
     /// Builds the client for a connection, reading its token from the environment.
-    pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, String> {
+    pub fn connect(name: &str, config: &ConnectionConfig) -> Result<AppClient, ClientError> {
         AppClient::new(config, config.token(name)?)
     }
 
@@ -71,7 +83,7 @@ impl AppClient {
     pub fn new(
         config: &ConnectionConfig,
         token: crate::config::Secret,
-    ) -> Result<AppClient, String> {
+    ) -> Result<AppClient, ClientError> {
         Ok(match config.app {
             AppKind::Smartsheet => {
                 AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?)
@@ -88,7 +100,7 @@ impl AppClient {
                 AppKind::Smartsheet => Code::Smt100B,
                 AppKind::Postman => Code::Post100B,
             };
-            StepError::fatal(code, message)
+            StepError::fatal(code, message.to_string())
         })
     }
 
@@ -121,9 +133,22 @@ impl AppClient {
         action: &str,
         ctx: &ActionContext<'_>,
     ) -> Result<StepOutput, StepError> {
+        use failure::settle;
         match self {
-            AppClient::Smartsheet(c) => smartsheet::actions::perform(c, action, ctx).await,
-            AppClient::Postman(c) => postman::actions::perform(c, action, ctx).await,
+            AppClient::Smartsheet(c) => {
+                let result = smartsheet::actions::perform(c, action, ctx).await;
+                settle(result, |e, area| {
+                    smartsheet::errors::run_error(c, e, area, ctx.calls)
+                })
+                .await
+            }
+            AppClient::Postman(c) => {
+                let result = postman::actions::perform(c, action, ctx).await;
+                settle(result, |e, area| {
+                    postman::errors::run_error(c, e, area, ctx.calls)
+                })
+                .await
+            }
         }
     }
 

@@ -6,39 +6,31 @@ use chrono::{DateTime, Utc};
 
 use super::views::describe;
 use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
-use crate::domain::chain;
 use crate::domain::machine::{State, Status};
-use crate::evidence::replay_trail;
+use crate::evidence::{self, Checked};
 use crate::runtime::engine::{Engine, EngineError, Intervened, Intervention};
-use crate::store::entities::audit;
 use crate::store::Store;
 
 /// `offboard replay`.
 pub async fn replay(store: &Store, id: &str) -> Outcome {
-    let loaded = store
-        .load(id)
+    let checked = evidence::replay(store, id)
         .await
         .map_err(db)?
         .ok_or_else(|| fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))?;
-    let trail = store.trail(id).await.map_err(db)?;
-    needs_key(store, &trail)?;
-    let report = replay_trail(
-        &trail,
-        &loaded.row.trail_head,
-        verifier(store).await?,
-        &loaded.definition_source,
-        &loaded.state,
-    );
-    let steps: Vec<String> = loaded.state.steps.iter().map(|s| s.name.clone()).collect();
-    for row in &trail {
+    needs_key(store, &checked)?;
+    let steps = checked.step_names();
+    for row in &checked.trail {
         println!("{}", describe(row, &steps));
     }
-    match report.problem {
+    match checked.report.problem {
         None => {
-            let s = report.rebuilt.expect("a clean replay rebuilds a state");
+            let s = checked
+                .report
+                .rebuilt
+                .expect("a clean replay rebuilds a state");
             println!(
                 "replay OK: {} records, chain intact, rebuilt state matches ({}{})",
-                trail.len(),
+                checked.trail.len(),
                 s.status.as_str(),
                 s.outcome
                     .map(|o| format!(", {}", o.as_str()))
@@ -53,19 +45,10 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
     }
 }
 
-/// What this process can check a trail with: the store's key and the time the database
-/// started keying its chain.
-async fn verifier(store: &Store) -> Result<chain::Verifier<'_>, Failure> {
-    Ok(chain::Verifier {
-        key: store.audit_key(),
-        keyed_since: store.keyed_since().await.map_err(db)?,
-    })
-}
-
 /// Keyed links cannot be vouched for without the key: that is a configuration problem
 /// (exit 2), not evidence of tampering.
-fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
-    if store.audit_key().is_none() && trail.iter().any(|r| chain::is_keyed(&r.hash)) {
+fn needs_key(store: &Store, checked: &Checked) -> Result<(), Failure> {
+    if store.audit_key().is_none() && checked.keyed() {
         return Err(fail(
             EXIT_USAGE,
             format!(
@@ -80,34 +63,18 @@ fn needs_key(store: &Store, trail: &[audit::Model]) -> Result<(), Failure> {
 /// `offboard verify --all [--since D]`: replays every workflow (created at or after
 /// `since`) and prints one line per workflow and a summary an auditor can keep.
 pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome {
-    let verifier = verifier(store).await?;
-    let mut workflows = store.list(None).await.map_err(db)?;
-    workflows.reverse();
     let (mut intact, mut broken, mut keyed) = (0usize, 0usize, 0usize);
-    for row in workflows
-        .iter()
-        .filter(|r| since.is_none_or(|s| r.created_at >= s))
-    {
-        let Some(loaded) = store.load(&row.id).await.map_err(db)? else {
-            continue;
-        };
-        let trail = store.trail(&row.id).await.map_err(db)?;
-        needs_key(store, &trail)?;
-        keyed += usize::from(trail.iter().any(|r| chain::is_keyed(&r.hash)));
-        let report = replay_trail(
-            &trail,
-            &row.trail_head,
-            verifier,
-            &loaded.definition_source,
-            &loaded.state,
-        );
-        match report.problem {
+    evidence::verify_each(store, since, |checked| {
+        needs_key(store, &checked)?;
+        keyed += usize::from(checked.keyed());
+        let row = &checked.loaded.row;
+        match &checked.report.problem {
             None => {
                 intact += 1;
                 println!(
                     "{}  intact  {} records  head {}",
                     row.id,
-                    trail.len(),
+                    checked.trail.len(),
                     row.trail_head
                 );
             }
@@ -116,7 +83,9 @@ pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome 
                 println!("{}  MISMATCH at record {seq}: {why}", row.id);
             }
         }
-    }
+        Ok::<(), Failure>(())
+    })
+    .await?;
     println!(
         "verified {} workflows{} at {}: {intact} intact, {broken} mismatched; {keyed} keyed (HMAC-SHA256), {} plain SHA-256 (written before the audit key)",
         intact + broken,

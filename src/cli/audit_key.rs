@@ -17,10 +17,27 @@ pub const ENV: &str = "OFFBOARD_AUDIT_KEY";
 /// The key file generated next to an SQLite database without `OFFBOARD_AUDIT_KEY`.
 pub const FILE_NAME: &str = "offboard-audit.key";
 
+/// Why the key file cannot give a key. The messages name the file, never the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// It cannot be created, written or read.
+    #[error("audit key file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It holds nothing.
+    #[error("audit key file {} is empty", .0.display())]
+    Empty(PathBuf),
+}
+
 /// The key for `database_url`: from the environment, else from (or into) the key file of an
 /// SQLite database; `Ok(None)` for PostgreSQL without the variable. Errors never include
 /// the key.
-pub fn resolve(database_url: &str) -> Result<Option<AuditKey>, String> {
+pub fn resolve(database_url: &str) -> Result<Option<AuditKey>, KeyFileError> {
     if let Some(key) = std::env::var(ENV).ok().and_then(AuditKey::new) {
         return Ok(Some(key));
     }
@@ -55,8 +72,11 @@ fn random_hex() -> String {
 }
 
 /// Reads the key file, creating it (readable by its owner only) on first use.
-fn key_file(path: &Path) -> Result<AuditKey, String> {
-    let unreadable = |e: std::io::Error| format!("audit key file {}: {e}", path.display());
+fn key_file(path: &Path) -> Result<AuditKey, KeyFileError> {
+    let unreadable = |source: std::io::Error| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if !path.exists() {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -71,7 +91,7 @@ fn key_file(path: &Path) -> Result<AuditKey, String> {
     }
     let text = std::fs::read_to_string(path).map_err(unreadable)?;
     AuditKey::new(text.trim().as_bytes().to_vec())
-        .ok_or_else(|| format!("audit key file {} is empty", path.display()))
+        .ok_or_else(|| KeyFileError::Empty(path.to_path_buf()))
 }
 
 #[cfg(test)]

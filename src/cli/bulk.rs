@@ -142,7 +142,7 @@ pub fn read(
         };
         let not_before = match cell("not_before").map(crate::evidence::parse_date) {
             Some(Err(e)) => {
-                bad("not_before", e);
+                bad("not_before", e.to_string());
                 None
             }
             other => other.and_then(Result::ok),
@@ -294,6 +294,7 @@ pub async fn run(config: &Config, path: &Path) -> Outcome {
 mod tests {
     use super::*;
 
+    // A test helper: the rows' errors as the lines a person reads, to compare with text.
     fn check(text: &str) -> Result<Vec<Request>, Vec<String>> {
         read(
             text.as_bytes(),

@@ -11,14 +11,14 @@ use serde_json::json;
 use super::views::describe;
 use super::{db, fail, Outcome, EXIT_FAILURE, EXIT_OK};
 use crate::apps::postman::client::Client as PostmanClient;
-use crate::apps::postman::simulator::PostmanSim;
-use crate::apps::smartsheet::simulator::SmartsheetSim;
 use crate::apps::AppClient;
 use crate::config::{AppKind, Config, ConnectionConfig, Secret};
-use crate::domain::event;
+use crate::intake::{self, Message, Received};
 use crate::runtime::definitions::Registry;
 use crate::runtime::engine::Engine;
 use crate::store::Store;
+use offboard_simulators::postman::PostmanSim;
+use offboard_simulators::smartsheet::SmartsheetSim;
 
 /// Runs the demo.
 pub async fn run() -> Outcome {
@@ -110,40 +110,23 @@ pub async fn run() -> Outcome {
         events.len()
     );
     println!("database: {database_url}\n");
-    let known: Vec<String> = engine.config().connections.keys().cloned().collect();
     for ev in &events {
         let body = ev.to_string();
-        match event::parse(body.as_bytes(), &known) {
-            Ok(request) => match engine
-                .accept(&request, &body)
-                .await
-                .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?
-            {
-                Ok(accepted) => println!("event {}: {:?}", request.event_id, accepted),
-                Err(r) => println!(
-                    "event {}: rejected {} {}",
-                    request.event_id, r.code, r.message
-                ),
-            },
-            Err(r) => {
-                let id = ev["id"].as_str();
-                engine
-                    .store()
-                    .dead_letter(
-                        r.code.as_str(),
-                        &r.message,
-                        id,
-                        "offboarding.requested",
-                        body.as_bytes(),
-                    )
-                    .await
-                    .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-                println!(
-                    "event {}: dead-lettered with {} ({})",
-                    id.unwrap_or("?"),
-                    r.code,
-                    r.message
-                );
+        let id = ev["id"].as_str().unwrap_or("?");
+        // What the consumer does with a delivery, minus the broker.
+        let message = Message {
+            body: body.as_bytes(),
+            routing_key: ev["type"].as_str().unwrap_or_default(),
+            signature: None,
+            delivery_count: None,
+        };
+        match intake::receive(&engine, &message)
+            .await
+            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?
+        {
+            Received::Accepted(accepted) => println!("event {id}: {accepted:?}"),
+            Received::DeadLettered(r) => {
+                println!("event {id}: dead-lettered with {} ({})", r.code, r.message)
             }
         }
     }

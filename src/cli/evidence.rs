@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{db, fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::evidence::{csv, rows};
+use crate::evidence::{csv, finished_before, rows};
 use crate::store::Store;
 
 /// [`crate::evidence::parse_date`] as a usage error naming the flag.
@@ -41,21 +41,7 @@ pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) 
 /// `offboard prune`: exports the evidence of the finished workflows older than `before`
 /// to `file` (synced to disk), then removes them, their trails and old dead letters.
 pub async fn prune(store: &Store, before: DateTime<Utc>, file: &std::path::Path) -> Outcome {
-    let ids: std::collections::HashSet<String> = store
-        .list(None)
-        .await
-        .map_err(db)?
-        .into_iter()
-        .filter(|w| w.finished_at.is_some_and(|f| f < before))
-        .map(|w| w.id)
-        .collect();
-    let since = DateTime::<Utc>::MIN_UTC;
-    let exported: Vec<Value> = rows(store, since, Some(before))
-        .await
-        .map_err(db)?
-        .into_iter()
-        .filter(|r| r["workflow_id"].as_str().is_some_and(|id| ids.contains(id)))
-        .collect();
+    let exported = finished_before(store, before).await.map_err(db)?;
     let format = if file.extension().is_some_and(|e| e == "json") {
         "json"
     } else {

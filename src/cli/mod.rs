@@ -5,6 +5,7 @@
 mod audit;
 mod audit_key;
 mod bulk;
+#[cfg(feature = "demo")]
 mod demo;
 mod evidence;
 mod plan;
@@ -211,6 +212,7 @@ enum Command {
         list: bool,
     },
     /// Run the whole pipeline on embedded defaults with the built-in app simulators.
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -220,10 +222,10 @@ pub struct Failure {
     message: String,
 }
 
-fn fail(code: i32, message: impl Into<String>) -> Failure {
+fn fail(code: i32, message: impl std::fmt::Display) -> Failure {
     Failure {
         code,
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -232,6 +234,14 @@ type Outcome = Result<i32, Failure>;
 /// A database error as a verb's failure (exit 1).
 fn db(e: impl std::fmt::Display) -> Failure {
     fail(EXIT_FAILURE, format!("database: {e}"))
+}
+
+/// A database failure ends a verb with exit 1 (so `?` works in callbacks such as
+/// [`crate::evidence::verify_each`]'s).
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        db(e)
+    }
 }
 
 /// Runs the command line; returns the exit code.
@@ -281,6 +291,7 @@ async fn run(cli: Cli) -> Outcome {
     }
     let config = Config::load(cli.config.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
     match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo => demo::run().await,
         Command::Serve { listen } => serve(config, listen).await,
         Command::Submit {
@@ -481,6 +492,7 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
     Ok(EXIT_OK)
 }
 
+#[cfg(feature = "console")]
 /// The operators' token named by `[http] operator_token_env`: required to be set (and not
 /// empty) once named, so a console meant to be operable does not start read-only unseen.
 fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Failure> {
@@ -502,8 +514,18 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         .signing_key()
         .map_err(|e| fail(EXIT_USAGE, e))?;
     crate::telemetry::init("info");
+    let listen = listen.or(config.http.listen);
+    #[cfg(not(feature = "console"))]
+    if let Some(addr) = listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
+        ));
+    }
+    #[cfg(feature = "console")]
     let token = operator_token(&config)?;
-    let listener = match listen.or(config.http.listen) {
+    #[cfg(feature = "console")]
+    let listener = match listen {
         None => None,
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -546,14 +568,18 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
             }
         }
     }
-    let mut service = crate::service::Service::start(engine.clone());
-    if let Some(listener) = listener {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-        tracing::info!(%addr, operable = token.is_some(), "console, metrics and health probes listening");
-        service.listen(listener, crate::http::Console::new(engine, token));
-    }
+    let service = crate::service::Service::start(engine.clone());
+    #[cfg(feature = "console")]
+    let service = match listener {
+        None => service,
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+            tracing::info!(%addr, operable = token.is_some(), "console, metrics and health probes listening");
+            service.listen(listener, crate::http::Console::new(engine, token))
+        }
+    };
     shutdown_signal().await;
     tracing::info!("stopping");
     service.stop().await;
@@ -636,7 +662,7 @@ async fn submit(
     Ok(EXIT_OK)
 }
 
-type CheckResult = Result<crate::apps::CheckReport, String>;
+type CheckResult = Result<crate::apps::CheckReport, crate::apps::ClientError>;
 
 async fn check_all(
     config: &Config,
@@ -677,7 +703,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                     crate::config::AppKind::Smartsheet => Code::Smt100A,
                     crate::config::AppKind::Postman => Code::Post100A,
                 };
-                (Some((code, e.clone())), Vec::new())
+                (Some((code, e.to_string())), Vec::new())
             }
         };
         all_ok &= problem.is_none();

@@ -140,6 +140,8 @@ pub struct Verifier<'a> {
 }
 
 /// Whether one record's stored link is the one its content gives; `Err` says why not.
+// Private, and its message becomes the text of `verify`'s `(index, why)` verdict, which
+// the CLI prints and the console renders: a reason for people, not an error to match on.
 fn check_link(v: Verifier<'_>, prev: &str, l: &Link<'_>, after_keyed: bool) -> Result<(), String> {
     let key = v.key;
     match l.hash.strip_prefix(KEYED) {

@@ -74,30 +74,45 @@ pub struct DefinitionRef {
     pub hash: String,
 }
 
+/// Why a workflow file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// Not TOML, or not a workflow file's fields.
+    #[error("{}", .0.message())]
+    Syntax(#[from] toml::de::Error),
+    /// Well-formed, but wrong: no steps, a name used twice, an unknown action, a retry
+    /// policy out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl Definition {
     /// Parses and validates a definition; `known_action` says whether an action exists.
-    pub fn parse(source: &str, known_action: impl Fn(&str) -> bool) -> Result<Self, String> {
-        let file: DefinitionFile = toml::from_str(source).map_err(|e| e.message().to_string())?;
+    pub fn parse(
+        source: &str,
+        known_action: impl Fn(&str) -> bool,
+    ) -> Result<Self, DefinitionError> {
+        let file: DefinitionFile = toml::from_str(source)?;
+        let invalid = |why: String| Err(DefinitionError::Invalid(why));
         if file.steps.is_empty() {
-            return Err("a workflow needs at least one step".into());
+            return invalid("a workflow needs at least one step".into());
         }
-        file.retry
-            .validate()
-            .map_err(|e| format!("default retry policy: {e}"))?;
+        if let Some(why) = file.retry.problem() {
+            return invalid(format!("default retry policy: {why}"));
+        }
         for (i, step) in file.steps.iter().enumerate() {
             if file.steps[..i].iter().any(|s| s.name == step.name) {
-                return Err(format!("step name {:?} is used twice", step.name));
+                return invalid(format!("step name {:?} is used twice", step.name));
             }
             if !step.action.starts_with(&format!("{}.", file.app)) || !known_action(&step.action) {
-                return Err(format!(
+                return invalid(format!(
                     "step {:?}: unknown action {:?} for app {:?}",
                     step.name, step.action, file.app
                 ));
             }
-            file.retry
-                .with(&step.retry)
-                .validate()
-                .map_err(|e| format!("step {:?} retry policy: {e}", step.name))?;
+            if let Some(why) = file.retry.with(&step.retry).problem() {
+                return invalid(format!("step {:?} retry policy: {why}", step.name));
+            }
         }
         Ok(Definition {
             name: file.name,
@@ -173,14 +188,17 @@ retry = { max_attempts = 7 }
         let unknown = SAMPLE.replace("x.remove\"", "x.delete_everything\"");
         assert!(Definition::parse(&unknown, known)
             .unwrap_err()
+            .to_string()
             .contains("unknown action"));
         let bad = SAMPLE.replace("max_attempts = 7", "max_attempts = 0");
         assert!(Definition::parse(&bad, known)
             .unwrap_err()
+            .to_string()
             .contains("max_attempts"));
         let dup = SAMPLE.replace("name = \"remove\"", "name = \"find\"");
         assert!(Definition::parse(&dup, known)
             .unwrap_err()
+            .to_string()
             .contains("twice"));
     }
 }

@@ -172,28 +172,3 @@ pub fn render(config: &Config, gauges: Result<Gauges, StoreError>) -> String {
     handle.run_upkeep();
     handle.render()
 }
-
-/// Seconds since a workflow was created, read from its id (a UUIDv7 carries its
-/// creation time), for the workflow-duration histogram.
-pub fn age_secs(workflow_id: &str) -> Option<f64> {
-    let (secs, nanos) = uuid::Uuid::parse_str(workflow_id)
-        .ok()?
-        .get_timestamp()?
-        .to_unix();
-    let created = chrono::DateTime::from_timestamp(secs as i64, nanos)?;
-    Some((chrono::Utc::now() - created).as_seconds_f64().max(0.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_v7_id_tells_its_age_and_others_do_not() {
-        let id = uuid::Uuid::now_v7().to_string();
-        let age = age_secs(&id).unwrap();
-        assert!((0.0..5.0).contains(&age), "{age}");
-        assert_eq!(age_secs(&uuid::Uuid::new_v4().to_string()), None);
-        assert_eq!(age_secs("not an id"), None);
-    }
-}

@@ -29,11 +29,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Secret;
-use crate::evidence::{self, replay_trail};
+use crate::evidence;
 use crate::runtime::engine::Engine;
 use crate::runtime::operator::{Intervened, Intervention};
 use crate::store::WorkflowFilter;
 use pages::{DetailView, ListQuery, ListView};
+
+/// A rendered HTML page.
+type Page = Html<String>;
 
 /// Rows per page of the workflow list.
 const PER_PAGE: u64 = 50;
@@ -149,10 +152,7 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn list(
-    State(c): State<Arc<Console>>,
-    Query(q): Query<ListQuery>,
-) -> Result<Html<String>, Problem> {
+async fn list(State(c): State<Arc<Console>>, Query(q): Query<ListQuery>) -> Result<Page, Problem> {
     let mut problem = None;
     let mut date = |raw: &Option<String>| {
         non_empty(raw).and_then(|r| match evidence::parse_date(&r) {
@@ -190,47 +190,27 @@ async fn list(
     })))
 }
 
-async fn render_detail(
-    c: &Console,
-    id: &str,
-    notice: Option<&str>,
-) -> Result<Html<String>, Problem> {
-    let store = c.engine.store();
-    let loaded = store
-        .load(id)
+async fn render_detail(c: &Console, id: &str, notice: Option<&str>) -> Result<Page, Problem> {
+    let checked = evidence::replay(c.engine.store(), id)
         .await
         .map_err(db_problem)?
         .ok_or_else(|| Problem(StatusCode::NOT_FOUND, format!("no workflow with id {id:?}")))?;
-    let trail = store.trail(id).await.map_err(db_problem)?;
-    let keyed_since = store.keyed_since().await.map_err(db_problem)?;
-    let replay = replay_trail(
-        &trail,
-        &loaded.row.trail_head,
-        crate::domain::chain::Verifier {
-            key: store.audit_key(),
-            keyed_since,
-        },
-        &loaded.definition_source,
-        &loaded.state,
-    );
-    let records: Vec<_> = trail
+    let records: Vec<_> = checked
+        .trail
         .iter()
         .map(|r| (r.seq, r.at, serde_json::from_str(&r.body).ok()))
         .collect();
     Ok(Html(pages::workflow_detail(&DetailView {
-        row: &loaded.row,
-        state: &loaded.state,
+        row: &checked.loaded.row,
+        state: &checked.loaded.state,
         trail: &records,
-        replay: &replay,
+        replay: &checked.report,
         operable: c.operator_token.is_some(),
         notice,
     })))
 }
 
-async fn detail(
-    State(c): State<Arc<Console>>,
-    Path(id): Path<String>,
-) -> Result<Html<String>, Problem> {
+async fn detail(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Result<Page, Problem> {
     render_detail(&c, &id, None).await
 }
 
@@ -341,7 +321,7 @@ async fn cancel(
     intervene(&c, &id, &headers, &form, Intervention::Cancel).await
 }
 
-async fn dead_letters(State(c): State<Arc<Console>>) -> Result<Html<String>, Problem> {
+async fn dead_letters(State(c): State<Arc<Console>>) -> Result<Page, Problem> {
     let rows = c
         .engine
         .store()
@@ -362,7 +342,7 @@ async fn evidence_csv(
     State(c): State<Arc<Console>>,
     Query(range): Query<Range>,
 ) -> Result<Response, Problem> {
-    let bad = |e: String| Problem(StatusCode::BAD_REQUEST, e);
+    let bad = |e: evidence::NotADate| Problem(StatusCode::BAD_REQUEST, e.to_string());
     let since = evidence::parse_date(range.since.trim()).map_err(bad)?;
     let until = non_empty(&range.until)
         .map(|u| evidence::parse_date(&u))

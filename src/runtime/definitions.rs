@@ -3,10 +3,10 @@
 //! one definition per (app, event type).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::apps::known_action;
-use crate::domain::definition::Definition;
+use crate::domain::definition::{Definition, DefinitionError};
 use crate::domain::event::EventType;
 
 /// The definitions shipped in `workflows/`, built in.
@@ -29,6 +29,48 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// Why the definitions cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The folder cannot be listed.
+    #[error("cannot read workflows from {}: {source}", dir.display())]
+    ReadDir {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in it cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a valid definition.
+    #[error("workflow {name}: {source}")]
+    Invalid {
+        /// The file.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: DefinitionError,
+    },
+    /// Two files define the same (app, event type).
+    #[error("workflow {name}: a second definition for {app} {event_type}")]
+    Twice {
+        /// The second file.
+        name: String,
+        /// The app.
+        app: String,
+        /// The event type.
+        event_type: &'static str,
+    },
+}
+
 /// Definitions by (app, event type).
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
@@ -37,21 +79,27 @@ pub struct Registry {
 
 impl Registry {
     /// Loads every `*.toml` in `dir`, or the built-in set when `dir` is `None`.
-    pub fn load(dir: Option<&Path>) -> Result<Registry, String> {
+    pub fn load(dir: Option<&Path>) -> Result<Registry, RegistryError> {
         let files: Vec<(String, String)> = match dir {
             None => BUILTIN
                 .iter()
                 .map(|(n, s)| (n.to_string(), s.to_string()))
                 .collect(),
             Some(dir) => {
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|e| format!("cannot read workflows from {}: {e}", dir.display()))?;
+                let entries = std::fs::read_dir(dir).map_err(|source| RegistryError::ReadDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
                 let mut files = Vec::new();
                 for entry in entries.flatten() {
                     let path = entry.path();
                     if path.extension().is_some_and(|e| e == "toml") {
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                        let text = std::fs::read_to_string(&path).map_err(|source| {
+                            RegistryError::Read {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
                         files.push((path.display().to_string(), text));
                     }
                 }
@@ -61,15 +109,19 @@ impl Registry {
         };
         let mut registry = Registry::default();
         for (name, text) in files {
-            let def = Definition::parse(&text, known_action)
-                .map_err(|e| format!("workflow {name}: {e}"))?;
+            let def = Definition::parse(&text, known_action).map_err(|source| {
+                RegistryError::Invalid {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             let key = (def.app.clone(), def.event_type);
             if registry.by_key.contains_key(&key) {
-                return Err(format!(
-                    "workflow {name}: a second definition for {} {}",
-                    def.app,
-                    def.event_type.as_str()
-                ));
+                return Err(RegistryError::Twice {
+                    name,
+                    app: def.app,
+                    event_type: def.event_type.as_str(),
+                });
             }
             registry.by_key.insert(key, def);
         }
@@ -83,6 +135,6 @@ impl Registry {
 }
 
 /// Parses a definition stored with a workflow (the version it started with).
-pub fn stored(source: &str) -> Result<Definition, String> {
+pub fn stored(source: &str) -> Result<Definition, DefinitionError> {
     Definition::parse(source, known_action)
 }

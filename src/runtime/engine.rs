@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::definitions::{stored, Registry};
-use crate::apps::http::SlotSource;
+use crate::apps::http::{BudgetUnavailable, SlotSource};
 use crate::apps::AppClient;
 use crate::codes::Code;
 use crate::config::Config;
@@ -43,12 +43,12 @@ impl SlotSource for DbBudget {
         budget: &'a str,
         interval: Duration,
         count: u32,
-    ) -> BoxFuture<'a, Result<Duration, String>> {
+    ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>> {
         Box::pin(async move {
             self.0
                 .take_request_slots(budget, interval, count)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| BudgetUnavailable(Box::new(e)))
         })
     }
 }

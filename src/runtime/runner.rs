@@ -102,8 +102,7 @@ impl<'e> Runner<'e> {
 
     fn log_end(&self) {
         let s = &self.state;
-        if let Some(age) = crate::http::metrics::age_secs(&self.id).filter(|_| s.status.is_final())
-        {
+        if let Some(age) = age_secs(&self.id).filter(|_| s.status.is_final()) {
             metrics::histogram!("offboard_workflow_duration_seconds", "app" => s.request.app.clone(), "state" => s.status.as_str()).record(age);
         }
         match s.status {
@@ -263,5 +262,30 @@ fn api_call(step: usize, attempt: u32, call: CallRecord) -> Record {
         status: call.status,
         error_code: call.error_code,
         duration_ms: call.duration_ms,
+    }
+}
+
+/// Seconds since a workflow was created, read from its id (a UUIDv7 carries its
+/// creation time), for the workflow-duration histogram.
+fn age_secs(workflow_id: &str) -> Option<f64> {
+    let (secs, nanos) = uuid::Uuid::parse_str(workflow_id)
+        .ok()?
+        .get_timestamp()?
+        .to_unix();
+    let created = chrono::DateTime::from_timestamp(secs as i64, nanos)?;
+    Some((chrono::Utc::now() - created).as_seconds_f64().max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v7_id_tells_its_age_and_others_do_not() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let age = age_secs(&id).unwrap();
+        assert!((0.0..5.0).contains(&age), "{age}");
+        assert_eq!(age_secs(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(age_secs("not an id"), None);
     }
 }

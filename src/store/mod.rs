@@ -48,12 +48,9 @@ pub enum StoreError {
     /// Stored data cannot be read back.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
+    /// A stored JSON value (a record, a request) cannot be read back.
+    #[error("stored data is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// A database handle.

@@ -82,7 +82,8 @@ pub(crate) async fn insert(
             ],
         ))
         .await?
-        .ok_or_else(|| DbErr::Custom("the outbox insert returned no row".into()))?;
+        // `INSERT … RETURNING` answers with the row it inserted, or fails.
+        .ok_or(DbErr::RecordNotInserted)?;
     pending_from(&row)
 }
 

@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use offboard::apps::smartsheet::simulator::{SimUser, SmartsheetSim};
 use offboard::apps::AppClient;
 use offboard::config::{AmqpNames, AppKind, Config, ConnectionConfig, Secret};
 use offboard::runtime::definitions::Registry;
@@ -20,6 +19,7 @@ use offboard::runtime::engine::Engine;
 use offboard::service::Service;
 use offboard::store::entities::{audit, workflow};
 use offboard::store::Store;
+use offboard_simulators::smartsheet::{SimUser, SmartsheetSim};
 use sea_orm::ConnectionTrait;
 
 pub mod procs;
@@ -337,13 +337,13 @@ pub const POSTMAN_TOKEN_ENV: &str = "OFFBOARD_TEST_POSTMAN_API_KEY";
 
 /// A Postman simulator filled by `seed_demo()`, whose admin also holds [`POSTMAN_KEY`].
 pub struct Team {
-    pub sim: offboard::apps::postman::simulator::PostmanSim,
-    pub seed: offboard::apps::postman::simulator::DemoSeed,
+    pub sim: offboard_simulators::postman::PostmanSim,
+    pub seed: offboard_simulators::postman::DemoSeed,
 }
 
 /// Starts and seeds a Postman simulator.
 pub async fn postman_team() -> Team {
-    let sim = offboard::apps::postman::simulator::PostmanSim::start()
+    let sim = offboard_simulators::postman::PostmanSim::start()
         .await
         .unwrap();
     let seed = sim.seed_demo();
@@ -402,4 +402,43 @@ pub async fn postman_engine(config: Config, key: &str) -> Arc<Engine> {
     let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
     use_postman(&engine, key).await;
     Arc::new(engine)
+}
+
+/// The Smartsheet workflow files shipped in `workflows/`.
+pub const SMARTSHEET_WORKFLOWS: [&str; 2] = [
+    "smartsheet-offboard.toml",
+    "smartsheet-license-reclaim.toml",
+];
+
+/// The Postman workflow files shipped in `workflows/`.
+pub const POSTMAN_WORKFLOWS: [&str; 2] = ["postman-offboard.toml", "postman-license-reclaim.toml"];
+
+/// The shipped workflow files `names`, copied to a fresh folder with millisecond step
+/// retries (the same number of attempts), so a test sees many retries in little time.
+pub fn fast_workflows(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    for name in names {
+        let text = std::fs::read_to_string(shipped.join(name)).unwrap();
+        let text = edit(
+            &text,
+            "initial_interval_ms = 1000",
+            "initial_interval_ms = 10",
+        );
+        let text = edit(&text, "max_interval_ms = 300000", "max_interval_ms = 40");
+        // Not every file has a step with its own 2 s policy.
+        let text = text.replace("initial_interval_ms = 2000", "initial_interval_ms = 10");
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// `text` with `from` replaced by `to`; panics when `from` is not there, so a fixture edit
+/// that stopped matching the shipped file fails loudly instead of testing the original.
+pub fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the fixture no longer contains {from:?}"
+    );
+    text.replace(from, to)
 }

@@ -16,9 +16,10 @@
 use serde_json::{json, Value};
 
 use super::client::{
-    admins_of, role_name, roles_of, sole_admin_of, ApiError, Client, Member, RoleChange, ROLE_ADMIN,
+    admins_of, role_name, roles_of, sole_admin_of, Client, Member, RoleChange, ROLE_ADMIN,
 };
-use super::errors::{run_error, Area};
+use super::errors::{run_error, ActionResult, Area, Failure};
+use crate::apps::failure::{api, unknown_action};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
@@ -37,60 +38,19 @@ pub const ACTIONS: &[&str] = &[
     "postman.confirm_deprovisioned",
 ];
 
-/// Performs one action.
-pub async fn perform(
-    client: &Client,
-    action: &str,
-    ctx: &ActionContext<'_>,
-) -> Result<StepOutput, StepError> {
-    let result = match action {
+/// Performs one action; [`super::errors::run_error`] maps its API failures to codes.
+pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> ActionResult {
+    match action {
         "postman.find_member" => find_member(client, ctx).await,
+        "postman.check_recipient" => check_recipient(client, ctx).await,
         "postman.record_activity" => record_activity(client, ctx, false).await,
         "postman.require_activity" => record_activity(client, ctx, true).await,
-        "postman.check_recipient" => check_recipient(client, ctx).await,
         "postman.hand_over_workspaces" => hand_over_workspaces(client, ctx).await,
         "postman.remove_workspace_roles" => remove_workspace_roles(client, ctx).await,
         "postman.deprovision" => deprovision(client, ctx).await,
         "postman.confirm_deprovisioned" => confirm_deprovisioned(client, ctx).await,
-        other => {
-            return Err(StepError::fatal(
-                Code::Post199B,
-                format!("unknown action {other}"),
-            ))
-        }
-    };
-    match result {
-        Ok(output) => Ok(output),
-        Err(Failure::Api(err, area)) => Err(run_error(client, err, area, ctx.calls).await),
-        Err(Failure::Step(err)) => Err(err),
+        other => Err(unknown_action(Code::Post199B, other).into()),
     }
-}
-
-enum Failure {
-    Api(ApiError, Area),
-    Step(StepError),
-}
-
-type ActionResult = Result<StepOutput, Failure>;
-
-fn users(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Users)
-}
-
-fn workspaces(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Workspaces)
-}
-
-fn roles(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Roles)
-}
-
-fn fatal(code: Code, message: impl Into<String>) -> Failure {
-    Failure::Step(StepError::fatal(code, message))
-}
-
-fn recipient_problem(message: String) -> Failure {
-    fatal(Code::Post110B, message)
 }
 
 /// A workspace where the leaver held roles when `find_member` ran.
@@ -152,7 +112,10 @@ fn member_email<'a>(ctx: &'a ActionContext<'_>) -> &'a str {
 
 async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
-    let team = client.list_members(ctx.calls).await.map_err(users)?;
+    let team = client
+        .list_members(ctx.calls)
+        .await
+        .map_err(api(Area::Users))?;
     // Role lists also name deactivated members; only active ones count as an Admin.
     let active: Vec<String> = team.iter().map(|m| m.id.to_string()).collect();
     let member = team
@@ -166,13 +129,13 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let mut scim = client
         .scim_find_user(&exact_email, ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     let lower = exact_email.to_lowercase();
     if scim.is_none() && lower != exact_email {
         scim = client
             .scim_find_user(&lower, ctx.calls)
             .await
-            .map_err(users)?;
+            .map_err(api(Area::Users))?;
     }
     let scim_active = scim.as_ref().map(|u| u.active);
     if member.is_none() && scim_active != Some(true) {
@@ -202,12 +165,12 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         let all = client
             .list_workspaces(ctx.calls)
             .await
-            .map_err(workspaces)?;
+            .map_err(api(Area::Workspaces))?;
         for w in all.iter().filter(|w| w.has_roles()) {
             let Some(ws_roles) = client
                 .workspace_roles(&w.id, ctx.calls)
                 .await
-                .map_err(roles)?
+                .map_err(api(Area::Roles))?
             else {
                 continue;
             };
@@ -275,7 +238,7 @@ async fn protect(
     let admin = member.is_some_and(|m| m.roles.iter().any(|r| r == "admin" || r == "super-admin"));
     let token_owner = match member {
         Some(m) if admin && client.guard.allow_admins => {
-            client.me(ctx.calls).await.map_err(users)?.id == m.id
+            client.me(ctx.calls).await.map_err(api(Area::Users))?.id == m.id
         }
         _ => false,
     };
@@ -286,7 +249,7 @@ async fn protect(
         token_owner,
     };
     match client.guard.refusal(person) {
-        Some(why) => Err(fatal(Code::Post112B, format!("{email}: {why}"))),
+        Some(why) => Err(Failure::fatal(Code::Post112B, format!("{email}: {why}"))),
         None => Ok(()),
     }
 }
@@ -301,13 +264,13 @@ async fn sole_admin_by_scim_id(
     let all = client
         .list_workspaces(ctx.calls)
         .await
-        .map_err(workspaces)?;
+        .map_err(api(Area::Workspaces))?;
     let mut sole = Vec::new();
     for w in all.iter().filter(|w| w.has_roles()) {
         let Some(ws_roles) = client
             .workspace_roles_scim(&w.id, ctx.calls)
             .await
-            .map_err(roles)?
+            .map_err(api(Area::Roles))?
         else {
             continue;
         };
@@ -380,7 +343,7 @@ async fn record_activity(client: &Client, ctx: &ActionContext<'_>, strict: bool)
         Err(err) => {
             let step = run_error(client, err, Area::AuditLogs, ctx.calls).await;
             if strict || !matches!(step.code, Code::Post104B | Code::Post105B) {
-                return Err(Failure::Step(step));
+                return Err(step.into());
             }
             Ok(StepOutput::summary(format!(
                 "audit logs unavailable ({}), going on without them: {}",
@@ -415,32 +378,36 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         ));
     };
     if email.eq_ignore_ascii_case(&ctx.request.person_email) {
-        return Err(recipient_problem(
-            "the recipient is the person being offboarded".into(),
+        return Err(Failure::fatal(
+            Code::Post110B,
+            "the recipient is the person being offboarded",
         ));
     }
     let recipient = client
         .find_member(email, ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .ok_or_else(|| {
-            recipient_problem(format!(
-                "recipient {email} is not an active member of this Postman team"
-            ))
+            Failure::fatal(
+                Code::Post110B,
+                format!("recipient {email} is not an active member of this Postman team"),
+            )
         })?;
     if Some(recipient.id) == ctx.fact_i64("member_id") {
-        return Err(recipient_problem(
-            "the recipient is the person being offboarded".into(),
+        return Err(Failure::fatal(
+            Code::Post110B,
+            "the recipient is the person being offboarded",
         ));
     }
     let scim = client
         .scim_find_user(&recipient.email, ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     if scim.as_ref().is_some_and(|u| !u.active) {
-        return Err(recipient_problem(format!(
-            "recipient {email} is deactivated in Postman"
-        )));
+        return Err(Failure::fatal(
+            Code::Post110B,
+            format!("recipient {email} is deactivated in Postman"),
+        ));
     }
     Ok(StepOutput::summary(format!(
         "recipient {} ({}) can take over",
@@ -464,7 +431,7 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
     let by_scim = ctx.fact_str("role_ids") == Some("scim");
     let (leaver, to) = if by_scim {
         let Some(to) = ctx.fact_str("recipient_scim_id") else {
-            return Err(recipient_problem(format!(
+            return Err(Failure::fatal(Code::Post110B, format!(
                 "recipient {recipient} has no SCIM identity, so the workspaces of a deactivated Admin cannot be matched"
             )));
         };
@@ -484,7 +451,7 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
         } else {
             client.workspace_roles(&w.id, ctx.calls).await
         };
-        let Some(current) = current.map_err(roles)? else {
+        let Some(current) = current.map_err(api(Area::Roles))? else {
             skipped.push(ws_reason(w, "the workspace no longer exists"));
             continue;
         };
@@ -515,7 +482,7 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
                 skipped.push(ws_reason(w, "the workspace no longer exists"))
             }
             Err(e) if e.status == Some(422) => skipped.push(ws_reason(w, &e.message)),
-            Err(e) => return Err(roles(e)),
+            Err(e) => return Err(Failure::Api(e, Area::Roles)),
         }
     }
     Ok(StepOutput::summary(format!(
@@ -537,14 +504,20 @@ async fn any_active(
 ) -> Result<bool, Failure> {
     if by_scim {
         for id in admins {
-            let user = client.scim_get_user(id, ctx.calls).await.map_err(users)?;
+            let user = client
+                .scim_get_user(id, ctx.calls)
+                .await
+                .map_err(api(Area::Users))?;
             if user.is_some_and(|u| u.active) {
                 return Ok(true);
             }
         }
         return Ok(false);
     }
-    let team = client.list_members(ctx.calls).await.map_err(users)?;
+    let team = client
+        .list_members(ctx.calls)
+        .await
+        .map_err(api(Area::Users))?;
     Ok(team.iter().any(|m| admins.contains(&&m.id.to_string())))
 }
 
@@ -563,7 +536,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
     let active: Vec<String> = client
         .list_members(ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .iter()
         .map(|m| m.id.to_string())
         .collect();
@@ -571,7 +544,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
         let Some(current) = client
             .workspace_roles(&w.id, ctx.calls)
             .await
-            .map_err(roles)?
+            .map_err(api(Area::Roles))?
         else {
             continue;
         };
@@ -607,7 +580,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
                     kept.push(ws_reason(w, &e.message));
                     continue 'workspaces;
                 }
-                Err(e) => return Err(roles(e)),
+                Err(e) => return Err(Failure::Api(e, Area::Roles)),
             }
         }
         if !gone.is_empty() {
@@ -623,6 +596,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
     .fact("workspace_roles_kept", kept))
 }
 
+// The `String` is the SCIM id found, not an error: failures are the app's `Failure`.
 async fn scim_id(client: &Client, ctx: &ActionContext<'_>) -> Result<Option<String>, Failure> {
     if let Some(id) = ctx.fact_str("scim_id") {
         return Ok(Some(id.to_string()));
@@ -630,26 +604,30 @@ async fn scim_id(client: &Client, ctx: &ActionContext<'_>) -> Result<Option<Stri
     let found = client
         .scim_find_user(member_email(ctx), ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     Ok(found.map(|u| u.id))
 }
 
 async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = member_email(ctx).to_string();
     let Some(id) = scim_id(client, ctx).await? else {
-        return Err(fatal(
+        return Err(Failure::fatal(
             Code::Post199B,
             format!("Postman's SCIM API knows no user {email}; the account cannot be deactivated"),
         ));
     };
     // Read before write: after a crash the account may already be inactive.
-    let Some(user) = client.scim_get_user(&id, ctx.calls).await.map_err(users)? else {
+    let Some(user) = client
+        .scim_get_user(&id, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    else {
         return Ok(StepOutput::summary(format!(
             "SCIM user {id} no longer exists; nothing left to deactivate"
         )));
     };
     if !user.user_name.eq_ignore_ascii_case(&email) {
-        return Err(fatal(
+        return Err(Failure::fatal(
             Code::Post199B,
             format!(
                 "SCIM user {id} is now {}, not {email}; nothing was changed",
@@ -663,9 +641,9 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         )));
     }
     if let Some(member) = ctx.fact_i64("member_id") {
-        let me = client.me(ctx.calls).await.map_err(users)?;
+        let me = client.me(ctx.calls).await.map_err(api(Area::Users))?;
         if me.id == member {
-            return Err(fatal(
+            return Err(Failure::fatal(
                 Code::Post112B,
                 format!("{email} owns this connection's API key; deactivating them would cut offboard off. Use another Team Admin's key"),
             ));
@@ -674,7 +652,7 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     client
         .scim_set_active(&id, false, ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     Ok(StepOutput::summary(format!(
         "deactivated {email} (SCIM user {id}): out of the team, sign-in blocked, seat freed; the account and its data stay"
     )))
@@ -683,7 +661,10 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 async fn confirm_deprovisioned(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = member_email(ctx).to_string();
     let scim = match scim_id(client, ctx).await? {
-        Some(id) => client.scim_get_user(&id, ctx.calls).await.map_err(users)?,
+        Some(id) => client
+            .scim_get_user(&id, ctx.calls)
+            .await
+            .map_err(api(Area::Users))?,
         None => None,
     };
     if scim.as_ref().is_some_and(|u| u.active) {
@@ -697,12 +678,12 @@ async fn confirm_deprovisioned(client: &Client, ctx: &ActionContext<'_>) -> Acti
         Some(id) => client
             .get_member(id, ctx.calls)
             .await
-            .map_err(users)?
+            .map_err(api(Area::Users))?
             .is_some(),
         None => client
             .find_member(&email, ctx.calls)
             .await
-            .map_err(users)?
+            .map_err(api(Area::Users))?
             .is_some(),
     };
     if still_member {
@@ -741,12 +722,12 @@ mod tests {
 
     use super::*;
     use crate::apps::http::CallLog;
-    use crate::apps::postman::simulator::{
-        DemoSeed, Fault, FaultKind, PostmanSim, SimWorkspace, ROLE_EDITOR,
-    };
     use crate::config::{AppKind, ConnectionConfig, Secret};
     use crate::domain::definition::Definition;
     use crate::domain::machine::WorkflowRequest;
+    use offboard_simulators::postman::{
+        DemoSeed, Fault, FaultKind, PostmanSim, SimWorkspace, ROLE_EDITOR,
+    };
 
     const OFFBOARD: &[&str] = &[
         "postman.find_member",
@@ -828,7 +809,11 @@ mod tests {
                 facts: &self.facts,
                 calls: &log,
             };
-            let out = perform(&self.client, action, &ctx).await?;
+            let result = perform(&self.client, action, &ctx).await;
+            let out = crate::apps::failure::settle(result, |e, area| {
+                run_error(&self.client, e, area, &log)
+            })
+            .await?;
             self.facts.extend(out.facts.clone());
             Ok(out)
         }

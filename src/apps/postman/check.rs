@@ -77,8 +77,8 @@ async fn probe(client: &Client, warnings: &mut Vec<Problem>) -> Result<(), Probl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apps::postman::simulator::{Fault, FaultKind, PostmanSim};
     use crate::config::{AppKind, ConnectionConfig, Secret};
+    use offboard_simulators::postman::{Fault, FaultKind, PostmanSim};
 
     fn client(sim: &PostmanSim, key: &str, scim_key: &str) -> Client {
         let config = ConnectionConfig {

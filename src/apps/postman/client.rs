@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
+use crate::apps::ClientError;
 
 /// The error that ends a list still paging after [`MAX_PAGES`] (mapped to `POST-199-B`).
 fn page_loop(path: &str) -> ApiError {
@@ -449,7 +450,7 @@ pub struct Client {
 impl Client {
     /// A client for a configured connection; the SCIM key comes from `<token_env>_SCIM`
     /// when set, else the API key is used for SCIM too.
-    pub fn new(config: &ConnectionConfig, key: Secret) -> Result<Self, String> {
+    pub fn new(config: &ConnectionConfig, key: Secret) -> Result<Self, ClientError> {
         let scim_env = format!("{}_SCIM", config.token_env);
         let scim_key = std::env::var(&scim_env)
             .ok()
@@ -486,7 +487,7 @@ impl Client {
         config: &ConnectionConfig,
         key: Secret,
         scim_key: Secret,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ClientError> {
         let timeout = Duration::from_secs(config.timeout_secs);
         let api = ApiHttp::new(
             &config.base_url,

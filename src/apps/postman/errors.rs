@@ -10,6 +10,7 @@
 //! (`expired`, `revoked`, `deactivated`… / `plan`, `Enterprise`, `isn't available`…).
 
 use super::client::{ApiError, Client};
+use crate::apps::failure;
 use crate::apps::http::CallLog;
 use crate::codes::Code;
 use crate::domain::step::StepError;
@@ -26,6 +27,12 @@ pub enum Area {
     /// `/audit/logs`
     AuditLogs,
 }
+
+/// How this app's actions stop: [`failure::Failure`] over its API error and areas.
+pub type Failure = failure::Failure<ApiError, Area>;
+
+/// What this app's actions return.
+pub type ActionResult = failure::ActionResult<ApiError, Area>;
 
 /// What `GET /me` said when asked after a refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

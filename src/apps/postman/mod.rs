@@ -1,5 +1,5 @@
 //! Postman (Postman API and its SCIM 2.0 endpoints): typed client, workflow actions,
-//! error → code mapping, connection check, and an in-process simulator of the API.
+//! error → code mapping, connection check.
 //!
 //! # What offboarding and licence reclaim do in Postman
 //!
@@ -33,4 +33,3 @@ pub mod check;
 pub mod client;
 pub mod dry_run;
 pub mod errors;
-pub mod simulator;

@@ -4,8 +4,9 @@
 
 use serde_json::{json, Value};
 
-use super::client::{ApiError, Client, User};
-use super::errors::{run_error, Area};
+use super::client::{Client, User};
+use super::errors::{ActionResult, Area, Failure};
+use crate::apps::failure::{api, unknown_action};
 use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::event::EventType;
@@ -23,13 +24,9 @@ pub const ACTIONS: &[&str] = &[
     "smartsheet.confirm_removed",
 ];
 
-/// Performs one action.
-pub async fn perform(
-    client: &Client,
-    action: &str,
-    ctx: &ActionContext<'_>,
-) -> Result<StepOutput, StepError> {
-    let result = match action {
+/// Performs one action; [`super::errors::run_error`] maps its API failures to codes.
+pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> ActionResult {
+    match action {
         "smartsheet.find_user" => find_user(client, ctx).await,
         "smartsheet.list_groups" => list_groups(client, ctx).await,
         "smartsheet.check_recipient" => check_recipient(client, ctx).await,
@@ -37,37 +34,8 @@ pub async fn perform(
         "smartsheet.revoke_licenses" => revoke_licenses(client, ctx).await,
         "smartsheet.remove_user" => remove_user(client, ctx).await,
         "smartsheet.confirm_removed" => confirm_removed(client, ctx).await,
-        other => {
-            return Err(StepError::fatal(
-                Code::Smt199B,
-                format!("unknown action {other}"),
-            ))
-        }
-    };
-    match result {
-        Ok(output) => Ok(output),
-        Err(Failure::Api(err, area)) => Err(run_error(client, err, area, ctx.calls).await),
-        Err(Failure::Step(err)) => Err(err),
+        other => Err(unknown_action(Code::Smt199B, other).into()),
     }
-}
-
-enum Failure {
-    Api(ApiError, Area),
-    Step(StepError),
-}
-
-type ActionResult = Result<StepOutput, Failure>;
-
-fn users(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Users)
-}
-
-fn groups(err: ApiError) -> Failure {
-    Failure::Api(err, Area::Groups)
-}
-
-fn recipient_problem(message: String) -> Failure {
-    Failure::Step(StepError::fatal(Code::Smt110B, message))
 }
 
 fn entitlements(user: &User) -> Value {
@@ -82,12 +50,8 @@ fn entitlements(user: &User) -> Value {
 }
 
 fn user_id(ctx: &ActionContext<'_>) -> Result<i64, Failure> {
-    ctx.fact_i64("user_id").ok_or_else(|| {
-        Failure::Step(StepError::fatal(
-            Code::Smt199B,
-            "no user id recorded by find_user",
-        ))
-    })
+    ctx.fact_i64("user_id")
+        .ok_or_else(|| Failure::fatal(Code::Smt199B, "no user id recorded by find_user"))
 }
 
 fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
@@ -107,7 +71,11 @@ fn owned_groups(ctx: &ActionContext<'_>) -> Vec<(i64, String)> {
 
 async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
-    let Some(found) = client.find_user(email, ctx.calls).await.map_err(users)? else {
+    let Some(found) = client
+        .find_user(email, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    else {
         return Ok(StepOutput {
             finish_with: Some(Outcome::Absent),
             ..StepOutput::summary(format!(
@@ -119,7 +87,7 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let user = client
         .get_user(found.id, ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .unwrap_or(found);
     protect(client, ctx, &user).await?;
     Ok(
@@ -135,7 +103,7 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Result<(), Failure> {
     let token_owner = user.admin
         && client.guard.allow_admins
-        && client.me(ctx.calls).await.map_err(users)?.id == user.id;
+        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == user.id;
     let emails = [ctx.request.person_email.as_str(), user.email.as_str()];
     let person = Person {
         emails: &emails,
@@ -143,17 +111,20 @@ async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Resul
         token_owner,
     };
     match client.guard.refusal(person) {
-        Some(why) => Err(Failure::Step(StepError::fatal(
+        Some(why) => Err(Failure::fatal(
             Code::Smt112B,
             format!("user {} ({}): {why}", user.id, user.email),
-        ))),
+        )),
         None => Ok(()),
     }
 }
 
 async fn list_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let user_id = user_id(ctx)?;
-    let all = client.list_groups(ctx.calls).await.map_err(groups)?;
+    let all = client
+        .list_groups(ctx.calls)
+        .await
+        .map_err(api(Area::Groups))?;
     let owned: Vec<Value> = all
         .iter()
         .filter(|g| g.owner_id == Some(user_id))
@@ -171,8 +142,8 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let owns_groups = !owned_groups(ctx).is_empty();
     let Some(email) = ctx.request.transfer_to.as_deref() else {
         if owns_groups && ctx.request.event_type == EventType::Offboarding {
-            return Err(recipient_problem(
-                "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them".into(),
+            return Err(Failure::fatal(Code::Smt110B,
+                "the person owns groups, so Smartsheet needs a recipient (transfer_to) to remove them",
             ));
         }
         return Ok(StepOutput::summary(
@@ -182,27 +153,31 @@ async fn check_recipient(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let recipient = client
         .find_user(email, ctx.calls)
         .await
-        .map_err(users)?
+        .map_err(api(Area::Users))?
         .ok_or_else(|| {
-            recipient_problem(format!(
-                "recipient {email} is not a user of this Smartsheet account"
-            ))
+            Failure::fatal(
+                Code::Smt110B,
+                format!("recipient {email} is not a user of this Smartsheet account"),
+            )
         })?;
     if recipient.id == user_id(ctx)? {
-        return Err(recipient_problem(
-            "the recipient is the person being offboarded".into(),
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            "the recipient is the person being offboarded",
         ));
     }
     let status = recipient.status.as_deref().unwrap_or("ACTIVE");
     if status != "ACTIVE" {
-        return Err(recipient_problem(format!(
-            "recipient {email} is {status}, not ACTIVE"
-        )));
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            format!("recipient {email} is {status}, not ACTIVE"),
+        ));
     }
     if owns_groups && !(recipient.group_admin || recipient.admin) {
-        return Err(recipient_problem(format!(
-            "recipient {email} must be a group admin to take over the person's groups"
-        )));
+        return Err(Failure::fatal(
+            Code::Smt110B,
+            format!("recipient {email} must be a group admin to take over the person's groups"),
+        ));
     }
     Ok(StepOutput::summary(format!(
         "recipient {} ({email}) can take over",
@@ -226,7 +201,11 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         // Read right before each write: since `list_groups` ran the group may have been
         // moved (by us before a crash, or by someone else) or deleted. Only a group the
         // leaver still owns is theirs to hand over.
-        match client.get_group(*id, ctx.calls).await.map_err(groups)? {
+        match client
+            .get_group(*id, ctx.calls)
+            .await
+            .map_err(api(Area::Groups))?
+        {
             Some(g) if g.owner_id == Some(leaver) => {}
             Some(g) if g.owner_id == Some(recipient) => continue,
             Some(g) => {
@@ -244,7 +223,7 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         client
             .set_group_owner(*id, recipient, ctx.calls)
             .await
-            .map_err(groups)?;
+            .map_err(api(Area::Groups))?;
         moved.push(json!({ "id": id, "name": name }));
     }
     Ok(StepOutput::summary(format!(
@@ -261,17 +240,21 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     let id = user_id(ctx)?;
     let drop_group_admin =
         ctx.request.event_type == EventType::Offboarding || ctx.fact_i64("recipient_id").is_some();
-    let Some(user) = client.get_user(id, ctx.calls).await.map_err(users)? else {
+    let Some(user) = client
+        .get_user(id, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    else {
         if ctx.request.event_type == EventType::Offboarding {
             // Removed by someone else (or by us before a crash): the seat is already free.
             return Ok(StepOutput::summary(format!(
                 "user {id} is already gone; no roles left to remove"
             )));
         }
-        return Err(Failure::Step(StepError::fatal(
+        return Err(Failure::fatal(
             Code::Smt199B,
             format!("user {id} disappeared before the licence could be taken back"),
-        )));
+        ));
     };
     let mut roles = json!({ "licensedSheetCreator": false, "resourceViewer": false });
     if drop_group_admin {
@@ -291,7 +274,7 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
     client
         .set_user_roles(id, &roles, ctx.calls)
         .await
-        .map_err(users)?;
+        .map_err(api(Area::Users))?;
     Ok(
         StepOutput::summary(format!("set {} to false", roles_list(&roles)))
             .fact("entitlements_after", entitlements(&after)),
@@ -325,7 +308,7 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
                 "user {id} was already removed"
             )));
         }
-        Err(e) => return Err(users(e)),
+        Err(e) => return Err(Failure::Api(e, Area::Users)),
     }
     Ok(StepOutput::summary(match recipient {
         Some(to) => format!("removed user {id}, from sharing too; sheets transferred to user {to}"),
@@ -335,7 +318,11 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
 
 async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = user_id(ctx)?;
-    match client.get_user(id, ctx.calls).await.map_err(users)? {
+    match client
+        .get_user(id, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+    {
         None => Ok(StepOutput::summary(format!("user {id} is gone"))
             .fact("entitlements_after", Value::Null)),
         Some(_) => Err(Failure::Step(StepError::transient(

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::apps::dry_run::DryRun;
 use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
 use crate::apps::retry::{CallError, CallRetry};
+use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, Secret};
 
 /// Page size asked for when listing.
@@ -136,7 +137,7 @@ pub struct Client {
 
 impl Client {
     /// A client for a configured connection.
-    pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, String> {
+    pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, ClientError> {
         let http = ApiHttp::new(
             &config.base_url,
             AUTHORIZATION,

@@ -4,6 +4,7 @@
 //! `GET /users/me`.
 
 use super::client::{ApiError, Client};
+use crate::apps::failure;
 use crate::apps::http::CallLog;
 use crate::codes::Code;
 use crate::domain::step::StepError;
@@ -16,6 +17,12 @@ pub enum Area {
     /// `/groups…`
     Groups,
 }
+
+/// How this app's actions stop: [`failure::Failure`] over its API error and areas.
+pub type Failure = failure::Failure<ApiError, Area>;
+
+/// What this app's actions return.
+pub type ActionResult = failure::ActionResult<ApiError, Area>;
 
 /// Codes that hold whatever the phase; `None` when the phase decides.
 fn common(err: &ApiError, run: bool) -> Option<Code> {

@@ -1,9 +1,8 @@
 //! Smartsheet (REST API 2.0): typed client, workflow actions, error → code mapping,
-//! connection check, and an in-process simulator of the API.
+//! connection check.
 
 pub mod actions;
 pub mod check;
 pub mod client;
 pub mod dry_run;
 pub mod errors;
-pub mod simulator;

@@ -34,7 +34,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
+use crate::kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -155,7 +155,7 @@ pub enum FaultKind {
 }
 
 /// A fault for this simulator: which requests it hits and what it does to them.
-pub type Fault = sim_kit::Fault<FaultKind>;
+pub type Fault = kit::Fault<FaultKind>;
 
 /// Who is who in the organisation created by [`SmartsheetSim::seed_demo`].
 #[derive(Clone, Debug)]
@@ -202,7 +202,7 @@ struct SimState {
     arrivals: Vec<Instant>,
     next_seq: u64,
     faults: Vec<Fault>,
-    chaos: Option<sim_kit::Chaos>,
+    chaos: Option<kit::Chaos>,
     email_filter_case_sensitive: bool,
     plan_allows_api: bool,
     locked: Option<i64>,
@@ -414,7 +414,7 @@ impl SmartsheetSim {
     /// Makes a share of the requests not hit by an injected fault fail transiently at
     /// random (503/4001, 429/4003 with `Retry-After: 1`, dropped connections); `None`
     /// stops it.
-    pub fn set_chaos(&self, chaos: Option<sim_kit::Chaos>) {
+    pub fn set_chaos(&self, chaos: Option<kit::Chaos>) {
         lock(&self.shared).chaos = chaos;
     }
 
@@ -1082,7 +1082,7 @@ fn admit(
         }
         hits.push_back(now);
     }
-    let fault = sim_kit::take_fault(&mut st.faults, method, &[path, full_path]).or_else(|| {
+    let fault = kit::take_fault(&mut st.faults, method, &[path, full_path]).or_else(|| {
         st.chaos
             .and_then(|c| c.draw())
             .map(|trouble| match trouble {

@@ -53,7 +53,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
-use crate::apps::sim_kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
+use crate::kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -235,7 +235,7 @@ pub enum FaultKind {
 }
 
 /// A fault for this simulator: which requests it hits and what it does to them.
-pub type Fault = sim_kit::Fault<FaultKind>;
+pub type Fault = kit::Fault<FaultKind>;
 
 /// Who is who in the team created by [`PostmanSim::seed_demo`].
 #[derive(Clone, Debug)]
@@ -285,7 +285,7 @@ struct SimState {
     calls: Vec<(u64, SimCall)>,
     next_seq: u64,
     faults: Vec<Fault>,
-    chaos: Option<sim_kit::Chaos>,
+    chaos: Option<kit::Chaos>,
     users_access: bool,
     workspaces_access: bool,
     roles_access: bool,
@@ -620,7 +620,7 @@ impl PostmanSim {
 
     /// Makes a share of the requests not hit by an injected fault fail transiently at
     /// random (503, 429 with `Retry-After: 1`, dropped connections); `None` stops it.
-    pub fn set_chaos(&self, chaos: Option<sim_kit::Chaos>) {
+    pub fn set_chaos(&self, chaos: Option<kit::Chaos>) {
         lock(&self.shared).chaos = chaos;
     }
 
@@ -1275,7 +1275,7 @@ fn admit(st: &mut SimState, headers: &HeaderMap, method: &str, path: &str) -> Ad
         (Caller::Member(record.user_id), key.to_string())
     };
     let rate = rate_check(st, &key, scim).map_err(|(e, info)| (e, Some(info)))?;
-    let fault = match sim_kit::take_fault(&mut st.faults, method, &[path]) {
+    let fault = match kit::take_fault(&mut st.faults, method, &[path]) {
         Some(FaultKind::DeleteTeam) => {
             st.team_deleted = true;
             None

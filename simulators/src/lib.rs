@@ -1,0 +1,22 @@
+//! In-process simulators of the two APIs offboard drives, Smartsheet REST API 2.0 and the
+//! Postman API with its SCIM 2.0 endpoints. Each binds an axum server to a free loopback
+//! port, keeps an in-memory organisation, and lets a test bend reality on purpose (bad
+//! credentials, rate limits, injected faults, random transient trouble).
+//!
+//! They are not part of the product: offboard's tests and bench use them as a
+//! dev-dependency, and `offboard demo` (the default `demo` feature) runs against them.
+//! The crate depends on nothing of offboard's — the clients and the simulators meet only
+//! over HTTP, which is what keeps the simulators honest (`tests/connector_contract.rs`
+//! checks both against the apps' OpenAPI documents).
+//!
+//! # Layout
+//! - [`kit`], what both simulators share: the server's lifecycle, injected faults,
+//!   [`kit::Chaos`], killable connections.
+//! - [`smartsheet`], the Smartsheet simulator, [`smartsheet::SmartsheetSim`].
+//! - [`postman`], the Postman simulator, [`postman::PostmanSim`].
+
+#![warn(missing_docs)]
+
+pub mod kit;
+pub mod postman;
+pub mod smartsheet;
