@@ -431,7 +431,14 @@ async fn concurrent_workflows_share_the_connections_request_budget() {
     }
     // The three ran side by side (their steps interleave), yet requests stayed paced.
     let calls = org.sim.calls();
-    assert!(calls.len() >= 15, "{}", calls.len());
+    // One read of the group list, shared by the three (the connection's client keeps it
+    // for two seconds), so 13 requests instead of 15.
+    let lists = calls
+        .iter()
+        .filter(|c| c.method == "GET" && c.path == "/groups")
+        .count();
+    assert_eq!(lists, 1, "the three leavers share one group list");
+    assert!(calls.len() >= 13, "{}", calls.len());
     let arrivals = org.sim.arrivals();
     // 300 a minute is one slot every 200 ms: n requests span at least n - 1 slots (a
     // little slack for the first request leaving late on a busy machine).

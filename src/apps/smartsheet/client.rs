@@ -1,7 +1,9 @@
 //! Typed calls to the Smartsheet API endpoints the workflows use. Lists are read page by
 //! page to the end; errors keep the HTTP status, Smartsheet's `errorCode` and `Retry-After`.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::header::AUTHORIZATION;
 
@@ -126,6 +128,16 @@ impl CallError for ApiError {
     }
 }
 
+/// How long one read of the group list serves every workflow on the connection: a bulk
+/// run of leavers reads it once per window instead of once per leaver. Short, because a
+/// change made by another process or by hand shows only when the window ends; this
+/// client's own group writes drop it at once.
+const GROUP_LIST_FRESH: Duration = Duration::from_secs(2);
+
+/// The group list last read, when its read started, and how many group writes this client
+/// had made by then.
+type GroupList = (Instant, u64, Arc<Vec<Group>>);
+
 /// A client for one Smartsheet account.
 #[derive(Debug)]
 pub struct Client {
@@ -133,6 +145,12 @@ pub struct Client {
     retry: CallRetry,
     /// Who this connection never removes or downgrades.
     pub guard: Guard,
+    /// The shared group list; its lock also makes workflows that ask at once wait for one
+    /// read instead of each making their own.
+    groups: tokio::sync::Mutex<Option<GroupList>>,
+    /// Group writes (owner changes, removals) this client has finished: a list read
+    /// before the last of them is not used.
+    group_writes: AtomicU64,
 }
 
 impl Client {
@@ -150,6 +168,8 @@ impl Client {
             http,
             retry: CallRetry::default(),
             guard: config.guard(),
+            groups: tokio::sync::Mutex::new(None),
+            group_writes: AtomicU64::new(0),
         })
     }
 
@@ -311,9 +331,26 @@ impl Client {
             .map(drop)
     }
 
-    /// `GET /groups`, every page.
-    pub async fn list_groups(&self, log: &CallLog) -> Result<Vec<Group>, ApiError> {
-        self.list_all("/groups", log).await
+    /// `GET /groups`, every page — or the list another workflow on this connection read
+    /// less than [`GROUP_LIST_FRESH`] ago, if this client has changed no group since.
+    pub async fn list_groups(&self, log: &CallLog) -> Result<Arc<Vec<Group>>, ApiError> {
+        let mut shared = self.groups.lock().await;
+        let writes = self.group_writes.load(Ordering::SeqCst);
+        if let Some((read_at, seen, list)) = shared.as_ref() {
+            if *seen == writes && read_at.elapsed() < GROUP_LIST_FRESH {
+                return Ok(list.clone());
+            }
+        }
+        let read_at = Instant::now();
+        let list = Arc::new(self.list_all("/groups", log).await?);
+        *shared = Some((read_at, writes, list.clone()));
+        Ok(list)
+    }
+
+    /// Notes that a group write has finished, whatever its outcome: lists read before it
+    /// are not shared any more.
+    fn groups_changed(&self) {
+        self.group_writes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// `GET /groups/{id}`; `None` when Smartsheet says the group is gone (404 with
@@ -334,9 +371,11 @@ impl Client {
         log: &CallLog,
     ) -> Result<(), ApiError> {
         let body = json!({ "ownerId": owner_id });
-        self.send(Method::PUT, &format!("/groups/{id}"), Some(&body), log)
-            .await
-            .map(drop)
+        let sent = self
+            .send(Method::PUT, &format!("/groups/{id}"), Some(&body), log)
+            .await;
+        self.groups_changed();
+        sent.map(drop)
     }
 
     /// `PUT /users/{id}` with the given role flags.
@@ -362,7 +401,10 @@ impl Client {
         if let Some(to) = transfer_to {
             path.push_str(&format!("&transferTo={to}&transferSheets=true"));
         }
-        self.send(Method::DELETE, &path, None, log).await.map(drop)
+        // Removing a user hands the groups it owned to `transferTo`.
+        let sent = self.send(Method::DELETE, &path, None, log).await;
+        self.groups_changed();
+        sent.map(drop)
     }
 }
 
