@@ -386,6 +386,10 @@ async fn offboard_and_reclaim(db: Db) {
         ]
     );
     service.stop().await;
+    assert_eq!(
+        writes_by_read_only_steps(engine.store()).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

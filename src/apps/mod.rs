@@ -170,6 +170,12 @@ impl AppClient {
     }
 }
 
+/// Whether an action only reads from its app (unknown actions count as writing).
+pub fn reads_only(action: &str) -> bool {
+    smartsheet::actions::READ_ONLY.contains(&action)
+        || postman::actions::READ_ONLY.contains(&action)
+}
+
 /// Whether a workflow file may name this action.
 pub fn known_action(name: &str) -> bool {
     smartsheet::actions::ACTIONS.contains(&name) || postman::actions::ACTIONS.contains(&name)

@@ -92,7 +92,7 @@ impl Engine {
                 Intervention::Retry => Record::RetryRequested { by: by.to_string() },
             };
             info!(workflow = %id, by = %by.escape_debug(), record = record.kind(), "operator intervention");
-            runner.commit(vec![record], stored_time(Utc::now()), false).await?;
+            runner.commit(vec![(stored_time(Utc::now()), record)], false).await?;
             Ok(Intervened::Done(Box::new(runner.state)))
         }
         .await;

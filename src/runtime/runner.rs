@@ -54,18 +54,25 @@ impl<'e> Runner<'e> {
     /// stop of the process. The commit that leaves nothing more to do now also gives the
     /// lease back. Returns the state afterwards.
     ///
+    /// A step that only reads runs without committing its start first: its records are
+    /// committed with whatever follows, at the latest with the start of the next step
+    /// that writes, which is durable before that step runs. A crash in between repeats
+    /// reads only.
+    ///
     /// `started` is a step attempt whose start is recorded already (a workflow handed
     /// over with its creation): the drive performs it first.
     pub async fn run(mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
-        // Records decided but not committed yet, and the time their decision used.
-        let (mut records, mut at) = match started {
-            Some((step, attempt)) => self.perform(step, attempt).await,
-            None => (Vec::new(), stored_time(Utc::now())),
-        };
+        // Records decided but not committed yet, each with the time its decision used.
+        let mut records: Vec<(DateTime<Utc>, Record)> = Vec::new();
+        let mut at = stored_time(Utc::now());
+        if let Some((step, attempt)) = started {
+            let state = self.state.clone();
+            at = self.perform(&state, step, attempt, &mut records).await;
+        }
         loop {
-            let preview = self.preview(&records, at)?;
+            let preview = self.preview(&records)?;
             let (more, start) = self.boundary(&preview, at);
-            records.extend(more);
+            records.extend(more.into_iter().map(|r| (at, r)));
             if records.is_empty() {
                 // Claimed with nothing to do now (a timer not due, an ended workflow).
                 self.engine
@@ -74,12 +81,19 @@ impl<'e> Runner<'e> {
                     .await?;
                 return Ok(self.state);
             }
+            if let Some((step, attempt)) = start {
+                if crate::apps::reads_only(&self.def.steps[step].action) {
+                    let state = self.preview(&records)?;
+                    at = self.perform(&state, step, attempt, &mut records).await;
+                    continue;
+                }
+            }
             // Nothing follows this commit now: it releases the lease as it writes.
             let last = start.is_none() && {
-                let after = self.preview(&records, at)?;
+                let after = self.preview(&records)?;
                 self.boundary(&after, at).0.is_empty()
             };
-            self.commit(std::mem::take(&mut records), at, last).await?;
+            self.commit(std::mem::take(&mut records), last).await?;
             self.log_end();
             if last {
                 if let Some(by) = self.cancel_by.take() {
@@ -93,10 +107,13 @@ impl<'e> Runner<'e> {
                 }
                 return Ok(self.state);
             }
-            match start {
-                Some((step, attempt)) => (records, at) = self.perform(step, attempt).await,
-                None => at = stored_time(Utc::now()),
-            }
+            at = match start {
+                Some((step, attempt)) => {
+                    let state = self.state.clone();
+                    self.perform(&state, step, attempt, &mut records).await
+                }
+                None => stored_time(Utc::now()),
+            };
         }
     }
 
@@ -155,10 +172,10 @@ impl<'e> Runner<'e> {
     }
 
     /// The state after `records`, not yet committed.
-    fn preview(&self, records: &[Record], at: DateTime<Utc>) -> Result<State, EngineError> {
+    fn preview(&self, records: &[(DateTime<Utc>, Record)]) -> Result<State, EngineError> {
         let mut next = self.state.clone();
-        for record in records {
-            next = machine::apply(&next, &self.def, record, at)
+        for (at, record) in records {
+            next = machine::apply(&next, &self.def, record, *at)
                 .map_err(|v| EngineError::Corrupt(format!("workflow {}: {v}", self.id)))?;
         }
         Ok(next)
@@ -168,14 +185,12 @@ impl<'e> Runner<'e> {
     /// lease; a completion event goes to the outbox in the same transaction.
     pub async fn commit(
         &mut self,
-        records: Vec<Record>,
-        at: DateTime<Utc>,
+        stamped: Vec<(DateTime<Utc>, Record)>,
         release: bool,
     ) -> Result<(), EngineError> {
-        let next = self.preview(&records, at)?;
+        let next = self.preview(&stamped)?;
         let outbox =
             outbound::completion(&self.id, &next).filter(|_| !self.state.status.is_final());
-        let stamped: Vec<(DateTime<Utc>, Record)> = records.into_iter().map(|r| (at, r)).collect();
         let appended = self
             .engine
             .store
@@ -200,26 +215,32 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
-    /// Runs one attempt of a step; returns its API-call records and its result record, and
-    /// the time the result was decided at.
-    async fn perform(&self, step: usize, attempt: u32) -> (Vec<Record>, DateTime<Utc>) {
+    /// Runs one attempt of a step from `state`; adds its API-call records and its result
+    /// record to `records`, and returns the time the result was decided at.
+    async fn perform(
+        &self,
+        state: &State,
+        step: usize,
+        attempt: u32,
+        records: &mut Vec<(DateTime<Utc>, Record)>,
+    ) -> DateTime<Utc> {
         let spec = &self.def.steps[step];
         info!(step = %spec.name, attempt, action = %spec.action, "step started");
         let started = std::time::Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let result = match self.engine.client(&self.state.request.connection).await {
+        let result = match self.engine.client(&state.request.connection).await {
             Err(e) => Err(e),
             Ok(client) => {
                 let log = CallLog::new(tx);
                 let ctx = ActionContext {
-                    request: &self.state.request,
-                    facts: &self.state.facts,
+                    request: &state.request,
+                    facts: &state.facts,
                     calls: &log,
                 };
                 client.perform(&spec.action, &ctx).await
             }
         };
-        let app = self.state.request.app.clone();
+        let app = state.request.app.clone();
         metrics::histogram!("offboard_step_duration_seconds", "app" => app.clone(), "step" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "error" }).record(started.elapsed().as_secs_f64());
         match &result {
             Ok(out) => {
@@ -229,16 +250,15 @@ impl<'e> Runner<'e> {
                 warn!(step = %spec.name, code = %e.code, retryable = e.retryable, message = %e.message.escape_debug(), "step failed")
             }
         }
-        let mut records = Vec::new();
+        let mut calls = Vec::new();
         while let Ok(call) = rx.try_recv() {
             metrics::counter!("offboard_api_calls_total", "app" => app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
-            metrics::counter!("offboard_request_budget_used_total", "connection" => self.state.request.connection.clone()).increment(1);
-            records.push(api_call(step, attempt, call));
+            metrics::counter!("offboard_request_budget_used_total", "connection" => state.request.connection.clone()).increment(1);
+            calls.push(api_call(step, attempt, call));
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
-        let outcome =
-            machine::step_result(&self.state, &self.def, step, attempt, result, now, jitter);
+        let outcome = machine::step_result(state, &self.def, step, attempt, result, now, jitter);
         if let Record::StepFailed {
             error,
             retry_at: Some(at),
@@ -248,8 +268,8 @@ impl<'e> Runner<'e> {
             metrics::counter!("offboard_step_retries_total", "app" => app.clone(), "step" => spec.name.clone(), "code" => error.code.as_str()).increment(1);
             metrics::histogram!("offboard_retry_wait_seconds", "app" => app, "step" => spec.name.clone()).record((*at - now).as_seconds_f64().max(0.0));
         }
-        records.push(outcome);
-        (records, now)
+        records.extend(calls.into_iter().chain([outcome]).map(|r| (now, r)));
+        now
     }
 }
 

@@ -46,6 +46,16 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Stops a background task when dropped (the heartbeat of a `run_due` that returned or
+/// failed).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Engine {
     /// Drives a claimed workflow, then gives its lease back. A lost lease stops the drive
     /// with nothing more written; any other error defers the workflow for 30 s.
@@ -96,33 +106,57 @@ impl Engine {
             .claim(id, &self.worker_id, self.lease_secs())
             .await?
         {
-            Some(claim) => self.drive(claim).await.map(Some),
+            Some(claim) => {
+                // Alone, without the serve loop's heartbeat: the lease is renewed here
+                // while steps that only read run without committing.
+                let drive = self.drive(claim);
+                tokio::pin!(drive);
+                loop {
+                    tokio::select! {
+                        result = &mut drive => return result.map(Some),
+                        _ = tokio::time::sleep(self.lease / 3) => {
+                            let ids = [id.to_string()];
+                            if let Err(e) = self.store.renew(&self.worker_id, &ids, self.lease_secs()).await {
+                                warn!(workflow = %id, error = %e, "could not renew the lease");
+                            }
+                        }
+                    }
+                }
+            }
             None => Ok(None),
         }
     }
 
     /// Claims and drives every due workflow, at most `max_concurrent_workflows` at once,
-    /// until none is due now. Returns how many drives ran.
+    /// until none is due now. Returns how many drives ran. Places are refilled as drives
+    /// end, a quarter of them at a time, so one slow workflow does not hold up the rest
+    /// and claims stay batched.
     pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
         let limit = self.config().max_concurrent_workflows.max(1);
+        let refill = (limit / 4).max(1);
+        let mut running = tokio::task::JoinSet::new();
         let mut count = 0;
+        // Steps that only read commit nothing, so leases are kept alive as in `work`.
+        let _heartbeat = AbortOnDrop(tokio::spawn(self.clone().heartbeat()));
         loop {
-            let claims = self
-                .store
-                .claim_due(&self.worker_id, self.lease_secs(), limit)
-                .await?;
-            if claims.is_empty() {
+            let free = limit - running.len();
+            if free >= refill || running.is_empty() {
+                let claims = self
+                    .store
+                    .claim_due(&self.worker_id, self.lease_secs(), free)
+                    .await?;
+                count += claims.len();
+                for claim in claims {
+                    let engine = self.clone();
+                    running.spawn(async move {
+                        let _ = engine.drive(claim).await;
+                    });
+                }
+            }
+            if running.join_next().await.is_none() {
                 return Ok(count);
             }
-            count += claims.len();
-            let mut tasks = tokio::task::JoinSet::new();
-            for claim in claims {
-                let engine = self.clone();
-                tasks.spawn(async move {
-                    let _ = engine.drive(claim).await;
-                });
-            }
-            tasks.join_all().await;
+            while running.try_join_next().is_some() {}
         }
     }
 

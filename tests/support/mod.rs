@@ -442,3 +442,25 @@ pub fn edit(text: &str, from: &str, to: &str) -> String {
     );
     text.replace(from, to)
 }
+
+/// Every request that is not a GET, in the trails of all workflows in `store`, made by a
+/// step whose action is declared read-only (`apps::reads_only`): the runner performs such
+/// steps without committing their start first, so they must never write.
+pub async fn writes_by_read_only_steps(store: &Store) -> Vec<String> {
+    let mut found = Vec::new();
+    for row in store.list(None).await.unwrap() {
+        let loaded = store.load(&row.id).await.unwrap().unwrap();
+        let def = offboard::runtime::definitions::stored(&loaded.definition_source).unwrap();
+        for record in store.trail(&row.id).await.unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&record.body).unwrap();
+            if record.kind != "api_call" || v["method"] == "GET" {
+                continue;
+            }
+            let action = &def.steps[v["step"].as_u64().unwrap() as usize].action;
+            if offboard::apps::reads_only(action) {
+                found.push(format!("{action}: {} {}", v["method"], v["path"]));
+            }
+        }
+    }
+    found
+}

@@ -38,6 +38,17 @@ pub const ACTIONS: &[&str] = &[
     "postman.confirm_deprovisioned",
 ];
 
+/// The actions that only read: their start need not be durable before they run (a read
+/// repeated after a crash changes nothing), so the runner commits them with what follows.
+/// `tests/postman_flow.rs` checks from the trails that they make no other request.
+pub const READ_ONLY: &[&str] = &[
+    "postman.find_member",
+    "postman.record_activity",
+    "postman.require_activity",
+    "postman.check_recipient",
+    "postman.confirm_deprovisioned",
+];
+
 /// Performs one action; [`super::errors::run_error`] maps its API failures to codes.
 pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> ActionResult {
     match action {

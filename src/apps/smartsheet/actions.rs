@@ -24,6 +24,16 @@ pub const ACTIONS: &[&str] = &[
     "smartsheet.confirm_removed",
 ];
 
+/// The actions that only read: their start need not be durable before they run (a read
+/// repeated after a crash changes nothing), so the runner commits them with what follows.
+/// `tests/smartsheet_flow.rs` checks from the trails that they make no other request.
+pub const READ_ONLY: &[&str] = &[
+    "smartsheet.find_user",
+    "smartsheet.list_groups",
+    "smartsheet.check_recipient",
+    "smartsheet.confirm_removed",
+];
+
 /// Performs one action; [`super::errors::run_error`] maps its API failures to codes.
 pub async fn perform(client: &Client, action: &str, ctx: &ActionContext<'_>) -> ActionResult {
     match action {
