@@ -88,6 +88,18 @@ struct Link<'r> {
     hash: String,
 }
 
+/// An append ready to write: the compare-and-set update with its values (more are added
+/// for the inserts), the chained records, the outbox entry and the time it is written at.
+struct PreparedAppend<'a> {
+    update: String,
+    values: Vec<Value>,
+    id: &'a str,
+    lease: &'a Lease,
+    links: &'a [Link<'a>],
+    outbox_entry: &'a Option<OutboxEntry>,
+    at: DateTime<Utc>,
+}
+
 /// What a matched append wrote: the pending cancel request it read, the outbox entry.
 type Written = (Option<String>, Option<outbox::Pending>);
 
@@ -258,8 +270,9 @@ impl Store {
         let Fence { id, lease, end } = fence;
         let mut end = end.clone();
         // A note appended by a non-holder (a duplicate delivery) moves the trail on; the
-        // holder then chains after it. Bounded: notes are rare.
-        for _ in 0..8 {
+        // holder then chains after it. Each retry follows a note that landed, so a burst
+        // of redeliveries is absorbed; the bound only stops a trail that never settles.
+        for _ in 0..64 {
             match self
                 .try_append(
                     Fence {
@@ -373,20 +386,19 @@ impl Store {
             .as_ref()
             .map(|entry| outbox::with_trail_head(entry, &prev))
             .transpose()?;
+        let append = PreparedAppend {
+            update,
+            values,
+            id,
+            lease,
+            links: &links,
+            outbox_entry: &outbox_entry,
+            at: updated_at,
+        };
         let written = if self.backend() == DbBackend::Postgres {
-            self.append_in_one_statement(
-                update,
-                values,
-                id,
-                lease,
-                &links,
-                &outbox_entry,
-                updated_at,
-            )
-            .await?
+            self.append_in_one_statement(append).await?
         } else {
-            self.append_in_transaction(update, values, id, lease, &links, &outbox_entry, updated_at)
-                .await?
+            self.append_in_transaction(append).await?
         };
         let Some((cancel_requested_by, outbox)) = written else {
             return self.why_refused(id, lease).await.map(Err);
@@ -401,17 +413,19 @@ impl Store {
     /// PostgreSQL: the compare-and-set update, the audit rows and the outbox entry in one
     /// statement (its own transaction), so a step boundary costs one round trip. The
     /// inserts only happen when the update matched its row.
-    #[allow(clippy::too_many_arguments)]
     async fn append_in_one_statement(
         &self,
-        update: String,
-        mut values: Vec<Value>,
-        id: &str,
-        lease: &Lease,
-        links: &[Link<'_>],
-        outbox_entry: &Option<OutboxEntry>,
-        at: DateTime<Utc>,
+        append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
+        let PreparedAppend {
+            update,
+            mut values,
+            id,
+            lease,
+            links,
+            outbox_entry,
+            at,
+        } = append;
         let d = self.dialect();
         let mut sql = format!("WITH w AS ({update})");
         if !links.is_empty() {
@@ -480,17 +494,19 @@ impl Store {
     }
 
     /// SQLite: the same writes in one transaction (SQLite has no writes inside `WITH`).
-    #[allow(clippy::too_many_arguments)]
     async fn append_in_transaction(
         &self,
-        update: String,
-        values: Vec<Value>,
-        id: &str,
-        lease: &Lease,
-        links: &[Link<'_>],
-        outbox_entry: &Option<OutboxEntry>,
-        at: DateTime<Utc>,
+        append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
+        let PreparedAppend {
+            update,
+            values,
+            id,
+            lease,
+            links,
+            outbox_entry,
+            at,
+        } = append;
         let d = self.dialect();
         let txn = self.db.begin().await?;
         let Some(row) = txn.query_one_raw(d.stmt(&update, values)).await? else {
