@@ -104,7 +104,7 @@ struct PreparedAppend<'a> {
 type Written = (Option<String>, Option<outbox::Pending>);
 
 /// The SQL condition of a workflow that may be claimed by the scheduler now: due (see
-/// `due_at`, which a lease pushes to its own end) and held by no live lease.
+/// `due_at`, which a claim sets to the end of its lease) and held by no live lease.
 pub(crate) fn due_condition(d: Dialect) -> String {
     let now = d.now();
     format!("due_at <= {now} AND (lease_until IS NULL OR lease_until < {now})")
@@ -207,9 +207,7 @@ impl Store {
         let d = self.dialect();
         let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
-            "UPDATE workflows SET lease_until = {until}, \
-             due_at = CASE WHEN due_at IS NULL THEN NULL ELSE {until} END \
-             WHERE lease_owner = $1 AND id IN ({})",
+            "UPDATE workflows SET lease_until = {until} WHERE lease_owner = $1 AND id IN ({})",
             list.join(", "),
             until = d.later(lease_secs),
         );
@@ -330,12 +328,15 @@ impl Store {
         }
         let updated_at = last_at.unwrap_or_else(|| chain::stored_time(Utc::now()));
         let finished = state.status.is_final();
-        // While the holder keeps the lease, the workflow is due again only when the lease
-        // ends (should the holder die); given back, it is due as its state says.
+        // While the holder keeps the lease, `due_at` stays where the claim put it (the end
+        // of the first lease): the due query passes over a held row by its lease, and an
+        // update that leaves every indexed column alone stays on its page (PostgreSQL's
+        // HOT update), so the per-step update adds no index entries. Given back, the
+        // workflow is due as its state says.
         let (lease_set, due) = match extend_secs {
             Some(secs) if state.status.is_schedulable() => (
                 format!(
-                    "lease_until = {until}, due_at = {until}",
+                    "lease_until = {until}, due_at = COALESCE(due_at, {until})",
                     until = d.later(secs)
                 ),
                 None,

@@ -389,14 +389,16 @@ impl Store {
             .await?)
     }
 
-    /// When the next workflow falls due: the earliest `due_at` (a timer, or a lease that
-    /// would lapse should its holder die), read off the due index.
+    /// When the next workflow falls due: the earliest future `due_at` (a timer, or a
+    /// lease that would lapse should its holder die), read off the due index. A workflow
+    /// already past its `due_at` is either claimable now or held by a live lease, whose
+    /// end the serve loop's one-second look catches.
     pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         use sea_orm::QuerySelect;
         let next: Option<Option<DateTime<Utc>>> = workflow::Entity::find()
             .select_only()
             .column(workflow::Column::DueAt)
-            .filter(workflow::Column::DueAt.is_not_null())
+            .filter(workflow::Column::DueAt.gt(chain::stored_time(Utc::now())))
             .order_by_asc(workflow::Column::DueAt)
             .into_tuple()
             .one(&self.db)
