@@ -14,6 +14,8 @@ mod leases;
 mod outbox;
 mod sql;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -59,6 +61,9 @@ pub struct Store {
     db: DatabaseConnection,
     /// Keys the audit chain (see [`chain`]); without it, links are plain SHA-256.
     audit_key: Option<chain::AuditKey>,
+    /// Definitions (by content hash) this handle has seen committed: definitions are
+    /// never deleted, so an accept need not send them again.
+    saved_definitions: Arc<StdMutex<HashSet<String>>>,
 }
 
 /// A workflow to create for an accepted event.
@@ -165,6 +170,7 @@ impl Store {
         Ok(Store {
             db: Database::connect(options).await?,
             audit_key: None,
+            saved_definitions: Arc::default(),
         })
     }
 
@@ -280,7 +286,14 @@ impl Store {
         };
         let mut leased = Vec::new();
         for wf in workflows {
-            save_definition(&txn, &wf.definition, now).await?;
+            let saved = self
+                .saved_definitions
+                .lock()
+                .expect("definitions lock")
+                .contains(&wf.definition.hash);
+            if !saved {
+                save_definition(&txn, &wf.definition, now).await?;
+            }
             // A held workflow starts nothing; a handed-off one records its first step's
             // start with its creation, under a lease to the process that drives it.
             let start = wf.start.as_ref().filter(|_| hand_off.is_some());
@@ -322,6 +335,10 @@ impl Store {
         }
         txn.commit().await?;
         let ids = workflows.iter().map(|w| w.id.clone()).collect();
+        self.saved_definitions
+            .lock()
+            .expect("definitions lock")
+            .extend(workflows.iter().map(|w| w.definition.hash.clone()));
         let accepted = match held {
             Some(Record::Held { in_last_hour, .. }) => Accepted::Held(ids, in_last_hour),
             _ => Accepted::New(ids),
