@@ -4,8 +4,6 @@
 
 mod support;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use support::procs::{cli, ConfigFile};
 use support::*;
 
@@ -13,17 +11,7 @@ use support::*;
 async fn queued(names: &offboard::config::AmqpNames) -> u32 {
     let ch = channel().await;
     offboard::intake::declare(&ch, names).await.unwrap();
-    ch.queue_declare(
-        names.queue.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
+    ready_count(&ch, &names.queue).await
 }
 
 fn leavers(rows: usize, bad_row: Option<usize>) -> String {

@@ -309,9 +309,9 @@ pub async fn take(ch: &Channel, queue: &str, n: usize, secs: u64) -> Vec<lapin::
     got
 }
 
-/// Whether a queue is empty right now.
-pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
-    // A passive declare reads the count of ready messages without taking one.
+/// How many messages are ready in a queue right now: a passive declare reads the count
+/// without taking one.
+pub async fn ready_count(ch: &Channel, queue: &str) -> u32 {
     ch.queue_declare(
         queue.into(),
         QueueDeclareOptions {
@@ -323,7 +323,11 @@ pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
     .await
     .unwrap()
     .message_count()
-        == 0
+}
+
+/// Whether a queue is empty right now.
+pub async fn queue_is_empty(ch: &Channel, queue: &str) -> bool {
+    ready_count(ch, queue).await == 0
 }
 
 // ---------------------------------------------------------------------------
