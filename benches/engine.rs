@@ -71,35 +71,53 @@ async fn simulator(users: usize) -> SmartsheetSim {
     sim
 }
 
-/// An engine on a fresh database of `db`, 64 workflows at a time.
-async fn engine(
-    db: Db,
-    sim: &SmartsheetSim,
+/// An engine on a fresh database with broker names of its own, torn down after its section.
+struct Setup {
+    engine: Arc<Engine>,
     names: AmqpNames,
-    requests_per_minute: u32,
-) -> (Arc<Engine>, Option<tempfile::TempDir>) {
-    let (url, dir) = fresh_database(db).await;
-    let mut config = Config::defaults();
-    config.database_url = url;
-    config.amqp_url = AMQP_URL.to_string();
-    config.amqp = AmqpNames {
-        prefetch: 256,
-        ..names
-    };
-    config.max_concurrent_workflows = 64;
-    let mut conn = smartsheet_connection(&sim.base_url());
-    conn.requests_per_minute = requests_per_minute;
-    config.connections.clear();
-    config.connections.insert("smartsheet".into(), conn.clone());
-    let store = Store::open(&config.database_url).await.unwrap();
-    let engine = Engine::new(store, config, Registry::load(None).unwrap());
-    engine
-        .use_client(
-            "smartsheet",
-            AppClient::new(&conn, Secret::new("bench-token")).unwrap(),
-        )
-        .await;
-    (Arc::new(engine), dir)
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Setup {
+    /// An engine on a fresh database of `db`, 64 workflows at a time.
+    async fn new(db: Db, sim: &SmartsheetSim, requests_per_minute: u32) -> Setup {
+        let names = amqp_names();
+        let (url, dir) = fresh_database(db).await;
+        let mut config = Config::defaults();
+        config.database_url = url;
+        config.amqp_url = AMQP_URL.to_string();
+        config.amqp = AmqpNames {
+            prefetch: 256,
+            ..names.clone()
+        };
+        config.max_concurrent_workflows = 64;
+        let mut conn = smartsheet_connection(&sim.base_url());
+        conn.requests_per_minute = requests_per_minute;
+        config.connections.clear();
+        config.connections.insert("smartsheet".into(), conn.clone());
+        let store = Store::open(&config.database_url).await.unwrap();
+        let engine = Engine::new(store, config, Registry::load(None).unwrap());
+        engine
+            .use_client(
+                "smartsheet",
+                AppClient::new(&conn, Secret::new("bench-token")).unwrap(),
+            )
+            .await;
+        Setup {
+            engine: Arc::new(engine),
+            names,
+            _dir: dir,
+        }
+    }
+
+    /// Drops the database and deletes the broker names, so the next section (and the
+    /// next run) starts on a clean broker and server.
+    async fn tear_down(self) {
+        let url = self.engine.config().database_url.clone();
+        drop(self.engine);
+        support::delete_broker_names(&self.names).await;
+        support::drop_database(&url).await;
+    }
 }
 
 fn reclaim(id: &str, i: usize, not_before: Option<&str>) -> String {
@@ -206,8 +224,8 @@ async fn xid(store: &Store) -> Option<i64> {
 
 async fn end_to_end(db: Db, label: &str, n: usize) {
     let sim = simulator(n).await;
-    let names = amqp_names();
-    let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
+    let setup = Setup::new(db, &sim, 6_000_000).await;
+    let (engine, names) = (setup.engine.clone(), setup.names.clone());
     let mut completions = Completions::watch(&names).await;
     let service = Service::start(engine.clone());
     let bodies: Vec<String> = (0..n)
@@ -216,8 +234,16 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
     let xid_before = xid(engine.store()).await;
     let started = Instant::now();
     publish_all(&names, &bodies).await;
+    let published = started.elapsed();
     let done = completions.take(n).await;
     let secs = done.last().unwrap().1.duration_since(started).as_secs_f64();
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        let mut buckets = vec![0usize; secs as usize + 1];
+        for (_, t) in &done {
+            buckets[t.duration_since(started).as_secs() as usize] += 1;
+        }
+        println!("published in {published:?}; per second: {buckets:?}");
+    }
     let xid_after = xid(engine.store()).await;
     service.stop().await;
     let writes = match (xid_before, xid_after) {
@@ -233,12 +259,14 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
         n as f64 / secs,
         (n * STEPS) as f64 / secs
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 async fn latency(db: Db, label: &str, samples: usize) {
     let sim = simulator(samples).await;
-    let names = amqp_names();
-    let (engine, _dir) = engine(db, &sim, names.clone(), 6_000_000).await;
+    let setup = Setup::new(db, &sim, 6_000_000).await;
+    let (engine, names) = (setup.engine.clone(), setup.names.clone());
     let mut completions = Completions::watch(&names).await;
     let service = Service::start(engine.clone());
     let channel = support::channel().await;
@@ -276,12 +304,15 @@ async fn latency(db: Db, label: &str, samples: usize) {
         pct(0.99).as_secs_f64() * 1e3,
         times.len()
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 /// Step transitions persisted per second, events accepted straight into the engine.
 async fn engine_only(db: Db, label: &str, n: usize) {
     let sim = simulator(n).await;
-    let (engine, _dir) = engine(db, &sim, amqp_names(), 6_000_000).await;
+    let setup = Setup::new(db, &sim, 6_000_000).await;
+    let engine = setup.engine.clone();
     let known = vec!["smartsheet".to_string()];
     for i in 0..n {
         let body = reclaim(&format!("eng-{i}"), i, None);
@@ -303,11 +334,14 @@ async fn engine_only(db: Db, label: &str, n: usize) {
         (n * STEPS) as f64 / secs,
         n as f64 / secs
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 async fn in_flight(n: usize) {
     let sim = simulator(0).await;
-    let (engine, _dir) = engine(Db::Postgres, &sim, amqp_names(), 6_000_000).await;
+    let setup = Setup::new(Db::Postgres, &sim, 6_000_000).await;
+    let engine = setup.engine.clone();
     reset_peak_rss();
     let known = vec!["smartsheet".to_string()];
     let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
@@ -328,13 +362,15 @@ async fn in_flight(n: usize) {
         per_query.as_secs_f64() * 1e3,
         peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 async fn bulk(leavers: usize, per_minute: u32) {
     let sim = simulator(leavers).await;
     sim.set_rate_limit(Some(per_minute));
-    let names = amqp_names();
-    let (engine, _dir) = engine(Db::Postgres, &sim, names.clone(), per_minute).await;
+    let setup = Setup::new(Db::Postgres, &sim, per_minute).await;
+    let (engine, names) = (setup.engine.clone(), setup.names.clone());
     let mut completions = Completions::watch(&names).await;
     let service = Service::start(engine.clone());
     let bodies: Vec<String> = (0..leavers)
@@ -356,11 +392,14 @@ async fn bulk(leavers: usize, per_minute: u32) {
         bound,
         (secs / bound - 1.0) * 100.0
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 async fn replay() {
     let sim = simulator(1).await;
-    let (engine, _dir) = engine(Db::Sqlite, &sim, amqp_names(), 6_000_000).await;
+    let setup = Setup::new(Db::Sqlite, &sim, 6_000_000).await;
+    let engine = setup.engine.clone();
     let known = vec!["smartsheet".to_string()];
     let body = reclaim("replay", 0, None);
     let request = event::parse(body.as_bytes(), &known).unwrap();
@@ -393,6 +432,8 @@ async fn replay() {
         secs,
         (trail.len() * folds) as f64 / secs
     );
+    drop(engine);
+    setup.tear_down().await;
 }
 
 #[tokio::main]
@@ -419,11 +460,21 @@ async fn main() {
         latency(Db::Postgres, "PostgreSQL", samples).await;
         latency(Db::Sqlite, "SQLite", samples).await;
     }
-    if wanted("end_to_end") {
-        for n in [1_000, 5_000] {
+    // `BENCH_EVENTS=5000` runs the end-to-end sections at that size only.
+    let sizes: Vec<usize> = match std::env::var("BENCH_EVENTS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![1_000, 5_000],
+    };
+    if wanted("end_to_end_postgres") {
+        for &n in &sizes {
             end_to_end(Db::Postgres, "PostgreSQL", n).await;
         }
-        for n in [1_000, 5_000] {
+    }
+    if wanted("end_to_end_sqlite") {
+        for &n in &sizes {
             end_to_end(Db::Sqlite, "SQLite", n).await;
         }
     }

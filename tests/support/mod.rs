@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use offboard::apps::AppClient;
@@ -86,6 +89,36 @@ pub fn amqp_names() -> AmqpNames {
         dead_letter_queue: format!("offboard.t.{u}.dead"),
         prefetch: 8,
     }
+}
+
+/// Deletes the queues and exchanges [`amqp_names`] named. The bench calls it after each
+/// section: every idle quorum queue left behind keeps a Raft member that the broker goes
+/// on servicing, so leftovers slow every later run.
+pub async fn delete_broker_names(names: &AmqpNames) {
+    let ch = channel().await;
+    for queue in [&names.queue, &names.dead_letter_queue] {
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    for exchange in [&names.exchange, &names.dead_letter_exchange] {
+        ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops a PostgreSQL database [`fresh_database`] made (a SQLite file goes with its
+/// TempDir), closing whatever connections are still open to it.
+pub async fn drop_database(url: &str) {
+    let Some(name) = url.strip_prefix("postgres://postgres@127.0.0.1:5432/") else {
+        return;
+    };
+    let admin = sea_orm::Database::connect(PG_ADMIN_URL).await.unwrap();
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
 }
 
 /// A Smartsheet simulator with an admin holding [`TOKEN`], a leaver who owns two of four
