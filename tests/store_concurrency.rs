@@ -1,5 +1,6 @@
 //! Appends that race for the same trail position (a duplicate delivery noted while a
-//! worker records a step) both land, and the chain stays intact, on PostgreSQL.
+//! worker records a step) both land, and the chain stays intact, on PostgreSQL; an append
+//! under a lease taken over writes nothing, on both back-ends.
 
 mod support;
 
@@ -66,4 +67,75 @@ async fn racing_appends_all_land_and_the_chain_holds() {
         ),
         Ok(())
     );
+}
+
+/// An append whose lease was taken over writes nothing (no record, no outbox entry); the
+/// same append under the current lease writes all of it. On both back-ends, since each
+/// sends its compare-and-set and inserts differently (one statement; one batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_append_writes_nothing_and_a_current_one_writes_everything() {
+    use offboard::domain::machine::Record;
+    use offboard::store::{Fence, Lease, OutboxEntry, StoreError};
+    use sea_orm::ConnectionTrait;
+
+    let org = org().await;
+    for db in [Db::Postgres, Db::Sqlite] {
+        let (url, _dir) = fresh_database(db).await;
+        let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
+        let body = event("ev-stale", "license.reclaim.requested", RECLAIM, None);
+        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
+        engine.accept(&request, "{}").await.unwrap().unwrap();
+        let store = engine.store();
+        let claim = store.claim_due("a", 30.0, 1).await.unwrap().remove(0);
+        // Another process claims it after A's lease lapsed: the epoch moves on.
+        store
+            .connection()
+            .execute_unprepared("UPDATE workflows SET lease_epoch = lease_epoch + 1")
+            .await
+            .unwrap();
+        let record = Record::StepStarted {
+            step: 0,
+            attempt: 1,
+        };
+        let entry = OutboxEntry {
+            routing_key: "workflow.completed".into(),
+            body: r#"{"data":{}}"#.into(),
+        };
+        let append = |lease: Lease| {
+            let (claim, record, entry) = (&claim, record.clone(), entry.clone());
+            async move {
+                store
+                    .append(
+                        Fence {
+                            id: &claim.id,
+                            lease: &lease,
+                            end: &claim.end,
+                        },
+                        &[(chrono::Utc::now(), record)],
+                        &claim.state,
+                        Some(entry),
+                        Some(30.0),
+                    )
+                    .await
+            }
+        };
+        let before = trail(store, &claim.id).await.len();
+        let stale = append(claim.lease.clone()).await;
+        assert!(
+            matches!(stale, Err(StoreError::LeaseLost)),
+            "{db:?}: {stale:?}"
+        );
+        assert_eq!(trail(store, &claim.id).await.len(), before, "{db:?}");
+        assert_eq!(store.outbox_len().await.unwrap(), 0, "{db:?}");
+
+        let current = Lease {
+            epoch: claim.lease.epoch + 1,
+            ..claim.lease.clone()
+        };
+        let written = append(current).await.unwrap();
+        assert_eq!(written.end.seq as usize, before + 1, "{db:?}");
+        assert!(written.outbox.is_some(), "{db:?}");
+        assert_eq!(trail(store, &claim.id).await.len(), before + 1, "{db:?}");
+        assert_eq!(store.outbox_len().await.unwrap(), 1, "{db:?}");
+    }
 }

@@ -418,6 +418,7 @@ impl Store {
         &self,
         append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
+        let d = self.dialect();
         let PreparedAppend {
             update,
             mut values,
@@ -427,108 +428,71 @@ impl Store {
             outbox_entry,
             at,
         } = append;
-        let d = self.dialect();
+        let matched = "EXISTS (SELECT 1 FROM w)";
         let mut sql = format!("WITH w AS ({update})");
-        if !links.is_empty() {
-            let rows: Vec<String> = links
-                .iter()
-                .map(|link| {
-                    let n = values.len();
-                    values.extend([
-                        id.into(),
-                        link.seq.into(),
-                        link.at.into(),
-                        link.record.kind().into(),
-                        link.record.step().map(|s| s as i32).into(),
-                        link.body.as_str().into(),
-                        link.prev.as_str().into(),
-                        link.hash.as_str().into(),
-                    ]);
-                    format!(
-                        "(${}::text, ${}::int, ${}::timestamptz, ${}::text, ${}::int, ${}::text, ${}::text, ${}::text)",
-                        n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7, n + 8
-                    )
-                })
-                .collect();
-            sql += &format!(
-                ", a AS (INSERT INTO audit_records \
-                 (workflow_id, seq, at, kind, step, body, prev_hash, hash) \
-                 SELECT * FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM w))",
-                rows.join(", ")
-            );
+        if let Some(audit) = audit_insert(d, id, links, &mut values, matched) {
+            sql += &format!(", a AS ({audit})");
         }
-        let outbox_id = if let Some(entry) = outbox_entry {
-            let n = values.len();
-            values.extend([
-                entry.routing_key.as_str().into(),
-                entry.body.as_str().into(),
-                at.into(),
-                lease.owner.as_str().into(),
-            ]);
-            sql += &format!(
-                ", o AS (INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
-                 SELECT ${}::text, ${}::text, ${}::timestamptz, ${}::text, {until} \
-                 WHERE EXISTS (SELECT 1 FROM w) RETURNING id)",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                until = d.later(outbox::CLAIM_SECS),
-            );
-            "(SELECT id FROM o)"
-        } else {
-            "NULL::bigint"
+        let outbox_id = match outbox_entry {
+            Some(entry) => {
+                let insert = outbox_insert(d, entry, lease, at, &mut values, matched);
+                sql += &format!(", o AS ({insert})");
+                "(SELECT id FROM o)"
+            }
+            None => "NULL::bigint",
         };
         sql += &format!(" SELECT cancel_requested_by, {outbox_id} AS outbox_id FROM w");
         let Some(row) = self.db.query_one_raw(d.stmt(&sql, values)).await? else {
             return Ok(None);
         };
-        let cancel: Option<String> = row.try_get("", "cancel_requested_by")?;
-        let outbox = match outbox_entry {
-            Some(entry) => Some(outbox::Pending {
-                id: row.try_get("", "outbox_id")?,
-                entry: entry.clone(),
-            }),
-            None => None,
-        };
-        Ok(Some((cancel, outbox)))
+        let outbox = outbox_entry
+            .as_ref()
+            .map(|entry| pending(&row, "outbox_id", entry))
+            .transpose()?;
+        Ok(Some((row.try_get("", "cancel_requested_by")?, outbox)))
     }
 
-    /// SQLite: the same writes in one transaction (SQLite has no writes inside `WITH`).
+    /// SQLite (no writes inside `WITH`): the same writes as consecutive statements sent
+    /// together inside a transaction, so a step boundary costs three trips to the
+    /// connection's thread (begin, the statements, commit) rather than one per statement.
+    /// Each insert runs only when the statement before it changed rows, that is when the
+    /// compare-and-set matched.
     async fn append_in_transaction(
         &self,
         append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
+        let d = self.dialect();
         let PreparedAppend {
             update,
-            values,
+            mut values,
             id,
             lease,
             links,
             outbox_entry,
             at,
         } = append;
-        let d = self.dialect();
+        let mut sql = update;
+        if let Some(audit) = audit_insert(d, id, links, &mut values, "changes() = 1") {
+            sql += &format!("; {audit}");
+        }
+        if let Some(entry) = outbox_entry {
+            let insert = outbox_insert(d, entry, lease, at, &mut values, "changes() > 0");
+            sql += &format!("; {insert}");
+        }
         let txn = self.db.begin().await?;
-        let Some(row) = txn.query_one_raw(d.stmt(&update, values)).await? else {
+        let rows = txn.query_all_raw(d.sqlite_batch(&sql, &values)).await?;
+        // The update's row, then (with an outbox entry) the entry's id.
+        let Some(updated) = rows.first() else {
             txn.rollback().await?;
             return Ok(None);
         };
         // A pending cancel request stays until a `cancelled` or `cancel_refused` record
         // answers it, so one asked during the last step is seen here and answered.
-        let cancel: Option<String> = row.try_get("", "cancel_requested_by")?;
-        if !links.is_empty() {
-            audit::Entity::insert_many(
-                links
-                    .iter()
-                    .map(|l| audit_row(id, l.seq, &l.prev, l.at, l.record, &l.body, &l.hash)),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        }
-        let outbox = match outbox_entry {
-            Some(entry) => Some(outbox::insert(&txn, d, entry, &lease.owner, at).await?),
-            None => None,
+        let cancel: Option<String> = updated.try_get("", "cancel_requested_by")?;
+        let outbox = match (outbox_entry, rows.get(1)) {
+            (Some(entry), Some(row)) => Some(pending(row, "id", entry)?),
+            (Some(_), None) => return Err(StoreError::Corrupt("outbox insert lost".into())),
+            (None, _) => None,
         };
         txn.commit().await?;
         Ok(Some((cancel, outbox)))
@@ -582,6 +546,95 @@ impl Store {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// The audit rows of an append as `INSERT … SELECT … WHERE {only_if}` (their values
+/// appended to `values`), or `None` when there are none.
+fn audit_insert(
+    d: Dialect,
+    id: &str,
+    links: &[Link<'_>],
+    values: &mut Vec<Value>,
+    only_if: &str,
+) -> Option<String> {
+    if links.is_empty() {
+        return None;
+    }
+    let rows: Vec<String> = links
+        .iter()
+        .map(|link| {
+            let n = values.len();
+            values.extend([
+                id.into(),
+                link.seq.into(),
+                link.at.into(),
+                link.record.kind().into(),
+                link.record.step().map(|s| s as i32).into(),
+                link.body.as_str().into(),
+                link.prev.as_str().into(),
+                link.hash.as_str().into(),
+            ]);
+            let types = [
+                "text",
+                "int",
+                "timestamptz",
+                "text",
+                "int",
+                "text",
+                "text",
+                "text",
+            ];
+            let params: Vec<String> = (0..types.len())
+                .map(|i| d.typed(n + i + 1, types[i]))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    Some(format!(
+        "INSERT INTO audit_records (workflow_id, seq, at, kind, step, body, prev_hash, hash) \
+         SELECT * FROM (VALUES {}) AS v WHERE {only_if}",
+        rows.join(", ")
+    ))
+}
+
+/// The outbox entry of an append as `INSERT … SELECT … WHERE {only_if} RETURNING id`,
+/// claimed by the lease's holder, which publishes it right after the commit.
+fn outbox_insert(
+    d: Dialect,
+    entry: &OutboxEntry,
+    lease: &Lease,
+    at: DateTime<Utc>,
+    values: &mut Vec<Value>,
+    only_if: &str,
+) -> String {
+    let n = values.len();
+    values.extend([
+        entry.routing_key.as_str().into(),
+        entry.body.as_str().into(),
+        at.into(),
+        lease.owner.as_str().into(),
+    ]);
+    format!(
+        "INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
+         SELECT {}, {}, {}, {}, {until} WHERE {only_if} RETURNING id",
+        d.typed(n + 1, "text"),
+        d.typed(n + 2, "text"),
+        d.typed(n + 3, "timestamptz"),
+        d.typed(n + 4, "text"),
+        until = d.later(outbox::CLAIM_SECS),
+    )
+}
+
+/// The outbox entry an append inserted, its id read from `column` of `row`.
+fn pending(
+    row: &sea_orm::QueryResult,
+    column: &str,
+    entry: &OutboxEntry,
+) -> Result<outbox::Pending, StoreError> {
+    Ok(outbox::Pending {
+        id: row.try_get("", column)?,
+        entry: entry.clone(),
+    })
 }
 
 /// Inserts one chained record, keyed with `key` if given; returns its link.

@@ -154,14 +154,25 @@ impl Store {
         if url.starts_with("sqlite:") {
             // One writer: one connection. WAL with `synchronous = NORMAL` commits without
             // an fsync per transaction and keeps readers off the writer's back; other
-            // processes on the same file wait for the lock rather than fail.
-            options.max_connections(1).map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-            });
+            // processes on the same file wait for the lock rather than fail. A file cannot
+            // hang up, so the connection is never pinged: every checkout would otherwise
+            // cost a round trip to the connection's thread on the one writer's path.
+            options
+                .max_connections(1)
+                .test_before_acquire(false)
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .pragma("cache_size", "-65536")
+                });
         } else {
-            options.max_connections(pool_size);
+            // A connection in steady use is not pinged before each checkout (that would
+            // double the round trips of a step's one-statement commit); one idle long
+            // enough for a server, proxy or firewall to have dropped it is.
+            options
+                .max_connections(pool_size)
+                .test_before_acquire_if_idle_for(Duration::from_secs(10));
             if loopback_without_sslmode(url) {
                 // TLS to a database on this machine costs CPU and protects nothing.
                 options.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::Disable));

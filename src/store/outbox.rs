@@ -7,10 +7,8 @@
 //! the broker confirms it, so in normal operation each is published once, however many
 //! processes run.
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 
-use super::sql::Dialect;
 use super::{Store, StoreError};
 
 /// How long a claim on an entry holds before a sweeper may take it: the writer publishes
@@ -56,35 +54,6 @@ pub(crate) fn with_trail_head(entry: &OutboxEntry, head: &str) -> Result<OutboxE
         routing_key: entry.routing_key.clone(),
         body: body.to_string(),
     })
-}
-
-/// Writes an entry claimed by `owner` (inside the caller's transaction).
-pub(crate) async fn insert(
-    db: &impl ConnectionTrait,
-    d: Dialect,
-    entry: &OutboxEntry,
-    owner: &str,
-    at: DateTime<Utc>,
-) -> Result<Pending, DbErr> {
-    let sql = format!(
-        "INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
-         VALUES ($1, $2, $3, $4, {until}) RETURNING id, routing_key, body",
-        until = d.later(CLAIM_SECS),
-    );
-    let row = db
-        .query_one_raw(d.stmt(
-            &sql,
-            vec![
-                entry.routing_key.as_str().into(),
-                entry.body.as_str().into(),
-                at.into(),
-                owner.into(),
-            ],
-        ))
-        .await?
-        // `INSERT … RETURNING` answers with the row it inserted, or fails.
-        .ok_or(DbErr::RecordNotInserted)?;
-    pending_from(&row)
 }
 
 impl Store {

@@ -18,6 +18,40 @@ impl Dialect {
         Statement::from_sql_and_values(self.0, sql, values)
     }
 
+    /// A statement of several SQLite statements sent together. SQLite numbers the slots
+    /// of each statement up to the highest `?NNN` in it, and the driver binds slots it
+    /// finds unnamed to the next unused values; a later statement's `$40` would leave 39
+    /// unnamed slots before it and overrun the values. So every `$n` becomes a plain `?`
+    /// and the values are laid out in the order their placeholders appear.
+    pub fn sqlite_batch(self, sql: &str, values: &[Value]) -> Statement {
+        let mut text = String::with_capacity(sql.len());
+        let mut laid_out = Vec::with_capacity(values.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '$' {
+                text.push(c);
+                continue;
+            }
+            let mut n = 0usize;
+            while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n * 10 + digit as usize;
+                chars.next();
+            }
+            text.push('?');
+            laid_out.push(values[n - 1].clone());
+        }
+        Statement::from_sql_and_values(DbBackend::Sqlite, text, laid_out)
+    }
+
+    /// Placeholder `$n` with the type PostgreSQL cannot infer where it stands (in a
+    /// `VALUES` list or a bare `SELECT`); SQLite takes the value as bound.
+    pub fn typed(self, n: usize, ty: &str) -> String {
+        match self.0 {
+            DbBackend::Sqlite => format!("${n}"),
+            _ => format!("${n}::{ty}"),
+        }
+    }
+
     /// The database's current time, comparable with stored timestamps.
     pub fn now(self) -> String {
         self.later(0.0)
@@ -100,5 +134,15 @@ mod tests {
     fn sqlite_placeholders_are_numbered() {
         let s = Dialect(DbBackend::Sqlite).stmt("SELECT $1, $2", vec![1.into(), 2.into()]);
         assert_eq!(s.sql, "SELECT ?1, ?2");
+    }
+
+    #[test]
+    fn a_sqlite_batch_lays_its_values_out_in_placeholder_order() {
+        let values: Vec<Value> = (1..=10).map(Value::from).collect();
+        let s = Dialect(DbBackend::Sqlite)
+            .sqlite_batch("UPDATE t SET a = $3 WHERE b = $1; SELECT $2, $10", &values);
+        assert_eq!(s.sql, "UPDATE t SET a = ? WHERE b = ?; SELECT ?, ?");
+        let expected: Vec<Value> = [3, 1, 2, 10].into_iter().map(Value::from).collect();
+        assert_eq!(s.values.unwrap().0, expected);
     }
 }
