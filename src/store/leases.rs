@@ -416,36 +416,27 @@ impl Store {
     /// inserts only happen when the update matched its row.
     async fn append_in_one_statement(
         &self,
-        append: PreparedAppend<'_>,
+        mut append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
         let d = self.dialect();
-        let PreparedAppend {
-            update,
-            mut values,
-            id,
-            lease,
-            links,
-            outbox_entry,
-            at,
-        } = append;
-        let matched = "EXISTS (SELECT 1 FROM w)";
-        let mut sql = format!("WITH w AS ({update})");
-        if let Some(audit) = audit_insert(d, id, links, &mut values, matched) {
+        let (audit, outbox) = append.guarded_inserts(d, "EXISTS (SELECT 1 FROM w)");
+        let mut sql = format!("WITH w AS ({})", append.update);
+        if let Some(audit) = audit {
             sql += &format!(", a AS ({audit})");
         }
-        let outbox_id = match outbox_entry {
-            Some(entry) => {
-                let insert = outbox_insert(d, entry, lease, at, &mut values, matched);
+        let outbox_id = match outbox {
+            Some(insert) => {
                 sql += &format!(", o AS ({insert})");
                 "(SELECT id FROM o)"
             }
             None => "NULL::bigint",
         };
         sql += &format!(" SELECT cancel_requested_by, {outbox_id} AS outbox_id FROM w");
-        let Some(row) = self.db.query_one_raw(d.stmt(&sql, values)).await? else {
+        let Some(row) = self.db.query_one_raw(d.stmt(&sql, append.values)).await? else {
             return Ok(None);
         };
-        let outbox = outbox_entry
+        let outbox = append
+            .outbox_entry
             .as_ref()
             .map(|entry| pending(&row, "outbox_id", entry))
             .transpose()?;
@@ -459,28 +450,21 @@ impl Store {
     /// compare-and-set matched.
     async fn append_in_transaction(
         &self,
-        append: PreparedAppend<'_>,
+        mut append: PreparedAppend<'_>,
     ) -> Result<Option<Written>, StoreError> {
         let d = self.dialect();
-        let PreparedAppend {
-            update,
-            mut values,
-            id,
-            lease,
-            links,
-            outbox_entry,
-            at,
-        } = append;
-        let mut sql = update;
-        if let Some(audit) = audit_insert(d, id, links, &mut values, "changes() = 1") {
-            sql += &format!("; {audit}");
-        }
-        if let Some(entry) = outbox_entry {
-            let insert = outbox_insert(d, entry, lease, at, &mut values, "changes() > 0");
-            sql += &format!("; {insert}");
-        }
+        // Right after the update, `changes()` is 1 when it matched; after the audit
+        // insert, it counts the rows that insert wrote.
+        let (audit, outbox) = append.guarded_inserts(d, "changes() > 0");
+        let sql = [Some(append.update.clone()), audit, outbox]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
         let txn = self.db.begin().await?;
-        let rows = txn.query_all_raw(d.sqlite_batch(&sql, &values)).await?;
+        let rows = txn
+            .query_all_raw(d.sqlite_batch(&sql, &append.values))
+            .await?;
         // The update's row, then (with an outbox entry) the entry's id.
         let Some(updated) = rows.first() else {
             txn.rollback().await?;
@@ -489,7 +473,7 @@ impl Store {
         // A pending cancel request stays until a `cancelled` or `cancel_refused` record
         // answers it, so one asked during the last step is seen here and answered.
         let cancel: Option<String> = updated.try_get("", "cancel_requested_by")?;
-        let outbox = match (outbox_entry, rows.get(1)) {
+        let outbox = match (append.outbox_entry, rows.get(1)) {
             (Some(entry), Some(row)) => Some(pending(row, "id", entry)?),
             (Some(_), None) => return Err(StoreError::Corrupt("outbox insert lost".into())),
             (None, _) => None,
@@ -548,81 +532,71 @@ impl Store {
     }
 }
 
-/// The audit rows of an append as `INSERT … SELECT … WHERE {only_if}` (their values
-/// appended to `values`), or `None` when there are none.
-fn audit_insert(
-    d: Dialect,
-    id: &str,
-    links: &[Link<'_>],
-    values: &mut Vec<Value>,
-    only_if: &str,
-) -> Option<String> {
-    if links.is_empty() {
-        return None;
-    }
-    let rows: Vec<String> = links
-        .iter()
-        .map(|link| {
+impl PreparedAppend<'_> {
+    /// The audit rows and the outbox entry as `INSERT … SELECT … WHERE {only_if}`
+    /// statements (either `None` when there is nothing to insert), their values appended
+    /// to the update's. The outbox entry is claimed by the lease's holder, which publishes
+    /// it right after the commit.
+    fn guarded_inserts(&mut self, d: Dialect, only_if: &str) -> (Option<String>, Option<String>) {
+        let values = &mut self.values;
+        let audit = (!self.links.is_empty()).then(|| {
+            let rows: Vec<String> = self
+                .links
+                .iter()
+                .map(|link| {
+                    let n = values.len();
+                    values.extend([
+                        self.id.into(),
+                        link.seq.into(),
+                        link.at.into(),
+                        link.record.kind().into(),
+                        link.record.step().map(|s| s as i32).into(),
+                        link.body.as_str().into(),
+                        link.prev.as_str().into(),
+                        link.hash.as_str().into(),
+                    ]);
+                    let types = [
+                        "text",
+                        "int",
+                        "timestamptz",
+                        "text",
+                        "int",
+                        "text",
+                        "text",
+                        "text",
+                    ];
+                    let params: Vec<String> = (0..types.len())
+                        .map(|i| d.typed(n + i + 1, types[i]))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            format!(
+                "INSERT INTO audit_records (workflow_id, seq, at, kind, step, body, prev_hash, hash) \
+                 SELECT * FROM (VALUES {}) AS v WHERE {only_if}",
+                rows.join(", ")
+            )
+        });
+        let outbox = self.outbox_entry.as_ref().map(|entry| {
             let n = values.len();
             values.extend([
-                id.into(),
-                link.seq.into(),
-                link.at.into(),
-                link.record.kind().into(),
-                link.record.step().map(|s| s as i32).into(),
-                link.body.as_str().into(),
-                link.prev.as_str().into(),
-                link.hash.as_str().into(),
+                entry.routing_key.as_str().into(),
+                entry.body.as_str().into(),
+                self.at.into(),
+                self.lease.owner.as_str().into(),
             ]);
-            let types = [
-                "text",
-                "int",
-                "timestamptz",
-                "text",
-                "int",
-                "text",
-                "text",
-                "text",
-            ];
-            let params: Vec<String> = (0..types.len())
-                .map(|i| d.typed(n + i + 1, types[i]))
-                .collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    Some(format!(
-        "INSERT INTO audit_records (workflow_id, seq, at, kind, step, body, prev_hash, hash) \
-         SELECT * FROM (VALUES {}) AS v WHERE {only_if}",
-        rows.join(", ")
-    ))
-}
-
-/// The outbox entry of an append as `INSERT … SELECT … WHERE {only_if} RETURNING id`,
-/// claimed by the lease's holder, which publishes it right after the commit.
-fn outbox_insert(
-    d: Dialect,
-    entry: &OutboxEntry,
-    lease: &Lease,
-    at: DateTime<Utc>,
-    values: &mut Vec<Value>,
-    only_if: &str,
-) -> String {
-    let n = values.len();
-    values.extend([
-        entry.routing_key.as_str().into(),
-        entry.body.as_str().into(),
-        at.into(),
-        lease.owner.as_str().into(),
-    ]);
-    format!(
-        "INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
-         SELECT {}, {}, {}, {}, {until} WHERE {only_if} RETURNING id",
-        d.typed(n + 1, "text"),
-        d.typed(n + 2, "text"),
-        d.typed(n + 3, "timestamptz"),
-        d.typed(n + 4, "text"),
-        until = d.later(outbox::CLAIM_SECS),
-    )
+            format!(
+                "INSERT INTO outbox (routing_key, body, created_at, claimed_by, claimed_until) \
+                 SELECT {}, {}, {}, {}, {until} WHERE {only_if} RETURNING id",
+                d.typed(n + 1, "text"),
+                d.typed(n + 2, "text"),
+                d.typed(n + 3, "timestamptz"),
+                d.typed(n + 4, "text"),
+                until = d.later(outbox::CLAIM_SECS),
+            )
+        });
+        (audit, outbox)
+    }
 }
 
 /// The outbox entry an append inserted, its id read from `column` of `row`.
