@@ -225,15 +225,15 @@ async fn xid(store: &Store) -> Option<i64> {
 async fn end_to_end(db: Db, label: &str, n: usize) {
     let sim = simulator(n).await;
     let setup = Setup::new(db, &sim, 6_000_000).await;
-    let (engine, names) = (setup.engine.clone(), setup.names.clone());
-    let mut completions = Completions::watch(&names).await;
+    let (engine, names) = (&setup.engine, &setup.names);
+    let mut completions = Completions::watch(names).await;
     let service = Service::start(engine.clone());
     let bodies: Vec<String> = (0..n)
         .map(|i| reclaim(&format!("e2e-{i}"), i, None))
         .collect();
     let xid_before = xid(engine.store()).await;
     let started = Instant::now();
-    publish_all(&names, &bodies).await;
+    publish_all(names, &bodies).await;
     let published = started.elapsed();
     let done = completions.take(n).await;
     let secs = done.last().unwrap().1.duration_since(started).as_secs_f64();
@@ -259,24 +259,23 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
         n as f64 / secs,
         (n * STEPS) as f64 / secs
     );
-    drop(engine);
     setup.tear_down().await;
 }
 
 async fn latency(db: Db, label: &str, samples: usize) {
     let sim = simulator(samples).await;
     let setup = Setup::new(db, &sim, 6_000_000).await;
-    let (engine, names) = (setup.engine.clone(), setup.names.clone());
-    let mut completions = Completions::watch(&names).await;
+    let (engine, names) = (&setup.engine, &setup.names);
+    let mut completions = Completions::watch(names).await;
     let service = Service::start(engine.clone());
     let channel = support::channel().await;
-    offboard::intake::declare(&channel, &names).await.unwrap();
+    offboard::intake::declare(&channel, names).await.unwrap();
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     // Warm up: connections, definitions, the first claim.
-    publish_all(&names, &[reclaim("warm", 0, None)]).await;
+    publish_all(names, &[reclaim("warm", 0, None)]).await;
     completions.take(1).await;
     let mut times = Vec::with_capacity(samples);
     for i in 1..samples {
@@ -304,7 +303,6 @@ async fn latency(db: Db, label: &str, samples: usize) {
         pct(0.99).as_secs_f64() * 1e3,
         times.len()
     );
-    drop(engine);
     setup.tear_down().await;
 }
 
@@ -312,7 +310,7 @@ async fn latency(db: Db, label: &str, samples: usize) {
 async fn engine_only(db: Db, label: &str, n: usize) {
     let sim = simulator(n).await;
     let setup = Setup::new(db, &sim, 6_000_000).await;
-    let engine = setup.engine.clone();
+    let engine = &setup.engine;
     let known = vec!["smartsheet".to_string()];
     for i in 0..n {
         let body = reclaim(&format!("eng-{i}"), i, None);
@@ -334,14 +332,13 @@ async fn engine_only(db: Db, label: &str, n: usize) {
         (n * STEPS) as f64 / secs,
         n as f64 / secs
     );
-    drop(engine);
     setup.tear_down().await;
 }
 
 async fn in_flight(n: usize) {
     let sim = simulator(0).await;
     let setup = Setup::new(Db::Postgres, &sim, 6_000_000).await;
-    let engine = setup.engine.clone();
+    let engine = &setup.engine;
     reset_peak_rss();
     let known = vec!["smartsheet".to_string()];
     let later = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
@@ -362,7 +359,6 @@ async fn in_flight(n: usize) {
         per_query.as_secs_f64() * 1e3,
         peak_rss_kib().unwrap_or(0) as f64 / 1024.0
     );
-    drop(engine);
     setup.tear_down().await;
 }
 
@@ -370,15 +366,15 @@ async fn bulk(leavers: usize, per_minute: u32) {
     let sim = simulator(leavers).await;
     sim.set_rate_limit(Some(per_minute));
     let setup = Setup::new(Db::Postgres, &sim, per_minute).await;
-    let (engine, names) = (setup.engine.clone(), setup.names.clone());
-    let mut completions = Completions::watch(&names).await;
+    let (engine, names) = (&setup.engine, &setup.names);
+    let mut completions = Completions::watch(names).await;
     let service = Service::start(engine.clone());
     let bodies: Vec<String> = (0..leavers)
         .map(|i| reclaim(&format!("bulk-{i}"), i, None))
         .collect();
     sim.clear_calls();
     let started = Instant::now();
-    publish_all(&names, &bodies).await;
+    publish_all(names, &bodies).await;
     completions.take(leavers).await;
     let secs = started.elapsed().as_secs_f64();
     service.stop().await;
@@ -392,14 +388,13 @@ async fn bulk(leavers: usize, per_minute: u32) {
         bound,
         (secs / bound - 1.0) * 100.0
     );
-    drop(engine);
     setup.tear_down().await;
 }
 
 async fn replay() {
     let sim = simulator(1).await;
     let setup = Setup::new(Db::Sqlite, &sim, 6_000_000).await;
-    let engine = setup.engine.clone();
+    let engine = &setup.engine;
     let known = vec!["smartsheet".to_string()];
     let body = reclaim("replay", 0, None);
     let request = event::parse(body.as_bytes(), &known).unwrap();
@@ -432,7 +427,6 @@ async fn replay() {
         secs,
         (trail.len() * folds) as f64 / secs
     );
-    drop(engine);
     setup.tear_down().await;
 }
 

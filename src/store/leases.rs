@@ -456,7 +456,7 @@ impl Store {
         // Right after the update, `changes()` is 1 when it matched; after the audit
         // insert, it counts the rows that insert wrote.
         let (audit, outbox) = append.guarded_inserts(d, "changes() > 0");
-        let sql = [Some(append.update.clone()), audit, outbox]
+        let sql = [Some(std::mem::take(&mut append.update)), audit, outbox]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
@@ -532,6 +532,18 @@ impl Store {
     }
 }
 
+/// The PostgreSQL types of the audit columns an append inserts, in insert order.
+const AUDIT_COLUMN_TYPES: [&str; 8] = [
+    "text",
+    "int",
+    "timestamptz",
+    "text",
+    "int",
+    "text",
+    "text",
+    "text",
+];
+
 impl PreparedAppend<'_> {
     /// The audit rows and the outbox entry as `INSERT … SELECT … WHERE {only_if}`
     /// statements (either `None` when there is nothing to insert), their values appended
@@ -555,18 +567,10 @@ impl PreparedAppend<'_> {
                         link.prev.as_str().into(),
                         link.hash.as_str().into(),
                     ]);
-                    let types = [
-                        "text",
-                        "int",
-                        "timestamptz",
-                        "text",
-                        "int",
-                        "text",
-                        "text",
-                        "text",
-                    ];
-                    let params: Vec<String> = (0..types.len())
-                        .map(|i| d.typed(n + i + 1, types[i]))
+                    let params: Vec<String> = AUDIT_COLUMN_TYPES
+                        .iter()
+                        .enumerate()
+                        .map(|(i, ty)| d.typed(n + i + 1, ty))
                         .collect();
                     format!("({})", params.join(", "))
                 })
