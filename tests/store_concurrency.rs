@@ -139,3 +139,98 @@ async fn a_stale_append_writes_nothing_and_a_current_one_writes_everything() {
         assert_eq!(store.outbox_len().await.unwrap(), 1, "{db:?}");
     }
 }
+
+/// A transaction that fails half-way leaves nothing behind and leaves no transaction open
+/// on the connection: an append whose audit insert collides writes neither its row update
+/// nor its outbox entry, and the next append and a duplicate accept (which rolls back)
+/// work. On both back-ends, since SQLite sends a transaction's statements together with its
+/// `BEGIN` and `COMMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_rolls_back_whole_and_the_store_goes_on() {
+    use offboard::domain::machine::Record;
+    use offboard::store::{Accepted, Fence, OutboxEntry, StoreError};
+    use sea_orm::ConnectionTrait;
+
+    let org = org().await;
+    for db in [Db::Postgres, Db::Sqlite] {
+        let (url, _dir) = fresh_database(db).await;
+        let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
+        let body = event("ev-half", "license.reclaim.requested", RECLAIM, None);
+        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
+        engine.accept(&request, "{}").await.unwrap().unwrap();
+        let store = engine.store();
+        let claim = store.claim_due("a", 30.0, 1).await.unwrap().remove(0);
+        // A record already sits where the append's record would go.
+        let next = claim.end.seq + 1;
+        store
+            .connection()
+            .execute_unprepared(&format!(
+                "INSERT INTO audit_records (workflow_id, seq, at, kind, body, prev_hash, hash) \
+                 SELECT id, {next}, updated_at, 'note', '{{}}', trail_head, 'x' FROM workflows"
+            ))
+            .await
+            .unwrap();
+        let append = || async {
+            let record = Record::StepStarted {
+                step: 0,
+                attempt: 1,
+            };
+            let entry = OutboxEntry {
+                routing_key: "workflow.completed".into(),
+                body: r#"{"data":{}}"#.into(),
+            };
+            store
+                .append(
+                    Fence {
+                        id: &claim.id,
+                        lease: &claim.lease,
+                        end: &claim.end,
+                    },
+                    &[(chrono::Utc::now(), record)],
+                    &claim.state,
+                    Some(entry),
+                    Some(30.0),
+                )
+                .await
+        };
+        let failed = append().await;
+        assert!(
+            matches!(failed, Err(StoreError::Db(_))),
+            "{db:?}: {failed:?}"
+        );
+        let row = store.get(&claim.id).await.unwrap().unwrap();
+        assert_eq!(
+            row.trail_seq, claim.end.seq,
+            "{db:?}: the row update stayed"
+        );
+        assert_eq!(store.outbox_len().await.unwrap(), 0, "{db:?}");
+
+        store
+            .connection()
+            .execute_unprepared(&format!("DELETE FROM audit_records WHERE seq = {next}"))
+            .await
+            .unwrap();
+        let written = append().await.unwrap();
+        assert_eq!(written.end.seq, next, "{db:?}");
+        assert_eq!(
+            engine.accept(&request, "{}").await.unwrap().unwrap(),
+            Accepted::Duplicate,
+            "{db:?}"
+        );
+        let other = event("ev-after", "license.reclaim.requested", RECLAIM, None);
+        let other = offboard::domain::event::parse(&other, &["smartsheet".into()]).unwrap();
+        assert!(matches!(
+            engine.accept(&other, "{}").await.unwrap().unwrap(),
+            Accepted::New(_)
+        ));
+        // Everything above was committed, not left in a transaction a closed store drops.
+        let url = engine.config().database_url.clone();
+        drop(engine);
+        let reopened = offboard::store::Store::connect(&url).await.unwrap();
+        assert_eq!(reopened.list(None).await.unwrap().len(), 2, "{db:?}");
+        assert_eq!(reopened.outbox_len().await.unwrap(), 1, "{db:?}");
+        // The append's record, then the duplicate delivery's note.
+        let row = reopened.get(&claim.id).await.unwrap().unwrap();
+        assert_eq!(row.trail_seq, next + 1, "{db:?}");
+    }
+}

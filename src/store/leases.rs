@@ -10,11 +10,14 @@
 //! Each append also extends the lease, so a holder that writes is never overtaken.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryResult, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DbBackend, EntityTrait, QueryResult, Statement, TransactionTrait, Value,
+};
 
 use super::entities::audit;
 use super::outbox::{self, OutboxEntry};
 use super::sql::{storable, Dialect};
+use super::sqlite;
 use super::{Store, StoreError};
 use crate::domain::chain;
 use crate::domain::machine::{Record, State};
@@ -444,10 +447,10 @@ impl Store {
     }
 
     /// SQLite (no writes inside `WITH`): the same writes as consecutive statements sent
-    /// together inside a transaction, so a step boundary costs three trips to the
-    /// connection's thread (begin, the statements, commit) rather than one per statement.
-    /// Each insert runs only when the statement before it changed rows, that is when the
-    /// compare-and-set matched.
+    /// together with their `BEGIN` and `COMMIT`, so a step boundary costs one trip to the
+    /// connection's thread (see [`sqlite`]). Each insert runs only when the statement
+    /// before it changed rows, that is when the compare-and-set matched; when it did not,
+    /// the transaction commits nothing.
     async fn append_in_transaction(
         &self,
         mut append: PreparedAppend<'_>,
@@ -456,18 +459,18 @@ impl Store {
         // Right after the update, `changes()` is 1 when it matched; after the audit
         // insert, it counts the rows that insert wrote.
         let (audit, outbox) = append.guarded_inserts(d, "changes() > 0");
-        let sql = [Some(std::mem::take(&mut append.update)), audit, outbox]
+        let sql = [Some(append.update), audit, outbox]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join("; ");
-        let txn = self.db.begin().await?;
-        let rows = txn
-            .query_all_raw(d.sqlite_batch(&sql, &append.values))
-            .await?;
+        let rows = sqlite::transaction(
+            self.db.get_sqlite_connection_pool(),
+            d.stmt(&sql, append.values),
+        )
+        .await?;
         // The update's row, then (with an outbox entry) the entry's id.
         let Some(updated) = rows.first() else {
-            txn.rollback().await?;
             return Ok(None);
         };
         // A pending cancel request stays until a `cancelled` or `cancel_refused` record
@@ -478,7 +481,6 @@ impl Store {
             (Some(_), None) => return Err(StoreError::Corrupt("outbox insert lost".into())),
             (None, _) => None,
         };
-        txn.commit().await?;
         Ok(Some((cancel, outbox)))
     }
 
@@ -634,24 +636,19 @@ pub(crate) async fn insert_record(
     Ok(hash)
 }
 
-/// Leases a workflow being created (epoch 1) to the process handing it off to itself.
-pub(crate) async fn lease_new(
-    txn: &impl ConnectionTrait,
-    d: Dialect,
-    id: &str,
-    hand_off: &super::HandOff<'_>,
-) -> Result<Lease, StoreError> {
+/// The statement that leases a workflow being created (epoch 1) to the process handing it
+/// off to itself, on the database's clock like every claim; and the lease.
+pub(crate) fn lease_new(d: Dialect, id: &str, hand_off: &super::HandOff<'_>) -> (Statement, Lease) {
     let sql = format!(
         "UPDATE workflows SET lease_owner = $1, lease_epoch = 1, lease_until = {until}, \
          due_at = {until} WHERE id = $2",
         until = d.later(hand_off.lease_secs),
     );
-    txn.execute_raw(d.stmt(&sql, vec![hand_off.owner.into(), id.into()]))
-        .await?;
-    Ok(Lease {
+    let lease = Lease {
         owner: hand_off.owner.to_string(),
         epoch: 1,
-    })
+    };
+    (d.stmt(&sql, vec![hand_off.owner.into(), id.into()]), lease)
 }
 
 #[allow(clippy::too_many_arguments)]

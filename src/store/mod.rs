@@ -13,6 +13,8 @@ pub mod entities;
 mod leases;
 mod outbox;
 mod sql;
+mod sqlite;
+mod txn;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -25,7 +27,7 @@ use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QueryTrait, Set, TransactionTrait,
 };
 
 use crate::domain::chain::{self, GENESIS};
@@ -37,6 +39,7 @@ use entities::{audit, dead_letter, definition, event, workflow};
 pub use leases::{Appended, Claim, Fence, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};
 use sql::{printable, storable, Dialect};
+use txn::Txn;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -265,8 +268,8 @@ impl Store {
         hand_off: Option<HandOff<'_>>,
     ) -> Result<(Accepted, Vec<Claim>), StoreError> {
         let now = chain::stored_time(Utc::now());
-        let txn = self.db.begin().await?;
-        let inserted = event::Entity::insert(event::ActiveModel {
+        let backend = self.backend();
+        let mut event_insert = event::Entity::insert(event::ActiveModel {
             id: Set(request.event_id.clone()),
             event_type: Set(request.event_type.as_str().to_string()),
             source: Set(request.source.clone()),
@@ -278,16 +281,16 @@ impl Store {
             OnConflict::column(event::Column::Id)
                 .do_nothing()
                 .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        if inserted == 0 {
+        );
+        event_insert.query().returning_col(event::Column::Id);
+        let (mut txn, inserted) = Txn::begin(&self.db, event_insert.build(backend)).await?;
+        if inserted.is_empty() {
             txn.rollback().await?;
             return Ok((Accepted::Duplicate, Vec::new()));
         }
         let held = match brake {
             Some(limit) if request.event_type == EventType::Offboarding => {
-                let in_last_hour = self.offboardings_since(&txn, now).await?;
+                let in_last_hour = self.offboardings_since(&mut txn, now).await?;
                 (in_last_hour > u64::from(limit)).then_some(Record::Held {
                     limit,
                     in_last_hour,
@@ -295,6 +298,8 @@ impl Store {
             }
             _ => None,
         };
+        // Everything else is known now, and goes in one batch with the commit.
+        let mut writes = Vec::new();
         let mut leased = Vec::new();
         for wf in workflows {
             let saved = self
@@ -303,7 +308,7 @@ impl Store {
                 .expect("definitions lock")
                 .contains(&wf.definition.hash);
             if !saved {
-                save_definition(&txn, &wf.definition, now).await?;
+                writes.push(definition_insert(&wf.definition, now).build(backend));
             }
             // A held workflow starts nothing; a handed-off one records its first step's
             // start with its creation, under a lease to the process that drives it.
@@ -328,12 +333,13 @@ impl Store {
                 head = hash;
             }
             let seq = trail.len() as i32;
-            row_for(wf, &state, seq, &head, now)?.insert(&txn).await?;
-            audit::Entity::insert_many(links)
-                .exec_without_returning(&txn)
-                .await?;
+            writes.push(
+                workflow::Entity::insert(row_for(wf, &state, seq, &head, now)?).build(backend),
+            );
+            writes.push(audit::Entity::insert_many(links).build(backend));
             if let (Some(hand_off), None, Some(_)) = (&hand_off, &held, start) {
-                let lease = leases::lease_new(&txn, self.dialect(), &wf.id, hand_off).await?;
+                let (lease_stmt, lease) = leases::lease_new(self.dialect(), &wf.id, hand_off);
+                writes.push(lease_stmt);
                 leased.push(Claim {
                     id: wf.id.clone(),
                     lease,
@@ -344,7 +350,7 @@ impl Store {
                 });
             }
         }
-        txn.commit().await?;
+        txn.commit(writes).await?;
         let ids = workflows.iter().map(|w| w.id.clone()).collect();
         self.saved_definitions
             .lock()
@@ -361,23 +367,25 @@ impl Store {
     /// transaction, after its own insert, under the brake's lock).
     async fn offboardings_since(
         &self,
-        txn: &impl ConnectionTrait,
+        txn: &mut Txn,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let d = self.dialect();
         if self.backend() == DbBackend::Postgres {
-            txn.execute_raw(d.stmt("SELECT pg_advisory_xact_lock($1)", vec![BRAKE_LOCK.into()]))
+            txn.query(d.stmt("SELECT pg_advisory_xact_lock($1)", vec![BRAKE_LOCK.into()]))
                 .await?;
         }
-        let row = txn
-            .query_one_raw(d.stmt(
+        let rows = txn
+            .query(d.stmt(
                 "SELECT COUNT(*) AS n FROM events WHERE event_type = $1 AND received_at > $2",
                 vec![
                     EventType::Offboarding.as_str().into(),
                     (now - chrono::Duration::hours(1)).into(),
                 ],
             ))
-            .await?
+            .await?;
+        let row = rows
+            .first()
             .ok_or_else(|| StoreError::Corrupt("COUNT returned no row".into()))?;
         let n: i64 = row.try_get("", "n")?;
         Ok(n.max(0) as u64)
@@ -579,28 +587,23 @@ impl Store {
     }
 }
 
-async fn save_definition(
-    db: &impl ConnectionTrait,
+/// The insert of a definition, unless one with its hash is stored already.
+fn definition_insert(
     def: &Definition,
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let model = definition::ActiveModel {
+) -> sea_orm::Insert<definition::ActiveModel> {
+    definition::Entity::insert(definition::ActiveModel {
         hash: Set(def.hash.clone()),
         name: Set(def.name.clone()),
         version: Set(def.version as i32),
         source: Set(def.source.clone()),
         created_at: Set(now),
-    };
-    definition::Entity::insert(model)
-        .on_conflict(
-            OnConflict::column(definition::Column::Hash)
-                .do_nothing()
-                .to_owned(),
-        )
-        .try_insert()
-        .exec(db)
-        .await
-        .map(drop)
+    })
+    .on_conflict(
+        OnConflict::column(definition::Column::Hash)
+            .do_nothing()
+            .to_owned(),
+    )
 }
 
 /// The row of a new workflow whose trail ends at position `seq` with `head`, in `state`.

@@ -9,21 +9,18 @@ use sea_orm::{DbBackend, Statement, Value};
 pub(crate) struct Dialect(pub DbBackend);
 
 impl Dialect {
-    /// A statement from SQL written with `$1, $2…` placeholders (SQLite gets `?1, ?2…`).
+    /// A statement from SQL written with `$1, $2…` placeholders.
+    ///
+    /// On SQLite every `$n` becomes a plain `?` and the values are laid out in the order
+    /// their placeholders appear (a value used twice is bound twice), so that statements
+    /// can be sent together (see [`Dialect::join`]): SQLite numbers the slots of each
+    /// statement up to the highest `?NNN` in it, and the driver binds slots it finds
+    /// unnamed to the next unused values, so a later statement's `?40` would leave 39
+    /// unnamed slots before it and overrun the values.
     pub fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
-        let sql = match self.0 {
-            DbBackend::Sqlite => sql.replace('$', "?"),
-            _ => sql.to_string(),
-        };
-        Statement::from_sql_and_values(self.0, sql, values)
-    }
-
-    /// A statement of several SQLite statements sent together. SQLite numbers the slots
-    /// of each statement up to the highest `?NNN` in it, and the driver binds slots it
-    /// finds unnamed to the next unused values; a later statement's `$40` would leave 39
-    /// unnamed slots before it and overrun the values. So every `$n` becomes a plain `?`
-    /// and the values are laid out in the order their placeholders appear.
-    pub fn sqlite_batch(self, sql: &str, values: &[Value]) -> Statement {
+        if self.0 != DbBackend::Sqlite {
+            return Statement::from_sql_and_values(self.0, sql, values);
+        }
         let mut text = String::with_capacity(sql.len());
         let mut laid_out = Vec::with_capacity(values.len());
         let mut chars = sql.chars().peekable();
@@ -41,6 +38,18 @@ impl Dialect {
             laid_out.push(values[n - 1].clone());
         }
         Statement::from_sql_and_values(DbBackend::Sqlite, text, laid_out)
+    }
+
+    /// SQLite statements, each with positional `?` placeholders (as [`Dialect::stmt`] and
+    /// sea-query write them), as one text sent in one trip, their values in order.
+    pub fn join(statements: impl IntoIterator<Item = Statement>) -> Statement {
+        let mut sql = Vec::new();
+        let mut values = Vec::new();
+        for s in statements {
+            sql.push(s.sql);
+            values.extend(s.values.map(|v| v.0).unwrap_or_default());
+        }
+        Statement::from_sql_and_values(DbBackend::Sqlite, sql.join("; "), values)
     }
 
     /// Placeholder `$n` with the type PostgreSQL cannot infer where it stands (in a
@@ -131,18 +140,27 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_placeholders_are_numbered() {
-        let s = Dialect(DbBackend::Sqlite).stmt("SELECT $1, $2", vec![1.into(), 2.into()]);
-        assert_eq!(s.sql, "SELECT ?1, ?2");
+    fn sqlite_placeholders_are_laid_out_in_order_of_appearance() {
+        let values: Vec<Value> = (1..=10).map(Value::from).collect();
+        let s = Dialect(DbBackend::Sqlite).stmt(
+            "UPDATE t SET a = $3 WHERE b = $1; SELECT $2, $10, $3",
+            values,
+        );
+        assert_eq!(s.sql, "UPDATE t SET a = ? WHERE b = ?; SELECT ?, ?, ?");
+        let expected: Vec<Value> = [3, 1, 2, 10, 3].into_iter().map(Value::from).collect();
+        assert_eq!(s.values.unwrap().0, expected);
     }
 
     #[test]
-    fn a_sqlite_batch_lays_its_values_out_in_placeholder_order() {
-        let values: Vec<Value> = (1..=10).map(Value::from).collect();
-        let s = Dialect(DbBackend::Sqlite)
-            .sqlite_batch("UPDATE t SET a = $3 WHERE b = $1; SELECT $2, $10", &values);
-        assert_eq!(s.sql, "UPDATE t SET a = ? WHERE b = ?; SELECT ?, ?");
-        let expected: Vec<Value> = [3, 1, 2, 10].into_iter().map(Value::from).collect();
+    fn joined_sqlite_statements_keep_their_values_in_order() {
+        let d = Dialect(DbBackend::Sqlite);
+        let s = Dialect::join([
+            d.stmt("SELECT $2, $1", vec![1.into(), 2.into()]),
+            d.stmt("SELECT 0", vec![]),
+            d.stmt("SELECT $1", vec![3.into()]),
+        ]);
+        assert_eq!(s.sql, "SELECT ?, ?; SELECT 0; SELECT ?");
+        let expected: Vec<Value> = [2, 1, 3].into_iter().map(Value::from).collect();
         assert_eq!(s.values.unwrap().0, expected);
     }
 }
