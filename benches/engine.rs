@@ -6,7 +6,8 @@
 //! - end to end, PostgreSQL and SQLite, 1,000 and 5,000 events: published to RabbitMQ with
 //!   confirms, consumed, driven, and their `workflow.completed` events received; workflows
 //!   and steps per second, and on PostgreSQL the write transactions per workflow (transaction
-//!   ids consumed: read-only transactions take none);
+//!   ids consumed: read-only transactions take none); each size three times, the sizes
+//!   taking turns, with each size's median and the ratio of the medians;
 //! - latency: one workflow at a time on an idle engine, publish → `workflow.completed`
 //!   received, p50 and p99;
 //! - engine: step transitions persisted per second with no broker in the way;
@@ -222,7 +223,8 @@ async fn xid(store: &Store) -> Option<i64> {
     row.try_get::<i64>("", "x").ok()
 }
 
-async fn end_to_end(db: Db, label: &str, n: usize) {
+/// Drives `n` events end to end on a fresh database; returns workflows per second.
+async fn end_to_end(db: Db, label: &str, n: usize) -> f64 {
     let sim = simulator(n).await;
     let setup = Setup::new(db, &sim, 6_000_000).await;
     let (engine, names) = (&setup.engine, &setup.names);
@@ -260,6 +262,40 @@ async fn end_to_end(db: Db, label: &str, n: usize) {
         (n * STEPS) as f64 / secs
     );
     setup.tear_down().await;
+    n as f64 / secs
+}
+
+/// Runs every size `repeats` times, the sizes taking turns (so a drift of the machine's
+/// speed touches each alike), and prints each size's median rate and, with two sizes,
+/// the ratio of the larger's to the smaller's.
+async fn end_to_end_sizes(db: Db, label: &str, sizes: &[usize], repeats: usize) {
+    let mut rates = vec![Vec::with_capacity(repeats); sizes.len()];
+    for _ in 0..repeats {
+        for (i, &n) in sizes.iter().enumerate() {
+            rates[i].push(end_to_end(db, label, n).await);
+        }
+    }
+    let medians: Vec<f64> = rates
+        .iter_mut()
+        .map(|r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect();
+    for (n, median) in sizes.iter().zip(&medians) {
+        println!(
+            "end to end, {label}, {n} events, median of {repeats}: {median:.0} workflows/s, {:.0} steps/s",
+            median * STEPS as f64
+        );
+    }
+    if let [small, large] = medians[..] {
+        println!(
+            "end to end, {label}: {} events at {:.2} x the rate of {}",
+            sizes[1],
+            large / small,
+            sizes[0]
+        );
+    }
 }
 
 async fn latency(db: Db, label: &str, samples: usize) {
@@ -462,15 +498,17 @@ async fn main() {
             .collect(),
         Err(_) => vec![1_000, 5_000],
     };
+    // `BENCH_REPEAT=1` runs each size once.
+    let repeats = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     if wanted("end_to_end_postgres") {
-        for &n in &sizes {
-            end_to_end(Db::Postgres, "PostgreSQL", n).await;
-        }
+        end_to_end_sizes(Db::Postgres, "PostgreSQL", &sizes, repeats).await;
     }
     if wanted("end_to_end_sqlite") {
-        for &n in &sizes {
-            end_to_end(Db::Sqlite, "SQLite", n).await;
-        }
+        end_to_end_sizes(Db::Sqlite, "SQLite", &sizes, repeats).await;
     }
     if wanted("engine") {
         engine_only(Db::Postgres, "PostgreSQL", 2_000).await;

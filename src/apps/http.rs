@@ -178,7 +178,11 @@ impl Pacer {
             slots.left = slots.left.saturating_sub(1);
             slot
         };
-        tokio::time::sleep_until(slot).await;
+        // A slot already due is taken at once: a timer, even one already elapsed, waits
+        // for the timer wheel's next millisecond tick.
+        if slot > TokioInstant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }
 
