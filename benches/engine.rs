@@ -6,7 +6,7 @@
 //! - end to end, PostgreSQL and SQLite, 1,000 and 5,000 events: published to RabbitMQ with
 //!   confirms, consumed, driven, and their `workflow.completed` events received; workflows
 //!   and steps per second, and on PostgreSQL the write transactions per workflow (transaction
-//!   ids consumed: read-only transactions take none); each size three times, the sizes
+//!   ids consumed: read-only transactions take none); each size five times, the sizes
 //!   taking turns, with each size's median and the ratio of the medians;
 //! - latency: one workflow at a time on an idle engine, publish → `workflow.completed`
 //!   received, p50 and p99;
@@ -502,7 +502,7 @@ async fn main() {
     let repeats = std::env::var("BENCH_REPEAT")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
     if wanted("end_to_end_postgres") {
         end_to_end_sizes(Db::Postgres, "PostgreSQL", &sizes, repeats).await;

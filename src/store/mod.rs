@@ -167,7 +167,6 @@ impl Store {
                     o.journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Normal)
                         .busy_timeout(Duration::from_secs(10))
-                        .pragma("cache_size", "-65536")
                 });
         } else {
             // A connection in steady use is not pinged before each checkout (that would
