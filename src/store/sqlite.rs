@@ -39,8 +39,9 @@ fn query_err(e: sqlx::Error) -> DbErr {
 }
 
 /// Runs `stmt` (statements separated by `;`, placeholders `?` in the order of its values)
-/// on `conn` after `before` and before `after`; returns every row the statements returned.
-async fn run(
+/// on `conn` after `before` and before `after`, in one trip; returns every row the
+/// statements returned.
+async fn send(
     conn: &mut PoolConnection<Sqlite>,
     before: &str,
     stmt: Statement,
@@ -111,7 +112,7 @@ impl Open {
             .conn
             .as_mut()
             .expect("an open transaction has its connection");
-        match run(conn, before, stmt, after).await {
+        match send(conn, before, stmt, after).await {
             Ok(rows) => Ok(rows),
             Err(e) => {
                 // The statements before the failing one may have run: undo them. When
