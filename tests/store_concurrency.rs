@@ -74,53 +74,21 @@ async fn racing_appends_all_land_and_the_chain_holds() {
 /// sends its compare-and-set and inserts differently (one statement; one batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_append_writes_nothing_and_a_current_one_writes_everything() {
-    use offboard::domain::machine::Record;
-    use offboard::store::{Fence, Lease, OutboxEntry, StoreError};
+    use offboard::store::{Lease, StoreError};
     use sea_orm::ConnectionTrait;
 
     let org = org().await;
     for db in [Db::Postgres, Db::Sqlite] {
-        let (url, _dir) = fresh_database(db).await;
-        let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-        let body = event("ev-stale", "license.reclaim.requested", RECLAIM, None);
-        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
-        engine.accept(&request, "{}").await.unwrap().unwrap();
+        let (engine, _, claim, _dir) = claimed_reclaim(db, &org, "ev-stale").await;
         let store = engine.store();
-        let claim = store.claim_due("a", 30.0, 1).await.unwrap().remove(0);
         // Another process claims it after A's lease lapsed: the epoch moves on.
         store
             .connection()
             .execute_unprepared("UPDATE workflows SET lease_epoch = lease_epoch + 1")
             .await
             .unwrap();
-        let record = Record::StepStarted {
-            step: 0,
-            attempt: 1,
-        };
-        let entry = OutboxEntry {
-            routing_key: "workflow.completed".into(),
-            body: r#"{"data":{}}"#.into(),
-        };
-        let append = |lease: Lease| {
-            let (claim, record, entry) = (&claim, record.clone(), entry.clone());
-            async move {
-                store
-                    .append(
-                        Fence {
-                            id: &claim.id,
-                            lease: &lease,
-                            end: &claim.end,
-                        },
-                        &[(chrono::Utc::now(), record)],
-                        &claim.state,
-                        Some(entry),
-                        Some(30.0),
-                    )
-                    .await
-            }
-        };
         let before = trail(store, &claim.id).await.len();
-        let stale = append(claim.lease.clone()).await;
+        let stale = append_start(store, &claim, &claim.lease).await;
         assert!(
             matches!(stale, Err(StoreError::LeaseLost)),
             "{db:?}: {stale:?}"
@@ -132,7 +100,7 @@ async fn a_stale_append_writes_nothing_and_a_current_one_writes_everything() {
             epoch: claim.lease.epoch + 1,
             ..claim.lease.clone()
         };
-        let written = append(current).await.unwrap();
+        let written = append_start(store, &claim, &current).await.unwrap();
         assert_eq!(written.end.seq as usize, before + 1, "{db:?}");
         assert!(written.outbox.is_some(), "{db:?}");
         assert_eq!(trail(store, &claim.id).await.len(), before + 1, "{db:?}");
@@ -147,19 +115,13 @@ async fn a_stale_append_writes_nothing_and_a_current_one_writes_everything() {
 /// `BEGIN` and `COMMIT`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_append_rolls_back_whole_and_the_store_goes_on() {
-    use offboard::domain::machine::Record;
-    use offboard::store::{Accepted, Fence, OutboxEntry, StoreError};
+    use offboard::store::{Accepted, StoreError};
     use sea_orm::ConnectionTrait;
 
     let org = org().await;
     for db in [Db::Postgres, Db::Sqlite] {
-        let (url, _dir) = fresh_database(db).await;
-        let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
-        let body = event("ev-half", "license.reclaim.requested", RECLAIM, None);
-        let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
-        engine.accept(&request, "{}").await.unwrap().unwrap();
+        let (engine, request, claim, _dir) = claimed_reclaim(db, &org, "ev-half").await;
         let store = engine.store();
-        let claim = store.claim_due("a", 30.0, 1).await.unwrap().remove(0);
         // A record already sits where the append's record would go.
         let next = claim.end.seq + 1;
         store
@@ -170,30 +132,7 @@ async fn a_failed_append_rolls_back_whole_and_the_store_goes_on() {
             ))
             .await
             .unwrap();
-        let append = || async {
-            let record = Record::StepStarted {
-                step: 0,
-                attempt: 1,
-            };
-            let entry = OutboxEntry {
-                routing_key: "workflow.completed".into(),
-                body: r#"{"data":{}}"#.into(),
-            };
-            store
-                .append(
-                    Fence {
-                        id: &claim.id,
-                        lease: &claim.lease,
-                        end: &claim.end,
-                    },
-                    &[(chrono::Utc::now(), record)],
-                    &claim.state,
-                    Some(entry),
-                    Some(30.0),
-                )
-                .await
-        };
-        let failed = append().await;
+        let failed = append_start(store, &claim, &claim.lease).await;
         assert!(
             matches!(failed, Err(StoreError::Db(_))),
             "{db:?}: {failed:?}"
@@ -210,7 +149,7 @@ async fn a_failed_append_rolls_back_whole_and_the_store_goes_on() {
             .execute_unprepared(&format!("DELETE FROM audit_records WHERE seq = {next}"))
             .await
             .unwrap();
-        let written = append().await.unwrap();
+        let written = append_start(store, &claim, &claim.lease).await.unwrap();
         assert_eq!(written.end.seq, next, "{db:?}");
         assert_eq!(
             engine.accept(&request, "{}").await.unwrap().unwrap(),
@@ -233,4 +172,63 @@ async fn a_failed_append_rolls_back_whole_and_the_store_goes_on() {
         let row = reopened.get(&claim.id).await.unwrap().unwrap();
         assert_eq!(row.trail_seq, next + 1, "{db:?}");
     }
+}
+
+/// An engine on a fresh database of `db` with one licence reclaim (event `event_id`)
+/// accepted and claimed by worker "a"; also the request, to deliver it again, and the
+/// database's directory (SQLite), which must outlive the engine.
+async fn claimed_reclaim(
+    db: Db,
+    org: &Org,
+    event_id: &str,
+) -> (
+    std::sync::Arc<offboard::runtime::engine::Engine>,
+    offboard::domain::event::Request,
+    offboard::store::Claim,
+    Option<tempfile::TempDir>,
+) {
+    let (url, dir) = fresh_database(db).await;
+    let engine = engine(config(&url, amqp_names(), &org.sim.base_url()), TOKEN).await;
+    let body = event(event_id, "license.reclaim.requested", RECLAIM, None);
+    let request = offboard::domain::event::parse(&body, &["smartsheet".into()]).unwrap();
+    engine.accept(&request, "{}").await.unwrap().unwrap();
+    let claim = engine
+        .store()
+        .claim_due("a", 30.0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    (engine, request, claim, dir)
+}
+
+/// Appends the first step's start to the claimed workflow under `lease`, with an outbox
+/// entry, extending the lease.
+async fn append_start(
+    store: &offboard::store::Store,
+    claim: &offboard::store::Claim,
+    lease: &offboard::store::Lease,
+) -> Result<offboard::store::Appended, offboard::store::StoreError> {
+    use offboard::domain::machine::Record;
+    use offboard::store::{Fence, OutboxEntry};
+    let record = Record::StepStarted {
+        step: 0,
+        attempt: 1,
+    };
+    let entry = OutboxEntry {
+        routing_key: "workflow.completed".into(),
+        body: r#"{"data":{}}"#.into(),
+    };
+    store
+        .append(
+            Fence {
+                id: &claim.id,
+                lease,
+                end: &claim.end,
+            },
+            &[(chrono::Utc::now(), record)],
+            &claim.state,
+            Some(entry),
+            Some(30.0),
+        )
+        .await
 }
