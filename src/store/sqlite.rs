@@ -56,6 +56,15 @@ async fn send(
     Ok(rows.into_iter().map(QueryResult::from).collect())
 }
 
+/// Rolls back the transaction open on `conn`.
+async fn roll_back(conn: &mut PoolConnection<Sqlite>) -> Result<(), DbErr> {
+    sqlx::raw_sql(AssertSqlSafe("ROLLBACK"))
+        .execute(&mut **conn)
+        .await
+        .map(drop)
+        .map_err(query_err)
+}
+
 impl Open {
     /// Begins a transaction (`IMMEDIATE`: it takes the write lock at once, so another
     /// process writing the same file makes it wait rather than fail half-way) and runs the
@@ -87,10 +96,7 @@ impl Open {
     /// Rolls the transaction back and gives the connection back to the pool.
     pub async fn rollback(mut self) -> Result<(), DbErr> {
         if let Some(conn) = self.conn.as_mut() {
-            sqlx::raw_sql(AssertSqlSafe("ROLLBACK"))
-                .execute(&mut **conn)
-                .await
-                .map_err(query_err)?;
+            roll_back(conn).await?;
         }
         self.conn = None;
         Ok(())
@@ -118,11 +124,7 @@ impl Open {
                 // The statements before the failing one may have run: undo them. When
                 // even that fails (or `BEGIN` itself did not run), the connection is
                 // closed on drop, which leaves no transaction behind either way.
-                if sqlx::raw_sql(AssertSqlSafe("ROLLBACK"))
-                    .execute(&mut **conn)
-                    .await
-                    .is_ok()
-                {
+                if roll_back(conn).await.is_ok() {
                     self.conn = None;
                 }
                 Err(e)
