@@ -386,7 +386,11 @@ async fn in_flight(n: usize) {
     let rounds = 200;
     let started = Instant::now();
     for _ in 0..rounds {
-        let claims = engine.store().claim_due("bench", 15.0, 64).await.unwrap();
+        let claims = engine
+            .store()
+            .claim_due("bench", 15.0, 64, &[])
+            .await
+            .unwrap();
         assert!(claims.is_empty());
     }
     let per_query = started.elapsed() / rounds;

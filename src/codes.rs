@@ -82,6 +82,7 @@ codes! {
     Evt104 => "EVT-104",
     Evt105 => "EVT-105",
     Evt106 => "EVT-106",
+    Wf100 => "WF-100",
 }
 
 impl Code {
@@ -156,7 +157,8 @@ impl TryFrom<String> for Code {
 pub struct CodeInfo {
     /// The code this entry describes.
     pub code: Code,
-    /// The app it concerns: `"smartsheet"`, `"postman"` or `"events"`.
+    /// What it concerns: an app (`"smartsheet"`, `"postman"`), `"events"` (intake) or
+    /// `"workflows"` (the engine itself).
     pub app: &'static str,
     /// When it is raised, with the HTTP status or app error code behind it.
     pub condition: &'static str,
@@ -710,6 +712,19 @@ pub static CATALOG: &[CodeInfo] = &[
             "If the processes were only being restarted (a deploy, a crash loop with another cause), fix that and send the event again with `offboard submit --file EVENT.json`; its id keeps it from starting anything twice.",
         ],
     },
+    // ---------------------------------------------------------------- Workflows
+    CodeInfo {
+        code: Code::Wf100,
+        app: "workflows",
+        condition: "A worker could not go on with a workflow because its stored state refuses the records the workflow's own definition leads to: the trail or the `workflows` row was changed outside offboard (by hand, a restore of part of the database, or tampering), or its definition was edited in place under the same content hash.",
+        retryable: false,
+        message: "The workflow's stored state no longer takes its own records",
+        remedy: &[
+            "Run `offboard replay <workflow-id>`: it names the first record that does not follow and the columns that differ from the rebuilt state.",
+            "Find out who or what changed the database: compare the trail with the `trail_head` of the workflow's `workflow.completed`/`workflow.failed` events kept outside the database, and with backups.",
+            "Check the person's account in the app by hand (`offboard plan --email …` shows what a run would do now) and finish the offboarding with a new event (a new `id`), since this workflow cannot be resumed.",
+        ],
+    },
 ];
 
 /// The page at `docs/error-codes.md`: an introduction, a summary table, and one section
@@ -796,6 +811,7 @@ fn app_title(app: &str) -> &str {
         "smartsheet" => "Smartsheet",
         "postman" => "Postman",
         "events" => "Events",
+        "workflows" => "Workflows",
         other => other,
     }
 }
@@ -853,6 +869,7 @@ mod tests {
                 "smartsheet" => "SMT-",
                 "postman" => "POST-",
                 "events" => "EVT-",
+                "workflows" => "WF-",
                 other => panic!("{code}: unknown app {other:?}"),
             };
             assert!(code.starts_with(prefix), "{code} filed under {}", info.app);

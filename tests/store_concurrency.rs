@@ -194,7 +194,7 @@ async fn claimed_reclaim(
     engine.accept(&request, "{}").await.unwrap().unwrap();
     let claim = engine
         .store()
-        .claim_due("a", 30.0, 1)
+        .claim_due("a", 30.0, 1, &[])
         .await
         .unwrap()
         .remove(0);

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use futures_util::future::BoxFuture;
 
@@ -61,21 +62,42 @@ pub struct CallRecord {
 
 /// Where a client reports its calls; the runner writes them to the trail as they happen.
 #[derive(Clone, Debug, Default)]
-pub struct CallLog(Option<mpsc::UnboundedSender<CallRecord>>);
+pub struct CallLog {
+    sender: Option<mpsc::UnboundedSender<CallRecord>>,
+    stop: Option<CancellationToken>,
+}
 
 impl CallLog {
     /// A log feeding `sender`.
     pub fn new(sender: mpsc::UnboundedSender<CallRecord>) -> Self {
-        CallLog(Some(sender))
+        CallLog {
+            sender: Some(sender),
+            stop: None,
+        }
     }
 
     /// A log that keeps nothing (connection checks).
     pub fn discard() -> Self {
-        CallLog(None)
+        CallLog {
+            sender: None,
+            stop: None,
+        }
+    }
+
+    /// The same log, for a step an operator may cancel with `stop`: the per-call retries
+    /// give up (with the last error) as soon as it is cancelled.
+    pub fn stopped_by(mut self, stop: CancellationToken) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// What stops the per-call retries of this step, if anything can.
+    pub fn stop(&self) -> Option<&CancellationToken> {
+        self.stop.as_ref()
     }
 
     fn record(&self, call: CallRecord) {
-        if let Some(tx) = &self.0 {
+        if let Some(tx) = &self.sender {
             // The receiver only goes away when the step is over; nothing to keep then.
             let _ = tx.send(call);
         }

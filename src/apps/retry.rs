@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// What the retry loop needs to know about a failed call.
 pub trait CallError {
@@ -85,9 +86,14 @@ impl CallRetry {
             .build()
     }
 
-    /// Runs `call` until it succeeds, fails for good, or the budget is spent; the last
-    /// error is returned then.
-    pub async fn run<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
+    /// Runs `call` until it succeeds, fails for good, the budget is spent, or `stop` is
+    /// cancelled (an operator's cancel: no further try is made, even one already
+    /// waiting); the last error is returned then.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        stop: Option<&CancellationToken>,
+        mut call: F,
+    ) -> Result<T, E>
     where
         E: CallError,
         F: FnMut() -> Fut,
@@ -104,9 +110,17 @@ impl CallRetry {
                 return Err(err);
             }
             let scheduled = schedule.next().unwrap_or(self.max_delay);
-            match self.wait(scheduled, err.retry_after_ms(), started.elapsed()) {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => return Err(err),
+            let Some(wait) = self.wait(scheduled, err.retry_after_ms(), started.elapsed()) else {
+                return Err(err);
+            };
+            let Some(stop) = stop else {
+                tokio::time::sleep(wait).await;
+                continue;
+            };
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err(err),
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -165,7 +179,7 @@ mod tests {
         let tries = AtomicU32::new(0);
         let started = Instant::now();
         let got = policy()
-            .run(|| async {
+            .run(None, || async {
                 match tries.fetch_add(1, Ordering::SeqCst) {
                     0 => Err(transient(Some(2_000))),
                     1 | 2 => Err(transient(None)),
@@ -191,7 +205,7 @@ mod tests {
     async fn permanent_failures_and_a_spent_budget_end_the_call() {
         let tries = AtomicU32::new(0);
         let got: Result<(), _> = policy()
-            .run(|| async {
+            .run(None, || async {
                 tries.fetch_add(1, Ordering::SeqCst);
                 Err(Failure {
                     transient: false,
@@ -203,9 +217,40 @@ mod tests {
         assert_eq!(tries.load(Ordering::SeqCst), 1);
 
         let started = Instant::now();
-        let got: Result<(), _> = policy().run(|| async { Err(transient(None)) }).await;
+        let got: Result<(), _> = policy().run(None, || async { Err(transient(None)) }).await;
         assert_eq!(got, Err(transient(None)));
         assert!(started.elapsed() <= Duration::from_secs(10));
         assert!(started.elapsed() >= Duration::from_secs(8));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_ends_the_wait_and_no_further_try_is_made() {
+        let tries = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let cancel_later = {
+            let stop = stop.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                stop.cancel();
+            }
+        };
+        let retry = policy();
+        let (got, ()) = tokio::join!(
+            retry.run(Some(&stop), || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(transient(Some(5_000)))
+            }),
+            cancel_later
+        );
+        assert_eq!(got, Err(transient(Some(5_000))));
+        assert_eq!(tries.load(Ordering::SeqCst), 1, "no try after the cancel");
+        assert_eq!(started.elapsed(), Duration::from_millis(1_500));
+        // Cancelled before the first error: that error goes up at once.
+        let got: Result<(), _> = policy()
+            .run(Some(&stop), || async { Err(transient(None)) })
+            .await;
+        assert_eq!(got, Err(transient(None)));
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
     }
 }

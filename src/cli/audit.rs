@@ -147,28 +147,26 @@ pub async fn release(engine: &Engine, ids: Vec<String>, all: bool, by: &str) -> 
     Ok(EXIT_OK)
 }
 
-/// `offboard cancel`.
+/// `offboard cancel`: asks once and prints what became of it — `cancelled`, `will stop
+/// after the call in flight` (a worker has the request and makes no further write), or
+/// `refused: <how it ended>`.
 pub async fn cancel(engine: &Engine, id: &str, by: &str) -> Outcome {
-    if intervened(engine.intervene(id, by, Intervention::Cancel).await, id)?.is_some() {
-        println!("workflow {id}: cancelled (by {by})");
-        return Ok(EXIT_OK);
-    }
-    println!("workflow {id}: running elsewhere; asked it to stop at the next step boundary");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let row = engine.store().get(id).await.map_err(db)?;
-        if let Some(row) = row.as_ref().filter(|r| r.finished_at.is_some()) {
-            println!("workflow {id}: {}", row.state);
-            return Ok(EXIT_OK);
+    let by_shown = by.escape_debug();
+    match engine
+        .intervene(id, by, Intervention::Cancel)
+        .await
+        .map_err(db)?
+    {
+        Intervened::Done(_) => println!("workflow {id}: cancelled (by {by_shown})"),
+        Intervened::Requested => println!(
+            "workflow {id}: will stop after the call in flight (cancel asked by {by_shown})"
+        ),
+        Intervened::Refused(why) => {
+            return Err(fail(EXIT_USAGE, format!("workflow {id}: refused: {why}")))
         }
-        // The worker gave the workflow back without reaching a step boundary (it waits on
-        // a timer now): cancel it here.
-        if let Ok(Intervened::Done(_)) = engine.intervene(id, by, Intervention::Cancel).await {
-            println!("workflow {id}: cancelled (by {by})");
-            return Ok(EXIT_OK);
+        Intervened::Unknown => {
+            return Err(fail(EXIT_UNKNOWN, format!("no workflow with id {id:?}")))
         }
     }
-    println!("workflow {id}: the cancel request stands; it takes effect at the next step boundary");
     Ok(EXIT_OK)
 }

@@ -62,13 +62,18 @@ pub async fn prune(store: &Store, before: DateTime<Utc>, file: &std::path::Path)
         .iter()
         .filter_map(|r| r["workflow_id"].as_str().map(str::to_string))
         .collect();
-    let (workflows, dead) = store.prune(&ids, before).await.map_err(db)?;
+    let pruned = store.prune(&ids, before).await.map_err(db)?;
     println!(
-        "exported {} workflows to {}; removed {workflows} finished before {} and {dead} dead letters",
+        "exported {} workflows to {}; removed {} finished before {} and {} dead letters",
         exported.len(),
         file.display(),
-        before.to_rfc3339()
+        pruned.workflows,
+        before.to_rfc3339(),
+        pruned.dead_letters,
     );
+    for id in &pruned.skipped {
+        println!("skipped workflow {id}: a worker or an operator holds it now (it was exported; prune again later)");
+    }
     Ok(EXIT_OK)
 }
 

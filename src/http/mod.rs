@@ -290,11 +290,19 @@ async fn intervene(
             tracing::info!(workflow = %id, by = %by.escape_debug(), "retry asked from the console");
             return Ok(Redirect::to(&format!("/workflows/{id}")).into_response());
         }
-        (Intervened::Done(_), Intervention::Cancel | Intervention::Release) => {
-            tracing::info!(workflow = %id, by = %by.escape_debug(), "cancel asked from the console");
+        (Intervened::Done(_), Intervention::Release) => {
+            tracing::info!(workflow = %id, by = %by.escape_debug(), "release asked from the console");
             return Ok(Redirect::to(&format!("/workflows/{id}")).into_response());
         }
-        (Intervened::Requested, _) => "a worker is running it: it stops at its next step boundary",
+        (Intervened::Done(_), Intervention::Cancel) => {
+            tracing::info!(workflow = %id, by = %by.escape_debug(), "cancel asked from the console");
+            return Ok((
+                StatusCode::OK,
+                render_detail(c, id, Some("cancelled")).await?,
+            )
+                .into_response());
+        }
+        (Intervened::Requested, _) => "will stop after the call in flight",
     };
     Ok((
         StatusCode::ACCEPTED,

@@ -7,7 +7,7 @@
 //! [`super::runner`] drives one leased workflow, [`super::operator`] records an
 //! operator's retry or cancel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::definitions::{stored, Registry};
+use super::in_flight::InFlight;
 use crate::apps::http::{BudgetUnavailable, SlotSource};
 use crate::apps::AppClient;
 use crate::codes::Code;
@@ -64,8 +65,9 @@ pub struct Engine {
     pub(super) lease: Duration,
     pub(super) wake: Notify,
     pub(super) stopping: AtomicBool,
-    /// Workflows this process is driving now: the only leases its heartbeat renews.
-    pub(super) in_flight: StdMutex<HashSet<String>>,
+    /// The drives in flight in this process, by lease: the only leases its heartbeat
+    /// renews, and where a cancel reaches a running drive.
+    pub(super) in_flight: InFlight,
     /// Places among the `max_concurrent_workflows` this process drives at once, shared by
     /// the scheduler's claims and the intake's hand-offs.
     pub(super) permits: Arc<Semaphore>,
@@ -120,7 +122,7 @@ impl Engine {
             worker_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
-            in_flight: StdMutex::new(HashSet::new()),
+            in_flight: InFlight::default(),
             hand_offs: StdMutex::new(None),
             outbox_tx,
             outbox_rx: StdMutex::new(Some(outbox_rx)),

@@ -3,6 +3,7 @@
 //! - [`engine`]: what the parts share (store, config, definitions, clients) and intake.
 //! - [`scheduler`]: claims due workflows under fenced leases, heartbeats, the serve loop.
 //! - [`runner`]: drives one leased workflow: decide, persist, perform, persist.
+//! - [`in_flight`]: the drives a process runs, by lease, with their cancel signals.
 //! - [`operator`]: an operator's retry or cancel, through the same lease.
 //! - [`outbound`]: the completion events a workflow's end publishes.
 //! - [`definitions`]: the workflow definitions in force.
@@ -11,6 +12,7 @@
 pub mod definitions;
 pub mod dry_run;
 pub mod engine;
+mod in_flight;
 pub mod operator;
 pub mod outbound;
 mod runner;

@@ -2,7 +2,11 @@
 //! release one the mass-offboarding brake holds.
 //! An intervention claims the workflow like a worker does and writes under that lease;
 //! when a worker holds it, a cancel is left as a request the worker answers at its next
-//! step boundary (with `cancelled`, or `cancel_refused` if the workflow ended first).
+//! boundary that makes no write (with `cancelled`, or `cancel_refused` if the workflow
+//! ended first). The request reaches a drive in this process at once and one in another
+//! process within a second; the operator is told what became of it, not a guess: the
+//! cancel waits a few seconds for the worker's answer before saying the workflow will stop
+//! after the call in flight.
 
 use std::time::Duration;
 
@@ -25,12 +29,16 @@ pub enum Intervention {
     Release,
 }
 
+/// How long a cancel waits for the worker running the workflow to answer it.
+const CANCEL_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// What became of an intervention.
 #[derive(Debug)]
 pub enum Intervened {
     /// Recorded; the state afterwards.
     Done(Box<State>),
-    /// Another worker runs it; it will cancel at its next step boundary.
+    /// A worker runs it and has the cancel request, but a call of the step is still in
+    /// flight: it stops after that call, with no further write.
     Requested,
     /// Not possible, and why.
     Refused(String),
@@ -54,26 +62,24 @@ impl Engine {
             .claim(id, &self.worker_id, self.lease_secs())
             .await?
         else {
-            return Ok(match what {
+            return match what {
                 Intervention::Cancel if self.store.request_cancel(id, by).await? => {
-                    Intervened::Requested
+                    self.in_flight.cancel(id, None, by);
+                    self.cancel_answer(id, by).await
                 }
-                Intervention::Cancel => Intervened::Refused("it has already ended".into()),
+                Intervention::Cancel => Ok(Intervened::Refused(self.ended_as(id).await?)),
                 Intervention::Retry | Intervention::Release => {
-                    Intervened::Refused("another worker is running it".into())
+                    Ok(Intervened::Refused("another worker is running it".into()))
                 }
-            });
+            };
         };
         let lease = claim.lease.clone();
         let result = async {
-            let mut runner = Runner::new(self, claim).await?;
+            let mut runner = Runner::new(self, claim, Default::default()).await?;
             let state = &runner.state;
             let record = match what {
                 Intervention::Cancel if state.status.is_final() => {
-                    return Ok(Intervened::Refused(format!(
-                        "it has already ended ({})",
-                        state.status.as_str()
-                    )));
+                    return Ok(Intervened::Refused(state.status.as_str().to_string()));
                 }
                 Intervention::Retry if state.status != Status::Failed => {
                     return Ok(Intervened::Refused(format!(
@@ -103,6 +109,40 @@ impl Engine {
             self.wake.notify_one();
         }
         result
+    }
+
+    /// Waits a little for the worker running `id` to answer a cancel request: `Done` once
+    /// the trail says cancelled, `Refused` when the workflow ended otherwise (the worker
+    /// records `cancel_refused`), `Requested` while a call is still in flight. A worker
+    /// that gave the workflow back without answering (it went to wait on a timer) is
+    /// answered here, through the lease.
+    async fn cancel_answer(&self, id: &str, by: &str) -> Result<Intervened, EngineError> {
+        let deadline = tokio::time::Instant::now() + CANCEL_ANSWER_WAIT;
+        loop {
+            let Some(row) = self.store.get(id).await? else {
+                return Ok(Intervened::Unknown);
+            };
+            let state: State = serde_json::from_str(&row.state_json)
+                .map_err(|e| EngineError::Corrupt(format!("workflow {id}: {e}")))?;
+            match state.status {
+                Status::Cancelled => return Ok(Intervened::Done(Box::new(state))),
+                s if s.is_final() => return Ok(Intervened::Refused(s.as_str().to_string())),
+                _ if row.lease_until.is_none_or(|until| until < Utc::now()) => {
+                    return Box::pin(self.intervene(id, by, Intervention::Cancel)).await
+                }
+                _ if tokio::time::Instant::now() >= deadline => return Ok(Intervened::Requested),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// How a workflow that takes no cancel ended (`completed`, …), for the refusal.
+    async fn ended_as(&self, id: &str) -> Result<String, EngineError> {
+        Ok(self
+            .store
+            .get(id)
+            .await?
+            .map_or_else(|| "it no longer exists".to_string(), |row| row.state))
     }
 
     /// Drives one workflow until it ends or waits longer than `patience` for a timer.

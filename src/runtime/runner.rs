@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::engine::{Engine, EngineError};
+use super::in_flight::CancelSignal;
 use super::outbound;
 use crate::apps::http::{CallLog, CallRecord};
 use crate::apps::ActionContext;
+use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::machine::{self, Next, Record, State, Status};
@@ -31,13 +33,23 @@ pub(super) struct Runner<'e> {
     end: TrailEnd,
     def: Arc<Definition>,
     pub state: State,
-    /// A cancel request not answered yet.
+    /// A cancel request the database handed back with the claim or the last commit.
     cancel_by: Option<String>,
+    /// A cancel request that reached the drive while it ran (from the operator in this
+    /// process, or the heartbeat's look at the database).
+    signal: Arc<CancelSignal>,
+    /// Whether a commit has answered the cancel request already (with `cancelled` or
+    /// `cancel_refused`), so it is not answered twice.
+    answered: bool,
 }
 
 impl<'e> Runner<'e> {
-    /// A runner for a fresh claim.
-    pub async fn new(engine: &'e Engine, claim: Claim) -> Result<Runner<'e>, EngineError> {
+    /// A runner for a fresh claim, stopped early by `signal`.
+    pub async fn new(
+        engine: &'e Engine,
+        claim: Claim,
+        signal: Arc<CancelSignal>,
+    ) -> Result<Runner<'e>, EngineError> {
         let def = engine.definition(&claim.definition_hash).await?;
         Ok(Runner {
             engine,
@@ -47,7 +59,19 @@ impl<'e> Runner<'e> {
             def,
             state: claim.state,
             cancel_by: claim.cancel_requested_by,
+            signal,
+            answered: false,
         })
+    }
+
+    /// Who asked to cancel, while the request has not been answered.
+    fn cancel_asked(&self) -> Option<String> {
+        if self.answered {
+            return None;
+        }
+        self.cancel_by
+            .clone()
+            .or_else(|| self.signal.asked_by().map(str::to_string))
     }
 
     /// Drives the workflow as far as it can go now: to its end, a durable timer, or a
@@ -61,7 +85,18 @@ impl<'e> Runner<'e> {
     ///
     /// `started` is a step attempt whose start is recorded already (a workflow handed
     /// over with its creation): the drive performs it first.
+    ///
+    /// A workflow whose stored state no longer takes its own records (the machine refuses
+    /// what the drive decided: a trail or state changed behind the engine's back) ends
+    /// `failed` with `WF-100`, once, rather than being tried again forever.
     pub async fn run(mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
+        match self.drive(started).await {
+            Err(EngineError::Corrupt(why)) => self.end_broken(why).await,
+            done => done,
+        }
+    }
+
+    async fn drive(&mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
         // Records decided but not committed yet, each with the time its decision used.
         let mut records: Vec<(DateTime<Utc>, Record)> = Vec::new();
         let mut at = stored_time(Utc::now());
@@ -79,7 +114,7 @@ impl<'e> Runner<'e> {
                     .store
                     .release(&self.id, &self.lease, None)
                     .await?;
-                return Ok(self.state);
+                return Ok(self.state.clone());
             }
             if let Some((step, attempt)) = start {
                 if crate::apps::reads_only(&self.def.steps[step].action) {
@@ -95,17 +130,31 @@ impl<'e> Runner<'e> {
             };
             self.commit(std::mem::take(&mut records), last).await?;
             self.log_end();
-            if last {
-                if let Some(by) = self.cancel_by.take() {
+            if let Some(by) = self.cancel_asked() {
+                if self.state.status.is_final() {
                     // A cancel asked while this last commit was on its way: the lease is
                     // given back, so the refusal is noted like any non-holder's note.
+                    self.answered = true;
                     let refused = Record::CancelRefused { by };
                     self.engine
                         .store
                         .append_note(&self.id, stored_time(Utc::now()), &refused)
                         .await?;
+                    return Ok(self.state.clone());
                 }
-                return Ok(self.state);
+                // The commit brought a cancel back while a write is still ahead: the step
+                // it started (a write) is not performed, and a workflow that was going to
+                // wait stops instead. The next boundary records `cancelled`.
+                if self.writes_remain(&self.state) {
+                    if last && !self.claim_again().await? {
+                        return Ok(self.state.clone());
+                    }
+                    at = stored_time(Utc::now());
+                    continue;
+                }
+            }
+            if last {
+                return Ok(self.state.clone());
             }
             at = match start {
                 Some((step, attempt)) => {
@@ -115,6 +164,23 @@ impl<'e> Runner<'e> {
                 None => stored_time(Utc::now()),
             };
         }
+    }
+
+    /// Claims the workflow again after a commit that gave the lease back, to answer a
+    /// cancel that came with it. `false` when another holder has it (it answers then).
+    async fn claim_again(&mut self) -> Result<bool, EngineError> {
+        let store = &self.engine.store;
+        let Some(claim) = store
+            .claim(&self.id, &self.engine.worker_id, self.engine.lease_secs())
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.lease = claim.lease;
+        self.end = claim.end;
+        self.state = claim.state;
+        self.cancel_by = claim.cancel_requested_by.or(self.cancel_by.take());
+        Ok(true)
     }
 
     fn log_end(&self) {
@@ -140,13 +206,22 @@ impl<'e> Runner<'e> {
     }
 
     /// What to record at a step boundary in `state`, and the step attempt it starts.
+    ///
+    /// A cancel is honoured at every boundary that makes no write: before a step starts,
+    /// instead of a retry wait, instead of failing. Once no write is left to stop (the
+    /// workflow has ended, or only read-only steps such as the final confirmation
+    /// remain), the workflow runs to its end and the cancel is recorded as refused:
+    /// `cancelled` never stands for an account that is already gone.
     fn boundary(&self, state: &State, now: DateTime<Utc>) -> (Vec<Record>, Option<(usize, u32)>) {
-        let refused = || {
-            self.cancel_by
-                .clone()
-                .map(|by| Record::CancelRefused { by })
-        };
-        match machine::next(state, &self.def, now) {
+        let cancel = self.cancel_asked();
+        let refused = || cancel.clone().map(|by| Record::CancelRefused { by });
+        let next = machine::next(state, &self.def, now);
+        if let Some(by) = cancel.clone() {
+            if !state.status.is_final() && self.writes_remain(state) {
+                return (vec![Record::Cancelled { by }], None);
+            }
+        }
+        match next {
             Next::Done => (refused().into_iter().collect(), None),
             Next::Sleep(_) => (Vec::new(), None),
             Next::Complete(outcome) => {
@@ -159,16 +234,23 @@ impl<'e> Runner<'e> {
                 v.extend(refused());
                 (v, None)
             }
-            Next::Run { .. } if self.cancel_by.is_some() => {
-                let by = self.cancel_by.clone().unwrap_or_default();
-                (vec![Record::Cancelled { by }], None)
-            }
             Next::Run { .. } if self.engine.is_stopping() => (Vec::new(), None),
             Next::Run { step, attempt } => (
                 vec![Record::StepStarted { step, attempt }],
                 Some((step, attempt)),
             ),
         }
+    }
+
+    /// Whether a step that writes to the app is still ahead of (or at) `state`'s current
+    /// step.
+    fn writes_remain(&self, state: &State) -> bool {
+        self.def
+            .steps
+            .get(state.current..)
+            .unwrap_or_default()
+            .iter()
+            .any(|step| !crate::apps::reads_only(&step.action))
     }
 
     /// The state after `records`, not yet committed.
@@ -189,6 +271,16 @@ impl<'e> Runner<'e> {
         release: bool,
     ) -> Result<(), EngineError> {
         let next = self.preview(&stamped)?;
+        self.write(stamped, next, release).await
+    }
+
+    /// Persists records with the state they lead to, under the lease.
+    async fn write(
+        &mut self,
+        stamped: Vec<(DateTime<Utc>, Record)>,
+        next: State,
+        release: bool,
+    ) -> Result<(), EngineError> {
         let outbox =
             outbound::completion(&self.id, &next).filter(|_| !self.state.status.is_final());
         let appended = self
@@ -207,12 +299,34 @@ impl<'e> Runner<'e> {
             )
             .await?;
         self.end = appended.end;
+        self.answered |= stamped
+            .iter()
+            .any(|(_, r)| matches!(r, Record::Cancelled { .. } | Record::CancelRefused { .. }));
         self.state = next;
         self.cancel_by = appended.cancel_requested_by;
         if let Some(pending) = appended.outbox {
             self.engine.publish_soon(pending);
         }
         Ok(())
+    }
+
+    /// Ends a workflow whose state no longer takes its records: `failed` with `WF-100`
+    /// and the machine's reason, written past the machine (which refuses to go on), with
+    /// its `workflow.failed` event. `verify` keeps reporting the trail as broken.
+    async fn end_broken(mut self, why: String) -> Result<State, EngineError> {
+        warn!(reason = %why.escape_debug(), "the workflow's state no longer takes its records; it ends failed");
+        metrics::counter!("offboard_workflows_broken_total", "app" => self.state.request.app.clone()).increment(1);
+        let code = Code::Wf100;
+        let mut next = self.state.clone();
+        next.status = Status::Failed;
+        next.error_code = Some(code);
+        next.error_message = Some(why.clone());
+        next.wake_at = None;
+        let record = Record::Failed { code, message: why };
+        self.write(vec![(stored_time(Utc::now()), record)], next, true)
+            .await?;
+        self.log_end();
+        Ok(self.state)
     }
 
     /// Runs one attempt of a step from `state`; adds its API-call records and its result
@@ -231,7 +345,7 @@ impl<'e> Runner<'e> {
         let result = match self.engine.client(&state.request.connection).await {
             Err(e) => Err(e),
             Ok(client) => {
-                let log = CallLog::new(tx);
+                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
                 let ctx = ActionContext {
                     request: &state.request,
                     facts: &state.facts,

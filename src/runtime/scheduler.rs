@@ -18,34 +18,6 @@ use super::runner::Runner;
 use crate::domain::machine::State;
 use crate::store::{Claim, Lease};
 
-/// Removes a workflow from the in-flight set when its drive ends, however it ends.
-struct InFlight<'e> {
-    engine: &'e Engine,
-    id: String,
-}
-
-impl<'e> InFlight<'e> {
-    fn enter(engine: &'e Engine, id: &str) -> InFlight<'e> {
-        engine
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .insert(id.to_string());
-        InFlight {
-            engine,
-            id: id.to_string(),
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.engine.in_flight.lock() {
-            set.remove(&self.id);
-        }
-    }
-}
-
 /// Stops a background task when dropped (the heartbeat of a `run_due` that returned or
 /// failed).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -72,8 +44,8 @@ impl Engine {
     ) -> Result<State, EngineError> {
         let id = claim.id.clone();
         let lease = claim.lease.clone();
-        let _in_flight = InFlight::enter(self, &id);
-        let result = async { Runner::new(self, claim).await?.run(started).await }
+        let (_in_flight, signal) = self.in_flight.enter(&id, lease.epoch);
+        let result = async { Runner::new(self, claim, signal).await?.run(started).await }
             .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
             .await;
         // A drive that ends well has given its lease back with its last write.
@@ -108,18 +80,15 @@ impl Engine {
         {
             Some(claim) => {
                 // Alone, without the serve loop's heartbeat: the lease is renewed here
-                // while steps that only read run without committing.
+                // while steps that only read run without committing, and cancel
+                // requests are looked for.
                 let drive = self.drive(claim);
                 tokio::pin!(drive);
+                let mut beat = Heartbeat::new(self.lease);
                 loop {
                     tokio::select! {
                         result = &mut drive => return result.map(Some),
-                        _ = tokio::time::sleep(self.lease / 3) => {
-                            let ids = [id.to_string()];
-                            if let Err(e) = self.store.renew(&self.worker_id, &ids, self.lease_secs()).await {
-                                warn!(workflow = %id, error = %e, "could not renew the lease");
-                            }
-                        }
+                        renew = beat.tick() => self.beat(renew).await,
                     }
                 }
             }
@@ -143,7 +112,12 @@ impl Engine {
             if free >= refill || running.is_empty() {
                 let claims = self
                     .store
-                    .claim_due(&self.worker_id, self.lease_secs(), free)
+                    .claim_due(
+                        &self.worker_id,
+                        self.lease_secs(),
+                        free,
+                        &self.in_flight.ids(),
+                    )
                     .await?;
                 count += claims.len();
                 for claim in claims {
@@ -257,37 +231,87 @@ impl Engine {
         }
         let claims = self
             .store
-            .claim_due(&self.worker_id, self.lease_secs(), places.len())
+            .claim_due(
+                &self.worker_id,
+                self.lease_secs(),
+                places.len(),
+                &self.in_flight.ids(),
+            )
             .await?;
         Ok((claims, places))
     }
 
-    /// Renews, every third of a lease, the leases of the drives in flight.
+    /// Keeps the drives in flight informed: renews their leases every third of a lease
+    /// and passes on the cancel requests waiting on them every second.
     async fn heartbeat(self: Arc<Self>) {
+        let mut beat = Heartbeat::new(self.lease);
         loop {
-            tokio::time::sleep(self.lease / 3).await;
-            let ids: Vec<String> = self
-                .in_flight
-                .lock()
-                .expect("in-flight lock")
-                .iter()
-                .cloned()
-                .collect();
-            match self
-                .store
-                .renew(&self.worker_id, &ids, self.lease_secs())
+            let renew = beat.tick().await;
+            self.beat(renew).await;
+        }
+    }
+
+    /// One beat: renew the leases in flight (when `renew`) or only look for cancel
+    /// requests on them, and raise the signal of each drive asked to stop.
+    async fn beat(&self, renew: bool) {
+        let leases = self.in_flight.leases();
+        if leases.is_empty() {
+            return;
+        }
+        let held = if renew {
+            self.store
+                .renew(&self.worker_id, &leases, self.lease_secs())
                 .await
-            {
-                Ok(n) if (n as usize) < ids.len() => {
-                    warn!(
-                        in_flight = ids.len(),
-                        renewed = n,
-                        "some leases were taken over; their drives stop at their next write"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "could not renew workflow leases"),
+        } else {
+            self.store.cancel_requests(&self.worker_id).await
+        };
+        let held = match held {
+            Ok(held) => held,
+            Err(e) => {
+                warn!(error = %e, "could not renew workflow leases or read cancel requests");
+                return;
+            }
+        };
+        if renew && held.len() < leases.len() {
+            warn!(
+                in_flight = leases.len(),
+                renewed = held.len(),
+                "some leases were taken over; their drives stop at their next write"
+            );
+        }
+        for lease in held {
+            if let Some(by) = lease.cancel_requested_by {
+                self.in_flight.cancel(&lease.id, Some(lease.epoch), &by);
             }
         }
+    }
+}
+
+/// The rhythm of the heartbeat: a beat every second, every `lease / 3` of which renews.
+struct Heartbeat {
+    every: Duration,
+    renew_every: Duration,
+    since_renewal: Duration,
+}
+
+impl Heartbeat {
+    fn new(lease: Duration) -> Heartbeat {
+        let renew_every = lease / 3;
+        Heartbeat {
+            every: renew_every.min(Duration::from_secs(1)),
+            renew_every,
+            since_renewal: Duration::ZERO,
+        }
+    }
+
+    /// Waits for the next beat; says whether it renews.
+    async fn tick(&mut self) -> bool {
+        tokio::time::sleep(self.every).await;
+        self.since_renewal += self.every;
+        let renew = self.since_renewal >= self.renew_every;
+        if renew {
+            self.since_renewal = Duration::ZERO;
+        }
+        renew
     }
 }

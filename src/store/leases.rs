@@ -143,32 +143,61 @@ fn claim_from(row: &QueryResult, owner: &str) -> Result<Claim, StoreError> {
     })
 }
 
+/// A lease this process holds, as the database sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The workflow.
+    pub id: String,
+    /// The epoch of the claim that holds it.
+    pub epoch: i64,
+    /// Who asked to cancel it, if anyone has and no drive has answered yet.
+    pub cancel_requested_by: Option<String>,
+}
+
+fn held_lease(row: &QueryResult) -> Result<HeldLease, StoreError> {
+    Ok(HeldLease {
+        id: row.try_get("", "id")?,
+        epoch: row.try_get("", "lease_epoch")?,
+        cancel_requested_by: row.try_get("", "cancel_requested_by")?,
+    })
+}
+
 impl Store {
-    /// Claims up to `limit` due workflows for `owner` for `lease_secs`, longest due first.
+    /// Claims up to `limit` due workflows for `owner` for `lease_secs`, longest due first,
+    /// skipping `in_flight` (workflows this process still drives: a lease of its own that
+    /// lapsed during a database outage is not claimed again beside the drive that holds it).
     pub async fn claim_due(
         &self,
         owner: &str,
         lease_secs: f64,
         limit: usize,
+        in_flight: &[String],
     ) -> Result<Vec<Claim>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let d = self.dialect();
+        let skip = if in_flight.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..in_flight.len())
+                .map(|i| format!("${}", i + 3))
+                .collect();
+            format!(" AND id NOT IN ({})", list.join(", "))
+        };
         let sql = format!(
             "UPDATE workflows SET lease_owner = $1, lease_epoch = lease_epoch + 1, \
              lease_until = {until}, due_at = {until} \
-             WHERE id IN (SELECT id FROM workflows WHERE {due} \
+             WHERE id IN (SELECT id FROM workflows WHERE {due}{skip} \
                           ORDER BY due_at LIMIT $2 {lock}) \
              RETURNING {CLAIM_RETURNING}",
             until = d.later(lease_secs),
             due = due_condition(d),
             lock = d.skip_locked(),
         );
-        let rows = self
-            .db
-            .query_all_raw(d.stmt(&sql, vec![owner.into(), (limit as i64).into()]))
-            .await?;
+        let mut values: Vec<Value> = vec![owner.into(), (limit as i64).into()];
+        values.extend(in_flight.iter().map(|id| id.as_str().into()));
+        let rows = self.db.query_all_raw(d.stmt(&sql, values)).await?;
         rows.iter().map(|r| claim_from(r, owner)).collect()
     }
 
@@ -196,31 +225,52 @@ impl Store {
         row.map(|r| claim_from(&r, owner)).transpose()
     }
 
-    /// Extends the leases `owner` holds on `ids` (the drives it has in flight, and no
-    /// others); returns how many were extended.
+    /// Extends the leases `owner` holds, each under the epoch it was claimed with (the
+    /// drives it has in flight, and no others: a lease claimed again since is not
+    /// extended for the drive that lost it). Returns the leases extended, each with the
+    /// cancel request waiting on it.
     pub async fn renew(
         &self,
         owner: &str,
-        ids: &[String],
+        leases: &[(String, i64)],
         lease_secs: f64,
-    ) -> Result<u64, StoreError> {
-        if ids.is_empty() {
-            return Ok(0);
+    ) -> Result<Vec<HeldLease>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
         }
         let d = self.dialect();
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let pairs: Vec<String> = (0..leases.len())
+            .map(|i| format!("(id = ${} AND lease_epoch = ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
         let sql = format!(
-            "UPDATE workflows SET lease_until = {until} WHERE lease_owner = $1 AND id IN ({})",
-            list.join(", "),
+            "UPDATE workflows SET lease_until = {until} WHERE lease_owner = $1 AND ({}) \
+             RETURNING id, lease_epoch, cancel_requested_by",
+            pairs.join(" OR "),
             until = d.later(lease_secs),
         );
         let mut values: Vec<Value> = vec![owner.into()];
-        values.extend(ids.iter().map(|i| i.as_str().into()));
-        Ok(self
+        for (id, epoch) in leases {
+            values.push(id.as_str().into());
+            values.push((*epoch).into());
+        }
+        let rows = self.db.query_all_raw(d.stmt(&sql, values)).await?;
+        rows.iter().map(held_lease).collect()
+    }
+
+    /// The cancel requests waiting on the leases `owner` holds (a cheap look through a
+    /// partial index, made every second while drives are in flight, so a cancel asked
+    /// from another process reaches the drive between its calls).
+    pub async fn cancel_requests(&self, owner: &str) -> Result<Vec<HeldLease>, StoreError> {
+        let d = self.dialect();
+        let rows = self
             .db
-            .execute_raw(d.stmt(&sql, values))
-            .await?
-            .rows_affected())
+            .query_all_raw(d.stmt(
+                "SELECT id, lease_epoch, cancel_requested_by FROM workflows \
+                 WHERE cancel_requested_by IS NOT NULL AND lease_owner = $1",
+                vec![owner.into()],
+            ))
+            .await?;
+        rows.iter().map(held_lease).collect()
     }
 
     /// Gives a lease back; with `defer_until`, the workflow is not due before then (a run

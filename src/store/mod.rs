@@ -36,10 +36,21 @@ use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{Record, State, Status};
 pub use console::{Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
-pub use leases::{Appended, Claim, Fence, Lease, TrailEnd};
+pub use leases::{Appended, Claim, Fence, HeldLease, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};
 use sql::{printable, storable, Dialect};
 use txn::Txn;
+
+/// What `prune` removed, and what it left because a live lease holds it.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Workflows removed, with their trails.
+    pub workflows: u64,
+    /// Dead letters removed.
+    pub dead_letters: u64,
+    /// Finished workflows left in place: a worker or an operator holds them now.
+    pub skipped: Vec<String>,
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -533,46 +544,67 @@ impl Store {
 
     /// Removes finished workflows `ids` with their audit records (and their events once no
     /// workflow refers to them), and dead letters received before `before`, in one
-    /// transaction. Returns how many workflows and dead letters went.
-    pub async fn prune(
-        &self,
-        ids: &[String],
-        before: DateTime<Utc>,
-    ) -> Result<(u64, u64), StoreError> {
+    /// transaction. A workflow under a live lease (an operator's `retry` resuming it, say)
+    /// is skipped, not removed: its rows are locked first, so a retry that claims it
+    /// afterwards finds it gone rather than half removed.
+    pub async fn prune(&self, ids: &[String], before: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let d = self.dialect();
         let txn = self.db.begin().await?;
-        let mut workflows = 0;
+        let mut pruned = Pruned::default();
         for chunk in ids.chunks(500) {
-            let rows = workflow::Entity::find()
-                .filter(workflow::Column::Id.is_in(chunk.iter().cloned()))
-                .filter(workflow::Column::FinishedAt.is_not_null())
-                .all(&txn)
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+            let values: Vec<sea_orm::Value> = chunk.iter().map(|id| id.as_str().into()).collect();
+            let rows = txn
+                .query_all_raw(d.stmt(
+                    &format!(
+                        "SELECT id, event_id, lease_until < {now} AS lapsed, \
+                         lease_until IS NULL AS unleased FROM workflows \
+                         WHERE finished_at IS NOT NULL AND id IN ({}) {lock}",
+                        list.join(", "),
+                        now = d.now(),
+                        lock = d.for_update(),
+                    ),
+                    values,
+                ))
                 .await?;
-            let gone: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let mut gone = Vec::new();
+            let mut events = Vec::new();
+            for row in rows {
+                let id: String = row.try_get("", "id")?;
+                let free = row.try_get::<bool>("", "unleased")?
+                    || row.try_get::<Option<bool>>("", "lapsed")?.unwrap_or(false);
+                if free {
+                    gone.push(id);
+                    events.push(row.try_get::<String>("", "event_id")?);
+                } else {
+                    pruned.skipped.push(id);
+                }
+            }
             audit::Entity::delete_many()
                 .filter(audit::Column::WorkflowId.is_in(gone.iter().cloned()))
                 .exec(&txn)
                 .await?;
-            workflows += workflow::Entity::delete_many()
+            pruned.workflows += workflow::Entity::delete_many()
                 .filter(workflow::Column::Id.is_in(gone))
                 .exec(&txn)
                 .await?
                 .rows_affected;
-            for r in &rows {
-                txn.execute_raw(self.dialect().stmt(
+            for event_id in events {
+                txn.execute_raw(d.stmt(
                     "DELETE FROM events WHERE id = $1 \
                      AND NOT EXISTS (SELECT 1 FROM workflows WHERE event_id = $1)",
-                    vec![r.event_id.as_str().into()],
+                    vec![event_id.into()],
                 ))
                 .await?;
             }
         }
-        let dead = dead_letter::Entity::delete_many()
+        pruned.dead_letters = dead_letter::Entity::delete_many()
             .filter(dead_letter::Column::ReceivedAt.lt(before))
             .exec(&txn)
             .await?
             .rows_affected;
         txn.commit().await?;
-        Ok((workflows, dead))
+        Ok(pruned)
     }
 
     /// A workflow's trail, by position.

@@ -102,6 +102,15 @@ impl Dialect {
             _ => "FOR UPDATE SKIP LOCKED",
         }
     }
+
+    /// Locks the rows a `SELECT` reads until the transaction ends (SQLite's one writer
+    /// needs no lock of its own).
+    pub fn for_update(self) -> &'static str {
+        match self.0 {
+            DbBackend::Sqlite => "",
+            _ => "FOR UPDATE",
+        }
+    }
 }
 
 /// Text the database can store: PostgreSQL refuses 0x00 in text, so it is escaped.

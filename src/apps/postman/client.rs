@@ -538,7 +538,9 @@ impl Client {
         log: &CallLog,
     ) -> Result<Value, ApiError> {
         self.retry
-            .run(|| Client::send_once(http, method.clone(), path, body, log))
+            .run(log.stop(), || {
+                Client::send_once(http, method.clone(), path, body, log)
+            })
             .await
     }
 

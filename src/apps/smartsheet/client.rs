@@ -203,7 +203,9 @@ impl Client {
         log: &CallLog,
     ) -> Result<Value, ApiError> {
         self.retry
-            .run(|| self.send_once(method.clone(), path, body, log))
+            .run(log.stop(), || {
+                self.send_once(method.clone(), path, body, log)
+            })
             .await
     }
 
