@@ -313,3 +313,74 @@ async fn replay_names_each_stored_column_that_differs_from_the_trail() {
     assert!(!out.contains('\u{1b}'), "{out:?}");
     drop_database(&s.url).await;
 }
+
+/// Several processes taking the key into use at the same moment record its first use once
+/// and list exactly the trails that were plain then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_taking_the_key_into_use_together_record_it_once() {
+    let s = setup().await;
+    let keyless = s.engine(None).await;
+    let mut plain = std::collections::HashMap::new();
+    for (id, email) in [("plain-1", RECLAIM), ("plain-2", "nobody@example.com")] {
+        let wf = s
+            .run(
+                &keyless,
+                &event(id, "license.reclaim.requested", email, None),
+            )
+            .await;
+        let len = keyless.store().trail(&wf).await.unwrap().len() as i32;
+        plain.insert(wf, len);
+    }
+
+    // Four processes (each its own pool) accept an event each, at once: each accept is
+    // its process's first keyed write.
+    let mut engines = Vec::new();
+    for _ in 0..4 {
+        engines.push(s.engine(Some(audit_key())).await);
+    }
+    let bodies: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            event(
+                &format!("keyed-{i}"),
+                "offboarding.requested",
+                "nobody@example.com",
+                None,
+            )
+        })
+        .collect();
+    let accepts = engines
+        .iter()
+        .zip(&bodies)
+        .map(|(engine, body)| async move {
+            let request = offboard::domain::event::parse(body, &["smartsheet".into()]).unwrap();
+            engine
+                .accept(&request, &String::from_utf8_lossy(body))
+                .await
+                .unwrap()
+                .unwrap();
+        });
+    futures_util::future::join_all(accepts).await;
+    engines[0]
+        .run_until_settled(Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let store = engines[0].store();
+    assert!(store.key_first_used().await.unwrap().is_some());
+    assert_eq!(store.legacy_trails().await.unwrap(), plain);
+    let rows = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM audit_key_first_use",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.try_get::<i64>("", "n").unwrap(), 1);
+    let (code, out) = s.cli(&["verify", "--all"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("6 intact, 0 mismatched"), "{out}");
+    assert!(out.contains("4 keyed (HMAC-SHA256), 2 plain"), "{out}");
+    drop_database(&s.url).await;
+}
