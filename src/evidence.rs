@@ -1,14 +1,15 @@
 //! What the audit trail proves, shared by the command line and the console: the replay
-//! verdict of one workflow (chain intact, state rebuilt) and the auditors' evidence rows.
+//! verdict of one workflow (chain intact, state rebuilt and equal to what is stored, in
+//! the machine state and in the columns people read) and the auditors' evidence rows.
 //! Both read only what the store holds; neither calls an app.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 
-use crate::domain::chain::{self, Link};
+use crate::domain::chain::{self, Link, PlainLinks};
 use crate::domain::machine::{self, Record, State};
 use crate::runtime::definitions::stored;
-use crate::store::entities::audit;
+use crate::store::entities::{audit, workflow};
 use crate::store::{Loaded, Store, StoreError};
 
 /// What replaying a trail found.
@@ -20,14 +21,13 @@ pub struct ReplayReport {
 }
 
 /// Verifies the chain (as far as `verifier` can) and folds the trail through the state
-/// machine; compares the result with `stored`.
+/// machine; compares the result with the stored workflow `loaded`.
 fn replay_trail(
     trail: &[audit::Model],
-    head: &str,
     verifier: chain::Verifier<'_>,
-    definition_source: &str,
-    stored_state: &State,
+    loaded: &Loaded,
 ) -> ReplayReport {
+    let head = &loaded.row.trail_head;
     let seq_of = |i: usize| trail.get(i).map(|r| r.seq).unwrap_or(0);
     let links: Vec<Link<'_>> = trail
         .iter()
@@ -45,7 +45,7 @@ fn replay_trail(
             problem: Some((seq_of(i), why)),
         };
     }
-    let def = match stored(definition_source) {
+    let def = match stored(&loaded.definition_source) {
         Ok(d) => d,
         Err(e) => {
             return ReplayReport {
@@ -78,10 +78,17 @@ fn replay_trail(
             problem: Some((seq_of(i), format!("not a legal transition: {v}"))),
         },
         Ok(rebuilt) => {
-            let problem = (rebuilt != *stored_state).then(|| {
+            let mut differences = column_differences(&loaded.row, &rebuilt, ended_at(&records));
+            if rebuilt != loaded.state {
+                differences.insert(0, "state_json differs".to_string());
+            }
+            let problem = (!differences.is_empty()).then(|| {
                 (
                     seq_of(trail.len().saturating_sub(1)),
-                    "the rebuilt state differs from the stored state".to_string(),
+                    format!(
+                        "the rebuilt state differs from the stored state: {}",
+                        differences.join("; ")
+                    ),
                 )
             });
             ReplayReport {
@@ -90,6 +97,68 @@ fn replay_trail(
             }
         }
     }
+}
+
+/// When the workflow last ended: the time of the last `completed`, `failed` or
+/// `cancelled` record (an operator's `retry` reopens an ended workflow; notes after the
+/// end change nothing).
+fn ended_at(records: &[(DateTime<Utc>, Record)]) -> Option<DateTime<Utc>> {
+    records
+        .iter()
+        .rev()
+        .find(|(_, r)| {
+            matches!(
+                r,
+                Record::Completed { .. } | Record::Failed { .. } | Record::Cancelled { .. }
+            )
+        })
+        .map(|(at, _)| *at)
+}
+
+/// The stored columns that `list`, the console and the evidence show — `state`,
+/// `outcome`, `error_code`, `finished_at` — that differ from the state the trail rebuilt,
+/// each named with both values (escaped, as they may have been edited by anyone).
+/// `finished_at` is due exactly when the rebuilt state is final, at `ended`.
+fn column_differences(
+    row: &workflow::Model,
+    rebuilt: &State,
+    ended: Option<DateTime<Utc>>,
+) -> Vec<String> {
+    let finished = ended.filter(|_| rebuilt.status.is_final());
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+    let columns = [
+        (
+            "state",
+            Some(row.state.clone()),
+            Some(rebuilt.status.as_str().to_string()),
+        ),
+        (
+            "outcome",
+            row.outcome.clone(),
+            rebuilt.outcome.map(|o| o.as_str().to_string()),
+        ),
+        (
+            "error_code",
+            row.error_code.clone(),
+            rebuilt.error_code.map(|c| c.as_str().to_string()),
+        ),
+        ("finished_at", time(row.finished_at), time(finished)),
+    ];
+    let shown = |v: &Option<String>| {
+        v.as_ref()
+            .map_or("nothing".to_string(), |v| format!("{v:?}"))
+    };
+    columns
+        .iter()
+        .filter(|(_, stored, rebuilt)| stored != rebuilt)
+        .map(|(column, stored, rebuilt)| {
+            format!(
+                "{column} is {}, the trail says {}",
+                shown(stored),
+                shown(rebuilt)
+            )
+        })
+        .collect()
 }
 
 /// One workflow's trail, checked.
@@ -120,18 +189,12 @@ impl Checked {
     }
 }
 
-/// What this process can check a trail with: the store's key and the time the database
-/// started keying its chain.
-pub async fn verifier(store: &Store) -> Result<chain::Verifier<'_>, StoreError> {
-    Ok(chain::Verifier {
-        key: store.audit_key(),
-        keyed_since: store.keyed_since().await?,
-    })
-}
-
 /// Replays workflow `id` from its trail alone (`None`: no such workflow).
 pub async fn replay(store: &Store, id: &str) -> Result<Option<Checked>, StoreError> {
-    let verifier = verifier(store).await?;
+    let verifier = chain::Verifier {
+        key: store.audit_key(),
+        plain: store.plain_links(id).await?,
+    };
     check(store, id, verifier).await
 }
 
@@ -144,13 +207,7 @@ async fn check(
         return Ok(None);
     };
     let trail = store.trail(id).await?;
-    let report = replay_trail(
-        &trail,
-        &loaded.row.trail_head,
-        verifier,
-        &loaded.definition_source,
-        &loaded.state,
-    );
+    let report = replay_trail(&trail, verifier, &loaded);
     Ok(Some(Checked {
         loaded,
         trail,
@@ -165,13 +222,18 @@ pub async fn verify_each<E: From<StoreError>>(
     since: Option<DateTime<Utc>>,
     mut each: impl FnMut(Checked) -> Result<(), E>,
 ) -> Result<(), E> {
-    let verifier = verifier(store).await?;
+    let key_in_use = store.key_first_used().await?.is_some();
+    let legacy = store.legacy_trails().await?;
     let mut workflows = store.list(None).await?;
     workflows.reverse();
     for row in workflows
         .iter()
         .filter(|r| since.is_none_or(|s| r.created_at >= s))
     {
+        let verifier = chain::Verifier {
+            key: store.audit_key(),
+            plain: PlainLinks::of(key_in_use, legacy.get(&row.id).copied()),
+        };
         if let Some(checked) = check(store, &row.id, verifier).await? {
             each(checked)?;
         }

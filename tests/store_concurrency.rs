@@ -62,7 +62,7 @@ async fn racing_appends_all_land_and_the_chain_holds() {
             &wf.trail_head,
             chain::Verifier {
                 key: engine.store().audit_key(),
-                keyed_since: engine.store().keyed_since().await.unwrap(),
+                plain: engine.store().plain_links(&wf.id).await.unwrap(),
             }
         ),
         Ok(())

@@ -6,9 +6,15 @@
 //! access to the database can edit a record and recompute every later link, so it proves
 //! order but not authorship. Version 1 is HMAC-SHA256 under the audit key
 //! (`OFFBOARD_AUDIT_KEY`), written as `hmac1:` followed by the hex MAC: without the key
-//! nobody can produce a link that verifies. Trails written before the key existed keep
-//! their plain links and still verify; once a trail has a keyed link, a plain link after
-//! it is a break (a downgrade). The key is passed in: this module does no I/O.
+//! nobody can produce a link that verifies.
+//!
+//! Plain links are accepted only where no key could have written them. In a database that
+//! never used the key, every trail is plain. Once the key is in use, the store lists, once,
+//! the trails that held plain links at that moment (the legacy trails, each with the
+//! position of its last plain record); from then on a plain link is a break anywhere else,
+//! whatever its date — a date is part of the record and anyone rewriting it can choose
+//! it. In any trail, a plain link after a keyed one is a break (a downgrade). The key and
+//! the legacy list are passed in ([`Verifier`]): this module does no I/O.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use hmac::{Hmac, KeyInit, Mac};
@@ -127,16 +133,37 @@ pub struct Link<'a> {
     pub hash: &'a str,
 }
 
-/// What a verifier knows beyond the trail: the key, and since when this database has
-/// written keyed links (its earliest keyed record). A plain link written at or after that
-/// time can only be a rewrite by someone without the key, even when the whole trail was
-/// rewritten plain.
+/// Which plain (version 0) links a trail may hold, besides none after a keyed one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlainLinks {
+    /// The database has never used the audit key: plain links stand.
+    #[default]
+    Accepted,
+    /// The audit key is in use: a plain link stands only at a position up to this one.
+    /// For a legacy trail, the position of its last plain record when the key was first
+    /// used; 0 for every other trail (none of its links may be plain).
+    Through(i32),
+}
+
+impl PlainLinks {
+    /// The rule for one trail: `key_in_use` says whether the database has recorded the
+    /// key's first use, `legacy` the position the trail was listed with then, if it was.
+    pub fn of(key_in_use: bool, legacy: Option<i32>) -> PlainLinks {
+        match (key_in_use, legacy) {
+            (false, _) => PlainLinks::Accepted,
+            (true, through) => PlainLinks::Through(through.unwrap_or(0)),
+        }
+    }
+}
+
+/// What a verifier knows beyond the trail: the key, and which plain links the trail may
+/// hold (see [`PlainLinks`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Verifier<'a> {
     /// The audit key; without it keyed links cannot be checked.
     pub key: Option<&'a AuditKey>,
-    /// The time of the database's first keyed record, if it has any.
-    pub keyed_since: Option<DateTime<Utc>>,
+    /// Where plain links stand in this trail.
+    pub plain: PlainLinks,
 }
 
 /// Whether one record's stored link is the one its content gives; `Err` says why not.
@@ -157,14 +184,19 @@ fn check_link(v: Verifier<'_>, prev: &str, l: &Link<'_>, after_keyed: bool) -> R
         None if after_keyed => Err(
             "a plain link after keyed ones (the trail was rewritten without the audit key)".into(),
         ),
-        None if v.keyed_since.is_some_and(|t| stored_time(l.at) >= stored_time(t)) => Err(
-            "a plain link written after this database's chain was keyed (rewritten without the audit key)"
-                .into(),
-        ),
-        None if plain_link(prev, l.seq, l.at, l.body) != l.hash => {
-            Err("its content does not match its hash (edited)".into())
-        }
-        None => Ok(()),
+        None => match v.plain {
+            PlainLinks::Through(0) => Err(
+                "a plain link in a trail that was not plain when this database's chain was keyed (rewritten without the audit key)"
+                    .into(),
+            ),
+            PlainLinks::Through(last) if l.seq > last => Err(format!(
+                "a plain link past the {last} records this trail held when the chain was keyed (rewritten without the audit key)"
+            )),
+            _ if plain_link(prev, l.seq, l.at, l.body) != l.hash => {
+                Err("its content does not match its hash (edited)".into())
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -214,7 +246,7 @@ mod tests {
     fn with(key: Option<&AuditKey>) -> Verifier<'_> {
         Verifier {
             key,
-            keyed_since: None,
+            plain: PlainLinks::Accepted,
         }
     }
 
@@ -344,23 +376,47 @@ mod tests {
         );
     }
 
+    /// Once the key is in use, dates prove nothing: a keyed trail rewritten plain is a
+    /// break whatever time its records claim, unless it is a legacy trail, and then only
+    /// within the part that was plain when the key was first used.
     #[test]
-    fn a_trail_rewritten_plain_after_the_key_arrived_is_detected() {
+    fn once_the_key_is_in_use_plain_links_stand_only_in_legacy_trails() {
         let key = AuditKey::new(*b"k").unwrap();
-        let c = chain(&["a", "b"], &[Some(&key)]);
-        let (plain, head) = rewrite(&c, 0, None);
-        assert_eq!(verify(&links(&plain), &head, with(Some(&key))), Ok(()));
-        let since = Verifier {
+        let keyed = chain(&["a", "b"], &[Some(&key)]);
+        let (plain, head) = rewrite(&keyed, 0, None);
+        let rule = |plain| Verifier {
             key: Some(&key),
-            keyed_since: Some(c[0].1),
+            plain,
         };
-        assert_eq!(verify(&links(&plain), &head, since).unwrap_err().0, 0);
-        // Trails from before the cut-over still verify.
-        let later = Verifier {
-            key: Some(&key),
-            keyed_since: Some(c[0].1 + chrono::Duration::seconds(1)),
-        };
-        assert_eq!(verify(&links(&plain), &head, later), Ok(()));
+        // A database that never used the key cannot tell.
+        assert_eq!(
+            verify(&links(&plain), &head, rule(PlainLinks::Accepted)),
+            Ok(())
+        );
+        // One that did refuses it at its first record, listed as legacy or not.
+        for listed in [None, Some(0)] {
+            let v = rule(PlainLinks::of(true, listed));
+            assert_eq!(verify(&links(&plain), &head, v).unwrap_err().0, 0);
+        }
+
+        // A legacy trail: two plain records when the key arrived, keyed ones after.
+        let legacy = chain(&["a", "b", "c", "d"], &[None, None, Some(&key)]);
+        let head = legacy[3].4.clone();
+        let v = rule(PlainLinks::of(true, Some(2)));
+        assert_eq!(verify(&links(&legacy), &head, v), Ok(()));
+        // Its keyed records rewritten plain: a break at the first of them.
+        let (downgraded, head) = rewrite(&legacy, 2, None);
+        assert_eq!(verify(&links(&downgraded), &head, v).unwrap_err().0, 2);
+        // A plain record added past the listed part, even with no keyed one before it.
+        let grown = chain(&["a", "b", "c"], &[None]);
+        assert_eq!(verify(&links(&grown), &grown[2].4, v).unwrap_err().0, 2);
+        // Its plain part edited and relinked: plain SHA-256 cannot tell (the limit of
+        // version 0), but the keyed record after it no longer points at it.
+        let (edited, head) = rewrite(&legacy[..2], 0, None);
+        let mut relinked = edited.clone();
+        relinked.extend(legacy[2..].iter().cloned());
+        assert_eq!(verify(&links(&edited), &head, v), Ok(()));
+        assert_eq!(verify(&links(&relinked), &legacy[3].4, v).unwrap_err().0, 2);
     }
 
     #[test]

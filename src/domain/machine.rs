@@ -214,7 +214,8 @@ pub enum Record {
         attempt: u32,
         /// The error.
         error: StepError,
-        /// The random draw used for jitter, kept so replay recomputes the same timer.
+        /// The random draw the runner used for jitter (evidence of how `retry_at` was
+        /// chosen; replay checks `retry_at` against the policy's bounds, not this draw).
         jitter: f64,
         /// When the next attempt is due; `None` when there is none.
         retry_at: Option<DateTime<Utc>>,
@@ -378,6 +379,9 @@ pub fn step_result(
     }
 }
 
+/// When the runner retries a failed attempt: the policy's delay for this attempt, with the
+/// runner's jitter draw, after `at`; `None` when the error is not retryable or no attempt
+/// is left.
 fn retry_time(
     state: &State,
     def: &Definition,
@@ -390,11 +394,61 @@ fn retry_time(
     if !error.retryable {
         return None;
     }
-    let counted = attempt.saturating_sub(state.steps[step].attempts_before_retry);
-    let delay = def
-        .policy(step)
-        .delay_after(counted, jitter, error.retry_after_ms)?;
+    let delay = def.policy(step).delay_after(
+        counted_attempt(state, step, attempt),
+        jitter,
+        error.retry_after_ms,
+    )?;
     Some(at + chrono::Duration::from_std(delay).ok()?)
+}
+
+/// The attempt as the step's policy counts it: from the last operator `retry` on.
+fn counted_attempt(state: &State, step: usize, attempt: u32) -> u32 {
+    attempt.saturating_sub(state.steps[step].attempts_before_retry)
+}
+
+/// Checks a recorded retry time against the step's policy: none exactly when the error is
+/// not retryable or no attempt is left; otherwise a time after the failure (at `at`)
+/// within the delays the policy allows for this attempt ([`RetryPolicy::delay_bounds`]).
+/// The time itself is data: it is not recomputed from the recorded jitter draw, so a
+/// change in the delay generator's arithmetic does not break historical trails.
+///
+/// [`RetryPolicy::delay_bounds`]: super::retry::RetryPolicy::delay_bounds
+fn check_retry_time(
+    state: &State,
+    def: &Definition,
+    step: usize,
+    attempt: u32,
+    error: &StepError,
+    at: DateTime<Utc>,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<(), Violation> {
+    let bounds = if error.retryable {
+        def.policy(step)
+            .delay_bounds(counted_attempt(state, step, attempt), error.retry_after_ms)
+    } else {
+        None
+    };
+    match (bounds, retry_at) {
+        (None, None) => Ok(()),
+        (None, Some(when)) => violation(format!(
+            "a retry at {} where the policy allows no further attempt",
+            when.to_rfc3339()
+        )),
+        (Some(_), None) => violation("no retry time where the policy allows another attempt"),
+        (Some(bounds), Some(when)) => {
+            let delay = (when - at).to_std().ok();
+            if delay.is_some_and(|d| bounds.admits(d)) {
+                return Ok(());
+            }
+            violation(format!(
+                "a retry {} ms after the failure, outside the policy's {}–{} ms",
+                (when - at).num_milliseconds(),
+                bounds.shortest.as_millis(),
+                bounds.longest.as_millis()
+            ))
+        }
+    }
 }
 
 /// Why a record cannot follow the state it was applied to.
@@ -520,16 +574,11 @@ pub fn apply(
             step,
             attempt,
             error,
-            jitter,
             retry_at,
+            ..
         } => {
             running(&s, *step, *attempt)?;
-            let expected = retry_time(&s, def, *step, *attempt, error, at, *jitter);
-            if expected != *retry_at {
-                return violation(format!(
-                    "retry time {retry_at:?} differs from the policy's {expected:?}"
-                ));
-            }
+            check_retry_time(&s, def, *step, *attempt, error, at, *retry_at)?;
             let st = &mut s.steps[*step];
             st.state = StepState::Failed;
             st.error_code = Some(error.code);
@@ -864,5 +913,73 @@ action = "t.remove"
             ),
         ];
         assert!(fold(&d, &early).is_err());
+    }
+
+    /// `trail` with every recorded retry time replaced by what `change` makes of it.
+    fn with_retry_times(
+        trail: &[(DateTime<Utc>, Record)],
+        change: impl Fn(Option<DateTime<Utc>>) -> Option<DateTime<Utc>>,
+    ) -> Vec<(DateTime<Utc>, Record)> {
+        let mut out = trail.to_vec();
+        for (_, r) in out.iter_mut() {
+            if let Record::StepFailed { retry_at, .. } = r {
+                *retry_at = change(*retry_at);
+            }
+        }
+        out
+    }
+
+    /// Retry times are data checked against the policy's bounds: a time 1 ms off what
+    /// today's arithmetic computes (another release of the generator) still folds, and so
+    /// does any jitter draw within the policy; a time outside the bounds, a missing one
+    /// while attempts remain, and one after the last attempt do not.
+    #[test]
+    fn retry_times_are_checked_against_the_policys_bounds() {
+        let d = def();
+        let retried = drive(vec![
+            Ok(StepOutput::summary("found")),
+            transient(),
+            Ok(StepOutput::summary("gone")),
+        ]);
+        let ms = chrono::Duration::milliseconds;
+        // A whole trail whose retry time is 1 ms before today's computation.
+        let earlier = with_retry_times(&retried, |t| t.map(|t| t - ms(1)));
+        assert_eq!(fold(&d, &earlier).unwrap().status, Status::Completed);
+        // The trail while it waits: recorded 1250 ms after the failure, where the policy
+        // allows 1000–1500 ms (a retry started before its recorded time is refused on its
+        // own, so later times are tried on the waiting trail).
+        let failed = retried
+            .iter()
+            .position(|(_, r)| r.kind() == "step_failed")
+            .unwrap();
+        let waiting = &retried[..=failed];
+        for shift in [-250, -1, 1, 250, 251] {
+            let moved = with_retry_times(waiting, |t| t.map(|t| t + ms(shift)));
+            assert!(fold(&d, &moved).is_ok(), "shifted by {shift} ms");
+        }
+        for shift in [-252, 252, 60_000, -1_250, -5_000] {
+            let moved = with_retry_times(waiting, |t| t.map(|t| t + ms(shift)));
+            let (at, why) = fold(&d, &moved).unwrap_err();
+            assert_eq!(at, failed, "shifted by {shift} ms: {why}");
+        }
+        assert!(fold(&d, &with_retry_times(&retried, |_| None)).is_err());
+
+        let exhausted = drive(vec![
+            Ok(StepOutput::summary("found")),
+            transient(),
+            transient(),
+            transient(),
+        ]);
+        assert!(fold(&d, &exhausted).is_ok());
+        let one_more = with_retry_times(&exhausted, |t| t.or(Some(t_after_last(&exhausted))));
+        assert!(fold(&d, &one_more).is_err());
+        let fatal = drive(vec![Err(StepError::fatal(Code::Smt100B, "expired"))]);
+        let retried_fatal = with_retry_times(&fatal, |_| Some(t(10)));
+        assert!(fold(&d, &retried_fatal).is_err());
+    }
+
+    /// A time after every record of `trail`.
+    fn t_after_last(trail: &[(DateTime<Utc>, Record)]) -> DateTime<Utc> {
+        trail.last().unwrap().0 + chrono::Duration::seconds(1)
     }
 }

@@ -359,6 +359,7 @@ impl Store {
     ) -> Result<Result<Appended, TrailEnd>, StoreError> {
         let Fence { id, lease, end } = fence;
         let d = self.dialect();
+        let key = self.writing_key().await?;
         // Chain the records first: the row update carries the new head.
         let mut links = Vec::with_capacity(records.len());
         let (mut seq, mut prev) = (end.seq, end.head.clone());
@@ -367,7 +368,7 @@ impl Store {
             let at = chain::stored_time(*at);
             let body = serde_json::to_string(record)?;
             seq += 1;
-            let hash = chain::link(self.audit_key(), &prev, seq, at, &body);
+            let hash = chain::link(key, &prev, seq, at, &body);
             links.push(Link {
                 seq,
                 prev: prev.clone(),
@@ -557,6 +558,7 @@ impl Store {
         record: &Record,
     ) -> Result<(), StoreError> {
         let d = self.dialect();
+        let key = self.writing_key().await?;
         let txn = self.db.begin().await?;
         let row = txn
             .query_one_raw(d.stmt(
@@ -568,7 +570,7 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("workflow {id} vanished")))?;
         let seq: i32 = row.try_get("", "trail_seq")?;
         let prev: String = row.try_get("", "trail_head")?;
-        let hash = insert_record(&txn, self.audit_key(), id, seq, &prev, at, record).await?;
+        let hash = insert_record(&txn, key, id, seq, &prev, at, record).await?;
         let answered = if matches!(record, Record::CancelRefused { .. }) {
             ", cancel_requested_by = NULL"
         } else {

@@ -10,6 +10,7 @@
 mod budget;
 mod console;
 pub mod entities;
+mod key_use;
 mod leases;
 mod outbox;
 mod sql;
@@ -75,6 +76,9 @@ pub struct Store {
     db: DatabaseConnection,
     /// Keys the audit chain (see [`chain`]); without it, links are plain SHA-256.
     audit_key: Option<chain::AuditKey>,
+    /// Set once this handle has made sure the database records the key's use (see
+    /// [`key_use`]); writers take the key only after that.
+    key_recorded: Arc<tokio::sync::OnceCell<()>>,
     /// Definitions (by content hash) this handle has seen committed: definitions are
     /// never deleted, so an accept need not send them again.
     saved_definitions: Arc<StdMutex<HashSet<String>>>,
@@ -194,6 +198,7 @@ impl Store {
         Ok(Store {
             db: Database::connect(options).await?,
             audit_key: None,
+            key_recorded: Arc::default(),
             saved_definitions: Arc::default(),
         })
     }
@@ -237,6 +242,7 @@ impl Store {
     /// an HMAC under `key`, and replays check keyed links with it.
     pub fn with_audit_key(mut self, key: chain::AuditKey) -> Store {
         self.audit_key = Some(key);
+        self.key_recorded = Arc::default();
         self
     }
 
@@ -277,6 +283,7 @@ impl Store {
         brake: Option<u32>,
         hand_off: Option<HandOff<'_>>,
     ) -> Result<(Accepted, Vec<Claim>), StoreError> {
+        let key = self.writing_key().await?;
         let now = chain::stored_time(Utc::now());
         let backend = self.backend();
         let mut event_insert = event::Entity::insert(event::ActiveModel {
@@ -336,7 +343,7 @@ impl Store {
             for (i, record) in trail.iter().enumerate() {
                 let body = serde_json::to_string(record)?;
                 let seq = i as i32 + 1;
-                let hash = chain::link(self.audit_key(), &head, seq, now, &body);
+                let hash = chain::link(key, &head, seq, now, &body);
                 links.push(leases::audit_row(
                     &wf.id, seq, &head, now, record, &body, &hash,
                 ));
@@ -525,21 +532,6 @@ impl Store {
             .order_by_asc(workflow::Column::Connection)
             .all(&self.db)
             .await?)
-    }
-
-    /// When this database wrote its first keyed audit link (see
-    /// [`chain::Verifier::keyed_since`]); `None` before any.
-    pub async fn keyed_since(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        use sea_orm::QuerySelect;
-        let first: Option<DateTime<Utc>> = audit::Entity::find()
-            .select_only()
-            .column(audit::Column::At)
-            .filter(audit::Column::Hash.starts_with("hmac1:"))
-            .order_by_asc(audit::Column::At)
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        Ok(first)
     }
 
     /// Removes finished workflows `ids` with their audit records (and their events once no
