@@ -24,6 +24,9 @@ pub const ACTIONS: &[&str] = &[
     "smartsheet.confirm_removed",
 ];
 
+/// The actions that remove or deactivate the account (see [`crate::apps::ends_account`]).
+pub const ENDS_ACCOUNT: &[&str] = &["smartsheet.remove_user"];
+
 /// The actions that only read: their start need not be durable before they run (a read
 /// repeated after a crash changes nothing), so the runner commits them with what follows.
 /// `tests/smartsheet_flow.rs` checks from the trails that they make no other request.
@@ -99,31 +102,79 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .await
         .map_err(api(Area::Users))?
         .unwrap_or(found);
-    protect(client, ctx, &user).await?;
+    protect(client, ctx, Subject::of(&user)).await?;
     Ok(
         StepOutput::summary(format!("found user {} ({})", user.id, user.email))
             .fact("user_id", user.id)
+            .fact("user_email", user.email.as_str())
             .fact("entitlements_before", entitlements(&user)),
     )
 }
 
-/// Refuses, before any write, to touch a protected person (`SMT-112-B`). Only a System
-/// Admin can own offboard's token (the token must manage users), so `/users/me` is asked
-/// only when an admin may otherwise be removed.
-async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Result<(), Failure> {
-    let token_owner = user.admin
+/// Who a protection check is about: the user's id, email as Smartsheet spells it, and
+/// whether they are a System Admin.
+struct Subject<'a> {
+    id: i64,
+    email: &'a str,
+    admin: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// The user as the action has just read them.
+    fn of(user: &'a User) -> Self {
+        Subject {
+            id: user.id,
+            email: &user.email,
+            admin: user.admin,
+        }
+    }
+
+    /// The user as `find_user` recorded them (its admin role from the evidence, the email
+    /// as the event spells it when an older trail recorded no other).
+    fn recorded(ctx: &'a ActionContext<'_>) -> Result<Self, Failure> {
+        Ok(Subject {
+            id: user_id(ctx)?,
+            email: ctx
+                .fact_str("user_email")
+                .unwrap_or(&ctx.request.person_email),
+            admin: ctx
+                .facts
+                .get("entitlements_before")
+                .and_then(|e| e.get("admin"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// Refuses to touch a protected person (`SMT-112-B`), by the rules of the configuration
+/// this process runs with (`protected`, `allow_admins`). Asked by `find_user`, and again
+/// by every action that writes (`reassign_groups`, `revoke_licenses`, `remove_user`)
+/// right before its first write: that write may come hours of retries after `find_user`,
+/// in a process started with other rules. Only a System Admin can own offboard's token
+/// (the token must manage users), so `/users/me` is asked only when an admin may
+/// otherwise be removed.
+async fn protect(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    who: Subject<'_>,
+) -> Result<(), Failure> {
+    let token_owner = who.admin
         && client.guard.allow_admins
-        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == user.id;
-    let emails = [ctx.request.person_email.as_str(), user.email.as_str()];
+        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == who.id;
+    let emails = [ctx.request.person_email.as_str(), who.email];
     let person = Person {
         emails: &emails,
-        admin: user.admin,
+        admin: who.admin,
         token_owner,
     };
     match client.guard.refusal(person) {
         Some(why) => Err(Failure::fatal(
             Code::Smt112B,
-            format!("user {} ({}): {why}", user.id, user.email),
+            format!(
+                "user {} ({}): {why}; nothing was changed by this step",
+                who.id, who.email
+            ),
         )),
         None => Ok(()),
     }
@@ -205,6 +256,9 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
             owned.len()
         )));
     };
+    if !owned.is_empty() {
+        protect(client, ctx, Subject::recorded(ctx)?).await?;
+    }
     let mut moved = Vec::new();
     let mut left = Vec::new();
     for (id, name) in &owned {
@@ -281,6 +335,8 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         return Ok(StepOutput::summary("roles were already off")
             .fact("entitlements_after", entitlements(&after)));
     }
+    // The user was read just now: their admin role and email as they stand.
+    protect(client, ctx, Subject::of(&user)).await?;
     client
         .set_user_roles(id, &roles, ctx.calls)
         .await
@@ -309,6 +365,7 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .and_then(Value::as_str)
         == Some("PENDING");
     let recipient = ctx.fact_i64("recipient_id").filter(|_| !pending);
+    protect(client, ctx, Subject::recorded(ctx)?).await?;
     match client.remove_user(id, recipient, ctx.calls).await {
         Ok(()) => {}
         // Already removed (a crash after the DELETE, before its record): done. Only
