@@ -1258,6 +1258,60 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn protection_is_checked_again_right_before_each_write() {
+        // Each writing step, reached under rules that let the person go, is run again
+        // after the rules changed (a restart with a new `protected` list): it refuses
+        // before its own write.
+        for (i, action) in OFFBOARD.iter().enumerate() {
+            if READ_ONLY.contains(action) {
+                continue;
+            }
+            let mut run = Run::new().await;
+            let s = run.seed.clone();
+            let req = request(
+                EventType::Offboarding,
+                &s.leaver_email,
+                Some(&s.recipient_email),
+            );
+            run.steps(&req, &OFFBOARD[..i]).await.unwrap();
+            let before = run.writes();
+            run.client.guard.patterns = vec![s.leaver_email.to_uppercase()];
+            let err = run.step(&req, action).await.unwrap_err();
+            assert_eq!(err.code, Code::Post112B, "{action}: {}", err.message);
+            assert!(err.message.contains("protected pattern"), "{}", err.message);
+            assert_eq!(run.writes(), before, "{action} wrote");
+            assert!(run.sim.member(s.leaver_id).unwrap().active);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admin_role_given_after_find_is_seen_before_the_role_removal() {
+        let mut run = Run::new().await;
+        let s = run.seed.clone();
+        let req = request(
+            EventType::Offboarding,
+            &s.leaver_email,
+            Some(&s.recipient_email),
+        );
+        let upto = OFFBOARD
+            .iter()
+            .position(|a| *a == "postman.remove_workspace_roles")
+            .unwrap();
+        run.steps(&req, &OFFBOARD[..upto]).await.unwrap();
+        let before = run.writes();
+        // `remove_workspace_roles` reads the team list: the new role shows there.
+        run.sim
+            .update_member(s.leaver_id, |m| m.roles = vec!["admin".into()]);
+        let err = run
+            .step(&req, "postman.remove_workspace_roles")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::Post112B, "{}", err.message);
+        assert!(err.message.contains("administrator"), "{}", err.message);
+        assert_eq!(run.writes(), before);
+    }
+
     type Setup = Box<dyn FnOnce(&PostmanSim, &DemoSeed)>;
 
     async fn failing(setup: impl FnOnce(&PostmanSim, &DemoSeed), actions: &[&str]) -> StepError {

@@ -399,3 +399,134 @@ async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::apps::http::CallLog;
+    use crate::config::{AppKind, ConnectionConfig, Secret};
+    use crate::domain::machine::WorkflowRequest;
+    use offboard_simulators::smartsheet::{DemoSeed, SmartsheetSim};
+
+    const OFFBOARD: &[&str] = &[
+        "smartsheet.find_user",
+        "smartsheet.list_groups",
+        "smartsheet.check_recipient",
+        "smartsheet.reassign_groups",
+        "smartsheet.revoke_licenses",
+        "smartsheet.remove_user",
+    ];
+
+    /// A seeded account, a client for it, and the facts of the steps run so far.
+    struct Run {
+        sim: SmartsheetSim,
+        seed: DemoSeed,
+        client: Client,
+        facts: Map<String, Value>,
+    }
+
+    impl Run {
+        async fn new() -> Run {
+            let sim = SmartsheetSim::start().await.unwrap();
+            let seed = sim.seed_demo();
+            let config = ConnectionConfig {
+                app: AppKind::Smartsheet,
+                base_url: sim.base_url(),
+                token_env: "UNUSED".into(),
+                requests_per_minute: 60_000,
+                timeout_secs: 2,
+                protected: Vec::new(),
+                allow_admins: false,
+            };
+            let client = Client::new(&config, Secret::new(&seed.token))
+                .unwrap()
+                .with_call_retry(crate::apps::retry::CallRetry::never());
+            Run {
+                sim,
+                seed,
+                client,
+                facts: Map::new(),
+            }
+        }
+
+        fn request(&self) -> WorkflowRequest {
+            WorkflowRequest {
+                event_id: "evt-1".into(),
+                source: "test".into(),
+                event_time: None,
+                event_type: EventType::Offboarding,
+                connection: "smartsheet".into(),
+                app: "smartsheet".into(),
+                person_email: self.seed.leaver_email.clone(),
+                transfer_to: Some(self.seed.recipient_email.clone()),
+                not_before: None,
+            }
+        }
+
+        async fn step(&mut self, action: &str) -> Result<StepOutput, StepError> {
+            let log = CallLog::discard();
+            let req = self.request();
+            let ctx = ActionContext {
+                request: &req,
+                facts: &self.facts,
+                calls: &log,
+            };
+            let result = perform(&self.client, action, &ctx).await;
+            let out = crate::apps::failure::settle(result, |e, area| {
+                super::super::errors::run_error(&self.client, e, area, &log)
+            })
+            .await?;
+            self.facts.extend(out.facts.clone());
+            Ok(out)
+        }
+
+        fn writes(&self) -> usize {
+            self.sim
+                .calls()
+                .iter()
+                .filter(|c| c.method != "GET")
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn protection_is_checked_again_right_before_each_write() {
+        // Each writing step, reached under rules that let the person go, runs after the
+        // rules changed (a restart with a new `protected` list): it refuses before its
+        // own write.
+        for (i, action) in OFFBOARD.iter().enumerate() {
+            if READ_ONLY.contains(action) {
+                continue;
+            }
+            let mut run = Run::new().await;
+            for earlier in &OFFBOARD[..i] {
+                run.step(earlier).await.unwrap();
+            }
+            let before = run.writes();
+            run.client.guard.patterns = vec![run.seed.leaver_email.to_uppercase()];
+            let err = run.step(action).await.unwrap_err();
+            assert_eq!(err.code, Code::Smt112B, "{action}: {}", err.message);
+            assert!(err.message.contains("protected pattern"), "{}", err.message);
+            assert_eq!(run.writes(), before, "{action} wrote");
+            assert!(run.sim.user(run.seed.leaver_id).is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admin_role_given_after_find_is_seen_before_the_licences_go() {
+        let mut run = Run::new().await;
+        for action in &OFFBOARD[..4] {
+            run.step(action).await.unwrap();
+        }
+        let before = run.writes();
+        // `revoke_licenses` reads the user right before its write: the new role shows.
+        let leaver = run.seed.leaver_id;
+        run.sim.update_user(leaver, |u| u.admin = true);
+        let err = run.step("smartsheet.revoke_licenses").await.unwrap_err();
+        assert_eq!(err.code, Code::Smt112B, "{}", err.message);
+        assert!(err.message.contains("administrator"), "{}", err.message);
+        assert_eq!(run.writes(), before);
+    }
+}
