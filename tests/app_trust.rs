@@ -391,3 +391,79 @@ async fn a_pattern_protected_while_a_removal_waits_on_its_retry_stops_it_before_
     assert_eq!(code, 0, "{out}{err}");
     procs.terminate(second, 30).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_check_print_app_messages_escaped() {
+    use offboard_simulators::postman::{Fault, FaultKind};
+    const HOSTILE: &str = "no\u{1b}[2J\rforged: OK\nline";
+    let hostile = |path: &str, times: u32| {
+        Fault::new(
+            path,
+            FaultKind::Reply {
+                status: 400,
+                body: serde_json::json!({"error": {"name": "badRequest", "message": HOSTILE}}),
+            },
+        )
+        .method("GET")
+        .times(times)
+    };
+    let org = org().await;
+    let team = postman_team().await;
+    let (url, _) = fresh_database(Db::Postgres).await;
+    let names = amqp_names();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_postman(
+        dir.path(),
+        &url,
+        &names,
+        &org.sim.base_url(),
+        &team.sim.base_url(),
+    );
+    let run = |args: &[&str]| {
+        let out = command(&config)
+            .args(args)
+            .env(POSTMAN_TOKEN_ENV, POSTMAN_KEY)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let safe = |out: &str| {
+        assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+        assert!(out.contains("no\\u{1b}[2J\\rforged: OK\\nline"), "{out}");
+    };
+
+    // `check`: the team list answers with the hostile message.
+    team.sim.inject(hostile("/users", 1));
+    let out = run(&["check", "postman"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    safe(&out);
+
+    // `retry`: a workflow failed on that message fails on it again.
+    let engine = postman_engine(
+        postman_config(&url, names, &team.sim.base_url()),
+        POSTMAN_KEY,
+    )
+    .await;
+    let body = event_for(
+        "hostile-1",
+        "offboarding.requested",
+        &team.seed.leaver_email,
+        &[],
+    );
+    let request = offboard::domain::event::parse(&body, &["postman".into()]).unwrap();
+    team.sim.inject(hostile("/users", 2));
+    engine
+        .accept(&request, &String::from_utf8_lossy(&body))
+        .await
+        .unwrap()
+        .unwrap();
+    engine
+        .run_until_settled(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let row = &engine.store().by_event("hostile-1").await.unwrap()[0];
+    assert_eq!(row.state, "failed", "{:?}", row.error_message);
+    let out = run(&["retry", &row.id, "--by", "operator@example.com"]);
+    assert!(out.contains("failed (POST-"), "{out}");
+    safe(&out);
+}
