@@ -357,12 +357,12 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Smt112B,
         app: "smartsheet",
-        condition: "Before its first write, the workflow found that the person is protected on this connection: they own the token offboard uses, they are a System Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. Nothing was changed.",
+        condition: "Before its first write, or again right before a later step's write (the rules checked are those of the configuration the driving process runs with, so a `protected` pattern added while a workflow waits on a retry still stops it), the workflow found that the person is protected on this connection: they own the token offboard uses, they are a System Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. The step that found it changed nothing; what earlier steps did is in `offboard history`.",
         retryable: false,
         message: "The person is protected: offboard will not remove or downgrade them here",
         remedy: &[
             "Run `offboard show <workflow-id>`: the error message says which rule applied.",
-            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; nothing was changed in Smartsheet.",
+            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; when the refusal came at `find-user` nothing was changed in Smartsheet, otherwise `offboard history <workflow-id>` lists the earlier steps' changes to undo by hand.",
             "If the person really leaves, a Smartsheet System Admin removes them by hand in Admin Center, after taking back their System Admin role and, if they own offboard's token, after giving offboard a token of another System Admin.",
             "To let offboard do it instead, change the connection (`allow_admins = true`, or the `protected` list), restart `offboard serve` and run `offboard retry <workflow-id>`.",
         ],
@@ -383,13 +383,14 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Smt199B,
         app: "smartsheet",
-        condition: "Smartsheet answered with an error response (HTTP status and errorCode) that no other SMT code covers; it is not retried.",
+        condition: "Smartsheet answered with an error response (HTTP status and errorCode) that no other SMT code covers, or with a redirect (3xx), which offboard never follows so that its token is sent to `base_url` only (the message names the redirect's target, without its query); it is not retried. A connection check meeting a redirect reports it too.",
         retryable: false,
         message: "Smartsheet returned an error that no specific code covers",
         remedy: &[
             "Run `offboard history <workflow-id>` and read the HTTP status, errorCode, message and refId recorded for the failed step.",
             "Look the errorCode up in Smartsheet's API error reference to learn what the request was missing.",
             "Fix the cause in Smartsheet, in the event or in `offboard.toml`, then run `offboard retry <workflow-id>`.",
+            "If the message says `a redirect to`, `base_url` points at an address that forwards (an old host name, http instead of https, a proxy): set `base_url` in `offboard.toml` to the address the redirect names, if you trust it, and run `offboard check`.",
             "If the error still makes no sense, report it to Smartsheet Support with the refId.",
         ],
     },
@@ -584,12 +585,12 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Post112B,
         app: "postman",
-        condition: "Before its first write, the workflow found that the person is protected on this connection: they own the API key offboard uses, they are a team Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. Nothing was changed.",
+        condition: "Before its first write, or again right before a later step's write (the rules checked are those of the configuration the driving process runs with, so a `protected` pattern added while a workflow waits on a retry still stops it), the workflow found that the person is protected on this connection: they own the API key offboard uses, they are a team Admin and the connection does not set `allow_admins = true`, or their email matches one of the connection's `protected` patterns. The step that found it changed nothing; what earlier steps did is in `offboard history`.",
         retryable: false,
         message: "The person is protected: offboard will not remove or downgrade them here",
         remedy: &[
             "Run `offboard show <workflow-id>`: the error message says which rule applied.",
-            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; nothing was changed in Postman.",
+            "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; when the refusal came at `find-member` nothing was changed in Postman, otherwise `offboard history <workflow-id>` lists the earlier steps' changes to undo by hand.",
             "If the person really leaves, a Postman team Admin removes them by hand in Team Settings, after taking back their Admin role and, if offboard's API key is theirs, after giving offboard a key of another Admin.",
             "To let offboard do it instead, change the connection (`allow_admins = true`, or the `protected` list), restart `offboard serve` and run `offboard retry <workflow-id>`.",
         ],
@@ -610,13 +611,14 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Post199B,
         app: "postman",
-        condition: "Postman answered with an error response (HTTP status and error name) that no other POST code covers; it is not retried.",
+        condition: "Postman answered with an error response (HTTP status and error name) that no other POST code covers, or with a redirect (3xx), which offboard never follows so that its API and SCIM keys are sent to `base_url` only (the message names the redirect's target, without its query); it is not retried. A connection check meeting a redirect reports it too.",
         retryable: false,
         message: "Postman returned an error that no specific code covers",
         remedy: &[
             "Run `offboard history <workflow-id>` and read the HTTP status, error name and message recorded for the failed step.",
             "Compare them with the Postman API reference for the endpoint that failed to learn what the request was missing.",
             "Fix the cause in Postman, in the event or in `offboard.toml`, then run `offboard retry <workflow-id>`.",
+            "If the message says `a redirect to`, `base_url` points at an address that forwards (an old host name, http instead of https, a proxy): set `base_url` in `offboard.toml` to the address the redirect names, if you trust it, and run `offboard check`.",
             "If the error still makes no sense, report it to Postman support with the recorded response.",
         ],
     },

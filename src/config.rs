@@ -173,9 +173,10 @@ impl IntakeConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Offboarding events accepted in any hour (counted in the database, across every
-    /// `serve` process) past which new offboardings are created `held` until an operator
-    /// releases them. Absent: no brake.
+    /// Workflows that remove or deactivate an account (every offboarding, a Postman
+    /// licence reclaim; not a Smartsheet one) created in any hour, counted in the
+    /// database across every `serve` process, past which new ones are created `held`
+    /// until an operator releases them. Absent: no brake.
     pub max_offboardings_per_hour: Option<u32>,
 }
 

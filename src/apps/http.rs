@@ -6,6 +6,13 @@
 //! What an app sends back is bounded: a body is read up to [`MAX_BODY_BYTES`] and no
 //! further, and list loops stop after [`MAX_PAGES`] pages, so a broken or hostile API can
 //! neither exhaust memory nor keep a step paging forever; both end in the app's `-199-B`.
+//!
+//! No redirect is followed. The credential goes in a header built for each request, and
+//! reqwest, following a redirect to another origin, drops `Authorization` but not a custom
+//! header such as Postman's `X-Api-Key`: a `307` to another port would carry the key
+//! away. So a `3xx` answer is [`CallFailure::Redirected`], naming where it pointed (query
+//! stripped, so no token in a URL is repeated), and each app maps it to its `-199-B`,
+//! never retried.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,7 +22,7 @@ use futures_util::future::BoxFuture;
 
 use tokio::time::Instant as TokioInstant;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -223,11 +230,59 @@ pub struct Reply {
     pub oversized: bool,
 }
 
-/// A call that got no HTTP response.
+/// A call that brought back no answer to read.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TransportError {
-    /// What went wrong (timeout, refused, reset…), without secrets.
-    pub message: String,
+pub enum CallFailure {
+    /// No HTTP response came (timeout, refused, reset…); the message has no secret.
+    NoResponse(String),
+    /// The app answered with a redirect (`status` 3xx), which is not followed; the
+    /// message names the method, the path and the target ([`redirect_message`]).
+    Redirected {
+        /// The 3xx status.
+        status: u16,
+        /// What happened, the target escaped and without its query.
+        message: String,
+    },
+}
+
+/// The longest redirect target a message repeats (a `Location` can be kilobytes long).
+const MAX_TARGET_CHARS: usize = 200;
+
+/// Where a redirect pointed, fit for a message: `location` resolved against the request's
+/// URL, without user info, query or fragment (they may hold tokens), at most
+/// [`MAX_TARGET_CHARS`] characters. Quote it with `{:?}` to escape it.
+pub fn redirect_target(request_url: &str, location: Option<&str>) -> String {
+    let Some(location) = location else {
+        return "nowhere (no Location header)".into();
+    };
+    let target = match url::Url::parse(request_url).and_then(|base| base.join(location)) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            // Only URLs with a host have user info to clear; for the others these fail
+            // and there is nothing to clear.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        // Not a URL: its text up to any query or fragment.
+        Err(_) => location
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    match target.char_indices().nth(MAX_TARGET_CHARS) {
+        Some((cut, _)) => format!("{}…", &target[..cut]),
+        None => target,
+    }
+}
+
+/// Why a redirect answer ends the call: `METHOD path: answered 307, a redirect to "…"`.
+pub fn redirect_message(method: &Method, path: &str, status: u16, target: &str) -> String {
+    format!(
+        "{method} {path}: answered {status}, a redirect to {target:?}; offboard follows no redirect, so its credential never leaves the configured base_url"
+    )
 }
 
 /// An authenticated JSON client for one connection.
@@ -258,6 +313,8 @@ impl ApiHttp {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("offboard/", env!("CARGO_PKG_VERSION")))
+            // See the module's documentation: a redirect is an answer, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(ApiHttp {
             client,
@@ -300,7 +357,8 @@ impl ApiHttp {
         self.pacer.share(budget, source);
     }
 
-    /// Sends one request; `error_code_of` extracts the app's error code from a body.
+    /// Sends one request; `error_code_of` extracts the app's error code from a body. A
+    /// redirect is not followed: it comes back as [`CallFailure::Redirected`].
     pub async fn call(
         &self,
         method: Method,
@@ -308,19 +366,22 @@ impl ApiHttp {
         body: Option<&Value>,
         log: &CallLog,
         error_code_of: fn(&Value) -> Option<i64>,
-    ) -> Result<Reply, TransportError> {
+    ) -> Result<Reply, CallFailure> {
         if let Some(plan) = self.dry_run.as_ref().filter(|_| is_write(&method)) {
             // Not sent, so not paced or logged as a call: the plan lists it instead.
             return Ok(plan.write(method.as_str(), path, body));
         }
         self.pacer.wait().await;
-        let mut value = self.auth_header_value().map_err(|_| TransportError {
-            message: "the credential contains characters not allowed in a header".into(),
+        let mut value = self.auth_header_value().map_err(|_| {
+            CallFailure::NoResponse(
+                "the credential contains characters not allowed in a header".into(),
+            )
         })?;
         value.set_sensitive(true);
+        let url = format!("{}{path}", self.base_url);
         let mut request = self
             .client
-            .request(method.clone(), format!("{}{path}", self.base_url))
+            .request(method.clone(), &url)
             .header(self.auth_header.clone(), value);
         if let Some(body) = body {
             request = request.json(body);
@@ -350,6 +411,16 @@ impl ApiHttp {
                     error_code,
                     duration_ms,
                 });
+                if (300..400).contains(&status) {
+                    let location = headers
+                        .get(LOCATION)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    let target = redirect_target(&url, location.as_deref());
+                    return Err(CallFailure::Redirected {
+                        status,
+                        message: redirect_message(&method, path, status, &target),
+                    });
+                }
                 let retry_after_ms = headers
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
@@ -382,9 +453,7 @@ impl ApiHttp {
                 } else {
                     "connection failed"
                 };
-                Err(TransportError {
-                    message: format!("{method} {path}: {kind}"),
-                })
+                Err(CallFailure::NoResponse(format!("{method} {path}: {kind}")))
             }
         }
     }
@@ -484,6 +553,112 @@ mod tests {
         // (what is in flight in socket buffers is all that passes the cap).
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         assert!(sent < 24 * 1024 * 1024, "{sent} bytes were sent");
+    }
+
+    #[test]
+    fn redirect_targets_lose_user_info_query_and_fragment_and_are_bounded() {
+        let asked = "http://127.0.0.1:8080/api/users/me";
+        for (location, expected) in [
+            (
+                Some("http://127.0.0.1:9999/users/me?token=abc#top"),
+                "http://127.0.0.1:9999/users/me",
+            ),
+            (Some("/elsewhere?key=v"), "http://127.0.0.1:8080/elsewhere"),
+            (Some("next"), "http://127.0.0.1:8080/api/users/next"),
+            (
+                Some("https://who:pw@evil.example/x"),
+                "https://evil.example/x",
+            ),
+            (None, "nowhere (no Location header)"),
+        ] {
+            assert_eq!(redirect_target(asked, location), expected, "{location:?}");
+        }
+        let long = format!("http://evil.example/{}", "a".repeat(5000));
+        let cut = redirect_target(asked, Some(&long));
+        assert_eq!(cut.chars().count(), MAX_TARGET_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        // What came from the app is quoted and escaped in the message.
+        let message = redirect_message(&Method::DELETE, "/users/7", 307, "x\u{1b}[2J\ny");
+        assert!(
+            !message.contains('\u{1b}') && !message.contains('\n'),
+            "{message}"
+        );
+        assert!(
+            message.starts_with("DELETE /users/7: answered 307, a redirect to \"x\\u{1b}[2J\\ny\"")
+        );
+    }
+
+    /// A server answering every request with `status` and a `Location` pointing at a
+    /// second server (with a query), and a counter of the requests the second one got.
+    async fn redirecting(status: u16) -> (String, String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::{header, StatusCode};
+        let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_url = format!("http://{}", target.local_addr().unwrap());
+        let sink = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "{}" }
+        });
+        tokio::spawn(async move { axum::serve(target, sink).await });
+        let location = format!("{target_url}/stolen?token=secret-in-query");
+        let redirect = axum::Router::new().fallback(move || {
+            let location = location.clone();
+            async move {
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    [(header::LOCATION, location)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, redirect).await });
+        (url, target_url, reached)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_answer_not_followed_and_the_key_stays_home() {
+        for status in [301, 302, 303, 307, 308] {
+            let (url, target, reached) = redirecting(status).await;
+            let http = ApiHttp::new(
+                &url,
+                HeaderName::from_static("x-api-key"),
+                None,
+                Secret::new("PMAK-must-not-travel"),
+                60_000,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            for method in [Method::GET, Method::DELETE, Method::PATCH] {
+                let body = serde_json::json!({"active": false});
+                let got = http
+                    .call(
+                        method.clone(),
+                        "/scim/v2/Users/1",
+                        Some(&body),
+                        &CallLog::discard(),
+                        |_| None,
+                    )
+                    .await
+                    .unwrap_err();
+                let CallFailure::Redirected {
+                    status: got_status,
+                    message,
+                } = got
+                else {
+                    panic!("{got:?}");
+                };
+                assert_eq!(got_status, status);
+                assert!(message.contains(&format!("{target}/stolen")), "{message}");
+                assert!(!message.contains("secret-in-query"), "{message}");
+                assert!(
+                    message.starts_with(&format!("{method} /scim/v2/Users/1")),
+                    "{message}"
+                );
+            }
+            assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::codes::Code;
 use crate::config::{AppKind, ConnectionConfig};
+use crate::domain::definition::Definition;
 use crate::domain::machine::WorkflowRequest;
 use crate::domain::step::{StepError, StepOutput};
 use http::CallLog;
@@ -174,6 +175,17 @@ impl AppClient {
 pub fn reads_only(action: &str) -> bool {
     smartsheet::actions::READ_ONLY.contains(&action)
         || postman::actions::READ_ONLY.contains(&action)
+}
+
+/// Whether a workflow running `definition` removes or deactivates an account: it runs an
+/// action that does (Smartsheet's user removal, Postman's SCIM deactivation — which a
+/// Postman licence reclaim runs too). The mass-offboarding brake counts and holds exactly
+/// these; a Smartsheet licence reclaim, which keeps the account, is not braked.
+pub fn ends_account(definition: &Definition) -> bool {
+    definition.steps.iter().any(|step| {
+        smartsheet::actions::ENDS_ACCOUNT.contains(&step.action.as_str())
+            || postman::actions::ENDS_ACCOUNT.contains(&step.action.as_str())
+    })
 }
 
 /// Whether a workflow file may name this action.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::views::describe;
+use super::views::{describe, terminal_safe};
 use super::{db, fail, Failure, Outcome, EXIT_MISMATCH, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE};
 use crate::domain::machine::{State, Status};
 use crate::evidence::{self, Checked};
@@ -109,23 +109,29 @@ fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Optio
 /// waits on a long timer.
 pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
     intervened(engine.intervene(id, by, Intervention::Retry).await, id)?;
-    println!("workflow {id}: retry recorded (by {by}); resuming at the failed step");
+    let safe_id = terminal_safe(id);
+    println!(
+        "workflow {safe_id}: retry recorded (by {}); resuming at the failed step",
+        terminal_safe(by)
+    );
     match engine
         .drive_to_rest(id, Duration::from_secs(300))
         .await
         .map_err(db)?
     {
+        // The error message comes from the app's answer: shown escaped.
         Some(s) => println!(
-            "workflow {id}: {}{}",
+            "workflow {safe_id}: {}{}",
             s.status.as_str(),
             s.outcome
                 .map(|o| format!(" ({})", o.as_str()))
-                .or_else(|| s
-                    .error_code
-                    .map(|c| format!(" ({c}: {})", s.error_message.clone().unwrap_or_default())))
+                .or_else(|| s.error_code.map(|c| format!(
+                    " ({c}: {})",
+                    terminal_safe(s.error_message.as_deref().unwrap_or_default())
+                )))
                 .unwrap_or_default()
         ),
-        None => println!("workflow {id}: picked up by a running `offboard serve`"),
+        None => println!("workflow {safe_id}: picked up by a running `offboard serve`"),
     }
     Ok(EXIT_OK)
 }

@@ -555,7 +555,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
                 match &r.problem {
                     None => tracing::info!(connection = %name, "connection check passed"),
                     Some((code, msg)) => {
-                        tracing::warn!(connection = %name, %code, message = %msg, "connection check failed; workflows on it will run and may fail")
+                        tracing::warn!(connection = %name, %code, message = %msg.escape_debug(), "connection check failed; workflows on it will run and may fail")
                     }
                 }
                 // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
@@ -717,16 +717,22 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                 "warnings": warnings.iter().map(|(c, m)| serde_json::json!({"code": c.as_str(), "message": format!("{}: {m}", c.message())})).collect::<Vec<_>>(),
             }));
         } else {
+            // The details quote the app's answers: shown escaped.
             match &problem {
                 None => println!("{name}: OK"),
                 Some((code, detail)) => println!(
-                    "{name}: {code} {} ({detail}) -> {}",
+                    "{name}: {code} {} ({}) -> {}",
                     code.message(),
+                    views::terminal_safe(detail),
                     code.info().remedy.first().copied().unwrap_or("")
                 ),
             }
             for (code, detail) in &warnings {
-                println!("{name}: warning {code} {} ({detail})", code.message());
+                println!(
+                    "{name}: warning {code} {} ({})",
+                    code.message(),
+                    views::terminal_safe(detail)
+                );
             }
         }
     }

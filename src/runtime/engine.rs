@@ -191,6 +191,7 @@ impl Engine {
             .into_iter()
             .map(|p| NewWorkflow {
                 id: uuid::Uuid::now_v7().to_string(),
+                ends_account: crate::apps::ends_account(&p.definition),
                 definition: p.definition,
                 created: p.created,
                 state: p.state,
@@ -279,9 +280,18 @@ impl Engine {
         if let Accepted::New(ids) = &accepted {
             info!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), "event accepted");
             self.wake.notify_one();
-        } else if let Accepted::Held(ids, in_last_hour) = &accepted {
-            warn!(event_id = %request.event_id.escape_debug(), workflows = ids.len(), in_last_hour, limit = brake, "mass-offboarding brake on: workflows held until `offboard release`");
-            metrics::counter!("offboard_workflows_held_total").increment(ids.len() as u64);
+        } else if let Accepted::Held {
+            held,
+            running,
+            in_last_hour,
+        } = &accepted
+        {
+            warn!(event_id = %request.event_id.escape_debug(), workflows = held.len(), in_last_hour, limit = brake, "mass-offboarding brake on: workflows that remove or deactivate an account held until `offboard release`");
+            metrics::counter!("offboard_workflows_held_total").increment(held.len() as u64);
+            if !running.is_empty() {
+                info!(event_id = %request.event_id.escape_debug(), workflows = running.len(), "event accepted; its workflows that keep the account run");
+                self.wake.notify_one();
+            }
         } else {
             info!(event_id = %request.event_id.escape_debug(), "duplicate event id; nothing new started");
             for row in self.store.by_event(&request.event_id).await? {

@@ -123,6 +123,9 @@ pub mod workflow {
         pub updated_at: DateTimeUtc,
         /// When it reached a final state.
         pub finished_at: Option<DateTimeUtc>,
+        /// Whether its definition removes or deactivates an account (see
+        /// `apps::ends_account`): what the mass-offboarding brake counts and holds.
+        pub ends_account: bool,
     }
 
     /// No relations are navigated.

@@ -33,7 +33,7 @@ use sea_orm::{
 
 use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
-use crate::domain::event::{EventType, Request};
+use crate::domain::event::Request;
 use crate::domain::machine::{Record, State, Status};
 pub use console::{Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
@@ -97,6 +97,9 @@ pub struct NewWorkflow {
     /// The first step's start (`StepStarted`), when the accepting process will drive the
     /// workflow at once: recorded in the same transaction as its creation.
     pub start: Option<Record>,
+    /// Whether its definition removes or deactivates an account (`apps::ends_account`):
+    /// the mass-offboarding brake counts and holds only such workflows.
+    pub ends_account: bool,
 }
 
 /// The process that accepts an event and drives its workflows at once, and the lease it
@@ -114,9 +117,16 @@ pub struct HandOff<'a> {
 pub enum Accepted {
     /// Stored, with the ids of its workflows.
     New(Vec<String>),
-    /// Stored past the mass-offboarding brake: its workflows are `held`, with the
-    /// offboarding events counted in the last hour.
-    Held(Vec<String>, u64),
+    /// Stored past the mass-offboarding brake: its workflows that end an account are
+    /// `held`; the others (a Smartsheet licence reclaim beside a Postman one) run.
+    Held {
+        /// The workflows held until an operator releases them.
+        held: Vec<String>,
+        /// The event's other workflows, which run as usual.
+        running: Vec<String>,
+        /// Workflows ending an account created in the last hour, these included.
+        in_last_hour: u64,
+    },
     /// The id was seen before; nothing was stored.
     Duplicate,
 }
@@ -266,11 +276,13 @@ impl Store {
 
     /// Stores an event and its workflows in one transaction, unless its id was seen before.
     ///
-    /// With `brake` (`max_offboardings_per_hour`), an offboarding event that makes more
-    /// than that many in the last hour creates its workflows `held` (a `held` record right
-    /// after `created`). The count is taken in the same transaction, after the event's
-    /// own insert, under a lock every process takes (PostgreSQL: a transaction-scoped
-    /// advisory lock; SQLite: the single writer's lock), so it holds across processes.
+    /// With `brake` (`max_offboardings_per_hour`), an event whose workflows that end an
+    /// account ([`NewWorkflow::ends_account`]: every offboarding, a Postman licence
+    /// reclaim) bring those of the last hour past the limit creates them `held` (a `held`
+    /// record right after `created`); its other workflows run. The count is taken in the
+    /// same transaction, after the event's own insert, under a lock every process takes
+    /// (PostgreSQL: a transaction-scoped advisory lock; SQLite: the single writer's lock),
+    /// so it holds across processes.
     ///
     /// With `hand_off`, each workflow with a `start` record is created with it, already
     /// leased to the process that will drive it at once: no claim, no separate commit of
@@ -305,9 +317,10 @@ impl Store {
             txn.rollback().await?;
             return Ok((Accepted::Duplicate, Vec::new()));
         }
+        let ending = workflows.iter().filter(|w| w.ends_account).count() as u64;
         let held = match brake {
-            Some(limit) if request.event_type == EventType::Offboarding => {
-                let in_last_hour = self.offboardings_since(&mut txn, now).await?;
+            Some(limit) if ending > 0 => {
+                let in_last_hour = self.account_endings_since(&mut txn, now).await? + ending;
                 (in_last_hour > u64::from(limit)).then_some(Record::Held {
                     limit,
                     in_last_hour,
@@ -329,8 +342,9 @@ impl Store {
             }
             // A held workflow starts nothing; a handed-off one records its first step's
             // start with its creation, under a lease to the process that drives it.
+            let held = held.as_ref().filter(|_| wf.ends_account);
             let start = wf.start.as_ref().filter(|_| hand_off.is_some());
-            let follow = held.as_ref().or(start);
+            let follow = held.or(start);
             let mut state = wf.state.clone();
             let mut trail = vec![&wf.created];
             if let Some(record) = follow {
@@ -354,7 +368,7 @@ impl Store {
                 workflow::Entity::insert(row_for(wf, &state, seq, &head, now)?).build(backend),
             );
             writes.push(audit::Entity::insert_many(links).build(backend));
-            if let (Some(hand_off), None, Some(_)) = (&hand_off, &held, start) {
+            if let (Some(hand_off), None, Some(_)) = (&hand_off, held, start) {
                 let (lease_stmt, lease) = leases::lease_new(self.dialect(), &wf.id, hand_off);
                 writes.push(lease_stmt);
                 leased.push(Claim {
@@ -368,21 +382,31 @@ impl Store {
             }
         }
         txn.commit(writes).await?;
-        let ids = workflows.iter().map(|w| w.id.clone()).collect();
+        let ids = |ends_account: bool| {
+            workflows
+                .iter()
+                .filter(|w| w.ends_account == ends_account)
+                .map(|w| w.id.clone())
+                .collect()
+        };
         self.saved_definitions
             .lock()
             .expect("definitions lock")
             .extend(workflows.iter().map(|w| w.definition.hash.clone()));
         let accepted = match held {
-            Some(Record::Held { in_last_hour, .. }) => Accepted::Held(ids, in_last_hour),
-            _ => Accepted::New(ids),
+            Some(Record::Held { in_last_hour, .. }) => Accepted::Held {
+                held: ids(true),
+                running: ids(false),
+                in_last_hour,
+            },
+            _ => Accepted::New(workflows.iter().map(|w| w.id.clone()).collect()),
         };
         Ok((accepted, leased))
     }
 
-    /// Offboarding events received in the hour before `now` (inside an accept's
-    /// transaction, after its own insert, under the brake's lock).
-    async fn offboardings_since(
+    /// Workflows ending an account created in the hour before `now` (inside an accept's
+    /// transaction, under the brake's lock, before its own workflows are written).
+    async fn account_endings_since(
         &self,
         txn: &mut Txn,
         now: DateTime<Utc>,
@@ -394,11 +418,8 @@ impl Store {
         }
         let rows = txn
             .query(d.stmt(
-                "SELECT COUNT(*) AS n FROM events WHERE event_type = $1 AND received_at > $2",
-                vec![
-                    EventType::Offboarding.as_str().into(),
-                    (now - chrono::Duration::hours(1)).into(),
-                ],
+                "SELECT COUNT(*) AS n FROM workflows WHERE ends_account AND created_at > $1",
+                vec![(now - chrono::Duration::hours(1)).into()],
             ))
             .await?;
         let row = rows
@@ -663,5 +684,6 @@ fn row_for(
         created_at: Set(now),
         updated_at: Set(now),
         finished_at: Set(None),
+        ends_account: Set(wf.ends_account),
     })
 }

@@ -38,6 +38,9 @@ pub const ACTIONS: &[&str] = &[
     "postman.confirm_deprovisioned",
 ];
 
+/// The actions that remove or deactivate the account (see [`crate::apps::ends_account`]).
+pub const ENDS_ACCOUNT: &[&str] = &["postman.deprovision"];
+
 /// The actions that only read: their start need not be durable before they run (a read
 /// repeated after a crash changes nothing), so the runner commits them with what follows.
 /// `tests/postman_flow.rs` checks from the trails that they make no other request.
@@ -169,7 +172,15 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .fact("scim_id", scim.map(|u| u.id)));
     }
 
-    protect(client, ctx, member.as_ref(), &exact_email).await?;
+    let who = match &member {
+        Some(m) => Subject::of(m),
+        None => Subject {
+            id: None,
+            email: &exact_email,
+            admin: false,
+        },
+    };
+    protect(client, ctx, who).await?;
     let mut held = Vec::new();
     let mut evidence = Vec::new();
     if let Some(m) = &member {
@@ -237,30 +248,79 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         ))
 }
 
-/// Refuses, before any write, to touch a protected person (`POST-112-B`). Managing the
-/// team takes an Admin's key, so `GET /me` is asked only when an Admin may otherwise be
-/// removed; `deprovision` checks the key's owner once more just before its write.
+/// Whether team roles make a team Admin.
+fn is_admin(roles: &[String]) -> bool {
+    roles.iter().any(|r| r == "admin" || r == "super-admin")
+}
+
+/// Who a protection check is about: the team member's id (none for someone known to SCIM
+/// only), email as Postman spells it, and whether they are a team Admin.
+struct Subject<'a> {
+    id: Option<i64>,
+    email: &'a str,
+    admin: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// The member as the action has just read them.
+    fn of(member: &'a Member) -> Self {
+        Subject {
+            id: Some(member.id),
+            email: &member.email,
+            admin: is_admin(&member.roles),
+        }
+    }
+
+    /// The person as `find_member` recorded them (id, email, team roles).
+    fn recorded(ctx: &'a ActionContext<'_>) -> Self {
+        let roles: Vec<String> = ctx
+            .facts
+            .get("team_roles")
+            .and_then(Value::as_array)
+            .map(|roles| {
+                roles
+                    .iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Subject {
+            id: ctx.fact_i64("member_id"),
+            email: member_email(ctx),
+            admin: is_admin(&roles),
+        }
+    }
+}
+
+/// Refuses to touch a protected person (`POST-112-B`), by the rules of the configuration
+/// this process runs with (`protected`, `allow_admins`). Asked by `find_member`, and
+/// again by every action that writes (`hand_over_workspaces`, `remove_workspace_roles`,
+/// `deprovision`) right before its first write: that write may come hours of retries
+/// after `find_member`, in a process started with other rules. Managing the team takes an
+/// Admin's key, so `GET /me` is asked only when an Admin may otherwise be removed;
+/// `deprovision` checks the key's owner once more just before its write.
 async fn protect(
     client: &Client,
     ctx: &ActionContext<'_>,
-    member: Option<&Member>,
-    email: &str,
+    who: Subject<'_>,
 ) -> Result<(), Failure> {
-    let admin = member.is_some_and(|m| m.roles.iter().any(|r| r == "admin" || r == "super-admin"));
-    let token_owner = match member {
-        Some(m) if admin && client.guard.allow_admins => {
-            client.me(ctx.calls).await.map_err(api(Area::Users))?.id == m.id
+    let token_owner = match who.id {
+        Some(id) if who.admin && client.guard.allow_admins => {
+            client.me(ctx.calls).await.map_err(api(Area::Users))?.id == id
         }
         _ => false,
     };
-    let emails = [ctx.request.person_email.as_str(), email];
+    let emails = [ctx.request.person_email.as_str(), who.email];
     let person = Person {
         emails: &emails,
-        admin,
+        admin: who.admin,
         token_owner,
     };
     match client.guard.refusal(person) {
-        Some(why) => Err(Failure::fatal(Code::Post112B, format!("{email}: {why}"))),
+        Some(why) => Err(Failure::fatal(
+            Code::Post112B,
+            format!("{}: {why}; nothing was changed by this step", who.email),
+        )),
         None => Ok(()),
     }
 }
@@ -453,6 +513,9 @@ async fn hand_over_workspaces(client: &Client, ctx: &ActionContext<'_>) -> Actio
             recipient.to_string(),
         )
     };
+    if !sole.is_empty() {
+        protect(client, ctx, Subject::recorded(ctx)).await?;
+    }
     let mut done = Vec::new();
     let mut skipped = Vec::new();
     for w in &sole {
@@ -544,13 +607,19 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
     let mut kept = Vec::new();
     // Role lists also name deactivated members; only an active Admin keeps a workspace
     // administered once the leaver's role is gone.
-    let active: Vec<String> = client
+    let team = client
         .list_members(ctx.calls)
         .await
-        .map_err(api(Area::Users))?
-        .iter()
-        .map(|m| m.id.to_string())
-        .collect();
+        .map_err(api(Area::Users))?;
+    if !held.is_empty() {
+        // The team list was read just now: the leaver's roles and email as they stand.
+        let who = match team.iter().find(|m| m.id == leaver) {
+            Some(m) => Subject::of(m),
+            None => Subject::recorded(ctx),
+        };
+        protect(client, ctx, who).await?;
+    }
+    let active: Vec<String> = team.iter().map(|m| m.id.to_string()).collect();
     'workspaces: for w in &held {
         let Some(current) = client
             .workspace_roles(&w.id, ctx.calls)
@@ -651,6 +720,7 @@ async fn deprovision(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             "{email} (SCIM user {id}) was already deactivated"
         )));
     }
+    protect(client, ctx, Subject::recorded(ctx)).await?;
     if let Some(member) = ctx.fact_i64("member_id") {
         let me = client.me(ctx.calls).await.map_err(api(Area::Users))?;
         if me.id == member {
@@ -1186,6 +1256,60 @@ mod tests {
             assert!(writes.is_empty(), "{writes:?}");
             assert!(run.sim.member(s.admin_id).unwrap().active);
         }
+    }
+
+    #[tokio::test]
+    async fn protection_is_checked_again_right_before_each_write() {
+        // Each writing step, reached under rules that let the person go, is run again
+        // after the rules changed (a restart with a new `protected` list): it refuses
+        // before its own write.
+        for (i, action) in OFFBOARD.iter().enumerate() {
+            if READ_ONLY.contains(action) {
+                continue;
+            }
+            let mut run = Run::new().await;
+            let s = run.seed.clone();
+            let req = request(
+                EventType::Offboarding,
+                &s.leaver_email,
+                Some(&s.recipient_email),
+            );
+            run.steps(&req, &OFFBOARD[..i]).await.unwrap();
+            let before = run.writes();
+            run.client.guard.patterns = vec![s.leaver_email.to_uppercase()];
+            let err = run.step(&req, action).await.unwrap_err();
+            assert_eq!(err.code, Code::Post112B, "{action}: {}", err.message);
+            assert!(err.message.contains("protected pattern"), "{}", err.message);
+            assert_eq!(run.writes(), before, "{action} wrote");
+            assert!(run.sim.member(s.leaver_id).unwrap().active);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admin_role_given_after_find_is_seen_before_the_role_removal() {
+        let mut run = Run::new().await;
+        let s = run.seed.clone();
+        let req = request(
+            EventType::Offboarding,
+            &s.leaver_email,
+            Some(&s.recipient_email),
+        );
+        let upto = OFFBOARD
+            .iter()
+            .position(|a| *a == "postman.remove_workspace_roles")
+            .unwrap();
+        run.steps(&req, &OFFBOARD[..upto]).await.unwrap();
+        let before = run.writes();
+        // `remove_workspace_roles` reads the team list: the new role shows there.
+        run.sim
+            .update_member(s.leaver_id, |m| m.roles = vec!["admin".into()]);
+        let err = run
+            .step(&req, "postman.remove_workspace_roles")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::Post112B, "{}", err.message);
+        assert!(err.message.contains("administrator"), "{}", err.message);
+        assert_eq!(run.writes(), before);
     }
 
     type Setup = Box<dyn FnOnce(&PostmanSim, &DemoSeed)>;

@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
+use crate::apps::http::{
+    oversized_message, page_loop_message, ApiHttp, CallFailure, CallLog, Reply, MAX_PAGES,
+};
 use crate::apps::ClientError;
 
 /// The error that ends a list still paging after [`MAX_PAGES`] (mapped to `POST-199-B`).
@@ -302,6 +304,12 @@ impl ApiError {
         matches!(self.status, None | Some(429) | Some(500..=599))
     }
 
+    /// Whether the answer was a redirect, which is never followed (see
+    /// [`crate::apps::http`]): `POST-199-B`, not retried.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.status, Some(300..=399))
+    }
+
     /// One line naming status and error name.
     pub fn describe(&self) -> String {
         match (self.status, &self.name) {
@@ -357,6 +365,21 @@ impl ApiError {
             || t.contains("no team")
             || t.contains("team doesn't exist")
             || t.contains("team does not exist")
+    }
+}
+
+impl From<CallFailure> for ApiError {
+    fn from(failure: CallFailure) -> Self {
+        let (status, message) = match failure {
+            CallFailure::NoResponse(message) => (None, message),
+            CallFailure::Redirected { status, message } => (Some(status), message),
+        };
+        ApiError {
+            status,
+            name: None,
+            message,
+            retry_after_ms: None,
+        }
     }
 }
 
@@ -554,12 +577,7 @@ impl Client {
         let reply = http
             .call(method, path, body, log, error_code_of)
             .await
-            .map_err(|e| ApiError {
-                status: None,
-                name: None,
-                message: e.message,
-                retry_after_ms: None,
-            })?;
+            .map_err(ApiError::from)?;
         if reply.oversized {
             return Err(ApiError {
                 status: Some(reply.status),

@@ -4,6 +4,8 @@
 //! settled by asking `GET /me`: no team there means POST-106-B, a rejected key POST-100-B;
 //! otherwise a 403 is the code of the area the call touched (users and SCIM: 101,
 //! workspaces: 102, roles: 103, audit logs: 104, or 105 when Postman blames the plan).
+//! A redirect (3xx, never followed: see [`crate::apps::http`]) is POST-199-B in either
+//! phase, not retried.
 //!
 //! Postman documents no distinct reply for an expired or revoked key, nor for "not on
 //! Enterprise" versus "not allowed"; both are told apart by the error's name and message
@@ -69,6 +71,9 @@ fn area_code_b(err: &ApiError, area: Area) -> Code {
 
 /// The `-A` code for an error met while checking a connection.
 pub fn check_code(err: &ApiError, area: Area) -> Code {
+    if err.is_redirect() {
+        return Code::Post199B;
+    }
     if err.is_transient() {
         return Code::Post190B;
     }
@@ -88,6 +93,9 @@ pub fn needs_probe(err: &ApiError) -> bool {
 
 /// The `-B` code for an error met during a run, given what the `/me` probe said.
 pub fn run_code(err: &ApiError, area: Area, probe: Probe) -> Code {
+    if err.is_redirect() {
+        return Code::Post199B;
+    }
     if err.is_transient() {
         return Code::Post190B;
     }

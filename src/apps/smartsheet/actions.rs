@@ -24,6 +24,9 @@ pub const ACTIONS: &[&str] = &[
     "smartsheet.confirm_removed",
 ];
 
+/// The actions that remove or deactivate the account (see [`crate::apps::ends_account`]).
+pub const ENDS_ACCOUNT: &[&str] = &["smartsheet.remove_user"];
+
 /// The actions that only read: their start need not be durable before they run (a read
 /// repeated after a crash changes nothing), so the runner commits them with what follows.
 /// `tests/smartsheet_flow.rs` checks from the trails that they make no other request.
@@ -99,31 +102,79 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .await
         .map_err(api(Area::Users))?
         .unwrap_or(found);
-    protect(client, ctx, &user).await?;
+    protect(client, ctx, Subject::of(&user)).await?;
     Ok(
         StepOutput::summary(format!("found user {} ({})", user.id, user.email))
             .fact("user_id", user.id)
+            .fact("user_email", user.email.as_str())
             .fact("entitlements_before", entitlements(&user)),
     )
 }
 
-/// Refuses, before any write, to touch a protected person (`SMT-112-B`). Only a System
-/// Admin can own offboard's token (the token must manage users), so `/users/me` is asked
-/// only when an admin may otherwise be removed.
-async fn protect(client: &Client, ctx: &ActionContext<'_>, user: &User) -> Result<(), Failure> {
-    let token_owner = user.admin
+/// Who a protection check is about: the user's id, email as Smartsheet spells it, and
+/// whether they are a System Admin.
+struct Subject<'a> {
+    id: i64,
+    email: &'a str,
+    admin: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// The user as the action has just read them.
+    fn of(user: &'a User) -> Self {
+        Subject {
+            id: user.id,
+            email: &user.email,
+            admin: user.admin,
+        }
+    }
+
+    /// The user as `find_user` recorded them (its admin role from the evidence, the email
+    /// as the event spells it when an older trail recorded no other).
+    fn recorded(ctx: &'a ActionContext<'_>) -> Result<Self, Failure> {
+        Ok(Subject {
+            id: user_id(ctx)?,
+            email: ctx
+                .fact_str("user_email")
+                .unwrap_or(&ctx.request.person_email),
+            admin: ctx
+                .facts
+                .get("entitlements_before")
+                .and_then(|e| e.get("admin"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+/// Refuses to touch a protected person (`SMT-112-B`), by the rules of the configuration
+/// this process runs with (`protected`, `allow_admins`). Asked by `find_user`, and again
+/// by every action that writes (`reassign_groups`, `revoke_licenses`, `remove_user`)
+/// right before its first write: that write may come hours of retries after `find_user`,
+/// in a process started with other rules. Only a System Admin can own offboard's token
+/// (the token must manage users), so `/users/me` is asked only when an admin may
+/// otherwise be removed.
+async fn protect(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    who: Subject<'_>,
+) -> Result<(), Failure> {
+    let token_owner = who.admin
         && client.guard.allow_admins
-        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == user.id;
-    let emails = [ctx.request.person_email.as_str(), user.email.as_str()];
+        && client.me(ctx.calls).await.map_err(api(Area::Users))?.id == who.id;
+    let emails = [ctx.request.person_email.as_str(), who.email];
     let person = Person {
         emails: &emails,
-        admin: user.admin,
+        admin: who.admin,
         token_owner,
     };
     match client.guard.refusal(person) {
         Some(why) => Err(Failure::fatal(
             Code::Smt112B,
-            format!("user {} ({}): {why}", user.id, user.email),
+            format!(
+                "user {} ({}): {why}; nothing was changed by this step",
+                who.id, who.email
+            ),
         )),
         None => Ok(()),
     }
@@ -205,6 +256,9 @@ async fn reassign_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
             owned.len()
         )));
     };
+    if !owned.is_empty() {
+        protect(client, ctx, Subject::recorded(ctx)?).await?;
+    }
     let mut moved = Vec::new();
     let mut left = Vec::new();
     for (id, name) in &owned {
@@ -281,6 +335,8 @@ async fn revoke_licenses(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
         return Ok(StepOutput::summary("roles were already off")
             .fact("entitlements_after", entitlements(&after)));
     }
+    // The user was read just now: their admin role and email as they stand.
+    protect(client, ctx, Subject::of(&user)).await?;
     client
         .set_user_roles(id, &roles, ctx.calls)
         .await
@@ -309,6 +365,7 @@ async fn remove_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .and_then(Value::as_str)
         == Some("PENDING");
     let recipient = ctx.fact_i64("recipient_id").filter(|_| !pending);
+    protect(client, ctx, Subject::recorded(ctx)?).await?;
     match client.remove_user(id, recipient, ctx.calls).await {
         Ok(()) => {}
         // Already removed (a crash after the DELETE, before its record): done. Only
@@ -340,5 +397,136 @@ async fn confirm_removed(client: &Client, ctx: &ActionContext<'_>) -> ActionResu
             format!("user {id} is still listed after removal"),
             None,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::apps::http::CallLog;
+    use crate::config::{AppKind, ConnectionConfig, Secret};
+    use crate::domain::machine::WorkflowRequest;
+    use offboard_simulators::smartsheet::{DemoSeed, SmartsheetSim};
+
+    const OFFBOARD: &[&str] = &[
+        "smartsheet.find_user",
+        "smartsheet.list_groups",
+        "smartsheet.check_recipient",
+        "smartsheet.reassign_groups",
+        "smartsheet.revoke_licenses",
+        "smartsheet.remove_user",
+    ];
+
+    /// A seeded account, a client for it, and the facts of the steps run so far.
+    struct Run {
+        sim: SmartsheetSim,
+        seed: DemoSeed,
+        client: Client,
+        facts: Map<String, Value>,
+    }
+
+    impl Run {
+        async fn new() -> Run {
+            let sim = SmartsheetSim::start().await.unwrap();
+            let seed = sim.seed_demo();
+            let config = ConnectionConfig {
+                app: AppKind::Smartsheet,
+                base_url: sim.base_url(),
+                token_env: "UNUSED".into(),
+                requests_per_minute: 60_000,
+                timeout_secs: 2,
+                protected: Vec::new(),
+                allow_admins: false,
+            };
+            let client = Client::new(&config, Secret::new(&seed.token))
+                .unwrap()
+                .with_call_retry(crate::apps::retry::CallRetry::never());
+            Run {
+                sim,
+                seed,
+                client,
+                facts: Map::new(),
+            }
+        }
+
+        fn request(&self) -> WorkflowRequest {
+            WorkflowRequest {
+                event_id: "evt-1".into(),
+                source: "test".into(),
+                event_time: None,
+                event_type: EventType::Offboarding,
+                connection: "smartsheet".into(),
+                app: "smartsheet".into(),
+                person_email: self.seed.leaver_email.clone(),
+                transfer_to: Some(self.seed.recipient_email.clone()),
+                not_before: None,
+            }
+        }
+
+        async fn step(&mut self, action: &str) -> Result<StepOutput, StepError> {
+            let log = CallLog::discard();
+            let req = self.request();
+            let ctx = ActionContext {
+                request: &req,
+                facts: &self.facts,
+                calls: &log,
+            };
+            let result = perform(&self.client, action, &ctx).await;
+            let out = crate::apps::failure::settle(result, |e, area| {
+                super::super::errors::run_error(&self.client, e, area, &log)
+            })
+            .await?;
+            self.facts.extend(out.facts.clone());
+            Ok(out)
+        }
+
+        fn writes(&self) -> usize {
+            self.sim
+                .calls()
+                .iter()
+                .filter(|c| c.method != "GET")
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn protection_is_checked_again_right_before_each_write() {
+        // Each writing step, reached under rules that let the person go, runs after the
+        // rules changed (a restart with a new `protected` list): it refuses before its
+        // own write.
+        for (i, action) in OFFBOARD.iter().enumerate() {
+            if READ_ONLY.contains(action) {
+                continue;
+            }
+            let mut run = Run::new().await;
+            for earlier in &OFFBOARD[..i] {
+                run.step(earlier).await.unwrap();
+            }
+            let before = run.writes();
+            run.client.guard.patterns = vec![run.seed.leaver_email.to_uppercase()];
+            let err = run.step(action).await.unwrap_err();
+            assert_eq!(err.code, Code::Smt112B, "{action}: {}", err.message);
+            assert!(err.message.contains("protected pattern"), "{}", err.message);
+            assert_eq!(run.writes(), before, "{action} wrote");
+            assert!(run.sim.user(run.seed.leaver_id).is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admin_role_given_after_find_is_seen_before_the_licences_go() {
+        let mut run = Run::new().await;
+        for action in &OFFBOARD[..4] {
+            run.step(action).await.unwrap();
+        }
+        let before = run.writes();
+        // `revoke_licenses` reads the user right before its write: the new role shows.
+        let leaver = run.seed.leaver_id;
+        run.sim.update_user(leaver, |u| u.admin = true);
+        let err = run.step("smartsheet.revoke_licenses").await.unwrap_err();
+        assert_eq!(err.code, Code::Smt112B, "{}", err.message);
+        assert!(err.message.contains("administrator"), "{}", err.message);
+        assert_eq!(run.writes(), before);
     }
 }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::dry_run::DryRun;
-use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, Reply, MAX_PAGES};
+use crate::apps::http::{
+    oversized_message, page_loop_message, ApiHttp, CallFailure, CallLog, Reply, MAX_PAGES,
+};
 use crate::apps::retry::{CallError, CallRetry};
 use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, Secret};
@@ -99,6 +101,12 @@ impl ApiError {
             || matches!(self.status, None | Some(429) | Some(500..=599))
     }
 
+    /// Whether the answer was a redirect, which is never followed (see
+    /// [`crate::apps::http`]): `SMT-199-B`, not retried.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.status, Some(300..=399))
+    }
+
     /// Whether Smartsheet said the user does not exist (404 with errorCode 1020).
     pub fn is_user_not_found(&self) -> bool {
         self.status == Some(404) && self.error_code == Some(USER_NOT_FOUND)
@@ -110,6 +118,21 @@ impl ApiError {
             (Some(s), Some(c)) => format!("HTTP {s}, errorCode {c}: {}", self.message),
             (Some(s), None) => format!("HTTP {s}: {}", self.message),
             _ => self.message.clone(),
+        }
+    }
+}
+
+impl From<CallFailure> for ApiError {
+    fn from(failure: CallFailure) -> Self {
+        let (status, message) = match failure {
+            CallFailure::NoResponse(message) => (None, message),
+            CallFailure::Redirected { status, message } => (Some(status), message),
+        };
+        ApiError {
+            status,
+            error_code: None,
+            message,
+            retry_after_ms: None,
         }
     }
 }
@@ -220,12 +243,7 @@ impl Client {
             .http
             .call(method, path, body, log, error_code_of)
             .await
-            .map_err(|e| ApiError {
-                status: None,
-                error_code: None,
-                message: e.message,
-                retry_after_ms: None,
-            })?;
+            .map_err(ApiError::from)?;
         if reply.oversized {
             return Err(ApiError {
                 status: Some(reply.status),

@@ -1,7 +1,8 @@
 //! Smartsheet errors → catalog codes. One table-like function per phase: `-A` codes for a
 //! connection check, `-B` codes during a run. A 403/1004 during a run is ambiguous (lost
 //! system-admin role, or lost access to users or groups) and is settled by asking
-//! `GET /users/me`.
+//! `GET /users/me`. A redirect (3xx, never followed: see [`crate::apps::http`]) is
+//! `SMT-199-B` in either phase, not retried.
 
 use super::client::{ApiError, Client};
 use crate::apps::failure;
@@ -41,6 +42,9 @@ fn common(err: &ApiError, run: bool) -> Option<Code> {
 
 /// The `-A` code for an error met while checking a connection.
 pub fn check_code(err: &ApiError, area: Area) -> Code {
+    if err.is_redirect() {
+        return Code::Smt199B;
+    }
     if let Some(code) = common(err, false) {
         return code;
     }
@@ -57,6 +61,9 @@ pub fn check_code(err: &ApiError, area: Area) -> Code {
 /// Turns an error met during a run into the step error, probing `/users/me` on 403/1004.
 pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog) -> StepError {
     let detail = err.describe();
+    if err.is_redirect() {
+        return StepError::fatal(Code::Smt199B, detail);
+    }
     if err.is_transient() {
         return StepError::transient(Code::Smt190B, detail, err.retry_after_ms);
     }
