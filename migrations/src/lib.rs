@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_init;
 mod m20261123_000002_fenced_leases;
 mod m20261124_000003_due_at;
+mod m20261203_000005_dead_letter_digest;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_init::Migration),
             Box::new(m20261123_000002_fenced_leases::Migration),
             Box::new(m20261124_000003_due_at::Migration),
+            Box::new(m20261203_000005_dead_letter_digest::Migration),
         ]
     }
 }
