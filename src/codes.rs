@@ -845,7 +845,7 @@ mod tests {
             assert_eq!(code.to_string(), code.as_str());
         }
         assert_eq!(Code::parse(" smt-100-a "), Some(Code::Smt100A));
-        for bad in ["", "SMT-100", "SMT-100-C", "EVT-107", "POST-100-A-B"] {
+        for bad in ["", "SMT-100", "SMT-100-C", "EVT-199", "POST-100-A-B"] {
             assert_eq!(Code::parse(bad), None, "{bad:?}");
             assert!(bad.parse::<Code>().is_err(), "{bad:?}");
         }

@@ -371,7 +371,20 @@ mod tests {
             ),
             ("e1", &ts, &sig[..20], BODY, "a truncated signature"),
             ("e1", &ts, &sig, br#"{"id":"e1","x":1}"#, "another body"),
-            ("e1", &old, &sig, BODY, "a timestamp changed after signing"),
+            (
+                "e1",
+                &old,
+                &sig,
+                BODY,
+                "a timestamp moved back after signing",
+            ),
+            (
+                "e1",
+                &ahead,
+                &sig,
+                BODY,
+                "a timestamp moved ahead after signing",
+            ),
             (
                 "e2",
                 &ts,

@@ -429,18 +429,16 @@ mod tests {
         let long = |n: usize| Value::from("x".repeat(n));
         let email = |n: usize| Value::from(format!("{}@example.com", "a".repeat(n - 12)));
         let names = |n: usize| Value::from(vec!["smartsheet"; n]);
-        let cases: Vec<(&str, Box<dyn Fn(usize) -> Value>, usize)> = vec![
-            ("/id", Box::new(long), limits::ID),
-            ("/source", Box::new(long), limits::SOURCE),
-            ("/data/person/email", Box::new(email), limits::EMAIL),
-            ("/data/transfer_to/email", Box::new(email), limits::EMAIL),
-            (
-                "/data/person/employee_id",
-                Box::new(long),
-                limits::EMPLOYEE_ID,
-            ),
-            ("/data/reason", Box::new(long), limits::REASON),
-            ("/data/connections", Box::new(names), limits::CONNECTIONS),
+        /// A value of the given length in bytes.
+        type OfLength = fn(usize) -> Value;
+        let cases: [(&str, OfLength, usize); 7] = [
+            ("/id", long, limits::ID),
+            ("/source", long, limits::SOURCE),
+            ("/data/person/email", email, limits::EMAIL),
+            ("/data/transfer_to/email", email, limits::EMAIL),
+            ("/data/person/employee_id", long, limits::EMPLOYEE_ID),
+            ("/data/reason", long, limits::REASON),
+            ("/data/connections", names, limits::CONNECTIONS),
         ];
         for (pointer, value, limit) in &cases {
             assert!(
