@@ -82,6 +82,7 @@ codes! {
     Evt104 => "EVT-104",
     Evt105 => "EVT-105",
     Evt106 => "EVT-106",
+    Evt107 => "EVT-107",
     Wf100 => "WF-100",
 }
 
@@ -652,13 +653,14 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Evt102,
         app: "events",
-        condition: "A required field is missing or a field holds a bad value: no `data` or `data.person.email`, an email that is not an address, `transfer_to` without an email or naming the leaver, `connections` not a non-empty list of names, or `not_before` not an RFC 3339 time.",
+        condition: "A required field is missing or a field holds a bad value: no `data` or `data.person.email`, an email that is not an address, `transfer_to` without an email, naming the leaver or outside `[intake] recipient_domains`, `connections` not a non-empty list of names, `not_before` not an RFC 3339 time, or a value over its length limit (`id` and `source` 256 bytes, emails 254, `employee_id` 256, `reason` 1,024, a connection name 64, at most 32 connections).",
         retryable: false,
         message: "A required event field is missing or invalid",
         remedy: &[
             "Read the rejected message in the `offboard.requests.dead` queue; the `x-error-message` header names the field at fault.",
             "Map the leaver's work email into `data.person.email`, and make sure the HR field behind it is filled in for every kind of leaver, contractors included.",
-            "Give `transfer_to.email` only for a recipient other than the leaver, and leave out optional fields you do not use.",
+            "Give `transfer_to.email` only for a recipient other than the leaver, at one of the domains in `[intake] recipient_domains` when that is set, and leave out optional fields you do not use.",
+            "Keep ids and other values within their limits (README, \"Signed events\"): an id of thousands of characters is a publisher bug, not a key.",
             "Write `not_before` as an RFC 3339 time with a zone, for example 2026-11-21T00:00:00Z.",
             "Fix the publisher and send the event again, by hand if needed with `offboard submit --file EVENT.json`.",
         ],
@@ -692,13 +694,14 @@ pub static CATALOG: &[CodeInfo] = &[
     CodeInfo {
         code: Code::Evt105,
         app: "events",
-        condition: "`[intake] signing_key_env` is set and the message has no `x-offboard-signature` header, or the header is not the hex HMAC-SHA256 of the body under that key.",
+        condition: "`[intake] signing_key_env` is set and the message has no Standard Webhooks signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`), none of its `v1,` signatures matches under the configured keys, `webhook-id` differs from the event's `id`, or `webhook-timestamp` lies further from now than `[intake] signature_tolerance_secs` (a replayed message); or it carries only the legacy `x-offboard-signature` without `[intake] accept_legacy_signatures = true`.",
         retryable: false,
         message: "The event's signature is missing or wrong",
         remedy: &[
             "Read the rejected message in the `offboard.requests.dead` queue; an unsigned or forged event was refused before anyone was removed.",
-            "Make the publisher sign every message: the `x-offboard-signature` header holds the lowercase hex HMAC-SHA256 of the exact body bytes, under the key in the variable `signing_key_env` names. `offboard submit` signs when that variable is set.",
-            "Check that publisher and `offboard serve` hold the same key, and that nothing between them (a proxy, a re-serialising bridge) changes the body after signing.",
+            "Make the publisher sign every message as Standard Webhooks says: `webhook-id` the event's `id`, `webhook-timestamp` the unix time of sending, `webhook-signature` `v1,` and the base64 HMAC-SHA256 of `<id>.<timestamp>.<exact body>` under the key (README, \"Signed events\"). `offboard submit` signs when the key's variable is set.",
+            "Check that publisher and `offboard serve` hold the same key (a `whsec_` value is base64 of the key bytes, any other value the bytes themselves), that both clocks are right, and that nothing between them (a proxy, a re-serialising bridge) changes the body after signing.",
+            "While changing keys, name both variables in `signing_key_env` (a list), or let the publisher send one signature per key, space-separated.",
             "If nobody you know sent it, find out who can publish to the `offboard` exchange; then send legitimate events again, signed.",
         ],
     },
@@ -712,6 +715,19 @@ pub static CATALOG: &[CodeInfo] = &[
             "Read the message in the `offboard.requests.dead` queue and the `dead_letters` table (its `raw` column holds the body byte for byte).",
             "Look in the logs of the `offboard serve` processes for crashes or restarts around the time of each delivery; a message that crashes the consumer is a bug to report with the body.",
             "If the processes were only being restarted (a deploy, a crash loop with another cause), fix that and send the event again with `offboard submit --file EVENT.json`; its id keeps it from starting anything twice.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Evt107,
+        app: "events",
+        condition: "The database refused to store the event's workflows (an error of the statement, not a lost connection) on three tries in a row: something in this one message is more than the database accepts.",
+        retryable: false,
+        message: "The event could not be stored",
+        remedy: &[
+            "Read the `dead_letters` record: its message holds the database's error; the `offboard.requests.dead` queue holds the message.",
+            "If the error names a value (too long, out of range, an encoding), fix what the publisher sends, or report the event to offboard's maintainers: a value the parser passes should be storable.",
+            "If the error names the schema (a missing column or table), the database is behind this release: run `cargo run -p migration -- up` or restart `offboard serve`, which migrates at start.",
+            "Send the event again with `offboard submit --file EVENT.json` once fixed; its id keeps it from starting anything twice.",
         ],
     },
     // ---------------------------------------------------------------- Workflows
@@ -847,7 +863,7 @@ mod tests {
             assert_eq!(code.to_string(), code.as_str());
         }
         assert_eq!(Code::parse(" smt-100-a "), Some(Code::Smt100A));
-        for bad in ["", "SMT-100", "SMT-100-C", "EVT-107", "POST-100-A-B"] {
+        for bad in ["", "SMT-100", "SMT-100-C", "EVT-199", "POST-100-A-B"] {
             assert_eq!(Code::parse(bad), None, "{bad:?}");
             assert!(bad.parse::<Code>().is_err(), "{bad:?}");
         }

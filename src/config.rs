@@ -10,6 +10,8 @@ use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::domain::admission::{KeyError, SigningKey};
+
 /// A secret string, kept in a [`SecretString`]: zeroized when dropped, and `Debug` prints
 /// a placeholder, never the value.
 #[derive(Clone)]
@@ -142,30 +144,119 @@ impl Default for AmqpNames {
     }
 }
 
-/// Who may ask for an offboarding (`[intake]`). Both checks are off by default.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Who may ask for an offboarding, and for what (`[intake]`). Every check is off by
+/// default; on PostgreSQL `serve` still needs a signing key or `allow_unsigned = true`
+/// (see [`IntakeConfig::unsigned_refusal`]).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntakeConfig {
     /// The CloudEvents `source` values accepted; any other is dead-lettered with `EVT-104`.
     /// Absent: every source.
     pub allowed_sources: Option<Vec<String>>,
-    /// The environment variable holding the key events are signed with (HMAC-SHA256 of
-    /// the body, hex, in the `x-offboard-signature` header); unsigned or badly signed
-    /// events are dead-lettered with `EVT-105`. Absent: signatures are not required.
-    pub signing_key_env: Option<String>,
+    /// The environment variables holding the keys events are signed with (Standard
+    /// Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature` headers); a
+    /// message signed under none of them is dead-lettered with `EVT-105`. One name or a
+    /// list (so that keys can rotate); `submit` signs with the first. Empty: signatures
+    /// are not required.
+    #[serde(deserialize_with = "one_or_many")]
+    pub signing_key_env: Vec<String>,
+    /// Lets `serve` run on PostgreSQL without a signing key, accepting unsigned events.
+    pub allow_unsigned: bool,
+    /// Accepts the body-only `x-offboard-signature` of earlier releases (no timestamp, so
+    /// a captured message can be replayed) when a message has no `webhook-signature`.
+    pub accept_legacy_signatures: bool,
+    /// How far `webhook-timestamp` may lie from the receiver's clock, either way.
+    pub signature_tolerance_secs: u64,
+    /// The domains a `transfer_to` address may be at (case ignored, exact domain); any
+    /// other is dead-lettered with `EVT-102`. Absent: any recipient.
+    pub recipient_domains: Option<Vec<String>>,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            allowed_sources: None,
+            signing_key_env: Vec::new(),
+            allow_unsigned: false,
+            accept_legacy_signatures: false,
+            signature_tolerance_secs: DEFAULT_SIGNATURE_TOLERANCE_SECS,
+            recipient_domains: None,
+        }
+    }
+}
+
+/// How far a signature's timestamp may lie from now unless configured: Standard
+/// Webhooks' own default.
+pub const DEFAULT_SIGNATURE_TOLERANCE_SECS: u64 = 300;
+
+/// Reads a setting given as one string or as a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let names = OneOrMany::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("signing_key_env must be a variable name or a list of names")
+    })?;
+    Ok(match names {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
 }
 
 impl IntakeConfig {
-    /// The signing key from the environment, when signatures are configured; an error
-    /// names the variable, never its value.
-    pub fn signing_key(&self) -> Result<Option<Secret>, ConfigError> {
-        let Some(var) = &self.signing_key_env else {
-            return Ok(None);
-        };
-        match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
-            _ => Err(ConfigError::SigningKeyUnset(var.clone())),
+    /// The signing keys from the environment, in the order configured (none when
+    /// `signing_key_env` is not set); an error names the variable, never its value.
+    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, ConfigError> {
+        self.signing_key_env
+            .iter()
+            .map(|var| match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {
+                    let value = Secret::new(v.trim());
+                    SigningKey::decode(value.expose()).map_err(|why| {
+                        ConfigError::SigningKeyInvalid {
+                            var: var.clone(),
+                            why,
+                        }
+                    })
+                }
+                _ => Err(ConfigError::SigningKeyUnset(var.clone())),
+            })
+            .collect()
+    }
+
+    /// What is wrong with the `[intake]` values, if anything, in one line.
+    fn problem(&self) -> Option<String> {
+        if !(1..=86_400).contains(&self.signature_tolerance_secs) {
+            return Some("[intake] signature_tolerance_secs must be between 1 and 86400".into());
         }
+        if self.signing_key_env.iter().any(|v| v.trim().is_empty()) {
+            return Some("[intake] signing_key_env names an empty variable".into());
+        }
+        let bad_domain = |d: &String| d.is_empty() || d.contains(['@', ' ']) || !d.contains('.');
+        if let Some(d) = self
+            .recipient_domains
+            .iter()
+            .flatten()
+            .find(|d| bad_domain(d))
+        {
+            return Some(format!(
+                "[intake] recipient_domains: {d:?} is not a domain (write example.com)"
+            ));
+        }
+        None
+    }
+
+    /// Why `serve` must not start on `database_url` with this intake, if it must not: on
+    /// PostgreSQL (a shared, production database) unsigned events are accepted only when
+    /// that is said outright. One line naming the settings.
+    pub fn unsigned_refusal(&self, database_url: &str) -> Option<String> {
+        let shared = !database_url.starts_with("sqlite:");
+        (shared && self.signing_key_env.is_empty() && !self.allow_unsigned).then(|| {
+            "[intake] signing_key_env is not set: on PostgreSQL serve accepts only signed events; name the signing key's variable, or set [intake] allow_unsigned = true".to_string()
+        })
     }
 }
 
@@ -377,6 +468,9 @@ impl Config {
         if self.max_concurrent_workflows == 0 {
             return Some("max_concurrent_workflows must be at least 1".into());
         }
+        if let Some(why) = self.intake.problem() {
+            return Some(why);
+        }
         for (name, c) in &self.connections {
             let Ok(url) = url::Url::parse(&c.base_url) else {
                 return Some(format!("connection {name:?}: base_url is not a URL"));
@@ -402,16 +496,35 @@ impl Config {
     }
 }
 
-/// A URL with its password replaced by `***`, for logs and errors.
+/// Query parameters whose value is a secret: `?password=` (sqlx and libpq read the
+/// database password there too) and its TLS relatives.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A URL with its password replaced by `***`, for logs and errors: the one after the user
+/// name (`user:password@`) and any `?password=` parameter.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => "<unparseable url>".into(),
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "<unparseable url>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    let secret = |k: &str| SECRET_PARAMETERS.iter().any(|s| k.eq_ignore_ascii_case(s));
+    if url.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// Why the configuration cannot be used. Messages name the file, the setting or the
@@ -453,6 +566,14 @@ pub enum ConfigError {
     /// `[intake] signing_key_env` names a variable that is not set.
     #[error("[intake] signing_key_env: environment variable {0} is not set")]
     SigningKeyUnset(String),
+    /// `[intake] signing_key_env` names a variable whose value is no usable key.
+    #[error("[intake] signing_key_env: environment variable {var}: {why}")]
+    SigningKeyInvalid {
+        /// The variable.
+        var: String,
+        /// What is wrong with its value (never the value).
+        why: KeyError,
+    },
 }
 
 fn one_line(text: &str) -> String {
@@ -514,10 +635,9 @@ allow_admins = true
             c.intake.allowed_sources.as_deref(),
             Some(&["workday".to_string(), "bamboohr".to_string()][..])
         );
-        assert_eq!(
-            c.intake.signing_key_env.as_deref(),
-            Some("OFFBOARD_SIGNING_KEY")
-        );
+        assert_eq!(c.intake.signing_key_env, ["OFFBOARD_SIGNING_KEY"]);
+        assert_eq!(c.intake.signature_tolerance_secs, 300);
+        assert!(!c.intake.allow_unsigned && !c.intake.accept_legacy_signatures);
         assert_eq!(c.limits.max_offboardings_per_hour, Some(50));
         let guard = c.connections["smartsheet"].guard();
         assert_eq!(guard.patterns.len(), 2);
@@ -529,6 +649,90 @@ allow_admins = true
         );
         assert!(Config::parse("[intake]\nallowed = []").is_err());
         assert!(Config::parse("[limits]\nmax_per_day = 1").is_err());
+    }
+
+    #[test]
+    fn intake_settings_are_read_and_checked() {
+        let c = Config::parse(
+            r#"
+[intake]
+signing_key_env = ["OFFBOARD_SIGNING_KEY_NEW", "OFFBOARD_SIGNING_KEY_OLD"]
+accept_legacy_signatures = true
+signature_tolerance_secs = 60
+recipient_domains = ["example.com", "Example.org"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.intake.signing_key_env,
+            ["OFFBOARD_SIGNING_KEY_NEW", "OFFBOARD_SIGNING_KEY_OLD"]
+        );
+        assert!(c.intake.accept_legacy_signatures);
+        assert_eq!(c.intake.signature_tolerance_secs, 60);
+        assert_eq!(c.intake.recipient_domains.as_ref().unwrap().len(), 2);
+        for bad in [
+            "[intake]\nsignature_tolerance_secs = 0",
+            "[intake]\nsigning_key_env = \"\"",
+            "[intake]\nsigning_key_env = 3",
+            "[intake]\nrecipient_domains = [\"@example.com\"]",
+            "[intake]\nrecipient_domains = [\"localhost\"]",
+        ] {
+            let e = Config::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("[intake]") || e.contains("signing_key_env"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_on_postgres_needs_a_key_or_allow_unsigned() {
+        let pg = "postgres://postgres@127.0.0.1/test";
+        let unsigned = IntakeConfig::default();
+        let refusal = unsigned.unsigned_refusal(pg).unwrap();
+        assert!(refusal.contains("allow_unsigned") && !refusal.contains('\n'));
+        assert!(unsigned.unsigned_refusal(DEFAULT_DATABASE_URL).is_none());
+        let allowed = IntakeConfig {
+            allow_unsigned: true,
+            ..IntakeConfig::default()
+        };
+        assert!(allowed.unsigned_refusal(pg).is_none());
+        let keyed = IntakeConfig {
+            signing_key_env: vec!["K".into()],
+            ..IntakeConfig::default()
+        };
+        assert!(keyed.unsigned_refusal(pg).is_none());
+    }
+
+    #[test]
+    fn signing_keys_come_from_the_environment_and_are_checked() {
+        let var = |name: &str| IntakeConfig {
+            signing_key_env: vec![name.to_string()],
+            ..IntakeConfig::default()
+        };
+        // Variables only this test sets.
+        std::env::set_var("OFFBOARD_CONFIG_TEST_KEY_GOOD", "whsec_c2VjcmV0");
+        std::env::set_var("OFFBOARD_CONFIG_TEST_KEY_BAD", "whsec_not base64!");
+        assert_eq!(
+            var("OFFBOARD_CONFIG_TEST_KEY_GOOD")
+                .signing_keys()
+                .unwrap()
+                .len(),
+            1
+        );
+        let e = var("OFFBOARD_CONFIG_TEST_KEY_BAD")
+            .signing_keys()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("OFFBOARD_CONFIG_TEST_KEY_BAD") && !e.contains("not base64!"),
+            "{e}"
+        );
+        let e = var("OFFBOARD_CONFIG_TEST_KEY_UNSET")
+            .signing_keys()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::SigningKeyUnset(_)));
+        assert!(IntakeConfig::default().signing_keys().unwrap().is_empty());
     }
 
     #[test]
@@ -548,9 +752,27 @@ allow_admins = true
     #[test]
     fn secrets_and_passwords_stay_hidden() {
         assert_eq!(format!("{:?}", Secret::new("tok-123")), "Secret(***)");
-        assert_eq!(
-            redact_url("amqp://guest:hunter2@h:5672/%2f"),
-            "amqp://guest:***@h:5672/%2f"
-        );
+        for (url, shown) in [
+            (
+                "amqp://guest:hunter2@h:5672/%2f",
+                "amqp://guest:***@h:5672/%2f",
+            ),
+            (
+                "postgres://app@db:5432/offboard?password=hunter2&sslmode=require",
+                "postgres://app@db:5432/offboard?password=***&sslmode=require",
+            ),
+            (
+                "postgres://app:hunter2@db/o?PassWord=hunter2&sslpassword=hunter2",
+                "postgres://app:***@db/o?PassWord=***&sslpassword=***",
+            ),
+            (
+                "sqlite://offboard.db?mode=rwc",
+                "sqlite://offboard.db?mode=rwc",
+            ),
+            ("postgres://app@db/o", "postgres://app@db/o"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            assert!(!redact_url(url).contains("hunter2"));
+        }
     }
 }

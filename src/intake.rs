@@ -21,13 +21,25 @@ use tracing::{error, info, warn};
 
 use crate::codes::Code;
 use crate::config::{redact_url, AmqpNames, IntakeConfig};
-use crate::domain::admission;
+use crate::domain::admission::{self, SignatureHeaders, SignaturePolicy, Signed};
 use crate::domain::event::{self, EventType, Rejection};
 use crate::runtime::engine::{Engine, EngineError};
 use crate::store::{Accepted, Pending};
 
 /// How long connecting to the broker may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the broker may take to confirm a publish (a completion event, a dead letter)
+/// before the publish counts as failed: an outbox entry then stays in the outbox for the
+/// sweeper, a delivery is not acknowledged.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many times a message is tried whose storing fails for a reason of its own (the
+/// database answered, and refused) before it is dead-lettered with `EVT-107`.
+const STORE_ATTEMPTS: u32 = 3;
+
+/// The wait before trying such a message again, doubled each time.
+const STORE_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// The quorum queue's delivery limit, set explicitly: a message delivered this many times
 /// without an ack is dropped by the broker to the dead-letter exchange. offboard
@@ -76,6 +88,14 @@ pub enum BrokerError {
     /// The broker did not confirm a dead letter.
     #[error("the broker did not confirm a dead letter: {0}")]
     DeadLetterUnconfirmed(#[source] lapin::Error),
+    /// The broker did not confirm published messages within [`CONFIRM_TIMEOUT`].
+    #[error("RabbitMQ did not confirm {count} message(s) within {secs} s")]
+    ConfirmTimeout {
+        /// How many were waiting.
+        count: usize,
+        /// How long they waited.
+        secs: u64,
+    },
     /// The broker cancelled the consumer.
     #[error("the consumer was cancelled by the broker")]
     ConsumerCancelled,
@@ -261,14 +281,22 @@ async fn consume_once(
 enum HandleError {
     /// The broker connection failed: reconnect (the delivery comes back).
     Broker(BrokerError),
-    /// The database failed: hold the delivery and try it again when the database is back.
+    /// The database failed: see [`is_outage`].
     Store(EngineError),
+}
+
+/// Whether an engine error is the database going away (hold the delivery until it is
+/// back) rather than a refusal tied to the message (try it a few times, then dead-letter).
+fn is_outage(e: &EngineError) -> bool {
+    matches!(e, EngineError::Store(s) if s.is_outage())
 }
 
 /// Turns one delivery into workflows (ack after commit) or a dead letter (ack after the
 /// dead letter is recorded and confirmed). While the database is unreachable the delivery
 /// is held and tried again, so consumption pauses: no nack storm, and no valid event is
-/// dead-lettered for an outage.
+/// dead-lettered for an outage. A message the database refuses while reachable is tried
+/// [`STORE_ATTEMPTS`] times, then dead-lettered with `EVT-107`: no message holds an intake
+/// place for long.
 async fn handle(
     engine: &Arc<Engine>,
     dlx: &Channel,
@@ -277,24 +305,35 @@ async fn handle(
     paused: &AtomicBool,
 ) -> Result<(), BrokerError> {
     let mut delays = reconnect_delays();
+    let mut refusals = 0;
     loop {
-        match try_handle(engine, dlx, &delivery).await {
+        let outcome = if refusals < STORE_ATTEMPTS {
+            try_handle(engine, dlx, &delivery).await
+        } else {
+            dead_letter_unstorable(engine, dlx, &delivery, refusals).await
+        };
+        let delay = match outcome {
             Ok(()) => break,
             Err(HandleError::Broker(e)) => return Err(e),
-            Err(HandleError::Store(e)) => {
-                let delay = delays
-                    .next()
-                    .unwrap_or(Duration::from_secs(30))
-                    .min(Duration::from_secs(5));
+            Err(HandleError::Store(e)) if is_outage(&e) => {
                 if !paused.swap(true, Ordering::SeqCst) {
                     error!(error = %e, "the database is unreachable; intake paused until it is back");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    // Unacknowledged, the delivery goes back to the queue when we close.
-                    _ = shutdown.changed() => return Err(BrokerError::StoppedWaitingForDatabase),
-                }
+                delays
+                    .next()
+                    .unwrap_or(Duration::from_secs(30))
+                    .min(Duration::from_secs(5))
             }
+            Err(HandleError::Store(e)) => {
+                refusals += 1;
+                warn!(error = %e, attempt = refusals, of = STORE_ATTEMPTS, "the database refused to store an event");
+                STORE_RETRY_DELAY * 2u32.pow(refusals - 1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            // Unacknowledged, the delivery goes back to the queue when we close.
+            _ = shutdown.changed() => return Err(BrokerError::StoppedWaitingForDatabase),
         }
     }
     if paused.swap(false, Ordering::SeqCst) {
@@ -314,8 +353,8 @@ pub struct Message<'a> {
     pub body: &'a [u8],
     /// Where it was published (the event type, by convention); kept with a dead letter.
     pub routing_key: &'a str,
-    /// The `x-offboard-signature` header, if any.
-    pub signature: Option<&'a str>,
+    /// The signature headers it came with.
+    pub signature: SignatureHeaders<'a>,
     /// How many times the broker delivered it before (`x-delivery-count`), if it says.
     pub delivery_count: Option<i64>,
 }
@@ -331,18 +370,27 @@ pub enum Received {
 }
 
 /// The broker-free half of handling a message, the same for the consumer and the demo:
-/// the delivery limit, the signature, the parse, the allowed sources, then either the
-/// event's workflows are stored ([`Engine::accept_reserved`], handed to this process's
-/// work loop when one runs) or the rejection is recorded as a
-/// dead letter. `Err` is a database failure: nothing was decided, try again later.
+/// the delivery limit, the signature, the parse (with its bounds), the allowed sources
+/// and recipients, then either the event's workflows are stored
+/// ([`Engine::accept_reserved`], handed to this process's work loop when one runs) or the
+/// rejection is recorded as a dead letter. `Err` is a database failure: nothing was
+/// decided.
 pub async fn receive(engine: &Engine, message: &Message<'_>) -> Result<Received, EngineError> {
     let rejection = match decide(engine, message).await? {
         Ok(accepted) => return Ok(Received::Accepted(accepted)),
         Err(rejection) => rejection,
     };
-    let event_id = serde_json::from_slice::<serde_json::Value>(message.body)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
+    record(engine, message, &rejection).await?;
+    Ok(Received::DeadLettered(rejection))
+}
+
+/// Records a rejected message as a dead letter, counts and logs it.
+async fn record(
+    engine: &Engine,
+    message: &Message<'_>,
+    rejection: &Rejection,
+) -> Result<(), EngineError> {
+    let event_id = readable_event_id(message.body);
     engine
         .store()
         .dead_letter(
@@ -356,7 +404,19 @@ pub async fn receive(engine: &Engine, message: &Message<'_>) -> Result<Received,
     metrics::counter!("offboard_dead_letters_total", "code" => rejection.code.as_str())
         .increment(1);
     warn!(code = %rejection.code, reason = %rejection.message.escape_debug(), event_id = ?event_id, "event dead-lettered");
-    Ok(Received::DeadLettered(rejection))
+    Ok(())
+}
+
+/// The body's CloudEvent `id`, when it has one, cut to [`event::limits::ID`] bytes: a
+/// dead letter names the event it was, even when the id is what was wrong with it.
+fn readable_event_id(body: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let id = value.get("id")?.as_str()?;
+    let mut end = id.len().min(event::limits::ID);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(id[..end].to_string())
 }
 
 /// Accepts the message or says why not.
@@ -370,14 +430,19 @@ async fn decide(
             message: format!("delivered {} times without being processed", count + 1),
         }));
     }
-    if let Some(rejection) = signature_rejection(&engine.config().intake, message) {
+    let intake = &engine.config().intake;
+    if let Some(rejection) = signature_rejection(intake, message) {
         return Ok(Err(rejection));
     }
     let known: Vec<String> = engine.config().connections.keys().cloned().collect();
-    let allowed = engine.config().intake.allowed_sources.as_deref();
-    let request = match event::parse(message.body, &known)
-        .and_then(|r| admission::check_source(allowed, &r.source).map(|()| r))
-    {
+    let request = match event::parse(message.body, &known).and_then(|r| {
+        admission::check_source(intake.allowed_sources.as_deref(), &r.source)?;
+        admission::check_recipient(
+            intake.recipient_domains.as_deref(),
+            r.transfer_to.as_deref(),
+        )?;
+        Ok(r)
+    }) {
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
@@ -398,18 +463,23 @@ async fn try_handle(
     dlx: &Channel,
     delivery: &Delivery,
 ) -> Result<(), HandleError> {
-    let signature = delivery.properties.headers().as_ref().and_then(|h| {
-        match h.inner().get(admission::SIGNATURE_HEADER) {
-            Some(AMQPValue::LongString(s)) => {
-                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-            }
-            _ => None,
-        }
-    });
+    let headers = delivery.properties.headers().as_ref();
+    let header = |name: &str| headers.and_then(|h| text_header(h, name));
+    let (id, timestamp, signature, legacy) = (
+        header(admission::WEBHOOK_ID),
+        header(admission::WEBHOOK_TIMESTAMP),
+        header(admission::WEBHOOK_SIGNATURE),
+        header(admission::LEGACY_SIGNATURE),
+    );
     let message = Message {
         body: &delivery.data,
         routing_key: delivery.routing_key.as_str(),
-        signature: signature.as_deref(),
+        signature: SignatureHeaders {
+            id: id.as_deref(),
+            timestamp: timestamp.as_deref(),
+            signature: signature.as_deref(),
+            legacy: legacy.as_deref(),
+        },
         delivery_count: delivery_count(delivery),
     };
     match receive(engine, &message)
@@ -423,11 +493,50 @@ async fn try_handle(
     }
 }
 
+/// Dead-letters a delivery the database refused `refusals` times with `EVT-107`. When
+/// even its record is refused (and the database is up), it is published to the
+/// dead-letter exchange unrecorded rather than held: the error is logged.
+async fn dead_letter_unstorable(
+    engine: &Arc<Engine>,
+    dlx: &Channel,
+    delivery: &Delivery,
+    refusals: u32,
+) -> Result<(), HandleError> {
+    let rejection = Rejection {
+        code: Code::Evt107,
+        message: format!("the database refused to store the event {refusals} times"),
+    };
+    let message = Message {
+        body: &delivery.data,
+        routing_key: delivery.routing_key.as_str(),
+        signature: SignatureHeaders::default(),
+        delivery_count: None,
+    };
+    match record(engine, &message, &rejection).await {
+        Ok(()) => {}
+        Err(e) if is_outage(&e) => return Err(HandleError::Store(e)),
+        Err(e) => {
+            error!(error = %e, code = %rejection.code, "cannot record a dead letter; publishing it unrecorded")
+        }
+    }
+    publish_dead_letter(engine, dlx, delivery, &rejection)
+        .await
+        .map_err(HandleError::Broker)
+}
+
+/// A text header's value (AMQP long or short string), as the intake reads it.
+fn text_header(headers: &FieldTable, name: &str) -> Option<String> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
 /// Why a message's signature is refused, when `[intake] signing_key_env` asks for one.
 fn signature_rejection(intake: &IntakeConfig, message: &Message<'_>) -> Option<Rejection> {
-    let key = match intake.signing_key() {
-        Ok(None) => return None,
-        Ok(Some(key)) => key,
+    let keys = match intake.signing_keys() {
+        Ok(keys) => keys,
         Err(why) => {
             return Some(Rejection {
                 code: Code::Evt105,
@@ -435,7 +544,13 @@ fn signature_rejection(intake: &IntakeConfig, message: &Message<'_>) -> Option<R
             })
         }
     };
-    admission::check_signature(key.expose().as_bytes(), message.body, message.signature).err()
+    let policy = SignaturePolicy {
+        keys: &keys,
+        tolerance_secs: intake.signature_tolerance_secs,
+        accept_legacy: intake.accept_legacy_signatures,
+    };
+    let now = chrono::Utc::now().timestamp();
+    admission::check_signature(&policy, &message.signature, message.body, now).err()
 }
 
 /// How many times the broker delivered this message before (quorum queues count it).
@@ -474,16 +589,24 @@ async fn publish_dead_letter(
     if let Some(ct) = delivery.properties.content_type() {
         props = props.with_content_type(ct.clone());
     }
-    dlx.basic_publish(
-        engine.config().amqp.dead_letter_exchange.as_str().into(),
-        delivery.routing_key.as_str().into(),
-        BasicPublishOptions::default(),
-        &delivery.data,
-        props,
-    )
-    .await?
-    .await
-    .map_err(BrokerError::DeadLetterUnconfirmed)?;
+    let confirm = dlx
+        .basic_publish(
+            engine.config().amqp.dead_letter_exchange.as_str().into(),
+            delivery.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &delivery.data,
+            props,
+        )
+        .await?;
+    // Unconfirmed in time, the delivery is not acknowledged: it comes back after the
+    // reconnect, and is recorded once more.
+    tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| BrokerError::ConfirmTimeout {
+            count: 1,
+            secs: CONFIRM_TIMEOUT.as_secs(),
+        })?
+        .map_err(BrokerError::DeadLetterUnconfirmed)?;
     Ok(())
 }
 
@@ -550,9 +673,18 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                 if batch.is_empty() {
                     continue;
                 }
-                if let Err(e) = publish_batch(&channel, exchange, &batch).await {
-                    carried = batch;
-                    return Err(e);
+                match publish_batch(&channel, exchange, &batch).await {
+                    Ok(()) => {}
+                    // Left claimed in the outbox: once the claim lapses, a sweep (this
+                    // process's, after the reconnect, or another's) publishes them.
+                    Err(e @ BrokerError::ConfirmTimeout { .. }) => {
+                        warn!(error = %e, "completion events left in the outbox for the sweeper");
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        carried = batch;
+                        return Err(e);
+                    }
                 }
                 let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
                 if let Err(e) = store.delete_outbox(&ids).await {
@@ -586,7 +718,8 @@ async fn renewed(store: &crate::store::Store, owner: &str, entries: Vec<Pending>
     mine
 }
 
-/// Publishes every entry, then waits for all their confirms.
+/// Publishes every entry, then waits for all their confirms, for at most
+/// [`CONFIRM_TIMEOUT`].
 async fn publish_batch(
     channel: &Channel,
     exchange: &str,
@@ -600,45 +733,51 @@ async fn publish_batch(
                 exchange,
                 &p.entry.routing_key,
                 p.entry.body.as_bytes(),
+                None,
             )
             .await?,
         );
     }
-    for (confirm, p) in confirms.into_iter().zip(batch) {
-        confirmed(confirm.await?, &p.entry.routing_key)?;
-    }
-    Ok(())
+    let keys = batch.iter().map(|p| p.entry.routing_key.as_str());
+    within_confirm_timeout(confirms.into_iter().zip(keys)).await
 }
 
-/// Sends one CloudEvents JSON message; the returned future resolves to the broker's
-/// confirm.
+/// Waits for each confirm (and checks it is an ack), all within [`CONFIRM_TIMEOUT`].
+async fn within_confirm_timeout<'a, C>(
+    confirms: impl ExactSizeIterator<Item = (C, &'a str)>,
+) -> Result<(), BrokerError>
+where
+    C: std::future::IntoFuture<Output = lapin::Result<lapin::Confirmation>>,
+{
+    let count = confirms.len();
+    let all = async {
+        for (confirm, routing_key) in confirms {
+            confirmed(confirm.await?, routing_key)?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(CONFIRM_TIMEOUT, all)
+        .await
+        .unwrap_or(Err(BrokerError::ConfirmTimeout {
+            count,
+            secs: CONFIRM_TIMEOUT.as_secs(),
+        }))
+}
+
+/// Sends one CloudEvents JSON message, with the Standard Webhooks headers when `signed`;
+/// the returned future resolves to the broker's confirm.
 async fn send(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
-) -> Result<lapin::PublisherConfirm, BrokerError> {
-    send_with(channel, exchange, routing_key, body, None).await
-}
-
-/// [`send`], with the `x-offboard-signature` header when `signature` is given.
-async fn send_with(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    signature: Option<&str>,
+    signed: Option<&Signed>,
 ) -> Result<lapin::PublisherConfirm, BrokerError> {
     let mut props = BasicProperties::default()
         .with_content_type("application/cloudevents+json".into())
         .with_delivery_mode(2);
-    if let Some(signature) = signature {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            admission::SIGNATURE_HEADER.into(),
-            AMQPValue::LongString(signature.into()),
-        );
-        props = props.with_headers(headers);
+    if let Some(signed) = signed {
+        props = props.with_headers(signature_headers(signed));
     }
     channel
         .basic_publish(
@@ -652,6 +791,19 @@ async fn send_with(
         .map_err(BrokerError::from)
 }
 
+/// The AMQP headers carrying a Standard Webhooks signature.
+pub fn signature_headers(signed: &Signed) -> FieldTable {
+    let mut headers = FieldTable::default();
+    for (name, value) in [
+        (admission::WEBHOOK_ID, signed.id.clone()),
+        (admission::WEBHOOK_TIMESTAMP, signed.timestamp.to_string()),
+        (admission::WEBHOOK_SIGNATURE, signed.signature.clone()),
+    ] {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    headers
+}
+
 fn confirmed(confirm: lapin::Confirmation, routing_key: &str) -> Result<(), BrokerError> {
     if confirm.is_nack() {
         return Err(BrokerError::Refused(routing_key.to_string()));
@@ -659,15 +811,17 @@ fn confirmed(confirm: lapin::Confirmation, routing_key: &str) -> Result<(), Brok
     Ok(())
 }
 
-/// Publishes one CloudEvents JSON message and waits for the broker's confirm.
+/// Publishes one CloudEvents JSON message (signed when `signed` is given) and waits for
+/// the broker's confirm.
 pub async fn publish(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
+    signed: Option<&Signed>,
 ) -> Result<(), BrokerError> {
-    let confirm = send(channel, exchange, routing_key, body).await?.await?;
-    confirmed(confirm, routing_key)
+    let confirm = send(channel, exchange, routing_key, body, signed).await?;
+    within_confirm_timeout(std::iter::once((confirm, routing_key))).await
 }
 
 /// `offboard submit`: declares the topology and publishes one event with confirms.
@@ -680,13 +834,13 @@ pub async fn submit(
     submit_signed(url, names, routing_key, body, None).await
 }
 
-/// [`submit`] with a signature for the `x-offboard-signature` header, when given.
+/// [`submit`] with the Standard Webhooks headers of `signed`, when given.
 pub async fn submit_signed(
     url: &str,
     names: &AmqpNames,
     routing_key: &str,
     body: &[u8],
-    signature: Option<&str>,
+    signed: Option<&Signed>,
 ) -> Result<(), BrokerError> {
     let (conn, channel) = open(url).await?;
     // A broker that accepted the connection but stops answering (declare, confirm) must
@@ -698,7 +852,7 @@ pub async fn submit_signed(
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let confirm = send_with(&channel, &names.exchange, routing_key, body, signature)
+        let confirm = send(&channel, &names.exchange, routing_key, body, signed)
             .await?
             .await?;
         confirmed(confirm, routing_key)
@@ -708,4 +862,45 @@ pub async fn submit_signed(
         .unwrap_or(Err(BrokerError::Unconfirmed(CONNECT_TIMEOUT.as_secs())));
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "done".into())).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A confirm that never comes fails the wait after [`CONFIRM_TIMEOUT`] instead of
+    /// holding the publisher forever (time is paused: the test takes no wall time).
+    #[tokio::test(start_paused = true)]
+    async fn a_confirm_that_never_comes_times_out() {
+        let never = std::future::pending::<lapin::Result<lapin::Confirmation>>();
+        let started = tokio::time::Instant::now();
+        let e = within_confirm_timeout(std::iter::once((never, "workflow.completed")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, BrokerError::ConfirmTimeout { count: 1, secs: 10 }),
+            "{e}"
+        );
+        assert_eq!(started.elapsed(), CONFIRM_TIMEOUT);
+        let nack = std::future::ready(Ok(lapin::Confirmation::Nack(None)));
+        let e = within_confirm_timeout(std::iter::once((nack, "workflow.failed")))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BrokerError::Refused(_)), "{e}");
+        let ack = std::future::ready(Ok(lapin::Confirmation::Ack(None)));
+        assert!(
+            within_confirm_timeout(std::iter::once((ack, "workflow.completed")))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_event_even_by_an_over_long_id() {
+        let body = serde_json::json!({ "id": "é".repeat(1000) }).to_string();
+        let id = readable_event_id(body.as_bytes()).unwrap();
+        assert!(id.len() <= event::limits::ID && id.starts_with('é'));
+        assert_eq!(readable_event_id(b"not json"), None);
+        assert_eq!(readable_event_id(br#"{"id":7}"#), None);
+    }
 }

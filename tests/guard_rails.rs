@@ -32,8 +32,16 @@ fn from_source(id: &str, source: &str, email: &str) -> Vec<u8> {
 /// Writes the test's `offboard.toml` with `extra` TOML appended (it continues the
 /// `[connections.smartsheet]` table until a new `[section]` starts).
 fn config_file(dir: &Path, url: &str, org: &Org, extra: &str) -> PathBuf {
-    let path =
-        ConfigFile::new(url, &amqp_names(), &org.sim.base_url()).write(&dir.join("offboard.toml"));
+    config_file_with_intake(dir, url, org, "allow_unsigned = true\n", extra)
+}
+
+/// [`config_file`] with `intake` as the lines of its `[intake]` table.
+fn config_file_with_intake(dir: &Path, url: &str, org: &Org, intake: &str, extra: &str) -> PathBuf {
+    let file = ConfigFile {
+        intake: intake.to_string(),
+        ..ConfigFile::new(url, &amqp_names(), &org.sim.base_url())
+    };
+    let path = file.write(&dir.join("offboard.toml"));
     let text = std::fs::read_to_string(&path).unwrap();
     // Keep the names the file was written with: read them back from it.
     std::fs::write(&path, format!("{text}{extra}")).unwrap();
@@ -63,11 +71,12 @@ async fn only_listed_sources_with_good_signatures_may_ask() {
     let org = org().await;
     let (url, _) = fresh_database(Db::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = config_file(
+    let path = config_file_with_intake(
         dir.path(),
         &url,
         &org,
-        "[intake]\nallowed_sources = [\"workday\", \"offboard-cli\"]\nsigning_key_env = \"OFFBOARD_TEST_SIGNING_KEY\"\n",
+        "allowed_sources = [\"workday\", \"offboard-cli\"]\nsigning_key_env = \"OFFBOARD_TEST_SIGNING_KEY\"\n",
+        "",
     );
     let names = names_of(&path);
     let mut procs = Procs::new();
@@ -82,13 +91,16 @@ async fn only_listed_sources_with_good_signatures_may_ask() {
         let names = names.clone();
         async move {
             let body = from_source(id, source, LEAVER);
-            let signature = key.map(|k| admission::sign(k.as_bytes(), &body));
+            let now = chrono::Utc::now().timestamp();
+            let signed = key.map(|k| {
+                admission::sign(&admission::SigningKey::decode(k).unwrap(), id, now, &body)
+            });
             offboard::intake::submit_signed(
                 AMQP_URL,
                 &names,
                 "offboarding.requested",
                 &body,
-                signature.as_deref(),
+                signed.as_ref(),
             )
             .await
             .unwrap();

@@ -1,7 +1,10 @@
 //! Intake survives what it cannot store and a database that goes away: a body with a 0x00
 //! byte and an event whose id holds `\u0000` are dead-lettered and recorded while the next
-//! event completes; a 15 s PostgreSQL outage while events arrive and workflows run loses
-//! nothing, dead-letters no valid event and leaves no workflow stuck.
+//! event completes; ids of 3,000 to 200,000 characters are refused before the database
+//! and an event the database refuses is dead-lettered with `EVT-107` after three tries,
+//! neither pausing intake (the real binary); a dead letter keeps 64 KiB of a 300 KiB body
+//! with its size and SHA-256; a 15 s PostgreSQL outage while events arrive and workflows
+//! run loses nothing, dead-letters no valid event and leaves no workflow stuck.
 
 mod support;
 
@@ -102,6 +105,152 @@ async fn bodies_postgres_cannot_store_are_dead_lettered_and_intake_goes_on() {
         "{row_codes:?}"
     );
     assert_eq!(engine.store().list(None).await.unwrap().len(), 1);
+}
+
+/// What once held an intake slot forever (an id past PostgreSQL's index row limit was
+/// taken for a database outage and retried without end) is dead-lettered at once, with
+/// `EVT-102`, by the real binary on PostgreSQL; an event the database refuses for a
+/// reason of its own (here a trigger) is tried three times and dead-lettered with
+/// `EVT-107`; a 300 KiB body's dead letter keeps 64 KiB, its size and its SHA-256. The
+/// event published after them all completes, and intake never says the database is
+/// unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_ids_and_refused_events_are_dead_lettered_at_once_and_intake_goes_on() {
+    use sea_orm::ConnectionTrait;
+    use sha2::Digest;
+    let org = org().await;
+    let (url, _) = fresh_database(Db::Postgres).await;
+    let store = offboard::store::Store::open(&url).await.unwrap();
+    // The database itself refuses one event id: an error of the statement, not of the
+    // connection, as a value the parser passes but the server cannot store would be.
+    for sql in [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+         IF NEW.id = 'ev-poison' THEN RAISE EXCEPTION 'this event is poisoned'; END IF; \
+         RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ] {
+        store.connection().execute_unprepared(sql).await.unwrap();
+    }
+    let names = amqp_names();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ConfigFile::new(&url, &names, &org.sim.base_url()).write(&dir.path().join("offboard.toml"));
+    let mut procs = Procs::new();
+    let worker = procs.serve("serve", &config, &dir.path().join("serve.log"));
+    procs.wait_logs(&[worker], "consuming events", 60).await;
+
+    let kind = "license.reclaim.requested";
+    let long_ids: Vec<String> = [3_000, 20_000, 200_000]
+        .iter()
+        .map(|n| format!("ev-long-{n}-{}", "x".repeat(*n)))
+        .collect();
+    let mut messages: Vec<(String, Vec<u8>)> = long_ids
+        .iter()
+        .map(|id| (kind.to_string(), event(id, kind, RECLAIM, None)))
+        .collect();
+    let big = format!(
+        "{{\"id\":\"ev-big\",\"pad\":\"{}\"}}",
+        "y".repeat(300 * 1024)
+    );
+    messages.push((kind.into(), big.clone().into_bytes()));
+    messages.push((kind.into(), event("ev-poison", kind, RECLAIM, None)));
+    messages.push((kind.into(), event("ev-after", kind, RECLAIM, None)));
+    let published = tokio::time::Instant::now();
+    publish_many(&names, &messages).await;
+
+    let rows = eventually(20, "five dead letters recorded", || async {
+        let rows = store.dead_letters().await.unwrap();
+        (rows.len() >= 5).then_some(rows)
+    })
+    .await;
+    assert!(
+        published.elapsed() < Duration::from_secs(10),
+        "dead-lettered at once, not after retries: {:?}",
+        published.elapsed()
+    );
+    let wf = finished(&store, "ev-after", 1, 30).await.remove(0);
+    assert_eq!(wf.state, "completed", "{:?}", wf.error_code);
+
+    let by_id: HashMap<String, &offboard::store::entities::dead_letter::Model> = rows
+        .iter()
+        .map(|r| (r.event_id.clone().unwrap_or_default(), r))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        5,
+        "{:?}",
+        by_id
+            .keys()
+            .map(|k| &k[..k.len().min(20)])
+            .collect::<Vec<_>>()
+    );
+    for id in &long_ids {
+        // The record names the event by the start of its id.
+        let row = by_id[&id[..256]];
+        assert_eq!(row.code, "EVT-102", "{}", row.message);
+        assert!(
+            row.message.contains("id is") && row.message.contains("limit"),
+            "{}",
+            row.message
+        );
+    }
+    let poison = by_id["ev-poison"];
+    assert_eq!(poison.code, "EVT-107", "{}", poison.message);
+    let big_row = by_id["ev-big"];
+    assert_eq!(big_row.code, "EVT-100");
+    let raw = big_row.raw.as_deref().unwrap();
+    assert_eq!(raw.len(), 64 * 1024, "64 KiB of the body are kept");
+    assert_eq!(raw, &big.as_bytes()[..64 * 1024]);
+    assert_eq!(big_row.body_size, Some(big.len() as i64));
+    assert_eq!(
+        big_row.body_sha256.as_deref(),
+        Some(hex::encode(sha2::Sha256::digest(big.as_bytes())).as_str())
+    );
+    for id in long_ids
+        .iter()
+        .chain([&"ev-poison".to_string(), &"ev-big".to_string()])
+    {
+        assert!(
+            store.by_event(id).await.unwrap().is_empty(),
+            "{:.20} started nothing",
+            id
+        );
+    }
+    let dead = eventually(15, "five messages in the dead-letter queue", || async {
+        let got = drain_dead_letters(&names.dead_letter_queue).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let mut codes: Vec<String> = dead.into_iter().filter_map(|(c, _)| c).collect();
+    codes.extend(
+        drain_dead_letters(&names.dead_letter_queue)
+            .await
+            .into_iter()
+            .filter_map(|(c, _)| c),
+    );
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["EVT-100", "EVT-102", "EVT-102", "EVT-102", "EVT-107"]
+    );
+
+    let log = procs.all[worker].log_text();
+    assert!(
+        !log.contains("database is unreachable"),
+        "intake took bad data for an outage:\n{log}"
+    );
+    assert_eq!(
+        log.matches("the database refused to store an event")
+            .count(),
+        3,
+        "the refused event was tried three times:\n{log}"
+    );
+    assert!(
+        !log.contains(&"x".repeat(300)),
+        "an over-long id is never logged whole"
+    );
+    procs.terminate(worker, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

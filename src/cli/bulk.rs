@@ -234,6 +234,7 @@ pub async fn run(config: &Config, path: &Path) -> Outcome {
             )
         })
         .collect();
+    let signer = super::signer(config)?;
     let (conn, channel) = crate::intake::open(&config.amqp_url)
         .await
         .map_err(|e| fail(EXIT_FAILURE, e))?;
@@ -257,14 +258,22 @@ pub async fn run(config: &Config, path: &Path) -> Outcome {
     let step = (total / 10).max(1);
     for (i, ((kind, body), request)) in bodies.iter().zip(&requests).enumerate() {
         let done = i as u64 + 1;
-        crate::intake::publish(&channel, &config.amqp.exchange, kind.as_str(), body)
-            .await
-            .map_err(|e| {
-                fail(
-                    EXIT_FAILURE,
-                    format!("{done} of {total}: {e}; the events before it were published"),
-                )
-            })?;
+        // Signed when each is sent, so that a long file stays within the tolerance.
+        let signed = signer.as_ref().map(|sign| sign(&request.event_id, body));
+        crate::intake::publish(
+            &channel,
+            &config.amqp.exchange,
+            kind.as_str(),
+            body,
+            signed.as_ref(),
+        )
+        .await
+        .map_err(|e| {
+            fail(
+                EXIT_FAILURE,
+                format!("{done} of {total}: {e}; the events before it were published"),
+            )
+        })?;
         println!("{} {}", request.event_id, request.person_email);
         match &bar {
             Some(bar) => bar.inc(1),

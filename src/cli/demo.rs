@@ -117,7 +117,7 @@ pub async fn run() -> Outcome {
         let message = Message {
             body: body.as_bytes(),
             routing_key: ev["type"].as_str().unwrap_or_default(),
-            signature: None,
+            signature: Default::default(),
             delivery_count: None,
         };
         match intake::receive(&engine, &message)

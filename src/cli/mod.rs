@@ -509,9 +509,12 @@ fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Fail
 }
 
 async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome {
+    if let Some(why) = config.intake.unsigned_refusal(&config.database_url) {
+        return Err(fail(EXIT_USAGE, why));
+    }
     config
         .intake
-        .signing_key()
+        .signing_keys()
         .map_err(|e| fail(EXIT_USAGE, e))?;
     crate::telemetry::init("info");
     let listen = listen.or(config.http.listen);
@@ -643,23 +646,34 @@ async fn submit(
     };
     let request = event::parse(&body, &known)
         .map_err(|r| fail(EXIT_USAGE, format!("{}: {}", r.code, r.message)))?;
-    // Signed when `[intake] signing_key_env` is set: the serving side then requires it.
-    let key = config
-        .intake
-        .signing_key()
-        .map_err(|e| fail(EXIT_USAGE, e))?;
-    let signature = key.map(|k| crate::domain::admission::sign(k.expose().as_bytes(), &body));
+    let signed = signer(config)?.map(|sign| sign(&request.event_id, &body));
     crate::intake::submit_signed(
         &config.amqp_url,
         &config.amqp,
         request.event_type.as_str(),
         &body,
-        signature.as_deref(),
+        signed.as_ref(),
     )
     .await
     .map_err(|e| fail(EXIT_FAILURE, e))?;
     println!("{}", request.event_id);
     Ok(EXIT_OK)
+}
+
+/// How `submit` signs an event (its id, its exact body) when `[intake] signing_key_env`
+/// is set, with the first key named: the serving side then requires a signature.
+pub(crate) fn signer(
+    config: &Config,
+) -> Result<Option<impl Fn(&str, &[u8]) -> crate::domain::admission::Signed>, Failure> {
+    let keys = config
+        .intake
+        .signing_keys()
+        .map_err(|e| fail(EXIT_USAGE, e))?;
+    Ok(keys.into_iter().next().map(|key| {
+        move |id: &str, body: &[u8]| {
+            crate::domain::admission::sign(&key, id, chrono::Utc::now().timestamp(), body)
+        }
+    }))
 }
 
 type CheckResult = Result<crate::apps::CheckReport, crate::apps::ClientError>;

@@ -10,6 +10,29 @@ use crate::codes::Code;
 /// Largest body accepted; anything bigger is rejected with EVT-100.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The longest values an event may carry, in bytes of UTF-8; a longer one is refused with
+/// `EVT-102` before anything touches the database (an id of a few thousand bytes is past
+/// what PostgreSQL can index, and no HR system needs more).
+pub mod limits {
+    /// `id`: the idempotency key, stored and indexed.
+    pub const ID: usize = 256;
+    /// `source`.
+    pub const SOURCE: usize = 256;
+    /// An email address (RFC 5321's 256-byte path, less its angle brackets).
+    pub const EMAIL: usize = 254;
+    /// `data.person.employee_id`.
+    pub const EMPLOYEE_ID: usize = 256;
+    /// `data.reason`.
+    pub const REASON: usize = 1024;
+    /// One name in `data.connections`.
+    pub const CONNECTION_NAME: usize = 64;
+    /// How many names `data.connections` may list.
+    pub const CONNECTIONS: usize = 32;
+}
+
+/// How much of a refused value a rejection message quotes.
+const QUOTED_CHARS: usize = 64;
+
 /// What the HR system asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -103,14 +126,20 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
     let event_id = attr("id")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| reject(Code::Evt101, "id is missing or empty"))?;
+    bounded(event_id, "id", limits::ID)?;
     printable(event_id, "id")?;
     let source = attr("source")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| reject(Code::Evt101, "source is missing or empty"))?;
+    bounded(source, "source", limits::SOURCE)?;
     printable(source, "source")?;
     let type_name = attr("type").ok_or_else(|| reject(Code::Evt101, "type is missing"))?;
-    let event_type = EventType::parse(type_name)
-        .ok_or_else(|| reject(Code::Evt101, format!("unknown event type {type_name:?}")))?;
+    let event_type = EventType::parse(type_name).ok_or_else(|| {
+        reject(
+            Code::Evt101,
+            format!("unknown event type {:?}", quoted(type_name)),
+        )
+    })?;
     let time = optional_time(root.get("time"), "time")?;
 
     let data = root
@@ -129,6 +158,7 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
         .and_then(Value::as_str)
         .map(str::to_string);
     if let Some(id) = &employee_id {
+        bounded(id, "data.person.employee_id", limits::EMPLOYEE_ID)?;
         printable(id, "data.person.employee_id")?;
     }
     let transfer_to = match data.get("transfer_to") {
@@ -149,11 +179,22 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
     let connections = match data.get("connections") {
         None | Some(Value::Null) => None,
         Some(Value::Array(items)) => {
+            if items.len() > limits::CONNECTIONS {
+                return Err(reject(
+                    Code::Evt102,
+                    format!(
+                        "data.connections lists {} names, over the limit of {}",
+                        items.len(),
+                        limits::CONNECTIONS
+                    ),
+                ));
+            }
             let mut names = Vec::new();
             for item in items {
                 let name = item.as_str().ok_or_else(|| {
                     reject(Code::Evt102, "data.connections must be a list of names")
                 })?;
+                bounded(name, "a name in data.connections", limits::CONNECTION_NAME)?;
                 if !known_connections.iter().any(|k| k == name) {
                     return Err(reject(
                         Code::Evt103,
@@ -181,6 +222,9 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
         .get("reason")
         .and_then(Value::as_str)
         .map(str::to_string);
+    if let Some(reason) = &reason {
+        bounded(reason, "data.reason", limits::REASON)?;
+    }
     Ok(Request {
         event_id: event_id.to_string(),
         source: source.to_string(),
@@ -205,6 +249,28 @@ fn optional_time(value: Option<&Value>, field: &str) -> Result<Option<DateTime<U
     }
 }
 
+/// Refuses a value longer than `limit` bytes, saying how long it is (not what it holds).
+fn bounded(value: &str, field: &str, limit: usize) -> Result<(), Rejection> {
+    if value.len() > limit {
+        return Err(reject(
+            Code::Evt102,
+            format!(
+                "{field} is {} bytes, over the limit of {limit}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The start of a value for a rejection message: at most [`QUOTED_CHARS`] characters.
+fn quoted(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_string(),
+    }
+}
+
 /// Refuses a value holding control characters (NUL, CR, LF, ESC…): such a value could
 /// forge a log line, reach a terminal, or be unstorable (PostgreSQL text cannot hold 0x00).
 fn printable(value: &str, field: &str) -> Result<(), Rejection> {
@@ -219,6 +285,7 @@ fn printable(value: &str, field: &str) -> Result<(), Rejection> {
 
 /// Accepts `local@domain.tld` without spaces or control characters; returns it lower-cased.
 pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
+    bounded(raw.trim(), field, limits::EMAIL)?;
     let email = raw.trim().to_lowercase();
     let ok = match email.split_once('@') {
         Some((local, domain)) => {
@@ -228,7 +295,7 @@ pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
                 && !domain.ends_with('.')
                 && !domain.contains('@')
                 && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-                && email.len() <= 254
+                && email.len() <= limits::EMAIL
         }
         None => false,
     };
@@ -348,5 +415,51 @@ mod tests {
             let got = parse(body.as_bytes(), &known()).unwrap_err();
             assert_eq!(got.code, *code, "{body:.80}: {}", got.message);
         }
+    }
+
+    /// An event with `field` set to `value` (JSON), the rest as in [`GOOD`].
+    fn with(pointer: &str, value: Value) -> Vec<u8> {
+        let mut event: Value = serde_json::from_str(GOOD).unwrap();
+        *event.pointer_mut(pointer).unwrap() = value;
+        event.to_string().into_bytes()
+    }
+
+    #[test]
+    fn values_past_their_limit_are_evt_102_and_at_it_pass() {
+        let long = |n: usize| Value::from("x".repeat(n));
+        let email = |n: usize| Value::from(format!("{}@example.com", "a".repeat(n - 12)));
+        let names = |n: usize| Value::from(vec!["smartsheet"; n]);
+        /// A value of the given length in bytes.
+        type OfLength = fn(usize) -> Value;
+        let cases: [(&str, OfLength, usize); 7] = [
+            ("/id", long, limits::ID),
+            ("/source", long, limits::SOURCE),
+            ("/data/person/email", email, limits::EMAIL),
+            ("/data/transfer_to/email", email, limits::EMAIL),
+            ("/data/person/employee_id", long, limits::EMPLOYEE_ID),
+            ("/data/reason", long, limits::REASON),
+            ("/data/connections", names, limits::CONNECTIONS),
+        ];
+        for (pointer, value, limit) in &cases {
+            assert!(
+                parse(&with(pointer, value(*limit)), &known()).is_ok(),
+                "{pointer} at its limit of {limit}"
+            );
+            let over = parse(&with(pointer, value(limit + 1)), &known()).unwrap_err();
+            assert_eq!(over.code, Code::Evt102, "{pointer}: {}", over.message);
+            assert!(over.message.contains("limit"), "{}", over.message);
+        }
+        // The ids that once held an intake slot: refused at once, and not quoted.
+        for n in [3_000, 20_000, 200_000] {
+            let r = parse(&with("/id", long(n)), &known()).unwrap_err();
+            assert_eq!(r.code, Code::Evt102);
+            assert!(r.message.len() < 100, "{}", r.message);
+        }
+        let long_name = Value::from(vec!["x".repeat(limits::CONNECTION_NAME + 1)]);
+        let r = parse(&with("/data/connections", long_name), &known()).unwrap_err();
+        assert_eq!(r.code, Code::Evt102, "{}", r.message);
+        let r = parse(&with("/type", long(10_000)), &known()).unwrap_err();
+        assert_eq!(r.code, Code::Evt101);
+        assert!(r.message.len() < 100, "an unknown type is quoted in part");
     }
 }

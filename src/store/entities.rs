@@ -197,8 +197,13 @@ pub mod dead_letter {
         /// The first 4 KiB of the body, control characters escaped, for people to read.
         #[sea_orm(column_type = "Text")]
         pub body: String,
-        /// The body byte for byte (it may hold what text columns cannot, such as 0x00).
+        /// The body byte for byte (it may hold what text columns cannot, such as 0x00), up
+        /// to its first [`crate::store::DEAD_LETTER_RAW_BYTES`] bytes.
         pub raw: Option<Vec<u8>>,
+        /// The whole body's size in bytes (NULL in rows written before it was kept).
+        pub body_size: Option<i64>,
+        /// The whole body's SHA-256, lowercase hex (NULL in rows written before).
+        pub body_sha256: Option<String>,
     }
 
     /// No relations are navigated.

@@ -70,6 +70,60 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
 }
 
+impl StoreError {
+    /// Whether the database went away rather than refused this one operation: the pool
+    /// could not hand out a connection, the connection broke (I/O, TLS, protocol, a
+    /// closed pool, SQLite's worker gone), or the server said it is shutting down, out of
+    /// connections or resources (SQLSTATE classes 08, 53, 57P) or, on SQLite, busy. Such a
+    /// failure says nothing about the data: the same statement succeeds once the database
+    /// is back. Anything else — a constraint, a value the server cannot index or store —
+    /// is tied to what was being written.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Db(e) => outage(e),
+            StoreError::LeaseLost | StoreError::Corrupt(_) | StoreError::Json(_) => false,
+        }
+    }
+}
+
+fn outage(e: &DbErr) -> bool {
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+    match e {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed)
+        | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            sqlx_outage(e)
+        }
+        _ => false,
+    }
+}
+
+fn sqlx_outage(e: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error as E;
+    match e {
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed
+        | E::BeginFailed => true,
+        E::Database(db) => db.code().is_some_and(|code| unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// Whether a server error code says the server is unavailable rather than the statement
+/// wrong: PostgreSQL's connection exceptions (08…), insufficient resources (53…),
+/// shutdowns (57P…); SQLite's `SQLITE_BUSY` and `SQLITE_LOCKED` (5, 6 and their extended
+/// codes).
+fn unavailable_sqlstate(code: &str) -> bool {
+    let sqlite_busy = code
+        .parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 6) && code.len() < 5);
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || sqlite_busy
+}
+
 /// A database handle.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -139,6 +193,22 @@ pub struct Loaded {
     pub state: State,
     /// The definition source it started with.
     pub definition_source: String,
+}
+
+/// How much of a dead letter's body is kept byte for byte.
+pub const DEAD_LETTER_RAW_BYTES: usize = 64 * 1024;
+/// How much of a dead letter's event id and routing key is kept.
+const DEAD_LETTER_ID_BYTES: usize = 256;
+/// How much of a dead letter's message is kept.
+const DEAD_LETTER_TEXT_BYTES: usize = 4096;
+
+/// The longest start of `text` that fits in `bytes` bytes, cut at a character boundary.
+fn prefix(text: &str, bytes: usize) -> &str {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Connections to PostgreSQL per process unless configured (`database_pool_size`): enough
@@ -429,8 +499,10 @@ impl Store {
         Ok(n.max(0) as u64)
     }
 
-    /// Records a message that could not become a workflow: the body byte for byte, and
-    /// every text escaped so that any input can be stored.
+    /// Records a message that could not become a workflow: its first
+    /// [`DEAD_LETTER_RAW_BYTES`] byte for byte, the whole body's size and SHA-256, and every
+    /// text escaped and bounded so that any input can be stored — whoever sent it, a dead
+    /// letter costs at most a few tens of KiB.
     pub async fn dead_letter(
         &self,
         code: &str,
@@ -439,15 +511,18 @@ impl Store {
         routing_key: &str,
         body: &[u8],
     ) -> Result<(), StoreError> {
+        use sha2::Digest as _;
         let excerpt = String::from_utf8_lossy(&body[..body.len().min(4096)]);
         dead_letter::ActiveModel {
             received_at: Set(Utc::now()),
             code: Set(code.to_string()),
-            message: Set(printable(message)),
-            event_id: Set(event_id.map(printable)),
-            routing_key: Set(printable(routing_key)),
+            message: Set(printable(prefix(message, DEAD_LETTER_TEXT_BYTES))),
+            event_id: Set(event_id.map(|id| printable(prefix(id, DEAD_LETTER_ID_BYTES)))),
+            routing_key: Set(printable(prefix(routing_key, DEAD_LETTER_ID_BYTES))),
             body: Set(printable(&excerpt)),
-            raw: Set(Some(body.to_vec())),
+            raw: Set(Some(body[..body.len().min(DEAD_LETTER_RAW_BYTES)].to_vec())),
+            body_size: Set(Some(i64::try_from(body.len()).unwrap_or(i64::MAX))),
+            body_sha256: Set(Some(hex::encode(sha2::Sha256::digest(body)))),
             ..Default::default()
         }
         .insert(&self.db)

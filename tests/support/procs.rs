@@ -47,6 +47,9 @@ pub struct ConfigFile {
     pub max_concurrent_workflows: usize,
     /// The connection's `requests_per_minute`.
     pub requests_per_minute: u32,
+    /// The lines of the `[intake]` table. `allow_unsigned = true` by default: `serve` on
+    /// PostgreSQL refuses to start with neither that nor a signing key.
+    pub intake: String,
 }
 
 impl ConfigFile {
@@ -60,6 +63,7 @@ impl ConfigFile {
             lease_secs: 2,
             max_concurrent_workflows: 4,
             requests_per_minute: 600_000,
+            intake: "allow_unsigned = true\n".into(),
         }
     }
 
@@ -72,7 +76,8 @@ impl ConfigFile {
 amqp_url = "{amqp}"
 lease_secs = {lease}
 max_concurrent_workflows = {max}
-[amqp]
+[intake]
+{intake}[amqp]
 exchange = "{ex}"
 queue = "{q}"
 dead_letter_exchange = "{dlx}"
@@ -96,6 +101,7 @@ timeout_secs = 10
                 prefetch = self.names.prefetch,
                 url = self.smartsheet_url,
                 rpm = self.requests_per_minute,
+                intake = self.intake,
             ),
         )
         .unwrap();
@@ -406,7 +412,7 @@ pub async fn publish_many(names: &AmqpNames, messages: &[(String, Vec<u8>)]) {
         .await
         .unwrap();
     for (key, body) in messages {
-        offboard::intake::publish(&ch, &names.exchange, key, body)
+        offboard::intake::publish(&ch, &names.exchange, key, body, None)
             .await
             .unwrap();
     }
