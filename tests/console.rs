@@ -533,7 +533,7 @@ async fn a_viewer_token_guards_every_page_form_and_the_csv() {
     // Each guarded page, and what it shows to who may see it.
     let pages = [
         ("/workflows".to_string(), LEAVER),
-        ("/workflows?person=leaver".to_string(), LEAVER),
+        ("/workflows?person=ada".to_string(), LEAVER),
         (format!("/workflows/{}", ok.id), LEAVER),
         (
             "/dead-letters".to_string(),
