@@ -419,6 +419,38 @@ async fn readyz_turns_503_while_the_database_is_cut_off_and_back() {
     service.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_follows_the_consumers_own_broker_connection() {
+    let org = org().await;
+    let (url, _dir) = fresh_database(Db::Sqlite).await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let mut config = config(&url, amqp_names(), &org.sim.base_url());
+    config.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let engine = engine(config, TOKEN).await;
+    let (service, base) = start(&engine, None).await;
+    eventually(30, "readyz to turn 200", || async {
+        (get(&base, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // The consumer's connection is closed under it: not ready, for the broker's sake.
+    proxy.cut(Duration::from_secs(4));
+    let reason = eventually(10, "readyz to turn 503", || async {
+        let (status, text) = get(&base, "/readyz").await;
+        (status == 503).then_some(text)
+    })
+    .await;
+    assert!(reason.contains("broker"), "{reason}");
+    assert!(!reason.contains("database"), "{reason}");
+    eventually(
+        60,
+        "the consumer to reconnect and readyz to turn 200",
+        || async { (get(&base, "/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    service.stop().await;
+}
+
 /// Asserts the security headers every answer must carry.
 fn assert_secure(r: &reqwest::Response, what: &str) {
     let h = r.headers();
