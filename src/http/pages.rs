@@ -674,7 +674,10 @@ mod tests {
         };
         let html = dead_letters(&[row], Nav::Plain);
         assert!(html.contains("195.3 KiB"), "the whole size");
-        assert!(html.contains("&lt;i&gt;aaa") && !html.contains("<i>"), "escaped");
+        assert!(
+            html.contains("&lt;i&gt;aaa") && !html.contains("<i>"),
+            "escaped"
+        );
         assert!(
             html.len() < 4 * BODY_PREVIEW,
             "{} bytes of page",
