@@ -296,6 +296,11 @@ pub struct HttpConfig {
     /// The environment variable holding the operators' token; without it the console is
     /// read-only (no retry or cancel).
     pub operator_token_env: Option<String>,
+    /// The environment variable holding the viewers' token; with it every console page,
+    /// form and the evidence CSV need it (or the operators' token), as a bearer header or
+    /// through the login form's session cookie. Without it the console is open to anyone
+    /// who reaches the port.
+    pub viewer_token_env: Option<String>,
 }
 
 /// The whole configuration.
@@ -603,13 +608,17 @@ requests_per_minute = 100
         assert_eq!(c.amqp.queue, "offboard.requests");
         assert!(c.http.listen.is_none(), "no listener unless asked");
         let c = Config::parse(
-            "[http]\nlisten = \"127.0.0.1:9464\"\noperator_token_env = \"OFFBOARD_OPERATOR_TOKEN\"",
+            "[http]\nlisten = \"127.0.0.1:9464\"\noperator_token_env = \"OFFBOARD_OPERATOR_TOKEN\"\nviewer_token_env = \"OFFBOARD_VIEWER_TOKEN\"",
         )
         .unwrap();
         assert_eq!(c.http.listen.unwrap().port(), 9464);
         assert_eq!(
             c.http.operator_token_env.as_deref(),
             Some("OFFBOARD_OPERATOR_TOKEN")
+        );
+        assert_eq!(
+            c.http.viewer_token_env.as_deref(),
+            Some("OFFBOARD_VIEWER_TOKEN")
         );
     }
 

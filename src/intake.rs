@@ -3,6 +3,8 @@
 //! outbox (§2) with publisher confirms, and `submit`'s one-shot publish. Connections are
 //! re-established with growing delays when the broker goes away.
 
+pub mod link;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,10 +213,15 @@ fn reconnect_delays() -> impl Iterator<Item = Duration> {
 }
 
 /// Consumes events until `shutdown`, reconnecting whenever the broker connection drops.
-pub async fn consume(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+/// The connection's status is lent to `link` while it is held (for readiness).
+pub async fn consume(
+    engine: Arc<Engine>,
+    link: link::BrokerLink,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut delays = reconnect_delays();
     while !*shutdown.borrow() {
-        match consume_once(&engine, &mut shutdown).await {
+        match consume_once(&engine, &link, &mut shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
@@ -230,11 +237,13 @@ pub async fn consume(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 
 async fn consume_once(
     engine: &Arc<Engine>,
+    link: &link::BrokerLink,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BrokerError> {
     let names = &engine.config().amqp;
     let name = format!("offboard consumer {}", names.queue);
     let (conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
+    let _lent = link.hold(conn.status());
     declare(&channel, names)
         .await
         .map_err(BrokerError::Declare)?;

@@ -7,24 +7,37 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::intake::link::BrokerLink;
 use crate::runtime::engine::Engine;
 
 /// A running service.
 pub struct Service {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The consumer's broker connection, for the console's readiness check.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    broker: BrokerLink,
 }
 
 impl Service {
     /// Starts consuming, publishing and working.
     pub fn start(engine: Arc<Engine>) -> Service {
         let (stop, rx) = watch::channel(false);
+        let broker = BrokerLink::default();
         let tasks = vec![
-            tokio::spawn(crate::intake::consume(engine.clone(), rx.clone())),
+            tokio::spawn(crate::intake::consume(
+                engine.clone(),
+                broker.clone(),
+                rx.clone(),
+            )),
             tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone())),
             tokio::spawn(engine.work(rx)),
         ];
-        Service { stop, tasks }
+        Service {
+            stop,
+            tasks,
+            broker,
+        }
     }
 
     /// Serves the operators' console on `listener` too, until the service stops.
@@ -35,8 +48,10 @@ impl Service {
         console: crate::http::Console,
     ) -> Service {
         let stop = self.stop.subscribe();
-        self.tasks
-            .push(tokio::spawn(crate::http::serve(listener, console, stop)));
+        let broker = self.broker.clone();
+        self.tasks.push(tokio::spawn(crate::http::serve(
+            listener, console, broker, stop,
+        )));
         self
     }
 

@@ -1,5 +1,8 @@
 //! The console as a person sees it: headless Chromium renders the workflow list and the
-//! pages of a finished and a failed workflow, and the test reads the text it shows.
+//! pages of a finished and a failed workflow, and the test reads the text it shows. Every
+//! page is rendered under the console's Content-Security-Policy: Chromium's log must show
+//! no violation, and a screenshot shows the stylesheet applied. A console that asks for a
+//! viewer token shows a browser its login page instead, naming nobody.
 //! `OFFBOARD_UPDATE_DOCS=1` also saves the screenshots shown in the README (`docs/`).
 
 mod support;
@@ -15,7 +18,8 @@ use support::*;
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=…`);
-/// returns what it printed.
+/// returns what it printed, after checking its log (where the page's console messages
+/// go) reports no Content-Security-Policy violation.
 async fn chromium(url: &str, action: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(CHROMIUM)
@@ -30,6 +34,8 @@ async fn chromium(url: &str, action: &str) -> String {
             "--disable-sync",
             "--hide-scrollbars",
             "--window-size=1280,1800",
+            "--enable-logging=stderr",
+            "--v=0",
             &format!("--user-data-dir={}", profile.path().display()),
             action,
             url,
@@ -45,14 +51,37 @@ async fn chromium(url: &str, action: &str) -> String {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let violations: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "{url}: {violations:#?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The colour of the pixel at (`x`, `y`) of a screenshot of `url`.
+async fn pixel(url: &str, x: usize, y: usize) -> [u8; 3] {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shot.png");
+    chromium(url, &format!("--screenshot={}", file.display())).await;
+    let bytes = std::fs::read(&file).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let at = y * info.line_size + x * channels;
+    [buf[at], buf[at + 1], buf[at + 2]]
 }
 
 /// The text a person reads: the DOM without its tags, entities decoded, spaces folded.
 fn visible_text(dom: &str) -> String {
     let mut text = String::new();
     let mut in_tag = false;
-    let body = dom.split("</style>").last().unwrap_or(dom);
+    let body = dom.split("<body").last().unwrap_or(dom);
     for c in body.chars() {
         match c {
             '<' => {
@@ -95,10 +124,18 @@ async fn chromium_renders_the_list_and_both_timelines() {
     let service = serve(&engine);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let service = service.listen(
-        listener,
-        Console::new(engine.clone(), Some(Secret::new("op-token"))),
-    );
+    let guarded_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let guarded = format!("http://{}", guarded_listener.local_addr().unwrap());
+    let service = service
+        .listen(
+            listener,
+            Console::new(engine.clone(), Some(Secret::new("op-token"))),
+        )
+        .listen(
+            guarded_listener,
+            Console::new(engine.clone(), Some(Secret::new("op-token")))
+                .with_viewer_token(Secret::new("viewer-token")),
+        );
     publish(
         &names,
         "offboarding.requested",
@@ -159,6 +196,20 @@ async fn chromium_renders_the_list_and_both_timelines() {
         assert!(failed.contains(step), "remedy step {step:?} in {failed}");
     }
     assert!(failed.contains("Retry"), "{failed}");
+
+    // The stylesheet applied under the policy: the header is dark, not the default white.
+    let [r, g, b] = pixel(&format!("{base}/workflows"), 4, 4).await;
+    assert!(r < 60 && g < 60 && b < 80, "header colour {r},{g},{b}");
+
+    // Guarded: a browser without a session sees the login form, and no one's email.
+    let login =
+        visible_text(&chromium(&format!("{guarded}/workflows/{}", ok.id), "--dump-dom").await);
+    assert!(login.contains("Sign in"), "{login}");
+    assert!(login.contains("viewer or operator token"), "{login}");
+    assert!(
+        !login.contains(LEAVER) && !login.contains("@example.com"),
+        "{login}"
+    );
 
     if std::env::var_os("OFFBOARD_UPDATE_DOCS").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");

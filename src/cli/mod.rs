@@ -493,17 +493,21 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
 }
 
 #[cfg(feature = "console")]
-/// The operators' token named by `[http] operator_token_env`: required to be set (and not
-/// empty) once named, so a console meant to be operable does not start read-only unseen.
-fn operator_token(config: &Config) -> Result<Option<crate::config::Secret>, Failure> {
-    let Some(var) = &config.http.operator_token_env else {
+/// The console's token named by `[http] <setting>` (`operator_token_env`,
+/// `viewer_token_env`): required to be set (and not empty) once named, so a console meant
+/// to be operable does not start read-only unseen, nor one meant to be guarded open.
+fn console_token(
+    setting: &str,
+    var: Option<&String>,
+) -> Result<Option<crate::config::Secret>, Failure> {
+    let Some(var) = var else {
         return Ok(None);
     };
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Ok(Some(crate::config::Secret::new(v.trim()))),
         _ => Err(fail(
             EXIT_USAGE,
-            format!("[http] operator_token_env names {var}, which is not set"),
+            format!("[http] {setting} names {var}, which is not set"),
         )),
     }
 }
@@ -526,7 +530,12 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         ));
     }
     #[cfg(feature = "console")]
-    let token = operator_token(&config)?;
+    let token = console_token(
+        "operator_token_env",
+        config.http.operator_token_env.as_ref(),
+    )?;
+    #[cfg(feature = "console")]
+    let viewer = console_token("viewer_token_env", config.http.viewer_token_env.as_ref())?;
     #[cfg(feature = "console")]
     let listener = match listen {
         None => None,
@@ -579,8 +588,13 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
             let addr = listener
                 .local_addr()
                 .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-            tracing::info!(%addr, operable = token.is_some(), "console, metrics and health probes listening");
-            service.listen(listener, crate::http::Console::new(engine, token))
+            tracing::info!(%addr, operable = token.is_some(), guarded = viewer.is_some(), "console, metrics and health probes listening");
+            let console = crate::http::Console::new(engine, token);
+            let console = match viewer {
+                Some(v) => console.with_viewer_token(v),
+                None => console,
+            };
+            service.listen(listener, console)
         }
     };
     shutdown_signal().await;

@@ -19,6 +19,7 @@
 //! | `offboard_intake_lag_seconds` | histogram | — (event `time` to accepted) |
 //! | `offboard_outbox_lag_seconds`, `offboard_outbox_pending` | gauge | — |
 //! | `offboard_leases_held` | gauge | `worker` |
+//! | `offboard_readiness_checks_total` | counter | — (background checks behind `/readyz`) |
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, OnceLock};
@@ -124,6 +125,10 @@ fn describe() {
         "Outbound events not yet published."
     );
     describe_gauge!("offboard_leases_held", "Workflows leased now, by worker.");
+    describe_counter!(
+        "offboard_readiness_checks_total",
+        "Readiness checks of the database and the broker; /readyz answers from the latest."
+    );
 }
 
 /// Sets the gauges from the database's figures and the configuration; `workers` are

@@ -2,9 +2,16 @@
 //! Prometheus metrics, health probes for an orchestrator, and a web console rendered on
 //! the server.
 //!
+//! Open to anyone who reaches the port:
+//!
 //! - `GET /metrics` — Prometheus text ([`metrics`]).
-//! - `GET /healthz` — the process answers. `GET /readyz` — the database and the broker
-//!   answer and every migration is applied; 503 with the reason otherwise.
+//! - `GET /healthz` — the process answers. `GET /readyz` — the latest background check
+//!   (at most 2 s old) found the database answering with every migration applied and the
+//!   event consumer connected to the broker; 503 with the reason otherwise ([`readiness`]).
+//! - `GET /login`, `POST /login`, `POST /logout`, and `GET /console.css`.
+//!
+//! Behind the viewers' token when `[http] viewer_token_env` names one ([`access`]):
+//!
 //! - `GET /workflows` (filters, paging, counts per state), `GET /workflows/{id}` (the
 //!   timeline, the error with its remedy, the replay verdict), `GET /dead-letters`,
 //!   `GET /evidence.csv?since=…&until=…` ([`pages`]).
@@ -12,28 +19,37 @@
 //!   names a variable holding a token; the form (or an `Authorization: Bearer` header)
 //!   must carry it. They go through [`Engine::intervene`], as the CLI does, so the trail
 //!   records who asked. The token is compared in constant time and never rendered.
+//!
+//! Every answer carries the security headers of [`headers`].
 
+pub mod access;
+pub mod headers;
 pub mod metrics;
 pub mod pages;
+pub mod readiness;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self as layer, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sha2::{Digest, Sha256};
+use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Secret;
 use crate::evidence;
+use crate::intake::link::BrokerLink;
 use crate::runtime::engine::Engine;
 use crate::runtime::operator::{Intervened, Intervention};
 use crate::store::WorkflowFilter;
-use pages::{DetailView, ListQuery, ListView};
+use access::{token_matches, Tokens, Verdict};
+use pages::{DetailView, ListQuery, ListView, Nav};
+use readiness::Readiness;
 
 /// A rendered HTML page.
 type Page = Html<String>;
@@ -41,29 +57,56 @@ type Page = Html<String>;
 /// Rows per page of the workflow list.
 const PER_PAGE: u64 = 50;
 
-/// What the handlers share: the engine (store, configuration, interventions) and the
-/// operators' token, when one is configured.
+/// What the handlers share: the engine (store, configuration, interventions), the
+/// operators' and viewers' tokens when configured, and the latest readiness check.
 pub struct Console {
     engine: Arc<Engine>,
     operator_token: Option<Secret>,
+    viewer_token: Option<Secret>,
+    readiness: Readiness,
 }
 
 impl Console {
-    /// A console over `engine`; retry and cancel are offered only with a token.
+    /// A console over `engine`, open to anyone who reaches it; retry and cancel are
+    /// offered only with an operators' token.
     pub fn new(engine: Arc<Engine>, operator_token: Option<Secret>) -> Console {
         Console {
             engine,
             operator_token,
+            viewer_token: None,
+            readiness: Readiness::default(),
+        }
+    }
+
+    /// The same console, its pages, forms and CSV only for who presents `token` (or the
+    /// operators' token).
+    pub fn with_viewer_token(self, token: Secret) -> Console {
+        Console {
+            viewer_token: Some(token),
+            ..self
+        }
+    }
+
+    fn tokens(&self) -> Tokens<'_> {
+        Tokens {
+            viewer: self.viewer_token.as_ref(),
+            operator: self.operator_token.as_ref(),
+        }
+    }
+
+    /// The pages' header: a sign-out button when there are sessions.
+    fn nav(&self) -> Nav {
+        match self.viewer_token {
+            Some(_) => Nav::SignOut,
+            None => Nav::Plain,
         }
     }
 }
 
-/// The routes.
+/// The routes: the open ones, the console behind [`gate`], and the security headers on
+/// every answer (unknown paths included).
 pub fn router(console: Arc<Console>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+    let guarded = Router::new()
         .route("/", get(|| async { Redirect::to("/workflows") }))
         .route("/workflows", get(list))
         .route("/workflows/{id}", get(detail))
@@ -71,23 +114,162 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/workflows/{id}/cancel", post(cancel))
         .route("/dead-letters", get(dead_letters))
         .route("/evidence.csv", get(evidence_csv))
+        .route_layer(layer::from_fn_with_state(console.clone(), gate));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/console.css", get(stylesheet))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .merge(guarded)
+        .fallback(|| async { Problem(StatusCode::NOT_FOUND, "no such page".into()) })
+        .layer(layer::map_response(headers::secure))
         .with_state(console)
 }
 
-/// Serves the console on `listener` until `stop` turns true. Installs the metrics
-/// recorder first, so everything the engine does from now on is counted.
-pub async fn serve(listener: TcpListener, console: Console, mut stop: watch::Receiver<bool>) {
+/// Serves the console on `listener` until `stop` turns true, checking readiness in the
+/// background meanwhile (the broker's side through `broker`). Installs the metrics
+/// recorder first, so everything the engine does from now on is counted. Warns once
+/// when the console is open (no viewers' token) on an address other hosts can reach.
+pub async fn serve(
+    listener: TcpListener,
+    console: Console,
+    broker: BrokerLink,
+    stop: watch::Receiver<bool>,
+) {
     metrics::install();
-    let app = router(Arc::new(console));
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stopped)
-        .await
-    {
-        tracing::error!(error = %e, "the HTTP listener stopped");
+    if let Ok(addr) = listener.local_addr() {
+        if console.viewer_token.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the console shows every workflow, person and dead letter to anyone who reaches {addr}: set [http] viewer_token_env, or listen on a loopback address");
+        }
     }
+    let console = Arc::new(console);
+    let app = router(console.clone());
+    let mut until_stopped = stop.clone();
+    let stopped = async move {
+        let _ = until_stopped.wait_for(|s| *s).await;
+    };
+    let server = async {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "the HTTP listener stopped");
+        }
+    };
+    let checks = console.readiness.run(console.engine.store(), &broker, stop);
+    tokio::join!(server, checks);
+}
+
+/// Lets a request through to the console when the viewers' token allows it; otherwise
+/// a browser's page request goes to `/login` (and back after), and anything else — a
+/// script asking for JSON, a form post, a wrong bearer token — gets 401.
+async fn gate(State(c): State<Arc<Console>>, request: Request, next: Next) -> Response {
+    let verdict = c.tokens().judge(request.headers(), Utc::now().timestamp());
+    let page = matches!(*request.method(), Method::GET | Method::HEAD);
+    match verdict {
+        Verdict::Open | Verdict::Allowed => next.run(request).await,
+        Verdict::Missing if page && !access::wants_json(request.headers()) => {
+            let here = request
+                .uri()
+                .path_and_query()
+                .map_or("/workflows", |p| p.as_str());
+            let next: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", here)
+                .finish();
+            Redirect::to(&format!("/login?{next}")).into_response()
+        }
+        Verdict::Missing => unauthorized(request.headers(), "sign in: a viewer token is needed"),
+        Verdict::WrongBearer => {
+            tracing::warn!(path = ?request.uri().path(), "console: a wrong bearer token was refused");
+            unauthorized(request.headers(), "the bearer token is wrong")
+        }
+    }
+}
+
+/// A 401 that names the scheme, as JSON for a client that asked for it.
+fn unauthorized(headers: &HeaderMap, why: &str) -> Response {
+    let challenge = (
+        header::WWW_AUTHENTICATE,
+        "Bearer realm=\"offboard console\"",
+    );
+    if access::wants_json(headers) {
+        let body = serde_json::json!({ "error": why }).to_string();
+        let json = (header::CONTENT_TYPE, "application/json");
+        (StatusCode::UNAUTHORIZED, [challenge, json], body).into_response()
+    } else {
+        let body = format!(
+            "<p class=\"error\">{}</p><p><a href=\"/login\">Sign in</a></p>",
+            pages::esc(why)
+        );
+        let page = Html(pages::layout("Unauthorized", &body, Nav::Plain));
+        (StatusCode::UNAUTHORIZED, [challenge], page).into_response()
+    }
+}
+
+/// Where the login form sends a browser after it signs in.
+#[derive(serde::Deserialize)]
+struct AfterLogin {
+    next: Option<String>,
+}
+
+async fn login_form(State(c): State<Arc<Console>>, Query(q): Query<AfterLogin>) -> Response {
+    if c.viewer_token.is_none() {
+        return Redirect::to("/workflows").into_response();
+    }
+    Html(pages::login(access::safe_next(q.next.as_deref()), None)).into_response()
+}
+
+/// The login form as posted.
+#[derive(serde::Deserialize)]
+struct Login {
+    token: String,
+    next: Option<String>,
+}
+
+async fn login(State(c): State<Arc<Console>>, Form(form): Form<Login>) -> Response {
+    let next = access::safe_next(form.next.as_deref());
+    let Some(viewer) = &c.viewer_token else {
+        return Redirect::to(next).into_response();
+    };
+    if !c.tokens().grants_viewing(&form.token) {
+        tracing::warn!("console: a sign-in with a wrong token was refused");
+        let page = pages::login(
+            next,
+            Some("That is neither the viewer nor the operator token."),
+        );
+        return (StatusCode::UNAUTHORIZED, Html(page)).into_response();
+    }
+    let session = access::session_value(viewer, Utc::now().timestamp());
+    (
+        [(header::SET_COOKIE, access::set_session(&session))],
+        Redirect::to(next),
+    )
+        .into_response()
+}
+
+async fn logout(State(c): State<Arc<Console>>) -> Response {
+    let to = match c.viewer_token {
+        Some(_) => "/login",
+        None => "/workflows",
+    };
+    (
+        [(header::SET_COOKIE, access::clear_session())],
+        Redirect::to(to),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        pages::STYLESHEET,
+    )
+        .into_response()
 }
 
 /// A failure of a console request, as a status and one line for people.
@@ -98,6 +280,7 @@ impl IntoResponse for Problem {
         let body = pages::layout(
             self.0.canonical_reason().unwrap_or("error"),
             &format!("<p class=\"error\">{}</p>", pages::esc(&self.1)),
+            Nav::Plain,
         );
         (self.0, Html(body)).into_response()
     }
@@ -108,27 +291,12 @@ fn db_problem(e: impl std::fmt::Display) -> Problem {
 }
 
 async fn readyz(State(c): State<Arc<Console>>) -> Response {
-    let mut problems = Vec::new();
-    if let Some(why) = c.engine.store().unready().await {
-        problems.push(why);
-    }
-    let broker = tokio::time::timeout(
-        Duration::from_secs(5),
-        crate::intake::open(&c.engine.config().amqp_url),
-    )
-    .await;
-    match broker {
-        Ok(Ok((conn, _))) => {
-            let _ = conn.close(200, "readiness probe".into()).await;
+    match c.readiness.answer(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => {
+            let text = format!("not ready: {why}\n");
+            (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
         }
-        Ok(Err(e)) => problems.push(format!("broker unreachable: {e}")),
-        Err(_) => problems.push("broker unreachable: no answer in 5 s".into()),
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        let text = format!("not ready: {}\n", problems.join("; "));
-        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     }
 }
 
@@ -187,6 +355,7 @@ async fn list(State(c): State<Arc<Console>>, Query(q): Query<ListQuery>) -> Resu
         total,
         page,
         per_page: PER_PAGE,
+        nav: c.nav(),
     })))
 }
 
@@ -207,6 +376,7 @@ async fn render_detail(c: &Console, id: &str, notice: Option<&str>) -> Result<Pa
         replay: &checked.report,
         operable: c.operator_token.is_some(),
         notice,
+        nav: c.nav(),
     })))
 }
 
@@ -220,17 +390,6 @@ struct ActionForm {
     by: String,
     #[serde(default)]
     token: String,
-}
-
-/// Whether `given` is the operators' token, compared in constant time (over digests, so
-/// neither the length nor a matching prefix shows in the timing).
-fn token_matches(expected: &Secret, given: &str) -> bool {
-    let a = Sha256::digest(expected.expose().as_bytes());
-    let b = Sha256::digest(given.as_bytes());
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 /// Checks the token and the name of who asks; the name as the trail will record it.
@@ -336,7 +495,7 @@ async fn dead_letters(State(c): State<Arc<Console>>) -> Result<Page, Problem> {
         .recent_dead_letters(500)
         .await
         .map_err(db_problem)?;
-    Ok(Html(pages::dead_letters(&rows)))
+    Ok(Html(pages::dead_letters(&rows, c.nav())))
 }
 
 /// The evidence range: `since` required, `until` optional.
@@ -371,18 +530,4 @@ async fn evidence_csv(
         evidence::csv(&rows),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_exact_token_matches() {
-        let t = Secret::new("op-7f3a");
-        assert!(token_matches(&t, "op-7f3a"));
-        for wrong in ["", "op-7f3", "op-7f3a ", "OP-7F3A"] {
-            assert!(!token_matches(&t, wrong), "{wrong:?}");
-        }
-    }
 }

@@ -2,6 +2,10 @@
 //! or font from elsewhere, so it works on an air-gapped host. Pure functions (data in,
 //! text out); every value that came from an event, an app or an operator goes through
 //! [`esc`] before it reaches the page.
+//!
+//! The pages carry no inline style or script: their one stylesheet, [`STYLESHEET`], is
+//! served as `/console.css`, so the Content-Security-Policy can allow styles from this
+//! origin only (`style-src 'self'`) and scripts not at all.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -9,7 +13,8 @@ use serde_json::Value;
 use crate::codes::Code;
 use crate::domain::machine::{Record, State};
 use crate::evidence::ReplayReport;
-use crate::store::entities::{dead_letter, workflow};
+use crate::store::entities::workflow;
+use crate::store::DeadLetterRow;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn esc(text: &str) -> String {
@@ -27,7 +32,8 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330}\
+/// The console's stylesheet, served as `/console.css`.
+pub const STYLESHEET: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330}\
 header{background:#1d2330;color:#fff;padding:.6em 1.2em}header a{color:#fff;margin-right:1.2em}\
 main{padding:1em 1.2em}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid #dde;padding:.3em .5em;text-align:left;vertical-align:top}\
@@ -36,18 +42,51 @@ th{background:#f3f4f8}code,pre{font:12px ui-monospace,monospace}pre{background:#
 .failed{background:#f6caca}.retrying,.running{background:#fbe7b5}.cancelled{background:#ddd}\
 .counts a{margin-right:1em}.error{border-left:4px solid #c33;padding:.2em 1em;background:#fdf0f0}\
 .ok{color:#1a7f37}.bad{color:#c33}tr.api td{color:#555}tr.fail td{background:#fdf0f0}\
-form.filters input,form.filters select{width:9em}section{margin-bottom:1.4em}";
+form.filters input,form.filters select{width:9em}section{margin-bottom:1.4em}\
+th.key{width:12em}form.action{display:inline-block;margin-right:2em}\
+header form{display:inline;float:right}header button{font:inherit}\
+form.login label{display:block;margin:.6em 0}";
+
+/// Whether the page header offers to sign out: only a console that asks for a viewers'
+/// token has sessions to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nav {
+    /// No sessions: the console is open, or this is the login page or an error.
+    Plain,
+    /// A **Sign out** button (`POST /logout`) in the header.
+    SignOut,
+}
 
 /// A whole page around `body`.
-pub fn layout(title: &str, body: &str) -> String {
+pub fn layout(title: &str, body: &str, nav: Nav) -> String {
+    let sign_out = match nav {
+        Nav::Plain => "",
+        Nav::SignOut => "<form method=\"post\" action=\"/logout\"><button>Sign out</button></form>",
+    };
     format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{title} · offboard</title><style>{STYLE}</style></head><body>\
-         <header><a href=\"/workflows\"><b>offboard</b></a><a href=\"/workflows\">Workflows</a>\
+         <title>{title} · offboard</title><link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
+         <header>{sign_out}<a href=\"/workflows\"><b>offboard</b></a><a href=\"/workflows\">Workflows</a>\
          <a href=\"/dead-letters\">Dead letters</a><a href=\"/metrics\">Metrics</a></header>\
          <main>{body}</main></body></html>",
         title = esc(title)
     )
+}
+
+/// The login form: the token (the viewers' or the operators'), and where to go next.
+pub fn login(next: &str, problem: Option<&str>) -> String {
+    let mut b = String::from("<h1>Sign in</h1>");
+    if let Some(p) = problem {
+        b.push_str(&format!("<p class=\"error\">{}</p>", esc(p)));
+    }
+    b.push_str(&format!(
+        "<form class=\"login\" method=\"post\" action=\"/login\">\
+         <input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <label>viewer or operator token <input type=\"password\" name=\"token\" required \
+         autocomplete=\"current-password\" autofocus></label><button>Sign in</button></form>",
+        esc(next)
+    ));
+    layout("Sign in", &b, Nav::Plain)
 }
 
 fn state_badge(state: &str) -> String {
@@ -126,6 +165,8 @@ pub struct ListView<'a> {
     pub page: u64,
     /// Rows per page.
     pub per_page: u64,
+    /// The header's navigation.
+    pub nav: Nav,
 }
 
 /// The workflow list: counts per state, filters, one page of rows, paging, and the
@@ -208,7 +249,7 @@ pub fn workflow_list(v: &ListView<'_>) -> String {
          <label>until <input type=\"date\" name=\"until\"></label> \
          <button>Download CSV</button></form></section>",
     );
-    layout("Workflows", &b)
+    layout("Workflows", &b, v.nav)
 }
 
 /// What one workflow's page shows.
@@ -225,14 +266,14 @@ pub struct DetailView<'a> {
     pub operable: bool,
     /// The result of an operator action just taken, shown at the top.
     pub notice: Option<&'a str>,
+    /// The header's navigation.
+    pub nav: Nav,
 }
 
 fn dl(items: &[(&str, String)]) -> String {
     let mut b = String::from("<table>");
     for (k, v) in items {
-        b.push_str(&format!(
-            "<tr><th style=\"width:12em\">{k}</th><td>{v}</td></tr>"
-        ));
+        b.push_str(&format!("<tr><th class=\"key\">{k}</th><td>{v}</td></tr>"));
     }
     b.push_str("</table>");
     b
@@ -432,7 +473,7 @@ fn replay_verdict(report: &ReplayReport, records: usize) -> String {
 
 fn action_form(id: &str, action: &str, label: &str) -> String {
     format!(
-        "<form method=\"post\" action=\"/workflows/{id}/{action}\" style=\"display:inline-block;margin-right:2em\">\
+        "<form class=\"action\" method=\"post\" action=\"/workflows/{id}/{action}\">\
          <label>your name <input name=\"by\" required maxlength=\"100\"></label> \
          <label>operator token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label> \
          <button>{label}</button></form>",
@@ -533,33 +574,64 @@ pub fn workflow_detail(v: &DetailView<'_>) -> String {
             b.push_str(&format!("<section><h2>Operator</h2>{forms}</section>"));
         }
     }
-    layout(&row.person_email, &b)
+    layout(&row.person_email, &b, v.nav)
 }
 
-/// The newest dead letters with their codes.
-pub fn dead_letters(rows: &[dead_letter::Model]) -> String {
+/// How much of a dead letter's body the console shows.
+pub const BODY_PREVIEW: usize = 4096;
+
+/// The first `limit` bytes of `body` (cut back to a character boundary), and whether
+/// anything was left out.
+fn preview(body: &str, limit: usize) -> (&str, bool) {
+    if body.len() <= limit {
+        return (body, false);
+    }
+    let mut end = limit;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&body[..end], true)
+}
+
+/// A byte count for people: `812 B`, `4.0 KiB`, `1.5 MiB`.
+fn bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    match n {
+        n if n < 1024.0 => format!("{n} B"),
+        n if n < 1024.0 * 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{:.1} MiB", n / (1024.0 * 1024.0)),
+    }
+}
+
+/// The newest dead letters with their codes, each body shown up to [`BODY_PREVIEW`]
+/// bytes with its whole size.
+pub fn dead_letters(rows: &[DeadLetterRow], nav: Nav) -> String {
     let mut b = String::from(
         "<h1>Dead letters</h1><table><thead><tr><th>received</th><th>code</th><th>why</th>\
-         <th>event id</th><th>routing key</th><th>body (first 4 KiB)</th></tr></thead><tbody>",
+         <th>event id</th><th>routing key</th><th>size</th><th>body (first 4 KiB)</th></tr></thead><tbody>",
     );
     for d in rows {
         let explained = Code::parse(&d.code).map(Code::message).unwrap_or("");
+        let (shown, cut) = preview(&d.body, BODY_PREVIEW);
+        let size = d.size.unwrap_or(d.body.len() as i64);
         b.push_str(&format!(
-            "<tr><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>",
+            "<tr><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}{}</pre></td></tr>",
             time(d.received_at),
             esc(explained),
             esc(&d.code),
             esc(&d.message),
             esc(d.event_id.as_deref().unwrap_or("")),
             esc(&d.routing_key),
-            esc(&d.body)
+            bytes(size),
+            esc(shown),
+            if cut || size > shown.len() as i64 { "…" } else { "" },
         ));
     }
     if rows.is_empty() {
-        b.push_str("<tr><td colspan=\"6\">No dead letters.</td></tr>");
+        b.push_str("<tr><td colspan=\"7\">No dead letters.</td></tr>");
     }
     b.push_str("</tbody></table>");
-    layout("Dead letters", &b)
+    layout("Dead letters", &b, nav)
 }
 
 #[cfg(test)]
@@ -583,6 +655,50 @@ mod tests {
             ..ListQuery::default()
         };
         assert_eq!(q.link(2), "/workflows?state=failed&person=a+b%40x&page=2");
+    }
+
+    #[test]
+    fn a_long_body_is_cut_at_a_character_and_its_size_shown() {
+        let long = format!("<i>{}é{}", "a".repeat(4092), "x".repeat(20_000));
+        let (shown, cut) = preview(&long, BODY_PREVIEW);
+        assert!(cut && shown.len() == 4095, "cut before the two-byte é");
+        assert_eq!(preview("short", BODY_PREVIEW), ("short", false));
+        let row = DeadLetterRow {
+            received_at: Utc::now(),
+            code: "EVT-101".into(),
+            message: "not JSON".into(),
+            event_id: None,
+            routing_key: "offboarding.requested".into(),
+            body: long.clone(),
+            size: Some(200_000),
+        };
+        let html = dead_letters(&[row], Nav::Plain);
+        assert!(html.contains("195.3 KiB"), "the whole size");
+        assert!(
+            html.contains("&lt;i&gt;aaa") && !html.contains("<i>"),
+            "escaped"
+        );
+        assert!(
+            html.len() < 4 * BODY_PREVIEW,
+            "{} bytes of page",
+            html.len()
+        );
+    }
+
+    #[test]
+    fn pages_have_no_inline_style_or_script() {
+        let pages = [
+            login("/workflows", Some("wrong <token>")),
+            dead_letters(&[], Nav::SignOut),
+            layout("x", "<p>y</p>", Nav::Plain),
+        ];
+        for page in pages {
+            for inline in ["<style", "style=", "<script", "javascript:"] {
+                assert!(!page.contains(inline), "{inline} in {page}");
+            }
+        }
+        assert!(dead_letters(&[], Nav::SignOut).contains("action=\"/logout\""));
+        assert!(!dead_letters(&[], Nav::Plain).contains("/logout"));
     }
 
     #[test]

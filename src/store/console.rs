@@ -1,10 +1,13 @@
 //! The reads behind the operators' listener: a filtered, paged list of workflows, counts
-//! per state, the figures the metrics gauges show, and the readiness probe. Read-only.
+//! per state, dead letters as the console lists them, the figures the metrics gauges
+//! show, and the readiness probe. Read-only.
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::entities::{dead_letter, outbox, workflow};
@@ -27,6 +30,26 @@ pub struct WorkflowFilter {
     pub since: Option<DateTime<Utc>>,
     /// Created before.
     pub until: Option<DateTime<Utc>>,
+}
+
+/// A dead letter as the console lists it: everything but the raw body, whose size alone
+/// is read (a body can be large, and the list shows hundreds).
+#[derive(Clone, Debug, PartialEq, FromQueryResult)]
+pub struct DeadLetterRow {
+    /// When.
+    pub received_at: DateTime<Utc>,
+    /// EVT code.
+    pub code: String,
+    /// Why.
+    pub message: String,
+    /// The event id, when one could be read.
+    pub event_id: Option<String>,
+    /// Routing key it came with.
+    pub routing_key: String,
+    /// The stored excerpt of the body, control characters escaped.
+    pub body: String,
+    /// The body's size in bytes, when the raw body was kept.
+    pub size: Option<i64>,
 }
 
 /// The figures the metrics gauges show, read in one go at scrape time.
@@ -96,14 +119,30 @@ impl Store {
             .await?)
     }
 
-    /// Dead letters, newest first, at most `limit`.
-    pub async fn recent_dead_letters(
-        &self,
-        limit: u64,
-    ) -> Result<Vec<dead_letter::Model>, StoreError> {
+    /// Dead letters, newest first, at most `limit`, without their raw bodies.
+    pub async fn recent_dead_letters(&self, limit: u64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        use dead_letter::Column as C;
         Ok(dead_letter::Entity::find()
-            .order_by_desc(dead_letter::Column::Id)
+            .select_only()
+            .columns([
+                C::ReceivedAt,
+                C::Code,
+                C::Message,
+                C::EventId,
+                C::RoutingKey,
+                C::Body,
+            ])
+            // The whole body's size (`raw` keeps at most 64 KiB of it); rows written
+            // before that column existed hold their whole body, so its length is the
+            // size. LENGTH counts bytes of a blob on SQLite and of a bytea on
+            // PostgreSQL; the cast makes it the same integer type on both.
+            .column_as(
+                Expr::cust("CAST(COALESCE(body_size, LENGTH(raw)) AS BIGINT)"),
+                "size",
+            )
+            .order_by_desc(C::Id)
             .limit(limit)
+            .into_model::<DeadLetterRow>()
             .all(&self.db)
             .await?)
     }

@@ -35,7 +35,7 @@ use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
 use crate::domain::event::Request;
 use crate::domain::machine::{Record, State, Status};
-pub use console::{Gauges, WorkflowFilter};
+pub use console::{DeadLetterRow, Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
 pub use leases::{Appended, Claim, Fence, HeldLease, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};
