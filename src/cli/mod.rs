@@ -83,9 +83,13 @@ enum Command {
         #[arg(long, value_name = "EVENT.json")]
         file: Option<PathBuf>,
         /// Publish one event per row of this leavers' list (columns email, transfer_to,
-        /// type, not_before, connections); nothing is published if any row is bad.
+        /// type, not_before, connections, in HR exports' spellings too; other columns are
+        /// ignored); nothing is published if any row is bad.
         #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
         csv: Option<PathBuf>,
+        /// With --csv: refuse a file with columns offboard does not read.
+        #[arg(long, requires = "csv")]
+        strict: bool,
     },
     /// Check credentials, role and plan of one connection or all.
     Check {
@@ -302,9 +306,15 @@ async fn run(cli: Cli) -> Outcome {
             id,
             file,
             csv,
+            strict,
         } => {
             if let Some(path) = csv {
-                return bulk::run(&config, &path).await;
+                let unknown = if strict {
+                    bulk::Unknown::Refuse
+                } else {
+                    bulk::Unknown::Ignore
+                };
+                return bulk::run(&config, &path, unknown).await;
             }
             submit(
                 &config,
