@@ -644,6 +644,45 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// `[ingest]`: its own listener and broker URL, and never open to anyone: a signing
+    /// key or a bearer token is required.
+    #[test]
+    fn the_http_intake_needs_a_key_or_a_token() {
+        let c = Config::parse("").unwrap();
+        assert!(c.ingest.listen.is_none(), "no HTTP intake unless asked");
+        assert_eq!(c.ingest.amqp_url(&c.amqp_url), DEFAULT_AMQP_URL);
+        let c = Config::parse(
+            "[intake]\nsigning_key_env = \"K\"\n[ingest]\nlisten = \"127.0.0.1:8080\"\namqp_url = \"amqp://hr@rabbit/%2f\"",
+        )
+        .unwrap();
+        assert_eq!(c.ingest.listen.unwrap().port(), 8080);
+        assert_eq!(c.ingest.amqp_url(&c.amqp_url), "amqp://hr@rabbit/%2f");
+        let c = Config::parse("[ingest]\nlisten = \"127.0.0.1:8080\"\nbearer_token_env = \"T\"")
+            .unwrap();
+        assert_eq!(c.ingest.bearer_token_env.as_deref(), Some("T"));
+        for (text, expected) in [
+            (
+                "[ingest]\nlisten = \"127.0.0.1:8080\"",
+                "needs [intake] signing_key_env or [ingest] bearer_token_env",
+            ),
+            (
+                "[ingest]\nbearer_token_env = \" \"",
+                "bearer_token_env names an empty variable",
+            ),
+            (
+                "[ingest]\nbearer_token_env = \"T\"\namqp_url = \"http://rabbit\"",
+                "[ingest] amqp_url must be",
+            ),
+            (
+                "[ingest]\nlisten = \"127.0.0.1:8080\"\nport = 1",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
     #[test]
     fn file_values_override_defaults() {
         let c = Config::parse(

@@ -5,7 +5,8 @@
 //! requests are 401 `EVT-105` and start nothing; a malformed event is 400 with its code
 //! (a batch holding one is refused whole); binary mode is 415; over 1 MiB is 413. With
 //! the broker cut off from the intake, 503 with `Retry-After`, and the same request is
-//! accepted and completes once it is back. The counters show on `/metrics`.
+//! accepted and completes once it is back. The counters show on `/metrics`. A bearer
+//! token variable named but unset stops `serve` (exit 2).
 
 mod support;
 
@@ -92,6 +93,21 @@ async fn events_posted_over_http_complete_and_the_rest_are_refused() {
         broker.addr()
     ));
     std::fs::write(&config, text).unwrap();
+    // A token variable named but not set: serve refuses to start rather than open the
+    // intake without it.
+    let refused = command(&config)
+        .arg("serve")
+        .env("OFFBOARD_TEST_INGEST_KEY", KEY)
+        .env_remove("OFFBOARD_TEST_INGEST_BEARER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[ingest] bearer_token_env names OFFBOARD_TEST_INGEST_BEARER"),
+        "{stderr}"
+    );
+
     let mut procs = Procs::new();
     let mut serve = command(&config);
     serve
