@@ -178,6 +178,12 @@ async fn events_posted_over_http_complete_and_the_rest_are_refused() {
     assert_eq!(answer["events"][0]["code"], "EVT-102", "{answer}");
     assert_eq!(answer["events"].as_array().unwrap().len(), 1, "{answer}");
 
+    let object = b"{}".to_vec();
+    let (status, _, answer) =
+        post(&base, BATCH, &signed(KEY, "batch-object", &object), object).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "EVT-100", "{answer}");
+
     // Binary mode and oversized requests.
     let (status, _, answer) = post(
         &base,

@@ -42,6 +42,7 @@ use tracing::{info, warn};
 use crate::codes::Code;
 use crate::config::{AmqpNames, Config, ConfigError, IntakeConfig, Secret};
 use crate::domain::admission::{self, SignatureHeaders, SignaturePolicy, SigningKey};
+use crate::domain::event::Rejection;
 use crate::http::access::{bearer, token_matches};
 use crate::intake::BrokerError;
 use request::{Admitted, Refused};
@@ -183,12 +184,7 @@ impl Ingest {
         }
         let bodies = match request::split(mode, &body) {
             Ok(bodies) => bodies,
-            Err(r) => {
-                return Answer::Invalid(vec![Refused {
-                    index: 0,
-                    rejection: r,
-                }])
-            }
+            Err(r) => return Answer::Malformed(r),
         };
         let events = match request::check(bodies, &self.known_connections, &self.intake) {
             Ok(events) => events,
@@ -207,6 +203,8 @@ enum Answer {
     Accepted(Vec<String>),
     /// 400: the body could not be read.
     Unreadable(String),
+    /// 400: the batch itself is wrong (not an array, empty, too many events).
+    Malformed(Rejection),
     /// 413: the request is over the size limit.
     TooLarge(String),
     /// 415: not structured mode or a batch.
@@ -224,7 +222,7 @@ impl Answer {
     fn outcome(&self) -> &'static str {
         match self {
             Answer::Accepted(_) => "accepted",
-            Answer::Unreadable(_) | Answer::Invalid(_) => "invalid",
+            Answer::Unreadable(_) | Answer::Malformed(_) | Answer::Invalid(_) => "invalid",
             Answer::TooLarge(_) => "too_large",
             Answer::Unsupported(_) => "unsupported",
             Answer::Unauthorized(_) => "unauthorized",
@@ -243,6 +241,9 @@ impl Answer {
             }
             Answer::Unavailable(e) => {
                 warn!(error = %e, "HTTP intake could not publish; answered 503")
+            }
+            Answer::Malformed(r) => {
+                warn!(code = %r.code, reason = %r.message.escape_debug(), "HTTP intake refused a batch")
             }
             Answer::Unreadable(why) | Answer::TooLarge(why) | Answer::Unsupported(why) => {
                 warn!(reason = %why.escape_debug(), outcome = self.outcome(), "HTTP intake refused a request")
@@ -274,6 +275,9 @@ impl IntoResponse for Answer {
                 .into_response(),
             Answer::Unauthorized(why) => {
                 (StatusCode::UNAUTHORIZED, Json(problem(Code::Evt105, &why))).into_response()
+            }
+            Answer::Malformed(r) => {
+                (StatusCode::BAD_REQUEST, Json(problem(r.code, &r.message))).into_response()
             }
             Answer::Invalid(refused) => {
                 let events: Vec<serde_json::Value> = refused
