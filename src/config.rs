@@ -285,6 +285,52 @@ struct ConfigFile {
     limits: Option<LimitsConfig>,
     connections: Option<BTreeMap<String, ConnectionConfig>>,
     http: Option<HttpConfig>,
+    ingest: Option<IngestConfig>,
+}
+
+/// The HR-facing HTTP intake (`[ingest]`, feature `console`): `POST /events` publishes
+/// CloudEvents to the exchange. Requests are authenticated by the `[intake]` signing keys
+/// or by a fixed bearer token; one of them is required.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Where `serve` listens for HR systems, e.g. `0.0.0.0:8080`; no listener when absent.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The environment variable holding a token HR tools that cannot sign send as
+    /// `Authorization: Bearer`, compared in constant time.
+    pub bearer_token_env: Option<String>,
+    /// The broker the intake publishes to (e.g. a user that may only publish); the
+    /// top-level `amqp_url` when absent.
+    pub amqp_url: Option<String>,
+}
+
+impl IngestConfig {
+    /// The broker URL events are published to: its own, else `default`.
+    pub fn amqp_url<'a>(&'a self, default: &'a str) -> &'a str {
+        self.amqp_url.as_deref().unwrap_or(default)
+    }
+
+    /// What is wrong with the `[ingest]` values given the `[intake]` ones, in one line.
+    fn problem(&self, intake: &IntakeConfig) -> Option<String> {
+        if self
+            .amqp_url
+            .as_ref()
+            .is_some_and(|u| !u.starts_with("amqp"))
+        {
+            return Some("[ingest] amqp_url must be an amqp:// or amqps:// URL".into());
+        }
+        if self
+            .bearer_token_env
+            .as_ref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Some("[ingest] bearer_token_env names an empty variable".into());
+        }
+        let open = intake.signing_key_env.is_empty() && self.bearer_token_env.is_none();
+        (self.listen.is_some() && open).then(|| {
+            "[ingest] listen: the HTTP intake needs [intake] signing_key_env or [ingest] bearer_token_env, so that not anyone who reaches it can ask for removals".to_string()
+        })
+    }
 }
 
 /// The operators' listener (`[http]`): metrics, health probes and the web console.
@@ -329,6 +375,8 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionConfig>,
     /// The operators' listener.
     pub http: HttpConfig,
+    /// The HR-facing HTTP intake.
+    pub ingest: IngestConfig,
 }
 
 /// The default database: a file next to where offboard runs.
@@ -376,6 +424,7 @@ impl Config {
             limits: LimitsConfig::default(),
             connections,
             http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 
@@ -446,6 +495,9 @@ impl Config {
         if let Some(v) = file.http {
             config.http = v;
         }
+        if let Some(v) = file.ingest {
+            config.ingest = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -474,6 +526,9 @@ impl Config {
             return Some("max_concurrent_workflows must be at least 1".into());
         }
         if let Some(why) = self.intake.problem() {
+            return Some(why);
+        }
+        if let Some(why) = self.ingest.problem(&self.intake) {
             return Some(why);
         }
         for (name, c) in &self.connections {
@@ -588,6 +643,45 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[ingest]`: its own listener and broker URL, and never open to anyone: a signing
+    /// key or a bearer token is required.
+    #[test]
+    fn the_http_intake_needs_a_key_or_a_token() {
+        let c = Config::parse("").unwrap();
+        assert!(c.ingest.listen.is_none(), "no HTTP intake unless asked");
+        assert_eq!(c.ingest.amqp_url(&c.amqp_url), DEFAULT_AMQP_URL);
+        let c = Config::parse(
+            "[intake]\nsigning_key_env = \"K\"\n[ingest]\nlisten = \"127.0.0.1:8080\"\namqp_url = \"amqp://hr@rabbit/%2f\"",
+        )
+        .unwrap();
+        assert_eq!(c.ingest.listen.unwrap().port(), 8080);
+        assert_eq!(c.ingest.amqp_url(&c.amqp_url), "amqp://hr@rabbit/%2f");
+        let c = Config::parse("[ingest]\nlisten = \"127.0.0.1:8080\"\nbearer_token_env = \"T\"")
+            .unwrap();
+        assert_eq!(c.ingest.bearer_token_env.as_deref(), Some("T"));
+        for (text, expected) in [
+            (
+                "[ingest]\nlisten = \"127.0.0.1:8080\"",
+                "needs [intake] signing_key_env or [ingest] bearer_token_env",
+            ),
+            (
+                "[ingest]\nbearer_token_env = \" \"",
+                "bearer_token_env names an empty variable",
+            ),
+            (
+                "[ingest]\nbearer_token_env = \"T\"\namqp_url = \"http://rabbit\"",
+                "[ingest] amqp_url must be",
+            ),
+            (
+                "[ingest]\nlisten = \"127.0.0.1:8080\"\nport = 1",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn file_values_override_defaults() {

@@ -14,6 +14,8 @@
 //! - [`evidence`]: what a trail proves (replay verdict, auditors' rows), for CLI and console.
 //! - `http` (feature `console`, on by default): the operators' listener: metrics, health
 //!   probes and the web console.
+//! - `ingest` (feature `console`): the HR-facing HTTP intake, `POST /events` onto the
+//!   exchange.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
 
 #![warn(missing_docs)]
@@ -26,6 +28,8 @@ pub mod domain;
 pub mod evidence;
 #[cfg(feature = "console")]
 pub mod http;
+#[cfg(feature = "console")]
+pub mod ingest;
 pub mod intake;
 pub mod runtime;
 pub mod service;

@@ -55,6 +55,19 @@ impl Service {
         self
     }
 
+    /// Serves the HR-facing HTTP intake on `listener` too, until the service stops.
+    #[cfg(feature = "console")]
+    pub fn ingest(
+        mut self,
+        listener: tokio::net::TcpListener,
+        ingest: crate::ingest::Ingest,
+    ) -> Service {
+        let stop = self.stop.subscribe();
+        self.tasks
+            .push(tokio::spawn(crate::ingest::serve(listener, ingest, stop)));
+        self
+    }
+
     /// Stops, waiting for in-flight steps.
     pub async fn stop(self) {
         let _ = self.stop.send(true);

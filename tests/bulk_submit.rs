@@ -67,3 +67,50 @@ async fn a_thousand_rows_are_published_and_a_bad_file_publishes_nothing() {
     })
     .await;
 }
+
+/// An HR export as it comes: its own header spellings, and names, departments and
+/// managers besides. Published, the extra columns named once; with `--strict` refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hr_export_with_extra_columns_is_published_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = amqp_names();
+    let config = ConfigFile::new("sqlite://unused.db?mode=rwc", &names, "http://127.0.0.1:9")
+        .write(&dir.path().join("offboard.toml"));
+    let export = dir.path().join("export.csv");
+    std::fs::write(
+        &export,
+        "Employee Name,Work Email,Department,Transfer To,Manager\n\
+         Ada Lovelace,ada@example.com,R&D,grace@example.com,Grace Hopper\n\
+         Linus T,linus@example.com,Kernel,,Grace Hopper\n",
+    )
+    .unwrap();
+    let path = export.to_str().unwrap();
+
+    let (code, stdout, stderr) = cli(&config, &["submit", "--csv", path, "--strict"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown column \"Employee Name\""),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(queued(&names).await, 0);
+
+    let (code, stdout, stderr) = cli(&config, &["submit", "--csv", path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr.matches("ignoring column").count(),
+        1,
+        "named once: {stderr}"
+    );
+    assert!(
+        stderr.contains("\"Employee Name\", \"Department\", \"Manager\""),
+        "{stderr}"
+    );
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), 2, "{stdout}");
+    assert!(printed[0].ends_with(" ada@example.com"), "{stdout}");
+    eventually(10, "2 messages in the queue", || async {
+        (queued(&names).await == 2).then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,11 @@
 //! Event ids are `csv-<first 12 hex digits of the file's SHA-256>-<row>`: submitting the
 //! same file again publishes the same ids, which offboard recognises as duplicates and
 //! starts nothing for.
+//!
+//! Files come as HR tools export them: headers are matched ignoring case, and spaces,
+//! hyphens and underscores alike, with the common spellings of each column ([`ALIASES`]:
+//! `Work Email`, `Transfer To`, …). Columns offboard does not know (names, departments,
+//! managers) are ignored and named once; with `--strict` they are refused.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -22,6 +27,76 @@ use crate::domain::event::{self, EventType, Request};
 
 /// The columns a leavers' file may have; `email` is required.
 pub const COLUMNS: [&str; 5] = ["email", "transfer_to", "type", "not_before", "connections"];
+
+/// The header spellings read as each column, after [`normalise`]: what HR systems'
+/// exports call them. A header matching none is unknown.
+pub const ALIASES: [(&str, &[&str]); 5] = [
+    (
+        "email",
+        &[
+            "email",
+            "e_mail",
+            "email_address",
+            "work_email",
+            "work_email_address",
+            "business_email",
+            "primary_email",
+        ],
+    ),
+    (
+        "transfer_to",
+        &[
+            "transfer_to",
+            "transfer_to_email",
+            "transfer_email",
+            "successor_email",
+            "new_owner_email",
+        ],
+    ),
+    ("type", &["type", "event_type", "request_type"]),
+    ("not_before", &["not_before", "effective_date"]),
+    ("connections", &["connections", "connection", "apps"]),
+];
+
+/// A header as it is compared: trimmed, lower case, with spaces and hyphens read as
+/// underscores (`Work Email`, `work-email` and `WORK_EMAIL` are the same).
+pub fn normalise(header: &str) -> String {
+    header
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ' ' | '-' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// The column (one of [`COLUMNS`]) a header is read as, if any.
+pub fn column_of(header: &str) -> Option<&'static str> {
+    let h = normalise(header);
+    ALIASES
+        .iter()
+        .find(|(_, spellings)| spellings.contains(&h.as_str()))
+        .map(|(column, _)| *column)
+}
+
+/// Whether columns offboard does not know are ignored or refused (`--strict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown {
+    /// Ignored, and named once on stderr.
+    Ignore,
+    /// The file is refused.
+    Refuse,
+}
+
+/// A leavers' file read: its events, and the headers ignored as unknown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leavers {
+    /// One event per data row.
+    pub requests: Vec<Request>,
+    /// The headers of the columns that were not read, as written in the file.
+    pub ignored: Vec<String>,
+}
 
 /// One problem in a leavers' file: the line (counting the header as row 1), the column,
 /// and what is wrong.
@@ -49,12 +124,14 @@ impl std::fmt::Display for RowError {
     }
 }
 
-/// One event per data row, or every problem found. `now` stamps the events' `time`.
+/// One event per data row, or every problem found. `now` stamps the events' `time`;
+/// `unknown` says what becomes of columns offboard does not know.
 pub fn read(
     text: &[u8],
     known_connections: &[String],
     now: chrono::DateTime<Utc>,
-) -> Result<Vec<Request>, Vec<RowError>> {
+    unknown: Unknown,
+) -> Result<Leavers, Vec<RowError>> {
     let digest = hex::encode(Sha256::digest(text));
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -70,13 +147,39 @@ pub fn read(
         .headers()
         .map_err(|e| header_error(format!("unreadable header: {e}")))?
         .clone();
-    if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(h)) {
+    // Each header read as its column, or `None` when offboard does not know it.
+    let columns: Vec<Option<&'static str>> = headers.iter().map(column_of).collect();
+    let ignored: Vec<String> = headers
+        .iter()
+        .zip(&columns)
+        .filter(|(_, c)| c.is_none())
+        .map(|(h, _)| h.to_string())
+        .collect();
+    if let (Unknown::Refuse, Some(name)) = (unknown, ignored.first()) {
         return Err(header_error(format!(
-            "unknown column {unknown:?}; the columns are {}",
+            "unknown column {name:?}; the columns are {}",
             COLUMNS.join(", ")
         )));
     }
-    if !headers.iter().any(|h| h == "email") {
+    for column in COLUMNS {
+        let spelled: Vec<&str> = headers
+            .iter()
+            .zip(&columns)
+            .filter(|(_, c)| **c == Some(column))
+            .map(|(h, _)| h)
+            .collect();
+        if spelled.len() > 1 {
+            return Err(header_error(format!(
+                "the headers {} are all the {column} column; keep one",
+                spelled
+                    .iter()
+                    .map(|h| format!("{h:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if !columns.contains(&Some("email")) {
         return Err(header_error("the email column is missing".into()));
     }
     let mut requests = Vec::new();
@@ -99,9 +202,9 @@ pub fn read(
             }
         };
         let cell = |name: &str| {
-            headers
+            columns
                 .iter()
-                .position(|h| h == name)
+                .position(|c| *c == Some(name))
                 .and_then(|i| record.get(i))
                 .filter(|v| !v.is_empty())
         };
@@ -184,7 +287,7 @@ pub fn read(
         });
     }
     if errors.is_empty() {
-        Ok(requests)
+        Ok(Leavers { requests, ignored })
     } else {
         Err(errors)
     }
@@ -204,13 +307,23 @@ fn line_at(text: &[u8], byte: u64) -> u64 {
         .count() as u64
 }
 
-/// `offboard submit --csv FILE`.
-pub async fn run(config: &Config, path: &Path) -> Outcome {
+/// `offboard submit --csv FILE` (`--strict`: `unknown` is [`Unknown::Refuse`]).
+pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
     let text = std::fs::read(path)
         .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?;
     let known: Vec<String> = config.connections.keys().cloned().collect();
-    let requests = match read(&text, &known, Utc::now()) {
-        Ok(r) => r,
+    let requests = match read(&text, &known, Utc::now(), unknown) {
+        Ok(Leavers { requests, ignored }) => {
+            if !ignored.is_empty() {
+                let names: Vec<String> = ignored.iter().map(|h| format!("{h:?}")).collect();
+                eprintln!(
+                    "{}: ignoring column(s) offboard does not read: {} (--strict refuses them)",
+                    path.display(),
+                    names.join(", ")
+                );
+            }
+            requests
+        }
         Err(errors) => {
             for e in &errors {
                 eprintln!("{}: {e}", path.display());
@@ -305,10 +418,15 @@ mod tests {
 
     // A test helper: the rows' errors as the lines a person reads, to compare with text.
     fn check(text: &str) -> Result<Vec<Request>, Vec<String>> {
+        read_as(text, Unknown::Refuse).map(|l| l.requests)
+    }
+
+    fn read_as(text: &str, unknown: Unknown) -> Result<Leavers, Vec<String>> {
         read(
             text.as_bytes(),
             &["smartsheet".into(), "postman".into()],
             Utc::now(),
+            unknown,
         )
         .map_err(|e| e.iter().map(ToString::to_string).collect())
     }
@@ -376,6 +494,58 @@ mod tests {
         assert_eq!(
             check(text).unwrap()[0].event_id,
             check(text).unwrap()[0].event_id
+        );
+    }
+
+    /// An HR export: its own spellings of the known columns, and names, departments and
+    /// managers besides, which are ignored (and listed) unless the file is read strictly.
+    #[test]
+    fn an_hr_export_is_read_by_its_spellings_and_its_other_columns_ignored() {
+        let text = "Employee Name,Work Email,Department,Transfer-To,Manager,EFFECTIVE DATE\n\
+                    Ada Lovelace,ada@example.com,R&D,grace@example.com,Grace,2026-12-01\n";
+        let leavers = read_as(text, Unknown::Ignore).unwrap();
+        assert_eq!(leavers.ignored, ["Employee Name", "Department", "Manager"]);
+        let r = &leavers.requests[0];
+        assert_eq!(r.person_email, "ada@example.com");
+        assert_eq!(r.transfer_to.as_deref(), Some("grace@example.com"));
+        assert!(r.not_before.is_some());
+        let strict = read_as(text, Unknown::Refuse).unwrap_err();
+        assert!(
+            strict[0].contains("row 1: unknown column \"Employee Name\""),
+            "{strict:?}"
+        );
+    }
+
+    #[test]
+    fn headers_are_compared_ignoring_case_spaces_hyphens_and_underscores() {
+        for header in [
+            "Email",
+            "EMAIL",
+            "work email",
+            "Work_Email",
+            "e-mail",
+            " Email Address ",
+        ] {
+            assert_eq!(column_of(header), Some("email"), "{header:?}");
+        }
+        for header in ["transfer to", "Transfer To", "TRANSFER_TO", "transfer-to"] {
+            assert_eq!(column_of(header), Some("transfer_to"), "{header:?}");
+        }
+        for header in ["Name", "Manager", "mail", "emails"] {
+            assert_eq!(column_of(header), None, "{header:?}");
+        }
+        // Two spellings of one column: which one is meant cannot be told.
+        let errors = read_as(
+            "Email,Work Email\na@example.com,b@example.com\n",
+            Unknown::Ignore,
+        )
+        .unwrap_err();
+        assert!(errors[0].contains("are all the email column"), "{errors:?}");
+        // Ignoring other columns does not make the email column optional.
+        let errors = read_as("Name\nAda\n", Unknown::Ignore).unwrap_err();
+        assert!(
+            errors[0].contains("the email column is missing"),
+            "{errors:?}"
         );
     }
 }

@@ -83,9 +83,13 @@ enum Command {
         #[arg(long, value_name = "EVENT.json")]
         file: Option<PathBuf>,
         /// Publish one event per row of this leavers' list (columns email, transfer_to,
-        /// type, not_before, connections); nothing is published if any row is bad.
+        /// type, not_before, connections, in HR exports' spellings too; other columns are
+        /// ignored); nothing is published if any row is bad.
         #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
         csv: Option<PathBuf>,
+        /// With --csv: refuse a file with columns offboard does not read.
+        #[arg(long, requires = "csv")]
+        strict: bool,
     },
     /// Check credentials, role and plan of one connection or all.
     Check {
@@ -302,9 +306,15 @@ async fn run(cli: Cli) -> Outcome {
             id,
             file,
             csv,
+            strict,
         } => {
             if let Some(path) = csv {
-                return bulk::run(&config, &path).await;
+                let unknown = if strict {
+                    bulk::Unknown::Refuse
+                } else {
+                    bulk::Unknown::Ignore
+                };
+                return bulk::run(&config, &path, unknown).await;
             }
             submit(
                 &config,
@@ -500,6 +510,16 @@ fn console_token(
     setting: &str,
     var: Option<&String>,
 ) -> Result<Option<crate::config::Secret>, Failure> {
+    secret_named(&format!("[http] {setting}"), var)
+}
+
+#[cfg(feature = "console")]
+/// The secret in the variable `setting` names (`[ingest] bearer_token_env` too): required
+/// to be set (and not empty) once named.
+fn secret_named(
+    setting: &str,
+    var: Option<&String>,
+) -> Result<Option<crate::config::Secret>, Failure> {
     let Some(var) = var else {
         return Ok(None);
     };
@@ -507,7 +527,7 @@ fn console_token(
         Ok(v) if !v.trim().is_empty() => Ok(Some(crate::config::Secret::new(v.trim()))),
         _ => Err(fail(
             EXIT_USAGE,
-            format!("[http] {setting} names {var}, which is not set"),
+            format!("{setting} names {var}, which is not set"),
         )),
     }
 }
@@ -529,6 +549,13 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
             format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
         ));
     }
+    #[cfg(not(feature = "console"))]
+    if let Some(addr) = config.ingest.listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (the HTTP intake); remove [ingest] listen or build with it"),
+        ));
+    }
     #[cfg(feature = "console")]
     let token = console_token(
         "operator_token_env",
@@ -544,6 +571,22 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
                 .await
                 .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?,
         ),
+    };
+    #[cfg(feature = "console")]
+    let ingest = match config.ingest.listen {
+        None => None,
+        Some(addr) => {
+            let token = secret_named(
+                "[ingest] bearer_token_env",
+                config.ingest.bearer_token_env.as_ref(),
+            )?;
+            let ingest =
+                crate::ingest::Ingest::new(&config, token).map_err(|e| fail(EXIT_USAGE, e))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?;
+            Some((listener, ingest))
+        }
     };
     let engine = engine(config).await?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
@@ -595,6 +638,17 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
                 None => console,
             };
             service.listen(listener, console)
+        }
+    };
+    #[cfg(feature = "console")]
+    let service = match ingest {
+        None => service,
+        Some((listener, ingest)) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
+            tracing::info!(%addr, "HTTP intake listening for events on POST /events");
+            service.ingest(listener, ingest)
         }
     };
     shutdown_signal().await;
