@@ -109,12 +109,12 @@ impl Registry {
         };
         let mut registry = Registry::default();
         for (name, text) in files {
-            let def = Definition::parse(&text, known_action).map_err(|source| {
-                RegistryError::Invalid {
+            let def = Definition::parse(&text, known_action)
+                .and_then(rechecks_read_only)
+                .map_err(|source| RegistryError::Invalid {
                     name: name.clone(),
                     source,
-                }
-            })?;
+                })?;
             let key = (def.app.clone(), def.event_type);
             if registry.by_key.contains_key(&key) {
                 return Err(RegistryError::Twice {
@@ -132,6 +132,18 @@ impl Registry {
     pub fn get(&self, app: &str, event_type: EventType) -> Option<&Definition> {
         self.by_key.get(&(app.to_string(), event_type))
     }
+}
+
+/// Refuses a definition that rechecks with a first step that writes: a recheck runs the
+/// first step (the `find` lookup) again, and must change nothing in the app.
+fn rechecks_read_only(def: Definition) -> Result<Definition, DefinitionError> {
+    let lookup = &def.steps[0].action;
+    if !def.recheck_after.is_empty() && !crate::apps::reads_only(lookup) {
+        return Err(DefinitionError::Invalid(format!(
+            "recheck_after: a recheck runs the first step again, and {lookup:?} writes"
+        )));
+    }
+    Ok(def)
 }
 
 /// Parses a definition stored with a workflow (the version it started with).
