@@ -275,3 +275,59 @@ async fn a_recheck_pending_across_a_restart_of_serve_still_runs() {
         "{out}"
     );
 }
+
+/// With `recheck_action = "offboard-again"`, access that came back also starts a fresh
+/// offboarding of the person on the connection, under an event id derived from the
+/// recheck, which removes the new account; its own recheck then finds the person gone.
+#[tokio::test]
+async fn offboard_again_removes_the_account_that_came_back_once() {
+    let org = org().await;
+    let (url, _db) = fresh_database(Db::Postgres).await;
+    let names = amqp_names();
+    let workflows =
+        rechecking_workflows("recheck_after = [\"3s\"]\nrecheck_action = \"offboard-again\"");
+    let mut config = config(&url, names.clone(), &org.sim.base_url());
+    config.workflows_dir = Some(workflows.path().to_path_buf());
+    let engine = engine(config, TOKEN).await;
+    let _service = serve(&engine);
+    let store = engine.store();
+
+    publish(
+        &names,
+        "offboarding.requested",
+        &event("ev-first", "offboarding.requested", LEAVER, Some(RECIPIENT)),
+    )
+    .await;
+    finished(store, "ev-first", 1, 30).await;
+    let new_id = org.sim.add_user(SimUser::new(LEAVER));
+
+    let first = rechecked(store, "ev-first", 1, 30).await;
+    let finding = &first.state.rechecks[0].finding;
+    assert_eq!(finding.result.as_str(), "recreated");
+    assert_eq!(
+        finding.offboarded_again.as_deref(),
+        Some("ev-first:recheck-1")
+    );
+    let again = finished(store, "ev-first:recheck-1", 1, 30).await.remove(0);
+    assert_eq!(
+        (
+            again.state.as_str(),
+            again.outcome.as_deref(),
+            again.connection.as_str()
+        ),
+        ("completed", Some("removed"), "smartsheet")
+    );
+    assert!(org.sim.user(new_id).is_none());
+    let again_now = rechecked(store, "ev-first:recheck-1", 1, 30).await;
+    assert_eq!(
+        again_now.state.rechecks[0].finding.result.as_str(),
+        "still_gone"
+    );
+    assert_eq!(again_now.state.rechecks[0].finding.offboarded_again, None);
+    // One fresh offboarding for the one recheck, and both trails replay.
+    assert_eq!(store.by_event("ev-first:recheck-1").await.unwrap().len(), 1);
+    for w in [&first.row.id, &again.id] {
+        let checked = offboard::evidence::replay(store, w).await.unwrap().unwrap();
+        assert_eq!(checked.report.problem, None);
+    }
+}

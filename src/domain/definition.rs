@@ -38,6 +38,8 @@ struct DefinitionFile {
     steps: Vec<StepDef>,
     #[serde(default)]
     recheck_after: Vec<String>,
+    #[serde(default)]
+    recheck_action: super::recheck::RecheckAction,
 }
 
 /// A loaded, validated definition.
@@ -67,6 +69,8 @@ pub struct Definition {
     /// (`recheck_after`, increasing; empty: never). Only for definitions whose outcome is
     /// `removed` (see [`super::recheck`]).
     pub recheck_after: Vec<std::time::Duration>,
+    /// What a recheck that finds access back does besides reporting it.
+    pub recheck_action: super::recheck::RecheckAction,
 }
 
 /// Names a definition version; stored with every workflow.
@@ -129,6 +133,7 @@ impl Definition {
         }
         Ok(Definition {
             recheck_after,
+            recheck_action: file.recheck_action,
             name: file.name,
             version: file.version,
             app: file.app,

@@ -473,10 +473,15 @@ pub fn recheck_result(
     jitter: f64,
 ) -> Record {
     match result {
-        Ok(output) => Record::Rechecked {
-            recheck,
-            finding: recheck::classify(&state.request.app, &state.facts, &output),
-        },
+        Ok(output) => {
+            let mut finding = recheck::classify(&state.request.app, &state.facts, &output);
+            if finding.code.is_some() && def.recheck_action == recheck::RecheckAction::OffboardAgain
+            {
+                finding.offboarded_again =
+                    Some(recheck::again_event_id(&state.request.event_id, recheck));
+            }
+            Record::Rechecked { recheck, finding }
+        }
         Err(error) => {
             let delay = def
                 .retry
@@ -754,6 +759,14 @@ pub fn apply(
             recheck_due(&s, *recheck, at)?;
             if (finding.result == recheck::RecheckResult::StillGone) != finding.code.is_none() {
                 return violation("a recheck's code does not match its result");
+            }
+            let asked = (finding.code.is_some()
+                && def.recheck_action == recheck::RecheckAction::OffboardAgain)
+                .then(|| recheck::again_event_id(&s.request.event_id, *recheck));
+            if finding.offboarded_again != asked {
+                return violation(
+                    "a recheck's fresh offboarding is not the one its definition asks for",
+                );
             }
             s.rechecks.push(Recheck {
                 at,
@@ -1313,5 +1326,33 @@ action = "t.remove"
         assert_eq!(fold(&d, &silent).unwrap_err().0, 7);
         // The same trail under a definition without rechecks: nothing is due after the end.
         assert_eq!(fold(&def(), &trail).unwrap_err().0, 6);
+    }
+
+    /// `offboard-again` names the fresh offboarding's derived event id in the finding, and
+    /// a trail is held to what its definition asks: no such id under a report-only one.
+    #[test]
+    fn offboard_again_names_one_derived_event_per_recheck() {
+        let text = rechecking().source.replace(
+            "recheck_after",
+            "recheck_action = \"offboard-again\"\nrecheck_after",
+        );
+        let again = Definition::parse(&text, |_| true).unwrap();
+        let trail = drive_with(
+            &again,
+            vec![
+                found(7),
+                Ok(StepOutput::summary("gone")),
+                found(9),
+                absent(),
+            ],
+        );
+        let state = fold(&again, &trail).unwrap();
+        let asked: Vec<_> = state
+            .rechecks
+            .iter()
+            .map(|r| r.finding.offboarded_again.clone())
+            .collect();
+        assert_eq!(asked, [Some("e1:recheck-1".to_string()), None]);
+        assert_eq!(fold(&rechecking(), &trail).unwrap_err().0, 6);
     }
 }

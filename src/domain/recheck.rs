@@ -39,6 +39,24 @@ impl RecheckResult {
     }
 }
 
+/// What a definition does when a recheck finds access back (`recheck_action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecheckAction {
+    /// Record it, publish `workflow.access_reappeared`, count it (the default).
+    #[default]
+    Report,
+    /// That, and start a fresh offboarding of the person on the same connection, under
+    /// the event id [`again_event_id`] (so once per recheck, however often it runs).
+    OffboardAgain,
+}
+
+/// The event id of the fresh offboarding that recheck `recheck` (0-based) of the
+/// workflow started by `event_id` asks for.
+pub fn again_event_id(event_id: &str, recheck: usize) -> String {
+    format!("{event_id}:recheck-{}", recheck + 1)
+}
+
 /// One recheck's finding, as recorded in the trail.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -55,6 +73,10 @@ pub struct Finding {
     pub entitlements: Value,
     /// One line for people.
     pub summary: String,
+    /// The event id of the fresh offboarding this finding asks for (`recheck_action =
+    /// "offboard-again"`); the runner stores that event before it records the finding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offboarded_again: Option<String>,
 }
 
 /// Parses one `recheck_after` offset: a whole number and a unit (`3s`, `15m`, `24h`,
@@ -120,6 +142,7 @@ pub fn classify(app: &str, facts: &Map<String, Value>, output: &StepOutput) -> F
             user_id: None,
             entitlements: Value::Null,
             summary: "still gone: no account has the person's email".into(),
+            offboarded_again: None,
         };
     }
     let found = output.facts.get("user_id").and_then(Value::as_i64);
@@ -147,6 +170,7 @@ pub fn classify(app: &str, facts: &Map<String, Value>, output: &StepOutput) -> F
         user_id: found,
         entitlements,
         summary,
+        offboarded_again: None,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
+use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{self, Next, Record, State, Status};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
@@ -120,6 +121,7 @@ impl<'e> Runner<'e> {
             if let Next::Recheck { recheck, attempt } = machine::next(&preview, &self.def, at) {
                 if !self.engine.is_stopping() {
                     at = self.recheck(&preview, recheck, attempt, &mut records).await;
+                    self.offboard_again(&preview, &records).await?;
                     continue;
                 }
             }
@@ -472,6 +474,60 @@ impl Runner<'_> {
         }
         records.push((now, record));
         now
+    }
+}
+
+impl Runner<'_> {
+    /// Starts the fresh offboarding a recheck's finding among `records` asks for
+    /// (`recheck_action = "offboard-again"`): the same person on the same connection,
+    /// under the finding's derived event id. Stored before the finding commits, and
+    /// deduplicated by that id like any event, so a recheck repeated after a crash starts
+    /// it once.
+    async fn offboard_again(
+        &self,
+        state: &State,
+        records: &[(DateTime<Utc>, Record)],
+    ) -> Result<(), EngineError> {
+        let Some((at, finding)) = records.iter().find_map(|(at, r)| match r {
+            Record::Rechecked { finding, .. } => Some((at, finding)),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let Some(event_id) = &finding.offboarded_again else {
+            return Ok(());
+        };
+        let r = &state.request;
+        let request = Request {
+            event_id: event_id.clone(),
+            source: "offboard-recheck".into(),
+            event_type: EventType::Offboarding,
+            time: Some(*at),
+            person_email: r.person_email.clone(),
+            employee_id: None,
+            transfer_to: r.transfer_to.clone(),
+            connections: Some(vec![r.connection.clone()]),
+            not_before: None,
+            reason: finding
+                .code
+                .map(|c| format!("access came back after offboarding ({c})")),
+        };
+        let body = serde_json::json!({
+            "specversion": "1.0", "id": event_id, "source": request.source,
+            "type": EventType::Offboarding.as_str(), "time": at.to_rfc3339(),
+            "data": { "person": { "email": r.person_email }, "connections": [r.connection],
+                      "workflow_id": self.id },
+        })
+        .to_string();
+        match self.engine.accept(&request, &body).await? {
+            Ok(_) => {
+                info!(event_id = %event_id.escape_debug(), "access came back: a fresh offboarding was started")
+            }
+            Err(rejection) => {
+                warn!(event_id = %event_id.escape_debug(), reason = ?rejection, "access came back, but no fresh offboarding could be started")
+            }
+        }
+        Ok(())
     }
 }
 
