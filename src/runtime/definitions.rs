@@ -150,3 +150,30 @@ fn rechecks_read_only(def: Definition) -> Result<Definition, DefinitionError> {
 pub fn stored(source: &str) -> Result<Definition, DefinitionError> {
     Definition::parse(source, known_action)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recheck runs the first step again, so a definition whose first step writes may
+    /// not recheck; the shipped ones pass.
+    #[test]
+    fn only_a_definition_that_starts_with_a_read_may_recheck() {
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/workflows/smartsheet-offboard.toml"
+        ))
+        .unwrap();
+        let def = Definition::parse(&shipped, known_action).unwrap();
+        assert_eq!(def.recheck_after.len(), 2);
+        assert!(rechecks_read_only(def).is_ok());
+        let writing_first = shipped.replacen(
+            "action = \"smartsheet.find_user\"",
+            "action = \"smartsheet.remove_user\"",
+            1,
+        );
+        let def = Definition::parse(&writing_first, known_action).unwrap();
+        let why = rechecks_read_only(def).unwrap_err().to_string();
+        assert!(why.contains("recheck_after"), "{why}");
+    }
+}
