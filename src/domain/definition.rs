@@ -36,6 +36,10 @@ struct DefinitionFile {
     #[serde(default)]
     retry: RetryPolicy,
     steps: Vec<StepDef>,
+    #[serde(default)]
+    recheck_after: Vec<String>,
+    #[serde(default)]
+    recheck_action: super::recheck::RecheckAction,
 }
 
 /// A loaded, validated definition.
@@ -61,6 +65,12 @@ pub struct Definition {
     pub hash: String,
     /// The file's text, kept so a workflow can be resumed or replayed with it later.
     pub source: String,
+    /// When a completed workflow looks at the app again, after its completion
+    /// (`recheck_after`, increasing; empty: never). Only for definitions whose outcome is
+    /// `removed` (see [`super::recheck`]).
+    pub recheck_after: Vec<std::time::Duration>,
+    /// What a recheck that finds access back does besides reporting it.
+    pub recheck_action: super::recheck::RecheckAction,
 }
 
 /// Names a definition version; stored with every workflow.
@@ -114,7 +124,16 @@ impl Definition {
                 return invalid(format!("step {:?} retry policy: {why}", step.name));
             }
         }
+        let recheck_after = super::recheck::parse_offsets(&file.recheck_after)
+            .map_err(|why| DefinitionError::Invalid(format!("recheck_after: {why}")))?;
+        if !recheck_after.is_empty() && file.outcome != Outcome::Removed {
+            return invalid(
+                "recheck_after: only a workflow whose outcome is \"removed\" rechecks".into(),
+            );
+        }
         Ok(Definition {
+            recheck_after,
+            recheck_action: file.recheck_action,
             name: file.name,
             version: file.version,
             app: file.app,
@@ -126,6 +145,17 @@ impl Definition {
             hash: hex::encode(Sha256::digest(source.as_bytes())),
             source: source.to_string(),
         })
+    }
+
+    /// When recheck `index` falls due for a workflow that completed at `completed`, if the
+    /// definition lists that many.
+    pub fn recheck_due(
+        &self,
+        index: usize,
+        completed: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let offset = chrono::Duration::from_std(*self.recheck_after.get(index)?).ok()?;
+        Some(completed + offset)
     }
 
     /// The retry policy of step `index`.
@@ -200,5 +230,26 @@ retry = { max_attempts = 7 }
             .unwrap_err()
             .to_string()
             .contains("twice"));
+    }
+
+    #[test]
+    fn rechecks_are_parsed_and_only_for_removals() {
+        let with = SAMPLE.replace("[retry]", "recheck_after = [\"24h\", \"30d\"]\n[retry]");
+        let d = Definition::parse(&with, known).unwrap();
+        assert_eq!(d.recheck_after.len(), 2);
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(d.recheck_due(0, at), Some(at + chrono::Duration::hours(24)));
+        assert_eq!(d.recheck_due(2, at), None);
+        assert!(Definition::parse(SAMPLE, known)
+            .unwrap()
+            .recheck_after
+            .is_empty());
+        let bad = SAMPLE.replace("[retry]", "recheck_after = [\"24\"]\n[retry]");
+        assert!(Definition::parse(&bad, known)
+            .unwrap_err()
+            .to_string()
+            .contains("recheck_after"));
+        let downgrade = with.replace("outcome = \"removed\"", "outcome = \"downgraded\"");
+        assert!(Definition::parse(&downgrade, known).is_err());
     }
 }

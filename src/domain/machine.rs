@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::definition::{Definition, DefinitionRef};
 use super::event::EventType;
+use super::recheck::{self, Finding};
 use super::step::{Outcome, StepError, StepOutput};
 use crate::codes::Code;
 
@@ -156,8 +157,46 @@ pub struct State {
     pub error_code: Option<Code>,
     /// Why it failed, in words.
     pub error_message: Option<String>,
-    /// Nothing happens before this time (`not_before` or a retry timer).
+    /// Nothing happens before this time (`not_before`, a retry timer, or the next
+    /// recheck of a completed workflow).
     pub wake_at: Option<DateTime<Utc>>,
+    /// When the workflow completed, if rechecks follow (its definition lists
+    /// `recheck_after` and the account was removed): the offsets count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rechecks_from: Option<DateTime<Utc>>,
+    /// The rechecks done after the end, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rechecks: Vec<Recheck>,
+    /// Failed lookups of the recheck now due.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recheck_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One recheck after the end, as the state keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recheck {
+    /// When its result was recorded.
+    pub at: DateTime<Utc>,
+    /// What it found.
+    pub finding: Finding,
+}
+
+impl State {
+    /// Whether a completed workflow still has a recheck ahead (the scheduler wakes it at
+    /// `wake_at`); its status and outcome stay those of its end.
+    pub fn recheck_pending(&self) -> bool {
+        self.status == Status::Completed && self.wake_at.is_some()
+    }
+
+    /// Whether the scheduler drives this workflow (now or when its timer fires): one that
+    /// has not ended and is not held, or a completed one with a recheck ahead.
+    pub fn is_schedulable(&self) -> bool {
+        self.status.is_schedulable() || self.recheck_pending()
+    }
 }
 
 /// One entry of the audit trail.
@@ -266,6 +305,29 @@ pub enum Record {
         /// Who asked.
         by: String,
     },
+    /// A recheck after the end: the app's lookup (the first step's read-only action) ran
+    /// again, with no write. The workflow's outcome stands whatever it found.
+    Rechecked {
+        /// Which recheck (0-based index into the definition's `recheck_after`).
+        recheck: usize,
+        /// What the lookup found.
+        finding: Finding,
+    },
+    /// A recheck's lookup failed (the app away, a token refused); it runs again at
+    /// `retry_at`, paced by the definition's default retry policy, without end.
+    RecheckFailed {
+        /// Which recheck.
+        recheck: usize,
+        /// Attempt number of this recheck, from 1.
+        attempt: u32,
+        /// The error.
+        error: StepError,
+        /// The random draw used for jitter (evidence; `retry_at` is checked against the
+        /// policy's bounds).
+        jitter: f64,
+        /// When the lookup runs again.
+        retry_at: DateTime<Utc>,
+    },
 }
 
 impl Record {
@@ -285,6 +347,8 @@ impl Record {
             Record::CancelRefused { .. } => "cancel_refused",
             Record::Held { .. } => "held",
             Record::Released { .. } => "released",
+            Record::Rechecked { .. } => "rechecked",
+            Record::RecheckFailed { .. } => "recheck_failed",
         }
     }
 
@@ -318,10 +382,27 @@ pub enum Next {
     Complete(Outcome),
     /// Append `Failed` with this code and message.
     Fail(Code, String),
+    /// Run the app's lookup again for this recheck of a completed workflow, then append
+    /// what [`recheck_result`] makes of it.
+    Recheck {
+        /// Which recheck.
+        recheck: usize,
+        /// Attempt number to record.
+        attempt: u32,
+    },
 }
 
 /// Says what the runner does next in `state`.
 pub fn next(state: &State, def: &Definition, now: DateTime<Utc>) -> Next {
+    if state.recheck_pending() {
+        return match state.wake_at {
+            Some(at) if at > now => Next::Sleep(at),
+            _ => Next::Recheck {
+                recheck: state.rechecks.len(),
+                attempt: state.recheck_attempts + 1,
+            },
+        };
+    }
     if state.status.is_final() || state.status == Status::Held {
         return Next::Done;
     }
@@ -377,6 +458,71 @@ pub fn step_result(
             }
         }
     }
+}
+
+/// Turns a recheck's lookup result into the record to append: what it found
+/// ([`recheck::classify`], against the account the workflow removed), or the failure and
+/// when to look again. `jitter` is a random draw in [0, 1).
+pub fn recheck_result(
+    state: &State,
+    def: &Definition,
+    recheck: usize,
+    attempt: u32,
+    result: Result<StepOutput, StepError>,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Record {
+    match result {
+        Ok(output) => {
+            let mut finding = recheck::classify(&state.request.app, &state.facts, &output);
+            if finding.code.is_some() && def.recheck_action == recheck::RecheckAction::OffboardAgain
+            {
+                finding.offboarded_again =
+                    Some(recheck::again_event_id(&state.request.event_id, recheck));
+            }
+            Record::Rechecked { recheck, finding }
+        }
+        Err(error) => {
+            let delay = def
+                .retry
+                .delay_after(recheck_counted(def, attempt), jitter, error.retry_after_ms)
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .unwrap_or_else(|| {
+                    chrono::Duration::milliseconds(def.retry.max_interval_ms as i64)
+                });
+            Record::RecheckFailed {
+                recheck,
+                attempt,
+                error,
+                jitter,
+                retry_at: now + delay,
+            }
+        }
+    }
+}
+
+/// A recheck's failed attempt as the default policy counts it: a recheck is never given
+/// up, so from the last attempt the policy allows on it waits the last delay again.
+fn recheck_counted(def: &Definition, attempt: u32) -> u32 {
+    attempt.min(def.retry.max_attempts.saturating_sub(1))
+}
+
+/// Checks that a recheck record may follow `s` at `at`: the workflow completed, this is
+/// the recheck due next, and its time has come.
+fn recheck_due(s: &State, recheck: usize, at: DateTime<Utc>) -> Result<(), Violation> {
+    if !s.recheck_pending() {
+        return violation("a recheck of a workflow with no recheck ahead");
+    }
+    if recheck != s.rechecks.len() {
+        return violation(format!(
+            "recheck {recheck}, the one due is {}",
+            s.rechecks.len()
+        ));
+    }
+    if s.wake_at.is_some_and(|w| w > at) {
+        return violation("a recheck before its time");
+    }
+    Ok(())
 }
 
 /// When the runner retries a failed attempt: the policy's delay for this attempt, with the
@@ -496,6 +642,9 @@ pub fn create(record: &Record) -> Result<State, Violation> {
         error_code: None,
         error_message: None,
         wake_at: request.not_before,
+        rechecks_from: None,
+        rechecks: Vec::new(),
+        recheck_attempts: 0,
     })
 }
 
@@ -513,6 +662,8 @@ pub fn apply(
             Record::RetryRequested { .. }
                 | Record::DuplicateReceived { .. }
                 | Record::CancelRefused { .. }
+                | Record::Rechecked { .. }
+                | Record::RecheckFailed { .. }
         )
     {
         return violation(format!("`{}` after the workflow ended", record.kind()));
@@ -599,6 +750,63 @@ pub fn apply(
             s.status = Status::Completed;
             s.outcome = Some(*outcome);
             s.error_message = None;
+            if *outcome == Outcome::Removed && !def.recheck_after.is_empty() {
+                s.rechecks_from = Some(at);
+                s.wake_at = def.recheck_due(0, at);
+            }
+        }
+        Record::Rechecked { recheck, finding } => {
+            recheck_due(&s, *recheck, at)?;
+            if (finding.result == recheck::RecheckResult::StillGone) != finding.code.is_none() {
+                return violation("a recheck's code does not match its result");
+            }
+            let asked = (finding.code.is_some()
+                && def.recheck_action == recheck::RecheckAction::OffboardAgain)
+                .then(|| recheck::again_event_id(&s.request.event_id, *recheck));
+            if finding.offboarded_again != asked {
+                return violation(
+                    "a recheck's fresh offboarding is not the one its definition asks for",
+                );
+            }
+            s.rechecks.push(Recheck {
+                at,
+                finding: finding.clone(),
+            });
+            s.recheck_attempts = 0;
+            s.wake_at = s
+                .rechecks_from
+                .and_then(|from| def.recheck_due(recheck + 1, from));
+        }
+        Record::RecheckFailed {
+            recheck,
+            attempt,
+            error,
+            retry_at,
+            ..
+        } => {
+            recheck_due(&s, *recheck, at)?;
+            if *attempt != s.recheck_attempts + 1 {
+                return violation(format!(
+                    "recheck attempt {attempt} after {}",
+                    s.recheck_attempts
+                ));
+            }
+            let bounds = def
+                .retry
+                .delay_bounds(recheck_counted(def, *attempt), error.retry_after_ms);
+            let delay = (*retry_at - at).to_std().ok();
+            let admitted = match bounds {
+                Some(b) => delay.is_some_and(|d| b.admits(d)),
+                None => delay == Some(std::time::Duration::from_millis(def.retry.max_interval_ms)),
+            };
+            if !admitted {
+                return violation(format!(
+                    "a recheck retried {} ms after its failure, outside the policy",
+                    (*retry_at - at).num_milliseconds()
+                ));
+            }
+            s.recheck_attempts = *attempt;
+            s.wake_at = Some(*retry_at);
         }
         Record::Failed { code, message } => {
             if !matches!(next(&s, def, at), Next::Fail(c, _) if c == *code) {
@@ -704,6 +912,10 @@ action = "t.remove"
     }
 
     fn created(not_before: Option<DateTime<Utc>>) -> Record {
+        created_for("t", not_before)
+    }
+
+    fn created_for(app: &str, not_before: Option<DateTime<Utc>>) -> Record {
         Record::Created {
             request: WorkflowRequest {
                 event_id: "e1".into(),
@@ -711,7 +923,7 @@ action = "t.remove"
                 event_time: None,
                 event_type: EventType::Offboarding,
                 connection: "c".into(),
-                app: "t".into(),
+                app: app.into(),
                 person_email: "a@b.co".into(),
                 transfer_to: None,
                 not_before,
@@ -724,8 +936,17 @@ action = "t.remove"
     /// Drives a workflow with scripted action results, as the runner would, and returns
     /// the trail it wrote.
     fn drive(results: Vec<Result<StepOutput, StepError>>) -> Vec<(DateTime<Utc>, Record)> {
-        let d = def();
-        let first = created(None);
+        drive_with(&def(), results)
+    }
+
+    /// [`drive`] with definition `d`; rechecks take their lookup results from the script
+    /// too.
+    fn drive_with(
+        d: &Definition,
+        results: Vec<Result<StepOutput, StepError>>,
+    ) -> Vec<(DateTime<Utc>, Record)> {
+        let d = d.clone();
+        let first = created_for(&d.app, None);
         let mut state = create(&first).unwrap();
         let mut trail = vec![(t(0), first)];
         let mut results = results.into_iter();
@@ -739,6 +960,10 @@ action = "t.remove"
                 }
                 Next::Complete(outcome) => Record::Completed { outcome },
                 Next::Fail(code, message) => Record::Failed { code, message },
+                Next::Recheck { recheck, attempt } => {
+                    let result = results.next().expect("a scripted lookup");
+                    recheck_result(&state, &d, recheck, attempt, result, now, 0.5)
+                }
                 Next::Run { step, attempt } => {
                     let started = Record::StepStarted { step, attempt };
                     state = apply(&state, &d, &started, now).unwrap();
@@ -981,5 +1206,153 @@ action = "t.remove"
     /// A time after every record of `trail`.
     fn t_after_last(trail: &[(DateTime<Utc>, Record)]) -> DateTime<Utc> {
         trail.last().unwrap().0 + chrono::Duration::seconds(1)
+    }
+
+    fn rechecking() -> Definition {
+        let text = DEF
+            .replace("[retry]", "recheck_after = [\"3s\", \"1h\"]\n[retry]")
+            .replace("\"t", "\"smartsheet");
+        Definition::parse(&text, |_| true).unwrap()
+    }
+
+    fn found(id: i64) -> Result<StepOutput, StepError> {
+        Ok(StepOutput::summary("found").fact("user_id", id))
+    }
+
+    fn absent() -> Result<StepOutput, StepError> {
+        Ok(StepOutput {
+            finish_with: Some(Outcome::Absent),
+            ..StepOutput::summary("nobody")
+        })
+    }
+
+    /// A removal rechecks at each offset from its completion; what the lookups find is on
+    /// record, and the workflow stays `completed` / `removed` throughout.
+    #[test]
+    fn rechecks_follow_a_removal_at_their_offsets_and_never_change_the_outcome() {
+        let d = rechecking();
+        let trail = drive_with(
+            &d,
+            vec![
+                found(7),
+                Ok(StepOutput::summary("gone")),
+                absent(),
+                found(8),
+            ],
+        );
+        assert_eq!(
+            kinds(&trail),
+            [
+                "created",
+                "step_started",
+                "step_succeeded",
+                "step_started",
+                "step_succeeded",
+                "completed",
+                "rechecked",
+                "rechecked"
+            ]
+        );
+        let completed_at = trail[5].0;
+        assert_eq!(trail[6].0, completed_at + chrono::Duration::seconds(3));
+        assert_eq!(trail[7].0, completed_at + chrono::Duration::hours(1));
+        let state = fold(&d, &trail).unwrap();
+        assert_eq!(
+            (state.status, state.outcome),
+            (Status::Completed, Some(Outcome::Removed))
+        );
+        let found: Vec<_> = state
+            .rechecks
+            .iter()
+            .map(|r| (r.finding.result, r.finding.code))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (recheck::RecheckResult::StillGone, None),
+                (recheck::RecheckResult::Recreated, Some(Code::Smt113B))
+            ]
+        );
+        assert_eq!(
+            (state.wake_at, next(&state, &d, t(999_999))),
+            (None, Next::Done)
+        );
+
+        // A workflow that found nobody to remove has nothing to recheck.
+        let absent_trail = drive_with(&d, vec![absent()]);
+        let state = fold(&d, &absent_trail).unwrap();
+        assert_eq!(
+            (state.outcome, state.wake_at),
+            (Some(Outcome::Absent), None)
+        );
+    }
+
+    #[test]
+    fn a_failed_lookup_is_retried_on_the_policy_and_bad_rechecks_are_refused() {
+        let d = rechecking();
+        let trail = drive_with(
+            &d,
+            vec![
+                found(7),
+                Ok(StepOutput::summary("gone")),
+                transient(),
+                found(7),
+                absent(),
+            ],
+        );
+        assert_eq!(
+            &kinds(&trail)[6..],
+            ["recheck_failed", "rechecked", "rechecked"]
+        );
+        let state = fold(&d, &trail).unwrap();
+        assert_eq!(
+            state.rechecks[0].finding.result,
+            recheck::RecheckResult::Reactivated
+        );
+        assert_eq!(state.rechecks[0].finding.code, Some(Code::Smt113B));
+
+        let mut early = trail.clone();
+        early[6].0 = trail[5].0 + chrono::Duration::seconds(1);
+        assert_eq!(fold(&d, &early).unwrap_err().0, 6);
+        let mut forged = trail.clone();
+        if let Record::RecheckFailed { retry_at, .. } = &mut forged[6].1 {
+            *retry_at += chrono::Duration::seconds(60);
+        }
+        assert!(fold(&d, &forged).is_err());
+        let mut silent = trail.clone();
+        if let Record::Rechecked { finding, .. } = &mut silent[7].1 {
+            finding.code = None;
+        }
+        assert_eq!(fold(&d, &silent).unwrap_err().0, 7);
+        // The same trail under a definition without rechecks: nothing is due after the end.
+        assert_eq!(fold(&def(), &trail).unwrap_err().0, 6);
+    }
+
+    /// `offboard-again` names the fresh offboarding's derived event id in the finding, and
+    /// a trail is held to what its definition asks: no such id under a report-only one.
+    #[test]
+    fn offboard_again_names_one_derived_event_per_recheck() {
+        let text = rechecking().source.replace(
+            "recheck_after",
+            "recheck_action = \"offboard-again\"\nrecheck_after",
+        );
+        let again = Definition::parse(&text, |_| true).unwrap();
+        let trail = drive_with(
+            &again,
+            vec![
+                found(7),
+                Ok(StepOutput::summary("gone")),
+                found(9),
+                absent(),
+            ],
+        );
+        let state = fold(&again, &trail).unwrap();
+        let asked: Vec<_> = state
+            .rechecks
+            .iter()
+            .map(|r| r.finding.offboarded_again.clone())
+            .collect();
+        assert_eq!(asked, [Some("e1:recheck-1".to_string()), None]);
+        assert_eq!(fold(&rechecking(), &trail).unwrap_err().0, 6);
     }
 }

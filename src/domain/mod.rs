@@ -10,6 +10,7 @@
 //! - [`machine`]: the workflow state machine: trail records, `apply`, `next`.
 //! - [`protection`]: who may never be removed (token owner, admins, `protected`).
 //! - [`plan`]: the workflows an accepted event asks for, one per connection.
+//! - [`recheck`]: rechecks after the end: offsets, and what a lookup found.
 
 pub mod admission;
 pub mod chain;
@@ -18,5 +19,6 @@ pub mod event;
 pub mod machine;
 pub mod plan;
 pub mod protection;
+pub mod recheck;
 pub mod retry;
 pub mod step;

@@ -13,6 +13,8 @@
 //! | `offboard_api_calls_total` | counter | `app`, `method`, `status`, `error_code` |
 //! | `offboard_step_retries_total` | counter | `app`, `step`, `code` |
 //! | `offboard_retry_wait_seconds` | histogram | `app`, `step` |
+//! | `offboard_rechecks_total` | counter | `app`, `result` (rechecks after the end) |
+//! | `offboard_access_reappeared_total` | counter | `app`, `code` |
 //! | `offboard_dead_letters_total` | counter | `code` |
 //! | `offboard_request_budget_limit_per_minute` | gauge | `connection` |
 //! | `offboard_request_budget_used_total` | counter | `connection` |
@@ -92,6 +94,14 @@ fn describe() {
     describe_counter!(
         "offboard_step_retries_total",
         "Step attempts that failed and were scheduled again."
+    );
+    describe_counter!(
+        "offboard_rechecks_total",
+        "Rechecks after the end by result: still_gone, reactivated, recreated, failed."
+    );
+    describe_counter!(
+        "offboard_access_reappeared_total",
+        "Rechecks that found access back after offboarding (SMT-113-B, POST-113-B)."
     );
     describe_histogram!(
         "offboard_retry_wait_seconds",

@@ -453,6 +453,34 @@ fn timeline_row(
             format!("released by {by}"),
             String::new(),
         ),
+        Record::Rechecked { recheck, finding } => (
+            if finding.code.is_some() { "fail" } else { "ok" },
+            "recheck".to_string(),
+            format!(
+                "recheck {}: {} ({})",
+                recheck + 1,
+                finding.result.as_str(),
+                finding.summary
+            ),
+            finding.code.map(|c| c.to_string()).unwrap_or_default(),
+        ),
+        Record::RecheckFailed {
+            recheck,
+            attempt,
+            error,
+            retry_at,
+            ..
+        } => (
+            "note",
+            "recheck".to_string(),
+            format!(
+                "recheck {} attempt {attempt} failed: {}; again at {}",
+                recheck + 1,
+                error.message,
+                time(*retry_at)
+            ),
+            error.code.to_string(),
+        ),
     }
 }
 

@@ -109,12 +109,12 @@ impl Registry {
         };
         let mut registry = Registry::default();
         for (name, text) in files {
-            let def = Definition::parse(&text, known_action).map_err(|source| {
-                RegistryError::Invalid {
+            let def = Definition::parse(&text, known_action)
+                .and_then(rechecks_read_only)
+                .map_err(|source| RegistryError::Invalid {
                     name: name.clone(),
                     source,
-                }
-            })?;
+                })?;
             let key = (def.app.clone(), def.event_type);
             if registry.by_key.contains_key(&key) {
                 return Err(RegistryError::Twice {
@@ -134,7 +134,46 @@ impl Registry {
     }
 }
 
+/// Refuses a definition that rechecks with a first step that writes: a recheck runs the
+/// first step (the `find` lookup) again, and must change nothing in the app.
+fn rechecks_read_only(def: Definition) -> Result<Definition, DefinitionError> {
+    let lookup = &def.steps[0].action;
+    if !def.recheck_after.is_empty() && !crate::apps::reads_only(lookup) {
+        return Err(DefinitionError::Invalid(format!(
+            "recheck_after: a recheck runs the first step again, and {lookup:?} writes"
+        )));
+    }
+    Ok(def)
+}
+
 /// Parses a definition stored with a workflow (the version it started with).
 pub fn stored(source: &str) -> Result<Definition, DefinitionError> {
     Definition::parse(source, known_action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recheck runs the first step again, so a definition whose first step writes may
+    /// not recheck; the shipped ones pass.
+    #[test]
+    fn only_a_definition_that_starts_with_a_read_may_recheck() {
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/workflows/smartsheet-offboard.toml"
+        ))
+        .unwrap();
+        let def = Definition::parse(&shipped, known_action).unwrap();
+        assert_eq!(def.recheck_after.len(), 2);
+        assert!(rechecks_read_only(def).is_ok());
+        let writing_first = shipped.replacen(
+            "action = \"smartsheet.find_user\"",
+            "action = \"smartsheet.remove_user\"",
+            1,
+        );
+        let def = Definition::parse(&writing_first, known_action).unwrap();
+        let why = rechecks_read_only(def).unwrap_err().to_string();
+        assert!(why.contains("recheck_after"), "{why}");
+    }
 }

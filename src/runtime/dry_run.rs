@@ -274,8 +274,9 @@ async fn drive(
                 plan.stop = Some(Stop::new(step, code, message, false));
                 return Ok(plan);
             }
-            // A fresh workflow is never final or held; nothing more would happen.
-            Next::Done => return Ok(plan),
+            // A fresh workflow is never final or held; nothing more would happen. (A
+            // recheck follows a completion, where the plan has returned already.)
+            Next::Done | Next::Recheck { .. } => return Ok(plan),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::apps::ActionContext;
 use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
+use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{self, Next, Record, State, Status};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
@@ -91,6 +92,17 @@ impl<'e> Runner<'e> {
     /// `failed` with `WF-100`, once, rather than being tried again forever.
     pub async fn run(mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
         match self.drive(started).await {
+            // An end is never undone: a completed workflow whose recheck the machine
+            // refuses keeps its outcome, and is looked at again in an hour.
+            Err(EngineError::Corrupt(why)) if self.state.status.is_final() => {
+                warn!(reason = %why.escape_debug(), "a recheck of this completed workflow does not fit its trail");
+                let later = stored_time(Utc::now()) + chrono::Duration::hours(1);
+                self.engine
+                    .store
+                    .release(&self.id, &self.lease, Some(later))
+                    .await?;
+                Ok(self.state)
+            }
             Err(EngineError::Corrupt(why)) => self.end_broken(why).await,
             done => done,
         }
@@ -106,6 +118,13 @@ impl<'e> Runner<'e> {
         }
         loop {
             let preview = self.preview(&records)?;
+            if let Next::Recheck { recheck, attempt } = machine::next(&preview, &self.def, at) {
+                if !self.engine.is_stopping() {
+                    at = self.recheck(&preview, recheck, attempt, &mut records).await;
+                    self.offboard_again(&preview, &records).await?;
+                    continue;
+                }
+            }
             let (more, start) = self.boundary(&preview, at);
             records.extend(more.into_iter().map(|r| (at, r)));
             if records.is_empty() {
@@ -128,8 +147,11 @@ impl<'e> Runner<'e> {
                 let after = self.preview(&records)?;
                 self.boundary(&after, at).0.is_empty()
             };
+            let ended_before = self.state.status.is_final();
             self.commit(std::mem::take(&mut records), last).await?;
-            self.log_end();
+            if !ended_before {
+                self.log_end();
+            }
             if let Some(by) = self.cancel_asked() {
                 if self.state.status.is_final() {
                     // A cancel asked while this last commit was on its way: the lease is
@@ -223,7 +245,8 @@ impl<'e> Runner<'e> {
         }
         match next {
             Next::Done => (refused().into_iter().collect(), None),
-            Next::Sleep(_) => (Vec::new(), None),
+            // A recheck the drive did not run (the process is stopping): it stays due.
+            Next::Sleep(_) | Next::Recheck { .. } => (Vec::new(), None),
             Next::Complete(outcome) => {
                 let mut v = vec![Record::Completed { outcome }];
                 v.extend(refused());
@@ -281,8 +304,11 @@ impl<'e> Runner<'e> {
         next: State,
         release: bool,
     ) -> Result<(), EngineError> {
-        let outbox =
-            outbound::completion(&self.id, &next).filter(|_| !self.state.status.is_final());
+        let outbox = if self.state.status.is_final() {
+            outbound::reappeared(&self.id, &next, &stamped)
+        } else {
+            outbound::completion(&self.id, &next)
+        };
         let appended = self
             .engine
             .store
@@ -384,6 +410,124 @@ impl<'e> Runner<'e> {
         }
         records.extend(calls.into_iter().chain([outcome]).map(|r| (now, r)));
         now
+    }
+}
+
+impl Runner<'_> {
+    /// Runs recheck `recheck` of a completed workflow: the definition's first step (its
+    /// read-only lookup, through the connection's client and so its shared request
+    /// budget) with the request alone — no fact of the run, and no write. Adds the
+    /// result record to `records` and returns the time it was decided at. Access that
+    /// came back is counted and logged here; the trail and the outbox say it durably.
+    async fn recheck(
+        &self,
+        state: &State,
+        recheck: usize,
+        attempt: u32,
+        records: &mut Vec<(DateTime<Utc>, Record)>,
+    ) -> DateTime<Utc> {
+        let lookup = &self.def.steps[0].action;
+        info!(recheck, attempt, action = %lookup, "recheck started");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let facts = serde_json::Map::new();
+        let result = match self.engine.client(&state.request.connection).await {
+            Err(e) => Err(e),
+            Ok(client) => {
+                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
+                let ctx = ActionContext {
+                    request: &state.request,
+                    facts: &facts,
+                    calls: &log,
+                };
+                client.perform(lookup, &ctx).await
+            }
+        };
+        let app = state.request.app.clone();
+        while let Ok(call) = rx.try_recv() {
+            metrics::counter!("offboard_api_calls_total", "app" => app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
+            metrics::counter!("offboard_request_budget_used_total", "connection" => state.request.connection.clone()).increment(1);
+        }
+        let jitter: f64 = rand::rng().random();
+        let now = stored_time(Utc::now());
+        let record =
+            machine::recheck_result(state, &self.def, recheck, attempt, result, now, jitter);
+        match &record {
+            Record::Rechecked { finding, .. } => {
+                let result = finding.result.as_str();
+                metrics::counter!("offboard_rechecks_total", "app" => app.clone(), "result" => result).increment(1);
+                match finding.code {
+                    Some(code) => {
+                        metrics::counter!("offboard_access_reappeared_total", "app" => app, "code" => code.as_str()).increment(1);
+                        warn!(recheck, result, %code, summary = %finding.summary.escape_debug(), "access came back after offboarding");
+                    }
+                    None => info!(recheck, result, "recheck: access stayed removed"),
+                }
+            }
+            Record::RecheckFailed {
+                error, retry_at, ..
+            } => {
+                metrics::counter!("offboard_rechecks_total", "app" => app, "result" => "failed")
+                    .increment(1);
+                warn!(recheck, attempt, code = %error.code, message = %error.message.escape_debug(), retry_at = %retry_at.to_rfc3339(), "recheck failed; it runs again later");
+            }
+            _ => {}
+        }
+        records.push((now, record));
+        now
+    }
+}
+
+impl Runner<'_> {
+    /// Starts the fresh offboarding a recheck's finding among `records` asks for
+    /// (`recheck_action = "offboard-again"`): the same person on the same connection,
+    /// under the finding's derived event id. Stored before the finding commits, and
+    /// deduplicated by that id like any event, so a recheck repeated after a crash starts
+    /// it once.
+    async fn offboard_again(
+        &self,
+        state: &State,
+        records: &[(DateTime<Utc>, Record)],
+    ) -> Result<(), EngineError> {
+        let Some((at, finding)) = records.iter().find_map(|(at, r)| match r {
+            Record::Rechecked { finding, .. } => Some((at, finding)),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let Some(event_id) = &finding.offboarded_again else {
+            return Ok(());
+        };
+        let r = &state.request;
+        let request = Request {
+            event_id: event_id.clone(),
+            source: "offboard-recheck".into(),
+            event_type: EventType::Offboarding,
+            time: Some(*at),
+            person_email: r.person_email.clone(),
+            employee_id: None,
+            transfer_to: r.transfer_to.clone(),
+            connections: Some(vec![r.connection.clone()]),
+            not_before: None,
+            reason: finding
+                .code
+                .map(|c| format!("access came back after offboarding ({c})")),
+        };
+        let body = serde_json::json!({
+            "specversion": "1.0", "id": event_id, "source": request.source,
+            "type": EventType::Offboarding.as_str(), "time": at.to_rfc3339(),
+            "data": { "person": { "email": r.person_email }, "connections": [r.connection],
+                      "workflow_id": self.id },
+        })
+        .to_string();
+        match self.engine.accept(&request, &body).await? {
+            Ok(_) => {
+                info!(event_id = %event_id.escape_debug(), "access came back: a fresh offboarding was started")
+            }
+            Err(rejection) => {
+                warn!(event_id = %event_id.escape_debug(), reason = ?rejection, "access came back, but no fresh offboarding could be started")
+            }
+        }
+        Ok(())
     }
 }
 

@@ -114,12 +114,10 @@ pub(crate) fn due_condition(d: Dialect) -> String {
 }
 
 /// `due_at` of a workflow `state` leaves behind when its holder gives the lease back: its
-/// wake-up time, `at` when it can run now, nothing when nobody needs to look at it.
+/// wake-up time (a completed workflow's next recheck too), `at` when it can run now,
+/// nothing when nobody needs to look at it.
 pub(crate) fn due_after(state: &State, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    state
-        .status
-        .is_schedulable()
-        .then(|| state.wake_at.unwrap_or(at))
+    state.is_schedulable().then(|| state.wake_at.unwrap_or(at))
 }
 
 const CLAIM_RETURNING: &str =
@@ -290,6 +288,7 @@ impl Store {
         let sql = format!(
             "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer}, \
              due_at = CASE WHEN state IN ('pending', 'running', 'retrying') \
+                      OR (state = 'completed' AND wake_at IS NOT NULL) \
                       THEN COALESCE({wake}, {now}) END \
              WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             now = d.now(),
@@ -388,7 +387,7 @@ impl Store {
         // HOT update), so the per-step update adds no index entries. Given back, the
         // workflow is due as its state says.
         let (lease_set, due) = match extend_secs {
-            Some(secs) if state.status.is_schedulable() => (
+            Some(secs) if state.is_schedulable() => (
                 format!(
                     "lease_until = {until}, due_at = COALESCE(due_at, {until})",
                     until = d.later(secs)
@@ -404,10 +403,13 @@ impl Store {
                 Some(due_after(state, updated_at)),
             ),
         };
+        // `finished_at` keeps the time of the end: records after it (rechecks, notes) do
+        // not move it; a workflow reopened by `retry` has none.
         let update = format!(
             "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
              state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
-             finished_at = $10, {lease_set}{cancel} \
+             finished_at = CASE WHEN $10 IS NULL THEN NULL ELSE COALESCE(finished_at, $10) END, \
+             {lease_set}{cancel} \
              WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
              RETURNING cancel_requested_by",
             cancel = if clear_cancel {
