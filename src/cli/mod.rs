@@ -451,6 +451,9 @@ fn audit_key(
 }
 
 fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
+    if let crate::store::StoreError::Schema(refusal) = e {
+        return fail(EXIT_USAGE, refusal);
+    }
     {
         fail(
             EXIT_FAILURE,
@@ -546,13 +549,24 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         ),
     };
     let engine = engine(config).await?;
+    // No worker of an older schema may still be writing (README "Upgrading"); this one
+    // is recorded with its version before it takes its first lease.
+    let store = engine.store();
+    store
+        .refuse_older_workers()
+        .await
+        .map_err(|e| unreachable_db(engine.config(), e))?;
+    store
+        .register_worker(engine.worker_id())
+        .await
+        .map_err(|e| unreachable_db(engine.config(), e))?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
     // The broker must answer at start (the contract: exit 1 when it cannot be reached);
     // once serving, a lost broker is reconnected to instead.
-    let (conn, channel) = crate::intake::open(&engine.config().amqp_url)
+    let (conn, _) = crate::intake::open(&engine.config().amqp_url)
         .await
         .map_err(|e| fail(EXIT_FAILURE, e))?;
-    crate::intake::declare(&channel, &engine.config().amqp)
+    crate::intake::topology::declare_upgrading(&conn, &engine.config().amqp)
         .await
         .map_err(|e| {
             fail(
