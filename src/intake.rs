@@ -346,7 +346,7 @@ async fn drain_retiring(
 ) -> Result<(), BrokerError> {
     let mut check = tokio::time::interval(RETIRE_CHECK);
     loop {
-        if topology::ready(conn, queue).await?.is_none() {
+        if topology::load(conn, queue).await?.is_none() {
             return Ok(());
         }
         let channel = conn.create_channel().await?;
@@ -369,8 +369,9 @@ async fn drain_retiring(
                     // Deleted by another worker that drained it first.
                     None => return Ok(()),
                 },
-                _ = check.tick() => if topology::ready(conn, queue).await? == Some(0) {
-                    break;
+                _ = check.tick() => match topology::load(conn, queue).await? {
+                    Some(load) if load.messages > 0 => {}
+                    _ => break,
                 },
             }
         }

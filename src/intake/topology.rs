@@ -14,6 +14,10 @@
 //! 3. the consumer drains the earlier queue beside its own and deletes it once it is empty
 //!    and no one else consumes it (an older worker still running keeps it alive).
 //!
+//! The configured name is preferred: a versioned queue is used only while the configured
+//! one still has an earlier release's arguments. Once that one is gone, the next start
+//! declares the configured name afresh and drains the versioned queue like any other.
+//!
 //! Every step is idempotent and runs on each (re)connection, so processes converge on
 //! the same queue whichever starts first.
 
@@ -65,11 +69,10 @@ pub fn known_names(base: &str) -> Vec<String> {
 pub async fn declare_upgrading(conn: &Connection, names: &AmqpNames) -> lapin::Result<Topology> {
     let channel = conn.create_channel().await?;
     declare_exchanges(&channel, names).await?;
-    let versioned = revision_name(&names.queue, QUEUE_REVISION);
-    let queue = if exists(conn, &versioned).await? || !declares(conn, &names.queue, names).await? {
-        versioned
-    } else {
+    let queue = if declares(conn, &names.queue, names).await? {
         names.queue.clone()
+    } else {
+        revision_name(&names.queue, QUEUE_REVISION)
     };
     channel
         .queue_declare(
@@ -90,8 +93,17 @@ pub async fn declare_upgrading(conn: &Connection, names: &AmqpNames) -> lapin::R
     Ok(Topology { queue, retiring })
 }
 
-/// How many messages wait in `queue`, `None` once it is gone.
-pub async fn ready(conn: &Connection, queue: &str) -> lapin::Result<Option<u32>> {
+/// What a queue holds and who reads it, from a passive declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Messages ready for delivery.
+    pub messages: u32,
+    /// Consumers attached (an older worker still draining it counts).
+    pub consumers: u32,
+}
+
+/// What `queue` holds, `None` once it is gone.
+pub async fn load(conn: &Connection, queue: &str) -> lapin::Result<Option<QueueLoad>> {
     let channel = conn.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -103,35 +115,41 @@ pub async fn ready(conn: &Connection, queue: &str) -> lapin::Result<Option<u32>>
     {
         Ok(q) => {
             channel.close(200, "counted".into()).await?;
-            Ok(Some(q.message_count()))
+            Ok(Some(QueueLoad {
+                messages: q.message_count(),
+                consumers: q.consumer_count(),
+            }))
         }
         Err(e) if reply_code(&e) == Some(NOT_FOUND) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Deletes a retiring queue if it is empty and no one consumes it; whether it is gone.
+/// Deletes a retiring queue once it is empty and no one consumes it; whether it is gone.
+/// Quorum queues refuse the `if-empty` and `if-unused` flags of `queue.delete` (with a
+/// connection error), so both are checked here first. The queue is unbound, so nothing
+/// new reaches it between the check and the delete.
 pub async fn retire(conn: &Connection, queue: &str) -> lapin::Result<bool> {
-    let channel = conn.create_channel().await?;
-    let only_if_idle = QueueDeleteOptions {
-        if_unused: true,
-        if_empty: true,
-        ..Default::default()
-    };
-    match channel.queue_delete(queue.into(), only_if_idle).await {
-        Ok(_) => {
+    match load(conn, queue).await? {
+        None => Ok(true),
+        Some(QueueLoad {
+            messages: 0,
+            consumers: 0,
+        }) => {
+            let channel = conn.create_channel().await?;
+            channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
             channel.close(200, "retired".into()).await?;
             Ok(true)
         }
-        Err(e) if reply_code(&e) == Some(NOT_FOUND) => Ok(true),
-        Err(e) if reply_code(&e) == Some(PRECONDITION_FAILED) => Ok(false),
-        Err(e) => Err(e),
+        Some(_) => Ok(false),
     }
 }
 
 /// Whether `queue` exists (a passive declare, on a channel of its own: a 404 closes it).
 async fn exists(conn: &Connection, queue: &str) -> lapin::Result<bool> {
-    ready(conn, queue).await.map(|n| n.is_some())
+    load(conn, queue).await.map(|l| l.is_some())
 }
 
 /// Declares `queue` with this release's arguments; `false` when it exists with others
