@@ -1,6 +1,9 @@
 //! Upgrades in place (issue 23), with the real binary: `serve` comes up on a request queue
 //! the previous release declared with other arguments, consumes what was queued there and
-//! every event published while it switches, and deletes the old queue once drained; a
+//! every event published while it switches, and deletes the old queue once drained;
+//! workflows the previous release left on its schema (completed, failed, waiting on
+//! `not_before`, waiting on a retry timer, completion events in the outbox, plain links)
+//! all finish under this one, and `verify --all` passes; a
 //! database migrated by a newer release, or live leases of a worker of an older schema,
 //! end `serve` with exit 2 and one line naming both versions.
 
@@ -12,11 +15,20 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
-use offboard::config::AmqpNames;
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::MigratorTrait;
+use offboard::apps::retry::CallRetry;
+use offboard::apps::AppClient;
+use offboard::config::{AmqpNames, Secret};
 use offboard::intake::topology::{revision_name, QUEUE_REVISION};
+use offboard::runtime::definitions::Registry;
+use offboard::runtime::engine::Engine;
 use offboard::store::{release_version, Store};
+use offboard_simulators::smartsheet::{Fault, FaultKind};
 use sea_orm::ConnectionTrait;
-use support::procs::{ConfigFile, Procs};
+use support::procs::{cli, ConfigFile, Procs};
 use support::*;
 
 const RECLAIMED: &str = "license.reclaim.requested";
@@ -252,4 +264,159 @@ async fn live_leases_of_a_worker_of_an_older_schema_keep_serve_from_starting() {
     let up = procs.serve("up", &config, &dir.path().join("up.log"));
     procs.wait_logs(&[up], "consuming events", 60).await;
     procs.terminate(up, 10).await;
+}
+
+/// The `n` a counting query answers.
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(sea_orm::Statement::from_string(
+        sea_orm::DbBackend::Postgres,
+        sql,
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get::<i64>("", "n")
+    .unwrap()
+}
+
+/// Accepts `event` on `engine` (in this process, as the previous release's worker).
+async fn accept(engine: &Engine, event: &[u8]) -> String {
+    let request = offboard::domain::event::parse(event, &["smartsheet".into()]).unwrap();
+    engine
+        .accept(&request, &String::from_utf8_lossy(event))
+        .await
+        .unwrap()
+        .unwrap();
+    engine.store().by_event(&request.event_id).await.unwrap()[0]
+        .id
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_in_every_state_on_the_previous_schema_finish_under_this_release() {
+    let org = org().await;
+    let (url, _) = fresh_database(Db::Postgres).await;
+    let names = amqp_names();
+    // The previous release's schema: every migration but this release's.
+    let store = Store::connect(&url).await.unwrap();
+    let previous = migration::Migrator::migrations().len() as u32 - 1;
+    migration::Migrator::up(store.connection(), Some(previous))
+        .await
+        .unwrap();
+    // Its worker, without an audit key (plain links, as before the key).
+    let config = support::config(&url, names.clone(), &org.sim.base_url());
+    let conn = config.connections["smartsheet"].clone();
+    let engine = Arc::new(
+        Engine::new(store, config, Registry::load(None).unwrap())
+            .with_lease(Duration::from_secs(2)),
+    );
+    engine
+        .use_client(
+            "smartsheet",
+            // No per-call retry: a 503 goes straight to the step's durable retry timer.
+            AppClient::new(&conn, Secret::new(TOKEN))
+                .unwrap()
+                .with_call_retry(CallRetry::never()),
+        )
+        .await;
+
+    let completed = accept(&engine, &event("ev-done", RECLAIMED, RECLAIM, None)).await;
+    engine.run_until_settled(Duration::ZERO).await.unwrap();
+    org.sim.inject(
+        Fault::new(
+            "/users",
+            FaultKind::Error {
+                status: 403,
+                error_code: 1004,
+                retry_after_secs: None,
+            },
+        )
+        .times(1),
+    );
+    let failed = accept(&engine, &event("ev-fail", RECLAIMED, RECLAIM, None)).await;
+    engine.run_until_settled(Duration::ZERO).await.unwrap();
+    org.sim.inject(
+        Fault::new(
+            "/users",
+            FaultKind::Error {
+                status: 503,
+                error_code: 4001,
+                retry_after_secs: None,
+            },
+        )
+        .times(1),
+    );
+    let retrying = accept(&engine, &event("ev-retry", RECLAIMED, RECLAIM, None)).await;
+    engine.run_until_settled(Duration::ZERO).await.unwrap();
+    let mut later: serde_json::Value =
+        serde_json::from_slice(&event("ev-wait", RECLAIMED, RECLAIM, None)).unwrap();
+    later["data"]["not_before"] =
+        serde_json::Value::from((chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339());
+    let waiting = accept(&engine, later.to_string().as_bytes()).await;
+    let state = |id: String| {
+        let store = engine.store().clone();
+        async move { store.get(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(state(completed.clone()).await.state, "completed");
+    assert_eq!(state(failed.clone()).await.state, "failed");
+    assert!(state(waiting.clone()).await.finished_at.is_none());
+    let before = state(retrying.clone()).await;
+    assert!(
+        before.finished_at.is_none() && before.wake_at.is_some(),
+        "{:?} should wait on its retry timer",
+        before.state
+    );
+    let db = engine.store().connection().clone();
+    // The completion events it wrote wait in the outbox (no publisher ran here).
+    assert!(count(&db, "SELECT COUNT(*) AS n FROM outbox").await >= 2);
+    // The old worker stops; its leases lapse (the new release refuses to start beside
+    // live ones, as `live_leases_of_a_worker_of_an_older_schema…` shows).
+    drop(engine);
+    eventually(30, "the old worker's leases to lapse", || async {
+        let live = count(
+            &db,
+            "SELECT COUNT(*) AS n FROM workflows WHERE lease_until > now()",
+        );
+        (live.await == 0).then_some(())
+    })
+    .await;
+
+    // This release, on the same database and broker, with the audit key.
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ConfigFile::new(&url, &names, &org.sim.base_url()).write(&dir.path().join("offboard.toml"));
+    let mut procs = Procs::new();
+    let serve = procs.serve("serve", &config, &dir.path().join("serve.log"));
+    let store = Store::connect(&url).await.unwrap();
+    for id in [&waiting, &retrying] {
+        let wf = eventually(60, &format!("{id} to end"), || async {
+            store
+                .get(id)
+                .await
+                .unwrap()
+                .filter(|w| w.finished_at.is_some())
+        })
+        .await;
+        assert_eq!(wf.state, "completed", "{}", procs.all[serve].log_text());
+    }
+    // The old failure can be retried, and finishes under this release.
+    let (code, out, err) = cli(&config, &["retry", &failed]);
+    assert_eq!(code, 0, "{out}{err}");
+    let wf = eventually(60, "the retried failure to end", || async {
+        store
+            .get(&failed)
+            .await
+            .unwrap()
+            .filter(|w| w.finished_at.is_some() && w.state != "failed")
+    })
+    .await;
+    assert_eq!(wf.state, "completed");
+    // The sweeper published what the old worker left in the outbox.
+    eventually(30, "the outbox to empty", || async {
+        (count(&db, "SELECT COUNT(*) AS n FROM outbox").await == 0).then_some(())
+    })
+    .await;
+    let (code, out, err) = cli(&config, &["verify", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    procs.terminate(serve, 10).await;
 }
