@@ -345,6 +345,7 @@ async fn drain_retiring(
     paused: &AtomicBool,
 ) -> Result<(), BrokerError> {
     let mut check = tokio::time::interval(RETIRE_CHECK);
+    info!(queue = %queue, "draining a request queue an earlier release left");
     loop {
         if topology::load(conn, queue).await?.is_none() {
             return Ok(());
@@ -359,7 +360,6 @@ async fn drain_retiring(
                 FieldTable::default(),
             )
             .await?;
-        info!(queue = %queue, "draining a request queue an earlier release left");
         loop {
             tokio::select! {
                 delivery = consumer.next() => match delivery {
