@@ -4,6 +4,7 @@
 //! re-established with growing delays when the broker goes away.
 
 pub mod link;
+pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -132,8 +133,53 @@ pub async fn open_named(url: &str, name: &str) -> Result<(Connection, Channel), 
     Ok((conn, channel))
 }
 
-/// Declares exchanges, queues and bindings; safe to run any number of times.
+/// Declares exchanges, queues and bindings under the configured names; safe to run any
+/// number of times on a broker this release's topology is in place on (or none is).
+/// Against a request queue a previous release declared with other arguments it fails
+/// with `PRECONDITION_FAILED`: `serve`, `submit` and the consumer use
+/// [`topology::declare_upgrading`], which moves to a versioned queue instead.
 pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> {
+    declare_exchanges(channel, names).await?;
+    channel
+        .queue_declare(
+            names.queue.as_str().into(),
+            durable_queue(),
+            request_queue_args(names),
+        )
+        .await?;
+    bind_requests(channel, &names.queue, names).await
+}
+
+/// The options of every queue offboard declares.
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// The request queue's arguments in this release: quorum, dead letters to the
+/// dead-letter exchange, [`DELIVERY_LIMIT`]. Changing them needs a new
+/// [`topology::QUEUE_REVISION`].
+fn request_queue_args(names: &AmqpNames) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(names.dead_letter_exchange.as_str().into()),
+    );
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
+    args
+}
+
+/// The exchanges, the dead-letter queue and its binding.
+async fn declare_exchanges(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -154,44 +200,13 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
             FieldTable::default(),
         )
         .await?;
-    let queue = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(names.dead_letter_exchange.as_str().into()),
-    );
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongLongInt(DELIVERY_LIMIT),
-    );
-    channel
-        .queue_declare(names.queue.as_str().into(), queue, args)
-        .await?;
     channel
         .queue_declare(
             names.dead_letter_queue.as_str().into(),
-            queue,
+            durable_queue(),
             FieldTable::default(),
         )
         .await?;
-    for t in EventType::ALL {
-        channel
-            .queue_bind(
-                names.queue.as_str().into(),
-                names.exchange.as_str().into(),
-                t.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
     channel
         .queue_bind(
             names.dead_letter_queue.as_str().into(),
@@ -201,6 +216,22 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
             FieldTable::default(),
         )
         .await
+}
+
+/// Binds `queue` to every event type's routing key on the exchange.
+async fn bind_requests(channel: &Channel, queue: &str, names: &AmqpNames) -> lapin::Result<()> {
+    for t in EventType::ALL {
+        channel
+            .queue_bind(
+                queue.into(),
+                names.exchange.as_str().into(),
+                t.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 fn reconnect_delays() -> impl Iterator<Item = Duration> {
@@ -244,7 +275,7 @@ async fn consume_once(
     let name = format!("offboard consumer {}", names.queue);
     let (conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
     let _lent = link.hold(conn.status());
-    declare(&channel, names)
+    let topology = topology::declare_upgrading(&conn, names)
         .await
         .map_err(BrokerError::Declare)?;
     channel
@@ -254,13 +285,13 @@ async fn consume_once(
     dlx.confirm_select(ConfirmSelectOptions::default()).await?;
     let consumer = channel
         .basic_consume(
-            names.queue.as_str().into(),
+            topology.queue.as_str().into(),
             format!("offboard-{}", std::process::id()).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    info!(queue = %names.queue, "consuming events");
+    info!(queue = %topology.queue, "consuming events");
     // The whole prefetch window is handled at once (each delivery acked after its own
     // commit); the work loop's free places pace the accepts.
     let paused = Arc::new(AtomicBool::new(false));
@@ -272,6 +303,15 @@ async fn consume_once(
             async move { handle(&engine, &dlx, delivery?, shutdown, &paused).await }
         })
         .buffer_unordered(usize::from(names.prefetch.max(1)));
+    // Queues an earlier release left are drained beside this one's, then deleted.
+    let drains = futures_util::future::try_join_all(
+        topology
+            .retiring
+            .iter()
+            .map(|queue| drain_retiring(engine, &conn, &dlx, queue, &stop, &paused)),
+    );
+    tokio::pin!(drains);
+    let mut draining = !topology.retiring.is_empty();
     loop {
         tokio::select! {
             _ = shutdown.changed() => {
@@ -282,7 +322,66 @@ async fn consume_once(
                 Some(outcome) => outcome?,
                 None => return Err(BrokerError::ConsumerCancelled),
             },
+            drained = &mut drains, if draining => {
+                drained?;
+                draining = false;
+            }
         }
+    }
+}
+
+/// How often a retiring queue is looked at: whether it is empty, whether it may go.
+const RETIRE_CHECK: Duration = Duration::from_secs(1);
+
+/// Consumes a request queue an earlier release left (see [`topology`]) one message at a
+/// time until it is empty, then deletes it; while an older worker still consumes it the
+/// delete is refused and draining goes on.
+async fn drain_retiring(
+    engine: &Arc<Engine>,
+    conn: &Connection,
+    dlx: &Channel,
+    queue: &str,
+    shutdown: &watch::Receiver<bool>,
+    paused: &AtomicBool,
+) -> Result<(), BrokerError> {
+    let mut check = tokio::time::interval(RETIRE_CHECK);
+    info!(queue = %queue, "draining a request queue an earlier release left");
+    loop {
+        if topology::load(conn, queue).await?.is_none() {
+            return Ok(());
+        }
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(1, BasicQosOptions::default()).await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                format!("offboard-{}-retiring", std::process::id()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        loop {
+            tokio::select! {
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => {
+                        handle(engine, dlx, delivery?, shutdown.clone(), paused).await?
+                    }
+                    // Deleted by another worker that drained it first.
+                    None => return Ok(()),
+                },
+                _ = check.tick() => match topology::load(conn, queue).await? {
+                    Some(load) if load.messages > 0 => {}
+                    _ => break,
+                },
+            }
+        }
+        // Closing hands back anything delivered since the count; the delete then refuses.
+        channel.close(200, "retiring queue drained".into()).await?;
+        if topology::retire(conn, queue).await? {
+            info!(queue = %queue, "deleted the drained request queue of an earlier release");
+            return Ok(());
+        }
+        check.tick().await;
     }
 }
 
@@ -855,7 +954,7 @@ pub async fn submit_signed(
     // A broker that accepted the connection but stops answering (declare, confirm) must
     // not hang the caller: the whole exchange has a bound, as connecting has.
     let exchange = async {
-        declare(&channel, names)
+        topology::declare_upgrading(&conn, names)
             .await
             .map_err(BrokerError::Declare)?;
         channel

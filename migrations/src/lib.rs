@@ -10,6 +10,7 @@ mod m20261203_000005_dead_letter_digest;
 mod m20261203_000006_ends_account;
 mod m20261203_000008_legacy_trails;
 mod m20261203_000009_cancel_requests;
+mod m20261203_000010_workers;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_ends_account::Migration),
             Box::new(m20261203_000008_legacy_trails::Migration),
             Box::new(m20261203_000009_cancel_requests::Migration),
+            Box::new(m20261203_000010_workers::Migration),
         ]
     }
 }

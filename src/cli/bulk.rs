@@ -351,7 +351,7 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
     let (conn, channel) = crate::intake::open(&config.amqp_url)
         .await
         .map_err(|e| fail(EXIT_FAILURE, e))?;
-    crate::intake::declare(&channel, &config.amqp)
+    crate::intake::topology::declare_upgrading(&conn, &config.amqp)
         .await
         .map_err(|e| fail(EXIT_FAILURE, format!("cannot declare the topology: {e}")))?;
     channel

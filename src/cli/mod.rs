@@ -461,6 +461,9 @@ fn audit_key(
 }
 
 fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
+    if let crate::store::StoreError::Schema(refusal) = e {
+        return fail(EXIT_USAGE, refusal);
+    }
     {
         fail(
             EXIT_FAILURE,
@@ -472,11 +475,20 @@ fn unreachable_db(config: &Config, e: crate::store::StoreError) -> Failure {
     }
 }
 
+/// An engine for a verb that takes leases (`serve`, and the operator's `retry`, `cancel`
+/// and `release`), recorded in `workers` with this release's schema version so that a
+/// `serve` starting meanwhile does not take its leases for an older worker's.
 async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
     let registry =
         Registry::load(config.workflows_dir.as_deref()).map_err(|e| fail(EXIT_USAGE, e))?;
     let store = open_store(&config).await?;
-    Ok(Arc::new(Engine::new(store, config, registry)))
+    let engine = Engine::new(store, config, registry);
+    engine
+        .store()
+        .register_worker(engine.worker_id())
+        .await
+        .map_err(|e| unreachable_db(engine.config(), e))?;
+    Ok(Arc::new(engine))
 }
 
 fn explain(code: Option<&str>, list: bool) -> Outcome {
@@ -589,13 +601,20 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         }
     };
     let engine = engine(config).await?;
+    // No worker of an older schema may still be writing (README "Upgrading"); this one
+    // was recorded with its version when its engine was built, before any lease.
+    engine
+        .store()
+        .refuse_older_workers()
+        .await
+        .map_err(|e| unreachable_db(engine.config(), e))?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
     // The broker must answer at start (the contract: exit 1 when it cannot be reached);
     // once serving, a lost broker is reconnected to instead.
-    let (conn, channel) = crate::intake::open(&engine.config().amqp_url)
+    let (conn, _) = crate::intake::open(&engine.config().amqp_url)
         .await
         .map_err(|e| fail(EXIT_FAILURE, e))?;
-    crate::intake::declare(&channel, &engine.config().amqp)
+    crate::intake::topology::declare_upgrading(&conn, &engine.config().amqp)
         .await
         .map_err(|e| {
             fail(

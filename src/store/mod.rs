@@ -13,6 +13,7 @@ pub mod entities;
 mod key_use;
 mod leases;
 mod outbox;
+mod schema;
 mod sql;
 mod sqlite;
 mod txn;
@@ -39,6 +40,7 @@ pub use console::{DeadLetterRow, Gauges, WorkflowFilter};
 use entities::{audit, dead_letter, definition, event, workflow};
 pub use leases::{Appended, Claim, Fence, HeldLease, Lease, TrailEnd};
 pub use outbox::{OutboxEntry, Pending};
+pub use schema::{release_version, SchemaRefusal};
 use sql::{printable, storable, Dialect};
 use txn::Txn;
 
@@ -68,6 +70,9 @@ pub enum StoreError {
     /// A stored JSON value (a record, a request) cannot be read back.
     #[error("stored data is unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    /// The schema belongs to another release than this one may run beside.
+    #[error(transparent)]
+    Schema(SchemaRefusal),
 }
 
 impl StoreError {
@@ -81,7 +86,10 @@ impl StoreError {
     pub fn is_outage(&self) -> bool {
         match self {
             StoreError::Db(e) => outage(e),
-            StoreError::LeaseLost | StoreError::Corrupt(_) | StoreError::Json(_) => false,
+            StoreError::LeaseLost
+            | StoreError::Corrupt(_)
+            | StoreError::Json(_)
+            | StoreError::Schema(_) => false,
         }
     }
 }
@@ -308,11 +316,15 @@ impl Store {
                 )
             };
             single.execute_raw(lock("pg_advisory_lock")).await?;
-            let migrated = Migrator::up(&single, None).await;
+            let migrated = match schema::refuse_newer(&single).await {
+                Ok(()) => Migrator::up(&single, None).await.map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
             single.execute_raw(lock("pg_advisory_unlock")).await?;
             single.close().await?;
             migrated?;
         } else {
+            schema::refuse_newer(&store.db).await?;
             Migrator::up(&store.db, None).await?;
         }
         Ok(store)
