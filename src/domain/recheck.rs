@@ -68,6 +68,9 @@ pub struct Finding {
     /// The app user id found, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<i64>,
+    /// The SCIM user id found (Postman), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim_id: Option<String>,
     /// The entitlements the lookup saw (null when the person has no account).
     #[serde(default)]
     pub entitlements: Value,
@@ -131,23 +134,89 @@ pub fn reappeared_code(app: &str) -> Option<Code> {
     }
 }
 
+/// An account as a lookup's facts name it: the app's ids for it, and whether it can be
+/// used (signed in with, holds a seat).
+#[derive(Debug, PartialEq)]
+struct Account {
+    /// Smartsheet's `user_id`, Postman's team `member_id`.
+    user_id: Option<i64>,
+    /// Postman's SCIM user id: the identity the deactivation acted on, kept while the
+    /// user is deactivated and again once re-activated.
+    scim_id: Option<String>,
+    /// Whether the account is active: Smartsheet's lookup finds only accounts in the
+    /// organisation; on Postman, a team member or a SCIM user with `active: true` (a
+    /// deactivated user, whom the lookup still reports when they are the only Admin of
+    /// workspaces, is not).
+    active: bool,
+}
+
+impl Account {
+    /// The account `facts` (of `app`'s first step) name.
+    fn of(app: &str, facts: &Map<String, Value>) -> Account {
+        match app {
+            "postman" => {
+                let user_id = facts.get("member_id").and_then(Value::as_i64);
+                Account {
+                    user_id,
+                    scim_id: facts
+                        .get("scim_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    active: user_id.is_some()
+                        || facts.get("scim_active").and_then(Value::as_bool) == Some(true),
+                }
+            }
+            _ => Account {
+                user_id: facts.get("user_id").and_then(Value::as_i64),
+                scim_id: None,
+                active: true,
+            },
+        }
+    }
+
+    /// Whether this is the account `removed`: by SCIM id when both have one (it outlives
+    /// a deactivation), else by the app's user id.
+    fn is(&self, removed: &Account) -> bool {
+        match (&self.scim_id, &removed.scim_id) {
+            (Some(found), Some(removed)) => found == removed,
+            _ => self.user_id.is_some() && self.user_id == removed.user_id,
+        }
+    }
+
+    /// How people know the account: its user id, else its SCIM id.
+    fn label(&self) -> String {
+        match (self.user_id, &self.scim_id) {
+            (Some(id), _) => format!("user {id}"),
+            // Debug-quoted: the id comes from the app and ends up in logs.
+            (None, Some(scim)) => format!("SCIM user {scim:?}"),
+            (None, None) => "account".into(),
+        }
+    }
+}
+
 /// What the lookup's `output` means for the account the workflow removed, whose facts
-/// (`user_id` as the `find` step recorded it) are `facts`: no account is still gone; the
-/// same id is a re-activation; another id a re-creation.
+/// (as the `find` step recorded them) are `facts`: no account, or one that is not active
+/// (Postman's deactivated SCIM user), is still gone; the same account active is a
+/// re-activation; another account a re-creation.
 pub fn classify(app: &str, facts: &Map<String, Value>, output: &StepOutput) -> Finding {
-    if output.finish_with == Some(Outcome::Absent) {
+    let found = Account::of(app, &output.facts);
+    if output.finish_with == Some(Outcome::Absent) || !found.active {
+        let summary = if output.finish_with == Some(Outcome::Absent) {
+            "still gone: no active account has the person's email".to_string()
+        } else {
+            format!("still gone: {} is deactivated", found.label())
+        };
         return Finding {
             result: RecheckResult::StillGone,
             code: None,
             user_id: None,
+            scim_id: None,
             entitlements: Value::Null,
-            summary: "still gone: no account has the person's email".into(),
+            summary,
             offboarded_again: None,
         };
     }
-    let found = output.facts.get("user_id").and_then(Value::as_i64);
-    let removed = facts.get("user_id").and_then(Value::as_i64);
-    let result = if found.is_some() && found == removed {
+    let result = if found.is(&Account::of(app, facts)) {
         RecheckResult::Reactivated
     } else {
         RecheckResult::Recreated
@@ -157,17 +226,21 @@ pub fn classify(app: &str, facts: &Map<String, Value>, output: &StepOutput) -> F
         .get("entitlements_before")
         .cloned()
         .unwrap_or(Value::Null);
-    let summary = match (result, found) {
-        (RecheckResult::Reactivated, Some(id)) => {
-            format!("access came back: user {id}, the one removed, is active again")
-        }
-        (_, Some(id)) => format!("access came back: a new user {id} has the person's email"),
-        _ => "access came back: the person has an account again".into(),
+    let summary = match result {
+        RecheckResult::Reactivated => format!(
+            "access came back: {}, the one removed, is active again",
+            found.label()
+        ),
+        _ => format!(
+            "access came back: a new {} has the person's email",
+            found.label()
+        ),
     };
     Finding {
         result,
         code: reappeared_code(app),
-        user_id: found,
+        user_id: found.user_id,
+        scim_id: found.scim_id,
         entitlements,
         summary,
         offboarded_again: None,
@@ -222,10 +295,79 @@ mod tests {
         assert_eq!(back.entitlements["admin"], false);
 
         let other = StepOutput::summary("found").fact("user_id", 9);
-        let new = classify("postman", &removed_user(7), &other);
+        let new = classify("smartsheet", &removed_user(7), &other);
+        assert_eq!(
+            (new.result, new.code),
+            (RecheckResult::Recreated, Some(Code::Smt113B))
+        );
+    }
+
+    /// Postman's `find_member` facts: the team member id (none once out of the team),
+    /// the SCIM id and whether SCIM says active.
+    fn postman(member: Option<i64>, scim: &str, active: bool) -> Map<String, Value> {
+        let mut facts = Map::new();
+        facts.insert("member_id".into(), member.into());
+        facts.insert("scim_id".into(), scim.into());
+        facts.insert("scim_active".into(), active.into());
+        facts
+    }
+
+    fn found(facts: Map<String, Value>) -> StepOutput {
+        StepOutput {
+            facts,
+            ..StepOutput::summary("found")
+        }
+    }
+
+    #[test]
+    fn on_postman_the_scim_id_decides_and_a_deactivated_user_is_still_gone() {
+        let removed = postman(Some(12), "scim-a", true);
+
+        // Deactivated, yet reported because they are still the only Admin of workspaces.
+        let deactivated = classify("postman", &removed, &found(postman(None, "scim-a", false)));
+        assert_eq!(
+            (deactivated.result, deactivated.code),
+            (RecheckResult::StillGone, None)
+        );
+        assert!(
+            deactivated.summary.contains("deactivated"),
+            "{deactivated:?}"
+        );
+
+        // The same SCIM user active again, back in the team (the member id may differ).
+        for member in [Some(12), Some(40), None] {
+            let back = classify("postman", &removed, &found(postman(member, "scim-a", true)));
+            assert_eq!(
+                (back.result, back.code, back.scim_id.as_deref()),
+                (
+                    RecheckResult::Reactivated,
+                    Some(Code::Post113B),
+                    Some("scim-a")
+                ),
+                "{member:?}"
+            );
+            assert_eq!(back.user_id, member);
+        }
+
+        // Another SCIM user with the person's email, even under the old member id.
+        let new = classify(
+            "postman",
+            &removed,
+            &found(postman(Some(12), "scim-b", true)),
+        );
         assert_eq!(
             (new.result, new.code),
             (RecheckResult::Recreated, Some(Code::Post113B))
         );
+
+        // Without SCIM ids on one side, the team member id decides.
+        let mut no_scim = Map::new();
+        no_scim.insert("member_id".into(), 12.into());
+        no_scim.insert("scim_id".into(), Value::Null);
+        let same = classify("postman", &removed, &found(no_scim.clone()));
+        assert_eq!(same.result, RecheckResult::Reactivated);
+        no_scim.insert("member_id".into(), 13.into());
+        let other = classify("postman", &removed, &found(no_scim));
+        assert_eq!(other.result, RecheckResult::Recreated);
     }
 }

@@ -53,7 +53,7 @@ pub fn reappeared(
         "person_email": r.person_email, "outcome": state.outcome.map(|o| o.as_str()),
         "code": finding.code, "result": finding.result.as_str(), "recheck": recheck,
         "rechecked_at": at.to_rfc3339(), "user_id": finding.user_id,
-        "entitlements": finding.entitlements,
+        "scim_id": finding.scim_id, "entitlements": finding.entitlements,
     });
     Some(entry("workflow.access_reappeared", data))
 }

@@ -4,7 +4,7 @@
 //!
 //! | action | does |
 //! |---|---|
-//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids, team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`). Someone already deactivated who is still the only Admin of workspaces (found in role lists by SCIM id) goes on to the hand-over when there is a recipient; without one the outcome is `absent` with those workspaces in `orphaned_workspaces` |
+//! | `postman.find_member` | finds the person in `GET /users` and in SCIM; absent → outcome `absent`; records ids (`member_id`, `scim_id`, `scim_active`), team roles and every team workspace where they hold a role (evidence `entitlements_before`, seats `seats_before`). Someone already deactivated who is still the only Admin of workspaces (found in role lists by SCIM id) goes on to the hand-over when there is a recipient; without one the outcome is `absent` with those workspaces in `orphaned_workspaces` |
 //! | `postman.record_activity` | records the person's newest audit-log event (`last_activity`); without audit logs (POST-104-B / POST-105-B) it notes why and goes on |
 //! | `postman.require_activity` | the same, but missing audit logs fail the step |
 //! | `postman.check_recipient` | `transfer_to` must be an active team member other than the leaver (else POST-110-B) |
@@ -239,6 +239,7 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .fact("member_id", member.as_ref().map(|m| m.id))
         .fact("member_email", exact_email)
         .fact("scim_id", scim.map(|u| u.id))
+        .fact("scim_active", scim_active)
         .fact("team_roles", team_roles)
         .fact("workspace_roles", held)
         .fact("entitlements_before", entitlements)
@@ -389,6 +390,7 @@ fn deactivated_sole_admin(
     .fact("member_id", Value::Null)
     .fact("member_email", email)
     .fact("scim_id", scim_id)
+    .fact("scim_active", false)
     .fact("role_ids", "scim")
     .fact("workspace_roles", sole)
     .fact("entitlements_before", entitlements))
