@@ -3,11 +3,13 @@
 //! read-only lookup; a person provisioned again is reported (`SMT-113-B`,
 //! `workflow.access_reappeared`) while the workflow stays `completed` / `removed`; one who
 //! stays gone gets a clean recheck; a recheck pending when `serve` dies runs in the next.
+//! On the Postman simulator, a re-activated SCIM user is reported (`POST-113-B`).
 
 mod support;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use offboard::store::Store;
+use offboard_simulators::postman::SimWorkspace;
 use offboard_simulators::smartsheet::SimUser;
 use serde_json::Value;
 use support::procs::{cli, ConfigFile, Procs};
@@ -330,4 +332,147 @@ async fn offboard_again_removes_the_account_that_came_back_once() {
         let checked = offboard::evidence::replay(store, w).await.unwrap().unwrap();
         assert_eq!(checked.report.problem, None);
     }
+}
+
+/// The same on Postman, whose lookup knows a person by SCIM id: the leaver's SCIM user
+/// re-activated after the offboarding (as an identity provider's push does) records
+/// `POST-113-B` and publishes `workflow.access_reappeared`; a person whose SCIM user stays
+/// `active: false` (offboard's own deactivation) gets a clean recheck; `replay` exits 0.
+#[tokio::test]
+async fn on_postman_a_reactivated_scim_user_is_reported_and_a_deactivated_one_is_gone() {
+    let team = postman_team().await;
+    let s = team.seed.clone();
+    let sim = &team.sim;
+    let (url, _db) = fresh_database(Db::Postgres).await;
+    let names = amqp_names();
+    let workflows = fast_workflows(&["postman-offboard.toml"]);
+    let path = workflows.path().join("postman-offboard.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = edit(
+        &text,
+        r#"recheck_after = ["24h", "30d"]"#,
+        r#"recheck_after = ["3s"]"#,
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut config = postman_config(&url, names.clone(), &sim.base_url());
+    config.workflows_dir = Some(workflows.path().to_path_buf());
+    let engine = postman_engine(config, POSTMAN_KEY).await;
+    let (watch, queue) = watch_exchange(&names, "workflow.#").await;
+    let service = serve(&engine);
+    let store = engine.store();
+
+    for (id, email) in [
+        ("ev-pm-back", &s.leaver_email),
+        ("ev-pm-gone", &s.reclaim_email),
+    ] {
+        publish(
+            &names,
+            "offboarding.requested",
+            &event(id, "offboarding.requested", email, Some(&s.recipient_email)),
+        )
+        .await;
+    }
+    let back = finished(store, "ev-pm-back", 1, 30).await.remove(0);
+    let gone = finished(store, "ev-pm-gone", 1, 30).await.remove(0);
+    for w in [&back, &gone] {
+        assert_eq!(
+            (w.state.as_str(), w.outcome.as_deref()),
+            ("completed", Some("removed")),
+            "{:?}",
+            w.error_message
+        );
+    }
+    let leaver = sim.member(s.leaver_id).unwrap();
+    assert!(!leaver.active && !sim.member(s.reclaim_id).unwrap().active);
+    // The identity provider still assigns the leaver: it re-activates the same SCIM user.
+    sim.update_member(s.leaver_id, |m| m.active = true);
+    // The other stays deactivated, yet is the only Admin of a workspace (left so by
+    // someone since): the lookup reports such a user to hand the workspace over, and the
+    // recheck must still count them gone.
+    sim.add_workspace(SimWorkspace::team("Left Behind", s.reclaim_id));
+    sim.clear_calls();
+
+    let back_now = rechecked(store, "ev-pm-back", 1, 30).await;
+    let gone_now = rechecked(store, "ev-pm-gone", 1, 30).await;
+    for (before, now) in [(&back, &back_now), (&gone, &gone_now)] {
+        assert_eq!(
+            (now.row.state.as_str(), now.row.outcome.as_deref()),
+            ("completed", Some("removed"))
+        );
+        assert_eq!(now.row.finished_at, before.finished_at);
+    }
+    let found = &back_now.state.rechecks[0].finding;
+    assert_eq!(
+        (found.result.as_str(), found.code.map(|c| c.as_str())),
+        ("reactivated", Some("POST-113-B")),
+        "{found:?}"
+    );
+    assert_eq!(found.scim_id.as_deref(), Some(leaver.scim_id.as_str()));
+    assert_eq!(found.user_id, Some(s.leaver_id));
+    assert_eq!(found.entitlements["teamMember"], true);
+    let clean = &gone_now.state.rechecks[0].finding;
+    assert_eq!(
+        (clean.result.as_str(), clean.code),
+        ("still_gone", None),
+        "{clean:?}"
+    );
+    assert!(clean.summary.contains("is deactivated"), "{clean:?}");
+    // Rechecks read only.
+    let writes: Vec<_> = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "a recheck wrote: {writes:?}");
+
+    // Published: each completion, and the reappearance of the leaver only.
+    let events = std::sync::Mutex::new(Vec::<(String, Value)>::new());
+    eventually(20, "three events out", || async {
+        while let Some(m) = watch
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            m.ack(BasicAckOptions::default()).await.unwrap();
+            let event = (
+                m.routing_key.to_string(),
+                serde_json::from_slice(&m.data).unwrap(),
+            );
+            events.lock().unwrap().push(event);
+        }
+        (events.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await;
+    let events = events.into_inner().unwrap();
+    let reappeared: Vec<_> = events
+        .iter()
+        .filter(|(k, _)| k == "workflow.access_reappeared")
+        .map(|(_, e)| &e["data"])
+        .collect();
+    assert_eq!(reappeared.len(), 1, "{events:?}");
+    assert_eq!(reappeared[0]["workflow_id"], back.id.as_str());
+    assert_eq!(reappeared[0]["code"], "POST-113-B");
+    assert_eq!(reappeared[0]["result"], "reactivated");
+    assert_eq!(reappeared[0]["scim_id"], leaver.scim_id.as_str());
+    drop(service);
+
+    // The binary replays both trails and shows the finding.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ConfigFile::new(&url, &names, &sim.base_url()).write(&dir.path().join("o.toml"));
+    for id in [back.id.clone(), gone.id.clone()] {
+        let config = config.clone();
+        let (code, out, err) = tokio::task::spawn_blocking(move || cli(&config, &["replay", &id]))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "replay: {out}{err}");
+    }
+    let id = back.id.clone();
+    let (code, out, _) = tokio::task::spawn_blocking(move || cli(&config, &["show", &id]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("reactivated") && out.contains("POST-113-B"),
+        "{out}"
+    );
 }
