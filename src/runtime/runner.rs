@@ -392,8 +392,7 @@ impl<'e> Runner<'e> {
         }
         let mut calls = Vec::new();
         while let Ok(call) = rx.try_recv() {
-            metrics::counter!("offboard_api_calls_total", "app" => app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
-            metrics::counter!("offboard_request_budget_used_total", "connection" => state.request.connection.clone()).increment(1);
+            count_call(state, &call);
             calls.push(api_call(step, attempt, call));
         }
         let jitter: f64 = rand::rng().random();
@@ -444,8 +443,7 @@ impl Runner<'_> {
         };
         let app = state.request.app.clone();
         while let Ok(call) = rx.try_recv() {
-            metrics::counter!("offboard_api_calls_total", "app" => app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
-            metrics::counter!("offboard_request_budget_used_total", "connection" => state.request.connection.clone()).increment(1);
+            count_call(state, &call);
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
@@ -529,6 +527,12 @@ impl Runner<'_> {
         }
         Ok(())
     }
+}
+
+/// Counts one HTTP call a step or a recheck made, in the API-call and budget metrics.
+fn count_call(state: &State, call: &CallRecord) {
+    metrics::counter!("offboard_api_calls_total", "app" => state.request.app.clone(), "method" => call.method.clone(), "status" => call.status.map_or("none".into(), |s| s.to_string()), "error_code" => call.error_code.map(|c| c.to_string()).unwrap_or_default()).increment(1);
+    metrics::counter!("offboard_request_budget_used_total", "connection" => state.request.connection.clone()).increment(1);
 }
 
 fn api_call(step: usize, attempt: u32, call: CallRecord) -> Record {
