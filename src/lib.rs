@@ -5,7 +5,8 @@
 //! - [`domain`]: the pure core (events, definitions, retry policy, state machine, hash
 //!   chain). No I/O.
 //! - [`runtime`]: the engine that drives workflows and persists every transition.
-//! - [`intake`]: RabbitMQ topology, consumer, dead letters, outbound events.
+//! - [`intake`]: RabbitMQ connection and topology, consumer, dead letters, submit.
+//! - [`outbox`]: completion events: built, stored with the step, published with confirms.
 //! - [`service`]: what `offboard serve` runs: intake, outbox publisher, work loop.
 //! - [`store`]: sea-orm persistence (SQLite or PostgreSQL).
 //! - [`apps`]: one module per app (client, actions, error codes, check). The apps'
@@ -31,6 +32,7 @@ pub mod http;
 #[cfg(feature = "console")]
 pub mod ingest;
 pub mod intake;
+pub mod outbox;
 pub mod runtime;
 pub mod service;
 pub mod store;

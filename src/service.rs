@@ -30,7 +30,7 @@ impl Service {
                 broker.clone(),
                 rx.clone(),
             )),
-            tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone())),
+            tokio::spawn(crate::outbox::publish_outbox(engine.clone(), rx.clone())),
             tokio::spawn(engine.work(rx)),
         ];
         Service {

@@ -5,7 +5,6 @@
 //! - [`runner`]: drives one leased workflow: decide, persist, perform, persist.
 //! - [`in_flight`]: the drives a process runs, by lease, with their cancel signals.
 //! - [`operator`]: an operator's retry or cancel, through the same lease.
-//! - [`outbound`]: the completion events a workflow's end publishes.
 //! - [`definitions`]: the workflow definitions in force.
 //! - [`dry_run`]: `offboard plan`: a workflow driven in memory with writes turned off.
 
@@ -14,6 +13,5 @@ pub mod dry_run;
 pub mod engine;
 mod in_flight;
 pub mod operator;
-pub mod outbound;
 mod runner;
 pub mod scheduler;

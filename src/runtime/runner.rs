@@ -16,7 +16,6 @@ use tracing::{info, warn};
 
 use super::engine::{Engine, EngineError};
 use super::in_flight::CancelSignal;
-use super::outbound;
 use crate::apps::http::{CallLog, CallRecord};
 use crate::apps::ActionContext;
 use crate::codes::Code;
@@ -24,6 +23,7 @@ use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{self, Next, Record, State, Status};
+use crate::outbox::events;
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
@@ -305,9 +305,9 @@ impl<'e> Runner<'e> {
         release: bool,
     ) -> Result<(), EngineError> {
         let outbox = if self.state.status.is_final() {
-            outbound::reappeared(&self.id, &next, &stamped)
+            events::reappeared(&self.id, &next, &stamped)
         } else {
-            outbound::completion(&self.id, &next)
+            events::completion(&self.id, &next)
         };
         let appended = self
             .engine
