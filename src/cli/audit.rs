@@ -20,7 +20,7 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
     needs_key(store, &checked)?;
     let steps = checked.step_names();
     for row in &checked.trail {
-        println!("{}", describe(row, &steps));
+        outln!("{}", describe(row, &steps));
     }
     match checked.report.problem {
         None => {
@@ -28,7 +28,7 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
                 .report
                 .rebuilt
                 .expect("a clean replay rebuilds a state");
-            println!(
+            outln!(
                 "replay OK: {} records, chain intact, rebuilt state matches ({}{})",
                 checked.trail.len(),
                 s.status.as_str(),
@@ -39,7 +39,7 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
             Ok(EXIT_OK)
         }
         Some((seq, why)) => {
-            println!("replay MISMATCH at record {seq}: {why}");
+            outln!("replay MISMATCH at record {seq}: {why}");
             Ok(EXIT_MISMATCH)
         }
     }
@@ -71,7 +71,7 @@ pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome 
         match &checked.report.problem {
             None => {
                 intact += 1;
-                println!(
+                outln!(
                     "{}  intact  {} records  head {}",
                     row.id,
                     checked.trail.len(),
@@ -80,13 +80,13 @@ pub async fn verify_all(store: &Store, since: Option<DateTime<Utc>>) -> Outcome 
             }
             Some((seq, why)) => {
                 broken += 1;
-                println!("{}  MISMATCH at record {seq}: {why}", row.id);
+                outln!("{}  MISMATCH at record {seq}: {why}", row.id);
             }
         }
         Ok::<(), Failure>(())
     })
     .await?;
-    println!(
+    outln!(
         "verified {} workflows{} at {}: {intact} intact, {broken} mismatched; {keyed} keyed (HMAC-SHA256), {} plain SHA-256 (written before the audit key)",
         intact + broken,
         since.map(|s| format!(" created since {}", s.to_rfc3339())).unwrap_or_default(),
@@ -110,7 +110,7 @@ fn intervened(result: Result<Intervened, EngineError>, id: &str) -> Result<Optio
 pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
     intervened(engine.intervene(id, by, Intervention::Retry).await, id)?;
     let safe_id = terminal_safe(id);
-    println!(
+    outln!(
         "workflow {safe_id}: retry recorded (by {}); resuming at the failed step",
         terminal_safe(by)
     );
@@ -120,7 +120,7 @@ pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
         .map_err(db)?
     {
         // The error message comes from the app's answer: shown escaped.
-        Some(s) => println!(
+        Some(s) => outln!(
             "workflow {safe_id}: {}{}",
             s.status.as_str(),
             s.outcome
@@ -131,7 +131,7 @@ pub async fn retry(engine: &Engine, id: &str, by: &str) -> Outcome {
                 )))
                 .unwrap_or_default()
         ),
-        None => println!("workflow {safe_id}: picked up by a running `offboard serve`"),
+        None => outln!("workflow {safe_id}: picked up by a running `offboard serve`"),
     }
     Ok(EXIT_OK)
 }
@@ -147,9 +147,9 @@ pub async fn release(engine: &Engine, ids: Vec<String>, all: bool, by: &str) -> 
     };
     for id in &ids {
         intervened(engine.intervene(id, by, Intervention::Release).await, id)?;
-        println!("workflow {id}: released (by {})", by.escape_debug());
+        outln!("workflow {id}: released (by {})", by.escape_debug());
     }
-    println!("{} workflows released", ids.len());
+    outln!("{} workflows released", ids.len());
     Ok(EXIT_OK)
 }
 
@@ -163,10 +163,10 @@ pub async fn cancel(engine: &Engine, id: &str, by: &str) -> Outcome {
         .await
         .map_err(db)?
     {
-        Intervened::Done(_) => println!("workflow {id}: cancelled (by {by_shown})"),
-        Intervened::Requested => println!(
-            "workflow {id}: will stop after the call in flight (cancel asked by {by_shown})"
-        ),
+        Intervened::Done(_) => outln!("workflow {id}: cancelled (by {by_shown})"),
+        Intervened::Requested => {
+            outln!("workflow {id}: will stop after the call in flight (cancel asked by {by_shown})")
+        }
         Intervened::Refused(why) => {
             return Err(fail(EXIT_USAGE, format!("workflow {id}: refused: {why}")))
         }

@@ -387,7 +387,7 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
                 format!("{done} of {total}: {e}; the events before it were published"),
             )
         })?;
-        println!("{} {}", request.event_id, request.person_email);
+        outln!("{} {}", request.event_id, request.person_email);
         match &bar {
             Some(bar) => bar.inc(1),
             None if done.is_multiple_of(step) || done == total => {

@@ -2,6 +2,10 @@
 //! verb and maps the result to the contract's exit codes. Usage and configuration errors
 //! print one line on stderr and exit 2.
 
+// First: the verbs print through its macros.
+#[macro_use]
+mod output;
+
 mod audit;
 mod audit_key;
 mod bulk;
@@ -494,7 +498,7 @@ async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
 fn explain(code: Option<&str>, list: bool) -> Outcome {
     if list {
         for info in codes::CATALOG {
-            println!("{:<11} {}", info.code.as_str(), info.message);
+            outln!("{:<11} {}", info.code.as_str(), info.message);
         }
         return Ok(EXIT_OK);
     }
@@ -510,7 +514,7 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
             format!("unknown code {raw:?}; offboard explain --list shows them all"),
         ));
     };
-    print!("{}", codes::render_explain(code));
+    out!("{}", codes::render_explain(code));
     Ok(EXIT_OK)
 }
 
@@ -743,7 +747,7 @@ async fn submit(
     )
     .await
     .map_err(|e| fail(EXIT_FAILURE, e))?;
-    println!("{}", request.event_id);
+    outln!("{}", request.event_id);
     Ok(EXIT_OK)
 }
 
@@ -820,8 +824,8 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
         } else {
             // The details quote the app's answers: shown escaped.
             match &problem {
-                None => println!("{name}: OK"),
-                Some((code, detail)) => println!(
+                None => outln!("{name}: OK"),
+                Some((code, detail)) => outln!(
                     "{name}: {code} {} ({}) -> {}",
                     code.message(),
                     views::terminal_safe(detail),
@@ -829,7 +833,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                 ),
             }
             for (code, detail) in &warnings {
-                println!(
+                outln!(
                     "{name}: warning {code} {} ({})",
                     code.message(),
                     views::terminal_safe(detail)
@@ -838,7 +842,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     Ok(if all_ok { EXIT_OK } else { EXIT_CHECK_FAILED })
 }

@@ -63,7 +63,7 @@ pub async fn run(config: &Config, args: Args) -> Outcome {
     if args.json {
         let text = serde_json::to_string_pretty(&plan)
             .map_err(|e| fail(EXIT_FAILURE, format!("cannot write the plan as JSON: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         print_text(&plan);
     }
@@ -79,7 +79,7 @@ fn print_text(plan: &Plan) {
         Some(to) => format!("recipient {to}"),
         None => "no recipient".to_string(),
     };
-    println!(
+    outln!(
         "{}",
         terminal_safe(&format!(
             "plan for {} ({}, {recipient}); nothing has been changed",
@@ -87,9 +87,9 @@ fn print_text(plan: &Plan) {
             plan.event_type.as_str()
         ))
     );
-    println!("each step shows the line a run would record; numbered lines are the writes it would make, in order");
+    outln!("each step shows the line a run would record; numbered lines are the writes it would make, in order");
     for connection in &plan.connections {
-        println!();
+        outln!();
         print_connection(connection);
     }
 }
@@ -107,7 +107,7 @@ fn print_connection(c: &ConnectionPlan) {
         (Some(outcome), None) => format!("would complete: {}", outcome.as_str()),
         (None, None) => "would do nothing".to_string(),
     };
-    let say = |line: String| println!("{}", terminal_safe(&line));
+    let say = |line: String| outln!("{}", terminal_safe(&line));
     say(format!(
         "{} ({} v{}): {verdict}; {} writes, {} reads",
         c.connection,

@@ -25,11 +25,11 @@ pub fn terminal_safe(text: &str) -> String {
         .collect()
 }
 
-/// `println!` for lines that carry outside values: each line goes through
+/// `outln!` for lines that carry outside values: each line goes through
 /// [`terminal_safe`].
 macro_rules! say {
     ($($arg:tt)*) => {
-        println!("{}", terminal_safe(&format!($($arg)*)))
+        outln!("{}", terminal_safe(&format!($($arg)*)))
     };
 }
 
@@ -74,7 +74,7 @@ pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcom
     let rows = store.list(state).await.map_err(db)?;
     if as_json {
         let all: Vec<Value> = rows.iter().map(|r| workflow_json(r, None)).collect();
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
@@ -113,7 +113,7 @@ async fn load(store: &Store, id: &str) -> Result<(workflow::Model, State), Failu
 pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
     let (row, state) = load(store, id).await?;
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&workflow_json(&row, Some(&state))).unwrap_or_default()
         );
@@ -355,12 +355,12 @@ pub async fn history(store: &Store, id: &str, as_json: bool) -> Outcome {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let steps: Vec<String> = state.steps.iter().map(|s| s.name.clone()).collect();
     for row in &trail {
-        println!("{}", describe(row, &steps));
+        outln!("{}", describe(row, &steps));
     }
     Ok(EXIT_OK)
 }

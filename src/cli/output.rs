@@ -1,0 +1,38 @@
+//! Standard output for the verbs. A verb's reader may go away before it is done
+//! (`offboard history ID | head`): the work the verb was asked for is already committed
+//! by the time it prints, and no one reads the rest, so the process ends quietly with
+//! exit 0 instead of panicking as `println!` does on a closed pipe. The verbs print
+//! through [`outln!`] and [`out!`], which take `println!`'s and `print!`'s arguments.
+
+use std::io::{ErrorKind, Write};
+
+/// Prints a line on standard output, or ends the process as [`write`] says.
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Prints on standard output without a newline, or ends the process as [`write`] says.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write(format_args!($($arg)*))
+    };
+}
+
+/// Writes `text` to standard output. When the reader has gone away (a closed pipe) the
+/// process exits at once with status 0 and nothing on stderr; any other failure to write
+/// (a full disk under a redirect) is reported on stderr with exit 1.
+pub fn write(text: std::fmt::Arguments<'_>) {
+    let Err(e) = std::io::stdout().lock().write_fmt(text) else {
+        return;
+    };
+    if e.kind() == ErrorKind::BrokenPipe {
+        std::process::exit(super::EXIT_OK);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(super::EXIT_FAILURE);
+}
