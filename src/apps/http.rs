@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 
 use tokio::time::Instant as TokioInstant;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, Mutex};
 use secrecy::zeroize::Zeroizing;
 
 use super::dry_run::{is_write, DryRun};
+pub use super::reply::Reply;
 use super::ClientError;
 use crate::config::Secret;
 
@@ -213,21 +214,6 @@ impl Pacer {
             tokio::time::sleep_until(slot).await;
         }
     }
-}
-
-/// A response read in full.
-#[derive(Debug)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// `Retry-After` in milliseconds, when given in seconds.
-    pub retry_after_ms: Option<u64>,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body as JSON (`Null` when empty, not JSON, or oversized).
-    pub body: Value,
-    /// Whether the body ran past [`MAX_BODY_BYTES`] (and was not read further).
-    pub oversized: bool,
 }
 
 /// A call that brought back no answer to read.

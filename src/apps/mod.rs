@@ -8,6 +8,7 @@ pub mod dry_run;
 pub mod failure;
 pub mod http;
 pub mod postman;
+mod reply;
 pub mod retry;
 pub mod smartsheet;
 
