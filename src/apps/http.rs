@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 
 use tokio::time::Instant as TokioInstant;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use reqwest::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::Method;
 use serde_json::Value;
@@ -214,6 +215,33 @@ impl Pacer {
             tokio::time::sleep_until(slot).await;
         }
     }
+}
+
+/// The characters escaped in one segment of a URL's path: the WHATWG URL standard's
+/// path-segment set, plus `/` and `%` so a value can neither add a segment nor pass for
+/// an escape of its own.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
+/// `value` (an id an app handed out) escaped for one segment of a request's path.
+pub fn path_segment(value: &str) -> String {
+    utf8_percent_encode(value, PATH_SEGMENT).to_string()
+}
+
+/// `value` escaped for a query string (`application/x-www-form-urlencoded`: a space is
+/// `+`), as the apps read their filters and cursors.
+pub fn query_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// A call that brought back no answer to read.
@@ -467,6 +495,16 @@ async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_stays_one_path_segment_and_a_query_value_one_value() {
+        assert_eq!(path_segment("12345002"), "12345002");
+        assert_eq!(path_segment("a b/../c%2F?x#y"), "a%20b%2F..%2Fc%252F%3Fx%23y");
+        assert_eq!(
+            query_value("userName eq \"a+b@x.example\""),
+            "userName+eq+%22a%2Bb%40x.example%22"
+        );
+    }
 
     #[test]
     fn the_credential_header_is_built_per_request_and_never_printed() {
