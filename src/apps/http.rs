@@ -499,7 +499,10 @@ mod tests {
     #[test]
     fn an_id_stays_one_path_segment_and_a_query_value_one_value() {
         assert_eq!(path_segment("12345002"), "12345002");
-        assert_eq!(path_segment("a b/../c%2F?x#y"), "a%20b%2F..%2Fc%252F%3Fx%23y");
+        assert_eq!(
+            path_segment("a b/../c%2F?x#y"),
+            "a%20b%2F..%2Fc%252F%3Fx%23y"
+        );
         assert_eq!(
             query_value("userName eq \"a+b@x.example\""),
             "userName+eq+%22a%2Bb%40x.example%22"

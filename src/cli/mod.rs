@@ -6,13 +6,14 @@
 #[macro_use]
 mod output;
 
-mod audit;
 mod audit_key;
 mod bulk;
 #[cfg(feature = "demo")]
 mod demo;
 mod evidence;
+mod intervene;
 mod plan;
+mod replay;
 mod views;
 
 use std::path::PathBuf;
@@ -67,34 +68,7 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Publish one event to the broker.
-    Submit {
-        /// The person to offboard.
-        #[arg(long)]
-        email: Option<String>,
-        /// Event type.
-        #[arg(long = "type", default_value = "offboarding.requested")]
-        event_type: String,
-        /// Who receives the person's data.
-        #[arg(long)]
-        transfer_to: Option<String>,
-        /// Limit to these connections (repeatable).
-        #[arg(long = "connection")]
-        connections: Vec<String>,
-        /// Event id (default: a new UUID).
-        #[arg(long)]
-        id: Option<String>,
-        /// Publish this CloudEvents JSON file instead.
-        #[arg(long, value_name = "EVENT.json")]
-        file: Option<PathBuf>,
-        /// Publish one event per row of this leavers' list (columns email, transfer_to,
-        /// type, not_before, connections, in HR exports' spellings too; other columns are
-        /// ignored); nothing is published if any row is bad.
-        #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
-        csv: Option<PathBuf>,
-        /// With --csv: refuse a file with columns offboard does not read.
-        #[arg(long, requires = "csv")]
-        strict: bool,
-    },
+    Submit(SubmitArgs),
     /// Check credentials, role and plan of one connection or all.
     Check {
         /// Connection name.
@@ -105,23 +79,7 @@ enum Command {
     },
     /// Dry run for one person: every write a run would make, and any code it would stop
     /// on; writes nothing to the apps and starts no workflow.
-    Plan {
-        /// The person.
-        #[arg(long)]
-        email: String,
-        /// Who would receive the person's data.
-        #[arg(long)]
-        transfer_to: Option<String>,
-        /// Event type.
-        #[arg(long = "type", default_value = "offboarding.requested")]
-        event_type: String,
-        /// Only these connections (repeatable; default: every configured one).
-        #[arg(long = "connection")]
-        connections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(plan::Args),
     /// List workflows, newest first.
     List {
         /// Only this state.
@@ -224,6 +182,37 @@ enum Command {
     Demo,
 }
 
+/// What `submit` was asked, as given on the command line.
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// The person to offboard.
+    #[arg(long)]
+    email: Option<String>,
+    /// Event type.
+    #[arg(long = "type", default_value = "offboarding.requested")]
+    event_type: String,
+    /// Who receives the person's data.
+    #[arg(long)]
+    transfer_to: Option<String>,
+    /// Limit to these connections (repeatable).
+    #[arg(long = "connection")]
+    connections: Vec<String>,
+    /// Event id (default: a new UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// Publish this CloudEvents JSON file instead.
+    #[arg(long, value_name = "EVENT.json")]
+    file: Option<PathBuf>,
+    /// Publish one event per row of this leavers' list (columns email, transfer_to,
+    /// type, not_before, connections, in HR exports' spellings too; other columns are
+    /// ignored); nothing is published if any row is bad.
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
+    csv: Option<PathBuf>,
+    /// With --csv: refuse a file with columns offboard does not read.
+    #[arg(long, requires = "csv")]
+    strict: bool,
+}
+
 /// A verb's failure: an exit code and one line for stderr.
 pub struct Failure {
     code: i32,
@@ -302,66 +291,16 @@ async fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "demo")]
         Command::Demo => demo::run().await,
         Command::Serve { listen } => serve(config, listen).await,
-        Command::Submit {
-            email,
-            event_type,
-            transfer_to,
-            connections,
-            id,
-            file,
-            csv,
-            strict,
-        } => {
-            if let Some(path) = csv {
-                let unknown = if strict {
-                    bulk::Unknown::Refuse
-                } else {
-                    bulk::Unknown::Ignore
-                };
-                return bulk::run(&config, &path, unknown).await;
-            }
-            submit(
-                &config,
-                email,
-                &event_type,
-                transfer_to,
-                connections,
-                id,
-                file,
-            )
-            .await
-        }
+        Command::Submit(args) => submit(&config, args).await,
         Command::Check { connection, json } => {
             crate::telemetry::init("warn");
             check(&config, connection.as_deref(), json).await
         }
-        Command::Plan {
-            email,
-            transfer_to,
-            event_type,
-            connections,
-            json,
-        } => {
+        Command::Plan(args) => {
             crate::telemetry::init("warn");
-            let args = plan::Args {
-                email,
-                transfer_to,
-                event_type,
-                connections,
-                json,
-            };
             plan::run(&config, args).await
         }
-        Command::List { state, json } => {
-            let state = match state {
-                None => None,
-                Some(s) => Some(Status::parse(&s).ok_or_else(|| {
-                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
-                })?),
-            };
-            let store = read_store(&config).await?;
-            views::list(&store, state, json).await
-        }
+        Command::List { state, json } => list(&config, state, json).await,
         Command::Show { id, json } => views::show(&read_store(&config).await?, &id, json).await,
         Command::History { id, json } => {
             views::history(&read_store(&config).await?, &id, json).await
@@ -379,39 +318,57 @@ async fn run(cli: Cli) -> Outcome {
             )
             .await
         }
-        Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
+        Command::Replay { id } => replay::replay(&read_store(&config).await?, &id).await,
         Command::Release { ids, all, by } => {
             let engine = engine(config).await?;
-            audit::release(&engine, ids, all, &by).await
+            intervene::release(&engine, ids, all, &by).await
         }
-        Command::Prune { before, evidence } => {
-            let evidence = evidence.ok_or_else(|| {
-                fail(
-                    EXIT_USAGE,
-                    "prune removes audit trails: give --evidence FILE to export their evidence first",
-                )
-            })?;
-            let before = evidence::parse_date(&before, "--before")?;
-            let store = open_store(&config).await?;
-            evidence::prune(&store, before, &evidence).await
-        }
-        Command::Verify { all: _, since } => {
-            let since = since
-                .map(|s| evidence::parse_date(&s, "--since"))
-                .transpose()?;
-            audit::verify_all(&read_store(&config).await?, since).await
-        }
+        Command::Prune { before, evidence } => prune(&config, &before, evidence).await,
+        Command::Verify { all: _, since } => verify(&config, since).await,
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
             let engine = engine(config).await?;
-            audit::retry(&engine, &id, &by.unwrap_or_else(os_user)).await
+            intervene::retry(&engine, &id, &by.unwrap_or_else(os_user)).await
         }
         Command::Cancel { id, by } => {
             let engine = engine(config).await?;
-            audit::cancel(&engine, &id, &by.unwrap_or_else(os_user)).await
+            intervene::cancel(&engine, &id, &by.unwrap_or_else(os_user)).await
         }
         Command::Explain { .. } => unreachable!("handled above"),
     }
+}
+
+/// `list`: the workflows, newest first, only those in `state` when given.
+async fn list(config: &Config, state: Option<String>, json: bool) -> Outcome {
+    let state = match state {
+        None => None,
+        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+            fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
+        })?),
+    };
+    let store = read_store(config).await?;
+    views::list(&store, state, json).await
+}
+
+/// `prune`: refused without `--evidence`, which receives the evidence first.
+async fn prune(config: &Config, before: &str, evidence: Option<PathBuf>) -> Outcome {
+    let evidence = evidence.ok_or_else(|| {
+        fail(
+            EXIT_USAGE,
+            "prune removes audit trails: give --evidence FILE to export their evidence first",
+        )
+    })?;
+    let before = evidence::parse_date(before, "--before")?;
+    let store = open_store(config).await?;
+    evidence::prune(&store, before, &evidence).await
+}
+
+/// `verify --all`: every workflow (created since `since`) replayed.
+async fn verify(config: &Config, since: Option<String>) -> Outcome {
+    let since = since
+        .map(|s| evidence::parse_date(&s, "--since"))
+        .transpose()?;
+    replay::verify_all(&read_store(config).await?, since).await
 }
 
 fn os_user() -> String {
@@ -696,22 +653,32 @@ async fn shutdown_signal() {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn submit(
-    config: &Config,
-    email: Option<String>,
-    event_type: &str,
-    transfer_to: Option<String>,
-    connections: Vec<String>,
-    id: Option<String>,
-    file: Option<PathBuf>,
-) -> Outcome {
+/// `submit`: one event (from the flags or a file), or a leavers' list with `--csv`.
+async fn submit(config: &Config, args: SubmitArgs) -> Outcome {
+    if let Some(path) = args.csv {
+        let unknown = if args.strict {
+            bulk::Unknown::Refuse
+        } else {
+            bulk::Unknown::Ignore
+        };
+        return bulk::run(config, &path, unknown).await;
+    }
+    let SubmitArgs {
+        email,
+        event_type,
+        transfer_to,
+        connections,
+        id,
+        file,
+        ..
+    } = args;
     let known: Vec<String> = config.connections.keys().cloned().collect();
     let body = match file {
         Some(path) => std::fs::read(&path)
             .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?,
         None => {
             let email = email.ok_or_else(|| fail(EXIT_USAGE, "--email or --file is required"))?;
-            let event_type = EventType::parse(event_type).ok_or_else(|| {
+            let event_type = EventType::parse(&event_type).ok_or_else(|| {
                 fail(EXIT_USAGE, format!("unknown --type {event_type:?}: use offboarding.requested or license.reclaim.requested"))
             })?;
             let person_email =

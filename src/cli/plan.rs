@@ -11,16 +11,22 @@ use crate::runtime::definitions::Registry;
 use crate::runtime::dry_run::{self, ConnectionPlan, Plan, PlanError};
 
 /// What `plan` was asked, as given on the command line.
+#[derive(clap::Args)]
 pub struct Args {
-    /// `--email`.
+    /// The person.
+    #[arg(long)]
     pub email: String,
-    /// `--transfer-to`.
+    /// Who would receive the person's data.
+    #[arg(long)]
     pub transfer_to: Option<String>,
-    /// `--type`.
+    /// Event type.
+    #[arg(long = "type", default_value = "offboarding.requested")]
     pub event_type: String,
-    /// `--connection`, repeatable; empty for every configured one.
+    /// Only these connections (repeatable; default: every configured one).
+    #[arg(long = "connection")]
     pub connections: Vec<String>,
-    /// `--json`.
+    /// Print JSON.
+    #[arg(long)]
     pub json: bool,
 }
 
