@@ -147,41 +147,7 @@ pub fn read(
         .headers()
         .map_err(|e| header_error(format!("unreadable header: {e}")))?
         .clone();
-    // Each header read as its column, or `None` when offboard does not know it.
-    let columns: Vec<Option<&'static str>> = headers.iter().map(column_of).collect();
-    let ignored: Vec<String> = headers
-        .iter()
-        .zip(&columns)
-        .filter(|(_, c)| c.is_none())
-        .map(|(h, _)| h.to_string())
-        .collect();
-    if let (Unknown::Refuse, Some(name)) = (unknown, ignored.first()) {
-        return Err(header_error(format!(
-            "unknown column {name:?}; the columns are {}",
-            COLUMNS.join(", ")
-        )));
-    }
-    for column in COLUMNS {
-        let spelled: Vec<&str> = headers
-            .iter()
-            .zip(&columns)
-            .filter(|(_, c)| **c == Some(column))
-            .map(|(h, _)| h)
-            .collect();
-        if spelled.len() > 1 {
-            return Err(header_error(format!(
-                "the headers {} are all the {column} column; keep one",
-                spelled
-                    .iter()
-                    .map(|h| format!("{h:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    if !columns.contains(&Some("email")) {
-        return Err(header_error("the email column is missing".into()));
-    }
+    let (columns, ignored) = read_headers(&headers, unknown).map_err(header_error)?;
     let mut requests = Vec::new();
     let mut errors = Vec::new();
     for (i, record) in reader.records().enumerate() {
@@ -208,9 +174,93 @@ pub fn read(
                 .and_then(|i| record.get(i))
                 .filter(|v| !v.is_empty())
         };
+        let row_of = RowOf {
+            row,
+            event_id: format!("csv-{}-{row}", &digest[..12]),
+            now,
+            known_connections,
+        };
+        match row_of.request(cell) {
+            Ok(request) => requests.push(request),
+            Err(found) => errors.extend(found),
+        }
+    }
+    if requests.is_empty() && errors.is_empty() {
+        errors.push(RowError {
+            row: 2,
+            column: String::new(),
+            message: "the file has no rows".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(Leavers { requests, ignored })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Each header read as its column (`None` when offboard does not know it) and the
+/// headers ignored; or why the header row is refused (an unknown column under
+/// [`Unknown::Refuse`], a column spelled twice, no email column).
+fn read_headers(
+    headers: &csv::StringRecord,
+    unknown: Unknown,
+) -> Result<(Vec<Option<&'static str>>, Vec<String>), String> {
+    let columns: Vec<Option<&'static str>> = headers.iter().map(column_of).collect();
+    let ignored: Vec<String> = headers
+        .iter()
+        .zip(&columns)
+        .filter(|(_, c)| c.is_none())
+        .map(|(h, _)| h.to_string())
+        .collect();
+    if let (Unknown::Refuse, Some(name)) = (unknown, ignored.first()) {
+        return Err(format!(
+            "unknown column {name:?}; the columns are {}",
+            COLUMNS.join(", ")
+        ));
+    }
+    for column in COLUMNS {
+        let spelled: Vec<String> = headers
+            .iter()
+            .zip(&columns)
+            .filter(|(_, c)| **c == Some(column))
+            .map(|(h, _)| format!("{h:?}"))
+            .collect();
+        if spelled.len() > 1 {
+            return Err(format!(
+                "the headers {} are all the {column} column; keep one",
+                spelled.join(", ")
+            ));
+        }
+    }
+    if !columns.contains(&Some("email")) {
+        return Err("the email column is missing".into());
+    }
+    Ok((columns, ignored))
+}
+
+/// What a data row's event is made with besides its cells.
+struct RowOf<'a> {
+    /// Its line in the file.
+    row: u64,
+    /// Its event id: the file's digest and the line, so a file sent twice repeats ids.
+    event_id: String,
+    /// The events' `time`.
+    now: chrono::DateTime<Utc>,
+    /// The connections a `connections` cell may name.
+    known_connections: &'a [String],
+}
+
+impl RowOf<'_> {
+    /// The row's event, from `cell` (a column's non-empty value), or every problem in it.
+    fn request<'c>(
+        &self,
+        cell: impl Fn(&str) -> Option<&'c str>,
+    ) -> Result<Request, Vec<RowError>> {
+        let mut errors = Vec::new();
         let mut bad = |column: &str, message: String| {
             errors.push(RowError {
-                row,
+                row: self.row,
                 column: column.into(),
                 message,
             })
@@ -257,39 +307,28 @@ pub fn read(
                 .collect()
         });
         for c in connections.iter().flatten() {
-            if !known_connections.contains(c) {
+            if !self.known_connections.contains(c) {
                 bad(
                     "connections",
                     format!("no connection named {c:?} in the configuration"),
                 );
             }
         }
-        if let (Some(person_email), Some(event_type)) = (email, event_type) {
-            requests.push(Request {
-                event_id: format!("csv-{}-{row}", &digest[..12]),
+        match (email, event_type) {
+            (Some(person_email), Some(event_type)) if errors.is_empty() => Ok(Request {
+                event_id: self.event_id.clone(),
                 source: "offboard-csv".into(),
                 event_type,
-                time: Some(now),
+                time: Some(self.now),
                 person_email,
                 employee_id: None,
                 transfer_to,
                 connections,
                 not_before,
                 reason: None,
-            });
+            }),
+            _ => Err(errors),
         }
-    }
-    if requests.is_empty() && errors.is_empty() {
-        errors.push(RowError {
-            row: 2,
-            column: String::new(),
-            message: "the file has no rows".into(),
-        });
-    }
-    if errors.is_empty() {
-        Ok(Leavers { requests, ignored })
-    } else {
-        Err(errors)
     }
 }
 
