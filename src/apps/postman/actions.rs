@@ -16,7 +16,7 @@
 use serde_json::{json, Value};
 
 use super::client::{
-    admins_of, role_name, roles_of, sole_admin_of, Client, Member, RoleChange, ROLE_ADMIN,
+    admins_of, role_name, roles_of, sole_admin_of, Client, Member, RoleChange, ScimUser, ROLE_ADMIN,
 };
 use super::errors::{run_error, ActionResult, Area, Failure};
 use crate::apps::failure::{api, unknown_action};
@@ -124,6 +124,9 @@ fn member_email<'a>(ctx: &'a ActionContext<'_>) -> &'a str {
         .unwrap_or(&ctx.request.person_email)
 }
 
+/// Finds the person in the team list and in SCIM, refuses a protected one, and reads
+/// the roles they hold in each workspace (with whether they are its only Admin): the
+/// facts the later steps act on and the entitlements before.
 async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
     let team = client
@@ -139,37 +142,10 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .as_ref()
         .map(|m| m.email.clone())
         .unwrap_or_else(|| email.clone());
-    // Postman's SCIM filter compares case-sensitively: try its spelling, then lower case.
-    let mut scim = client
-        .scim_find_user(&exact_email, ctx.calls)
-        .await
-        .map_err(api(Area::Users))?;
-    let lower = exact_email.to_lowercase();
-    if scim.is_none() && lower != exact_email {
-        scim = client
-            .scim_find_user(&lower, ctx.calls)
-            .await
-            .map_err(api(Area::Users))?;
-    }
+    let scim = scim_user(client, &exact_email, ctx).await?;
     let scim_active = scim.as_ref().map(|u| u.active);
     if member.is_none() && scim_active != Some(true) {
-        if let Some(user) = scim.as_ref().filter(|u| !u.active) {
-            // Deactivated, yet perhaps still the only Admin of workspaces: those need a
-            // new Admin as much as a leaver's do.
-            let sole = sole_admin_by_scim_id(client, &user.id, ctx).await?;
-            if !sole.is_empty() {
-                return deactivated_sole_admin(ctx, &exact_email, &user.id, sole);
-            }
-        }
-        let why = match scim_active {
-            Some(false) => "is already deactivated in Postman",
-            _ => "is not a member of this Postman team",
-        };
-        return Ok(StepOutput {
-            finish_with: Some(Outcome::Absent),
-            ..StepOutput::summary(format!("{email} {why}; nothing to do"))
-        }
-        .fact("scim_id", scim.map(|u| u.id)));
+        return not_a_member(client, ctx, &exact_email, scim).await;
     }
 
     let who = match &member {
@@ -181,41 +157,10 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         },
     };
     protect(client, ctx, who).await?;
-    let mut held = Vec::new();
-    let mut evidence = Vec::new();
-    if let Some(m) = &member {
-        let all = client
-            .list_workspaces(ctx.calls)
-            .await
-            .map_err(api(Area::Workspaces))?;
-        for w in all.iter().filter(|w| w.has_roles()) {
-            let Some(ws_roles) = client
-                .workspace_roles(&w.id, ctx.calls)
-                .await
-                .map_err(api(Area::Roles))?
-            else {
-                continue;
-            };
-            let mine = roles_of(&ws_roles, m.id);
-            if mine.is_empty() {
-                continue;
-            }
-            let me = m.id.to_string();
-            let sole_admin = mine.iter().any(|r| r == ROLE_ADMIN)
-                && admins_of(&ws_roles)
-                    .iter()
-                    .all(|a| *a == me || !active.contains(a));
-            held.push(
-                json!({ "id": w.id, "name": w.name, "roles": mine, "soleAdmin": sole_admin }),
-            );
-            evidence.push(json!({
-                "id": w.id,
-                "name": w.name,
-                "visibility": w.visibility,
-                "roles": mine.iter().map(|r| role_name(r)).collect::<Vec<_>>(),
-            }));
-        }
-    }
+    let (held, evidence) = match &member {
+        Some(m) => workspaces_held(client, m, &active, ctx).await?,
+        None => (Vec::new(), Vec::new()),
+    };
     let sole = held.iter().filter(|w| w["soleAdmin"] == true).count();
     let seats = client.seats(ctx.calls).await.ok();
     let team_roles = member.as_ref().map(|m| m.roles.clone()).unwrap_or_default();
@@ -247,6 +192,96 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             "seats_before",
             seats.map(|s| json!(s)).unwrap_or(Value::Null),
         ))
+}
+
+/// The person's SCIM user. Postman's SCIM filter compares case-sensitively: `email` as
+/// the team spells it is tried, then in lower case.
+async fn scim_user(
+    client: &Client,
+    email: &str,
+    ctx: &ActionContext<'_>,
+) -> Result<Option<ScimUser>, Failure> {
+    let scim = client
+        .scim_find_user(email, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?;
+    let lower = email.to_lowercase();
+    if scim.is_some() || lower == email {
+        return Ok(scim);
+    }
+    client
+        .scim_find_user(&lower, ctx.calls)
+        .await
+        .map_err(api(Area::Users))
+}
+
+/// The end of `find_member` for someone not in the team list nor active in SCIM:
+/// nothing to do, unless a deactivated SCIM user is still the only Admin of
+/// workspaces, which need a new Admin as much as a leaver's do.
+async fn not_a_member(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    exact_email: &str,
+    scim: Option<ScimUser>,
+) -> ActionResult {
+    if let Some(user) = scim.as_ref().filter(|u| !u.active) {
+        let sole = sole_admin_by_scim_id(client, &user.id, ctx).await?;
+        if !sole.is_empty() {
+            return deactivated_sole_admin(ctx, exact_email, &user.id, sole);
+        }
+    }
+    let why = match scim.as_ref().map(|u| u.active) {
+        Some(false) => "is already deactivated in Postman",
+        _ => "is not a member of this Postman team",
+    };
+    let email = &ctx.request.person_email;
+    Ok(StepOutput {
+        finish_with: Some(Outcome::Absent),
+        ..StepOutput::summary(format!("{email} {why}; nothing to do"))
+    }
+    .fact("scim_id", scim.map(|u| u.id)))
+}
+
+/// The roles `member` holds in each workspace that has any, as the facts keep them
+/// (with whether they are its only active Admin) and as the evidence shows them.
+async fn workspaces_held(
+    client: &Client,
+    member: &Member,
+    active: &[String],
+    ctx: &ActionContext<'_>,
+) -> Result<(Vec<Value>, Vec<Value>), Failure> {
+    let mut held = Vec::new();
+    let mut evidence = Vec::new();
+    let all = client
+        .list_workspaces(ctx.calls)
+        .await
+        .map_err(api(Area::Workspaces))?;
+    for w in all.iter().filter(|w| w.has_roles()) {
+        let Some(ws_roles) = client
+            .workspace_roles(&w.id, ctx.calls)
+            .await
+            .map_err(api(Area::Roles))?
+        else {
+            continue;
+        };
+        let mine = roles_of(&ws_roles, member.id);
+        if mine.is_empty() {
+            continue;
+        }
+        let me = member.id.to_string();
+        let sole_admin = mine.iter().any(|r| r == ROLE_ADMIN)
+            && admins_of(&ws_roles)
+                .iter()
+                .all(|a| *a == me || !active.contains(a));
+        held.push(json!({ "id": w.id, "name": w.name, "roles": mine, "soleAdmin": sole_admin }));
+        evidence.push(json!({
+            "id": w.id,
+            "name": w.name,
+            "visibility": w.visibility,
+            "roles": mine.iter().map(|r| role_name(r)).collect::<Vec<_>>(),
+        }));
+    }
+    Ok((held, evidence))
 }
 
 /// Whether team roles make a team Admin.
