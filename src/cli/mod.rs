@@ -516,19 +516,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
     crate::telemetry::init("info");
     let listen = listen.or(config.http.listen);
     #[cfg(not(feature = "console"))]
-    if let Some(addr) = listen {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
-        ));
-    }
-    #[cfg(not(feature = "console"))]
-    if let Some(addr) = config.ingest.listen {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("cannot listen on {addr}: this offboard was built without the `console` feature (the HTTP intake); remove [ingest] listen or build with it"),
-        ));
-    }
+    refuse_listeners(&config, listen)?;
     #[cfg(feature = "console")]
     let token = console_token(
         "operator_token_env",
@@ -546,21 +534,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         ),
     };
     #[cfg(feature = "console")]
-    let ingest = match config.ingest.listen {
-        None => None,
-        Some(addr) => {
-            let token = secret_named(
-                "[ingest] bearer_token_env",
-                config.ingest.bearer_token_env.as_ref(),
-            )?;
-            let ingest =
-                crate::ingest::Ingest::new(&config, token).map_err(|e| fail(EXIT_USAGE, e))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?;
-            Some((listener, ingest))
-        }
-    };
+    let ingest = bind_ingest(&config).await?;
     let engine = engine(config).await?;
     // No worker of an older schema may still be writing (README "Upgrading"); this one
     // was recorded with its version when its engine was built, before any lease.
@@ -570,39 +544,8 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         .await
         .map_err(|e| unreachable_db(engine.config(), e))?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
-    // The broker must answer at start (the contract: exit 1 when it cannot be reached);
-    // once serving, a lost broker is reconnected to instead.
-    let (conn, _) = crate::intake::open(&engine.config().amqp_url)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, e))?;
-    crate::intake::topology::declare_upgrading(&conn, &engine.config().amqp)
-        .await
-        .map_err(|e| {
-            fail(
-                EXIT_FAILURE,
-                format!("cannot declare the broker topology: {e}"),
-            )
-        })?;
-    let _ = conn.close(200, "topology declared".into()).await;
-    for (name, report) in check_all(engine.config(), None).await? {
-        match &report {
-            Ok(r) => {
-                match &r.problem {
-                    None => tracing::info!(connection = %name, "connection check passed"),
-                    Some((code, msg)) => {
-                        tracing::warn!(connection = %name, %code, message = %msg.escape_debug(), "connection check failed; workflows on it will run and may fail")
-                    }
-                }
-                // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
-                for (code, msg) in &r.warnings {
-                    tracing::warn!(connection = %name, %code, message = ?msg, "connection check warning")
-                }
-            }
-            Err(e) => {
-                tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
-            }
-        }
-    }
+    declare_topology(engine.config()).await?;
+    log_connection_checks(engine.config()).await?;
     let service = crate::service::Service::start(engine.clone());
     #[cfg(feature = "console")]
     let service = match listener {
@@ -635,6 +578,91 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
     tracing::info!("stopping");
     service.stop().await;
     Ok(EXIT_OK)
+}
+
+/// Without the `console` feature, a configured listener (console or HTTP intake) is a
+/// usage error rather than silently not served.
+#[cfg(not(feature = "console"))]
+fn refuse_listeners(config: &Config, listen: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+    if let Some(addr) = listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
+        ));
+    }
+    if let Some(addr) = config.ingest.listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (the HTTP intake); remove [ingest] listen or build with it"),
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP intake's listener, bound, with its handler, when `[ingest] listen` is set.
+#[cfg(feature = "console")]
+async fn bind_ingest(
+    config: &Config,
+) -> Result<Option<(tokio::net::TcpListener, crate::ingest::Ingest)>, Failure> {
+    Ok(match config.ingest.listen {
+        None => None,
+        Some(addr) => {
+            let token = secret_named(
+                "[ingest] bearer_token_env",
+                config.ingest.bearer_token_env.as_ref(),
+            )?;
+            let ingest =
+                crate::ingest::Ingest::new(config, token).map_err(|e| fail(EXIT_USAGE, e))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?;
+            Some((listener, ingest))
+        }
+    })
+}
+
+/// Declares the broker topology before serving: the broker must answer at start (the
+/// contract: exit 1 when it cannot be reached); once serving, a lost broker is
+/// reconnected to instead.
+async fn declare_topology(config: &Config) -> Result<(), Failure> {
+    let (conn, _) = crate::intake::open(&config.amqp_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    crate::intake::topology::declare_upgrading(&conn, &config.amqp)
+        .await
+        .map_err(|e| {
+            fail(
+                EXIT_FAILURE,
+                format!("cannot declare the broker topology: {e}"),
+            )
+        })?;
+    let _ = conn.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+/// Checks every connection at start and logs what `offboard check` would print; a
+/// failed check is a warning, not a reason to stop serving.
+async fn log_connection_checks(config: &Config) -> Result<(), Failure> {
+    for (name, report) in check_all(config, None).await? {
+        match &report {
+            Ok(r) => {
+                match &r.problem {
+                    None => tracing::info!(connection = %name, "connection check passed"),
+                    Some((code, msg)) => {
+                        tracing::warn!(connection = %name, %code, message = %msg.escape_debug(), "connection check failed; workflows on it will run and may fail")
+                    }
+                }
+                // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
+                for (code, msg) in &r.warnings {
+                    tracing::warn!(connection = %name, %code, message = ?msg, "connection check warning")
+                }
+            }
+            Err(e) => {
+                tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
