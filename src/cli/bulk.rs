@@ -21,7 +21,7 @@ use chrono::Utc;
 use lapin::options::ConfirmSelectOptions;
 use sha2::{Digest, Sha256};
 
-use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::Config;
 use crate::domain::event::{self, EventType, Request};
 
@@ -351,41 +351,7 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
     let text = std::fs::read(path)
         .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?;
     let known: Vec<String> = config.connections.keys().cloned().collect();
-    let requests = match read(&text, &known, Utc::now(), unknown) {
-        Ok(Leavers { requests, ignored }) => {
-            if !ignored.is_empty() {
-                let names: Vec<String> = ignored.iter().map(|h| format!("{h:?}")).collect();
-                eprintln!(
-                    "{}: ignoring column(s) offboard does not read: {} (--strict refuses them)",
-                    path.display(),
-                    names.join(", ")
-                );
-            }
-            requests
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}: {e}", path.display());
-            }
-            return Err(fail(
-                EXIT_USAGE,
-                format!(
-                    "{} bad line(s) in {}; nothing was published",
-                    errors.len(),
-                    path.display()
-                ),
-            ));
-        }
-    };
-    let bodies: Vec<(EventType, Vec<u8>)> = requests
-        .iter()
-        .map(|r| {
-            (
-                r.event_type,
-                event::to_cloudevent(r).to_string().into_bytes(),
-            )
-        })
-        .collect();
+    let requests = reported(path, read(&text, &known, Utc::now(), unknown))?;
     let signer = super::signer(config)?;
     let (conn, channel) = crate::intake::open(&config.amqp_url)
         .await
@@ -397,26 +363,20 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-    let total = bodies.len() as u64;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} events published ({per_sec}, {eta} left)",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
-    let step = (total / 10).max(1);
-    for (i, ((kind, body), request)) in bodies.iter().zip(&requests).enumerate() {
+    let total = requests.len() as u64;
+    let progress = Progress::new(total);
+    // Printing stops if the reader goes away; publishing goes on to the end.
+    let mut listening = true;
+    for (i, request) in requests.iter().enumerate() {
         let done = i as u64 + 1;
+        let body = event::to_cloudevent(request).to_string().into_bytes();
         // Signed when each is sent, so that a long file stays within the tolerance.
-        let signed = signer.as_ref().map(|sign| sign(&request.event_id, body));
+        let signed = signer.as_ref().map(|sign| sign(&request.event_id, &body));
         crate::intake::publish(
             &channel,
             &config.amqp.exchange,
-            kind.as_str(),
-            body,
+            request.event_type.as_str(),
+            &body,
             signed.as_ref(),
         )
         .await
@@ -426,18 +386,15 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
                 format!("{done} of {total}: {e}; the events before it were published"),
             )
         })?;
-        outln!("{} {}", request.event_id, request.person_email);
-        match &bar {
-            Some(bar) => bar.inc(1),
-            None if done.is_multiple_of(step) || done == total => {
-                eprintln!("published {done}/{total}")
-            }
-            None => {}
+        if listening {
+            listening = super::output::write_unless_gone(format_args!(
+                "{} {}\n",
+                request.event_id, request.person_email
+            ));
         }
+        progress.published(done);
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
+    progress.finish();
     let _ = conn.close(200, "done".into()).await;
     let reclaims = requests
         .iter()
@@ -449,6 +406,77 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
         total as usize - reclaims
     );
     Ok(EXIT_OK)
+}
+
+/// The events of a file read well (the ignored columns named on stderr), or every bad
+/// line on stderr and the verb's failure.
+fn reported(path: &Path, read: Result<Leavers, Vec<RowError>>) -> Result<Vec<Request>, Failure> {
+    match read {
+        Ok(Leavers { requests, ignored }) => {
+            if !ignored.is_empty() {
+                let names: Vec<String> = ignored.iter().map(|h| format!("{h:?}")).collect();
+                eprintln!(
+                    "{}: ignoring column(s) offboard does not read: {} (--strict refuses them)",
+                    path.display(),
+                    names.join(", ")
+                );
+            }
+            Ok(requests)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            Err(fail(
+                EXIT_USAGE,
+                format!(
+                    "{} bad line(s) in {}; nothing was published",
+                    errors.len(),
+                    path.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// How far publishing has come, on stderr: a bar on a terminal, else a line every
+/// tenth of the file.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events published ({per_sec}, {eta} left)",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress { bar, total }
+    }
+
+    /// `done` events of the total are published.
+    fn published(&self, done: u64) {
+        let step = (self.total / 10).max(1);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if done.is_multiple_of(step) || done == self.total => {
+                eprintln!("published {done}/{}", self.total)
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
 }
 
 #[cfg(test)]

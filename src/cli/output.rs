@@ -27,11 +27,20 @@ macro_rules! out {
 /// process exits at once with status 0 and nothing on stderr; any other failure to write
 /// (a full disk under a redirect) is reported on stderr with exit 1.
 pub fn write(text: std::fmt::Arguments<'_>) {
+    if !write_unless_gone(text) {
+        std::process::exit(super::EXIT_OK);
+    }
+}
+
+/// Writes `text` like [`write`], but when the reader has gone away returns `false`
+/// instead of ending the process: for a verb whose work goes on whoever reads its
+/// output (`submit --csv` publishes every row it has started on).
+pub fn write_unless_gone(text: std::fmt::Arguments<'_>) -> bool {
     let Err(e) = std::io::stdout().lock().write_fmt(text) else {
-        return;
+        return true;
     };
     if e.kind() == ErrorKind::BrokenPipe {
-        std::process::exit(super::EXIT_OK);
+        return false;
     }
     eprintln!("error: cannot write to standard output: {e}");
     std::process::exit(super::EXIT_FAILURE);
