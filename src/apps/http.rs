@@ -23,7 +23,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant as TokioInstant;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use reqwest::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -410,67 +410,67 @@ impl ApiHttp {
         }
         .await;
         let duration_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok((status, headers, bytes, oversized)) => {
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let error_code = if status >= 400 {
-                    error_code_of(&body)
-                } else {
-                    None
-                };
-                log.record(CallRecord {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status: Some(status),
-                    error_code,
-                    duration_ms,
-                });
-                if (300..400).contains(&status) {
-                    let location = headers
-                        .get(LOCATION)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                    let target = redirect_target(&url, location.as_deref());
-                    return Err(CallFailure::Redirected {
-                        status,
-                        message: redirect_message(&method, path, status, &target),
-                    });
-                }
-                let retry_after_ms = headers
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|s| s * 1000);
-                let mut reply = Reply {
-                    status,
-                    retry_after_ms,
-                    headers,
-                    body,
-                    oversized,
-                };
-                if let Some(plan) = &self.dry_run {
-                    plan.read(path, &mut reply);
-                }
-                Ok(reply)
-            }
+        let record = |status: Option<u16>, error_code: Option<i64>| CallRecord {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            error_code,
+            duration_ms,
+        };
+        let (status, headers, bytes, oversized) = match outcome {
+            Ok(answer) => answer,
             Err(e) => {
-                log.record(CallRecord {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status: None,
-                    error_code: None,
-                    duration_ms,
-                });
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not connect"
-                } else {
-                    "connection failed"
-                };
-                Err(CallFailure::NoResponse(format!("{method} {path}: {kind}")))
+                log.record(record(None, None));
+                return Err(no_response(&method, path, &e));
             }
+        };
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let error_code = (status >= 400).then(|| error_code_of(&body)).flatten();
+        log.record(record(Some(status), error_code));
+        if (300..400).contains(&status) {
+            let location = headers
+                .get(LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let target = redirect_target(&url, location.as_deref());
+            return Err(CallFailure::Redirected {
+                status,
+                message: redirect_message(&method, path, status, &target),
+            });
         }
+        let mut reply = Reply {
+            status,
+            retry_after_ms: retry_after_ms(&headers),
+            headers,
+            body,
+            oversized,
+        };
+        if let Some(plan) = &self.dry_run {
+            plan.read(path, &mut reply);
+        }
+        Ok(reply)
     }
+}
+
+/// `Retry-After` in milliseconds, when the app gave it in seconds.
+fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| s * 1000)
+}
+
+/// A call that brought no answer, said without the URL's host or query: whether it
+/// timed out, could not connect, or broke off.
+fn no_response(method: &Method, path: &str, e: &reqwest::Error) -> CallFailure {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    CallFailure::NoResponse(format!("{method} {path}: {kind}"))
 }
 
 /// Reads a body chunk by chunk, up to [`MAX_BODY_BYTES`]; past that it stops (dropping
