@@ -2,16 +2,16 @@
 //! commit that wrote them, and a sweeper for those whose writer could not.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::Channel;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
 use crate::intake::{open_named, reconnect_delays, send, within_confirm_timeout, BrokerError};
 use crate::runtime::engine::Engine;
-use crate::store::Pending;
+use crate::store::{Pending, Store};
 
 /// How often a publisher looks for entries whose writer could not publish them.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -52,18 +52,7 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
                         renewed(store, &owner, std::mem::take(&mut carried)).await
                     }
                     Some(first) = fresh.recv() => {
-                        let (mut recent, mut old) = (Vec::new(), Vec::new());
-                        let mut next = Some(first);
-                        while let Some((handed_at, pending)) = next {
-                            if handed_at.elapsed() < FRESH {
-                                recent.push(pending);
-                            } else {
-                                old.push(pending);
-                            }
-                            next = fresh.try_recv().ok();
-                        }
-                        recent.extend(renewed(store, &owner, old).await);
-                        recent
+                        handed_over(first, &mut fresh, store, &owner).await
                     }
                     _ = sweep.tick() => match store.sweep_outbox(&owner, 100).await {
                         Ok(found) => found,
@@ -107,8 +96,31 @@ pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<b
     }
 }
 
+/// The entries handed over by this process's commits, `first` and any others waiting:
+/// those handed over within [`FRESH`] as they are, older ones only if their claim could
+/// be renewed.
+async fn handed_over(
+    first: (Instant, Pending),
+    fresh: &mut mpsc::UnboundedReceiver<(Instant, Pending)>,
+    store: &Store,
+    owner: &str,
+) -> Vec<Pending> {
+    let (mut recent, mut old) = (Vec::new(), Vec::new());
+    let mut next = Some(first);
+    while let Some((handed_at, pending)) = next {
+        if handed_at.elapsed() < FRESH {
+            recent.push(pending);
+        } else {
+            old.push(pending);
+        }
+        next = fresh.try_recv().ok();
+    }
+    recent.extend(renewed(store, owner, old).await);
+    recent
+}
+
 /// The entries whose claim `owner` could renew (a sweeper took the others over).
-async fn renewed(store: &crate::store::Store, owner: &str, entries: Vec<Pending>) -> Vec<Pending> {
+async fn renewed(store: &Store, owner: &str, entries: Vec<Pending>) -> Vec<Pending> {
     let mut mine = Vec::with_capacity(entries.len());
     for p in entries {
         match store.reclaim_outbox(p.id, owner).await {
