@@ -1,6 +1,6 @@
 //! The command line as a shell pipeline sees it: a verb whose reader goes away
-//! (`offboard history ID | head`) exits quietly with status 0, and logs written to a file
-//! carry no terminal colours. Runs `offboard demo` (the in-process simulators and a
+//! (`offboard history ID | head`) exits quietly with status 0, and logs carry colours on
+//! a terminal only, never with `NO_COLOR` set. Runs `offboard demo` (the in-process simulators and a
 //! SQLite file: no broker, no PostgreSQL) for a database with workflows in it.
 
 use std::fs::File;
@@ -112,4 +112,43 @@ fn logs_to_a_file_carry_no_colours_and_the_demo_speaks_in_words() {
     for debug in ["New([", "Duplicate", "Held {"] {
         assert!(!stdout.contains(debug), "{debug} in {stdout}");
     }
+}
+
+/// What `offboard demo` writes to a terminal (a pseudo-terminal opened by util-linux's
+/// `script`, its stdout thrown away), `NO_COLOR` set to `no_color` when given.
+fn demo_on_a_terminal(no_color: Option<&str>) -> Vec<u8> {
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &format!("'{BIN}' demo >/dev/null"), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("OFFBOARD_CONFIG")
+        .stdin(Stdio::null());
+    if let Some(value) = no_color {
+        script.env("NO_COLOR", value);
+    }
+    let out = script.output().expect("util-linux's script runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out.stdout
+}
+
+#[test]
+fn colours_on_a_terminal_unless_no_color_is_set() {
+    let coloured = demo_on_a_terminal(None);
+    assert!(
+        coloured.contains(&0x1b),
+        "no colours on a terminal: {}",
+        String::from_utf8_lossy(&coloured)
+    );
+    assert!(demo_on_a_terminal(Some("")).contains(&0x1b));
+    let plain = demo_on_a_terminal(Some("1"));
+    assert!(String::from_utf8_lossy(&plain).contains("event accepted"));
+    assert!(
+        !plain.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&plain)
+    );
 }
