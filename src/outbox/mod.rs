@@ -6,4 +6,4 @@
 pub mod events;
 mod publisher;
 
-pub use publisher::publish_outbox;
+pub use publisher::{publish_outbox, Outbox};

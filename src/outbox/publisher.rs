@@ -1,7 +1,6 @@
 //! The outbox publisher: completion events published with confirms right after the
 //! commit that wrote them, and a sweeper for those whose writer could not.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
@@ -9,8 +8,8 @@ use lapin::Channel;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
 
+use crate::config::Config;
 use crate::intake::{open_named, reconnect_delays, send, within_confirm_timeout, BrokerError};
-use crate::runtime::engine::Engine;
 use crate::store::{Pending, Store};
 
 /// How often a publisher looks for entries whose writer could not publish them.
@@ -20,29 +19,44 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// (the claim lasts 10 s): no sweeper can have taken it yet.
 const FRESH: Duration = Duration::from_secs(3);
 
+/// What a publisher works with, handed over by the process that runs it (the runtime
+/// writes the entries; the publisher needs none of its parts).
+pub struct Outbox {
+    /// The entries this process's commits hand over, with when they were handed over.
+    pub fresh: mpsc::UnboundedReceiver<(Instant, Pending)>,
+    /// The database holding the outbox.
+    pub store: Store,
+    /// The worker id entries are claimed under.
+    pub owner: String,
+    /// The broker's URL and names.
+    pub config: Config,
+}
+
 /// Publishes outbox entries with confirms until `shutdown`, reconnecting as needed: the
 /// entries this process commits, right after their commit, and — every few seconds — any
 /// entry whose writer's claim lapsed, claimed so that only one process publishes it.
 /// Entries are published in batches (all confirms awaited together) and deleted in one
 /// statement per batch.
-pub async fn publish_outbox(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let Some(mut fresh) = engine.take_outbox() else {
-        return;
-    };
-    let owner = engine.worker_id().to_string();
-    let store = engine.store();
+pub async fn publish_outbox(outbox: Outbox, mut shutdown: watch::Receiver<bool>) {
+    let Outbox {
+        mut fresh,
+        store,
+        owner,
+        config,
+    } = outbox;
+    let store = &store;
     let mut delays = reconnect_delays();
     // Entries taken but not confirmed when the broker went away: published first after
     // reconnecting (once their claim is renewed).
     let mut carried: Vec<Pending> = Vec::new();
     while !*shutdown.borrow() {
         let result = async {
-            let name = format!("offboard publisher {}", engine.config().amqp.exchange);
-            let (_conn, channel) = open_named(&engine.config().amqp_url, &name).await?;
+            let name = format!("offboard publisher {}", config.amqp.exchange);
+            let (_conn, channel) = open_named(&config.amqp_url, &name).await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await?;
-            let exchange = &engine.config().amqp.exchange;
+            let exchange = &config.amqp.exchange;
             let mut sweep = tokio::time::interval(SWEEP_EVERY);
             loop {
                 let batch = tokio::select! {
