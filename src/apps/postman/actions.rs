@@ -632,6 +632,45 @@ async fn any_active(
     Ok(team.iter().any(|m| admins.contains(&&m.id.to_string())))
 }
 
+/// What became of a leaver's roles in one workspace.
+enum Taken {
+    /// These roles (by name) were taken away.
+    Roles(Vec<String>),
+    /// The workspace is gone (404): nothing left to take.
+    WorkspaceGone,
+    /// Postman refused (422), saying why; the roles not yet taken stay.
+    Refused(String),
+}
+
+/// Takes `roles` away from `leaver` in workspace `w`, one request per role: Postman takes
+/// one action per user in a request.
+async fn take_roles(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    w: &HeldWorkspace,
+    leaver: i64,
+    roles: Vec<String>,
+) -> Result<Taken, Failure> {
+    let mut gone = Vec::new();
+    for role in roles {
+        let change = RoleChange {
+            add: false,
+            user: leaver,
+            role: role.clone(),
+        };
+        match client
+            .update_workspace_roles(&w.id, &[change], ctx.calls)
+            .await
+        {
+            Ok(()) => gone.push(role_name(&role).to_string()),
+            Err(e) if e.status == Some(404) => return Ok(Taken::WorkspaceGone),
+            Err(e) if e.status == Some(422) => return Ok(Taken::Refused(e.message)),
+            Err(e) => return Err(Failure::Api(e, Area::Roles)),
+        }
+    }
+    Ok(Taken::Roles(gone))
+}
+
 async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let Some(leaver) = ctx.fact_i64("member_id") else {
         return Ok(StepOutput::summary(
@@ -657,7 +696,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
         protect(client, ctx, who).await?;
     }
     let active: Vec<String> = team.iter().map(|m| m.id.to_string()).collect();
-    'workspaces: for w in &held {
+    for w in &held {
         let Some(current) = client
             .workspace_roles(&w.id, ctx.calls)
             .await
@@ -679,29 +718,12 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
             ));
             mine.retain(|r| r != ROLE_ADMIN);
         }
-        let mut gone = Vec::new();
-        // One request per role: Postman takes one action per user in a request.
-        for role in mine {
-            let change = RoleChange {
-                add: false,
-                user: leaver,
-                role: role.clone(),
-            };
-            match client
-                .update_workspace_roles(&w.id, &[change], ctx.calls)
-                .await
-            {
-                Ok(()) => gone.push(role_name(&role).to_string()),
-                Err(e) if e.status == Some(404) => continue 'workspaces,
-                Err(e) if e.status == Some(422) => {
-                    kept.push(ws_reason(w, &e.message));
-                    continue 'workspaces;
-                }
-                Err(e) => return Err(Failure::Api(e, Area::Roles)),
+        match take_roles(client, ctx, w, leaver, mine).await? {
+            Taken::Roles(gone) if !gone.is_empty() => {
+                removed.push(json!({ "id": w.id, "name": w.name, "roles": gone }))
             }
-        }
-        if !gone.is_empty() {
-            removed.push(json!({ "id": w.id, "name": w.name, "roles": gone }));
+            Taken::Roles(_) | Taken::WorkspaceGone => {}
+            Taken::Refused(why) => kept.push(ws_reason(w, &why)),
         }
     }
     Ok(StepOutput::summary(format!(
