@@ -58,6 +58,9 @@ pub async fn run() -> Outcome {
         timeout_secs: 10,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     };
     let smartsheet_client = AppClient::new(&smartsheet_conn, Secret::new(seed.token.clone()))
         .map_err(|e| fail(EXIT_FAILURE, e))?;
@@ -72,6 +75,9 @@ pub async fn run() -> Outcome {
         timeout_secs: 10,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     };
     let postman_client = AppClient::Postman(
         PostmanClient::with_keys(

@@ -130,6 +130,7 @@ pub fn reappeared_code(app: &str) -> Option<Code> {
     match app {
         "smartsheet" => Some(Code::Smt113B),
         "postman" => Some(Code::Post113B),
+        "scim" => Some(Code::Scim113B),
         _ => None,
     }
 }
@@ -166,6 +167,16 @@ impl Account {
                         || facts.get("scim_active").and_then(Value::as_bool) == Some(true),
                 }
             }
+            // A SCIM app's `find-user` records the SCIM id and `active`; a deleted user
+            // is not found at all.
+            "scim" => Account {
+                user_id: None,
+                scim_id: facts
+                    .get("scim_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                active: facts.get("scim_active").and_then(Value::as_bool) == Some(true),
+            },
             _ => Account {
                 user_id: facts.get("user_id").and_then(Value::as_i64),
                 scim_id: None,

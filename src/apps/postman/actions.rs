@@ -840,6 +840,9 @@ mod tests {
             timeout_secs: 2,
             protected: Vec::new(),
             allow_admins: false,
+            scim_match: None,
+            offboard: None,
+            remove_from_groups: None,
         };
         Client::with_keys(&config, Secret::new(key), Secret::new(key))
             .unwrap()
@@ -858,6 +861,7 @@ mod tests {
             person_email: email.into(),
             transfer_to: transfer_to.map(str::to_string),
             not_before: None,
+            employee_id: None,
         }
     }
 
