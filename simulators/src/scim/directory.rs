@@ -334,6 +334,8 @@ impl Directory {
     /// The resource's JSON as the provider returns it.
     pub fn render(&self, kind: Kind, resource: &Resource, view: View<'_>) -> Value {
         let mut out = resource.attrs.clone();
+        // RFC 7643 §4.1.1: a password is never returned.
+        out.retain(|k, _| !k.eq_ignore_ascii_case("password"));
         if !out.contains_key("schemas") {
             out.insert("schemas".to_string(), json!([kind.schema()]));
         }
