@@ -14,9 +14,11 @@
 //!   [`kit::Chaos`], killable connections.
 //! - [`smartsheet`], the Smartsheet simulator, [`smartsheet::SmartsheetSim`].
 //! - [`postman`], the Postman simulator, [`postman::PostmanSim`].
+//! - [`scim`], a SCIM 2.0 provider written from RFC 7643/7644, [`scim::ScimSim`].
 
 #![warn(missing_docs)]
 
 pub mod kit;
 pub mod postman;
+pub mod scim;
 pub mod smartsheet;
