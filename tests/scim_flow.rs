@@ -317,7 +317,7 @@ async fn one(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_delete_connection_removes_the_user_and_a_second_delete_is_done() {
+async fn a_delete_connection_empties_the_groups_then_deletes_the_user() {
     let p = provider(ScimOptions::default()).await;
     let event = scim_event("ev-scim-del", OFFBOARDING, LEAVER, None, None);
     let (wf, url) = one(
