@@ -132,7 +132,14 @@ async fn find_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             ),
         ));
     }
-    let user = matching.remove(0);
+    // A list may hold only some attributes (the RFC's own example lists `userName`
+    // alone); the user's own record is the evidence.
+    let listed = matching.remove(0);
+    let user = client
+        .get_user(text(&listed, "id"), ctx.calls)
+        .await
+        .map_err(api(Area::Users))?
+        .map_or(listed, |full| full.body);
     protect(client, ctx, &user).await?;
     let (id, active) = (text(&user, "id"), is_active(&user));
     let mut summary = format!(
