@@ -595,3 +595,37 @@ async fn a_rate_limited_provider_is_paced_within_its_budget_and_its_retry_after_
     assert!(took >= floor, "{} calls in {took:?}", calls.len());
     drop_database(&url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_lists_the_writes_of_a_scim_offboarding_and_sends_none() {
+    let p = provider(ScimOptions::default()).await;
+    let (url, _db) = fresh_database(Db::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &url, &p.sim.base_url());
+    let args = [
+        "plan",
+        "--email",
+        LEAVER,
+        "--transfer-to",
+        COLLEAGUE,
+        "--connection",
+        "scim",
+    ];
+    let (code, out, err) = offboard(&config, &args, SCIM_TOKEN).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("would complete: deactivated"), "{out}");
+    assert!(
+        out.contains("nothing is transferred to grace@example.com in this app"),
+        "{out}"
+    );
+    for write in [
+        format!("PATCH /Groups/{}", p.groups[0]),
+        format!("PATCH /Groups/{}", p.groups[1]),
+        format!("PATCH /Users/{}", p.leaver),
+    ] {
+        assert!(out.contains(&write), "{write} missing from:\n{out}");
+    }
+    assert!(writes(&p.sim.calls()).is_empty());
+    assert_eq!(p.sim.user_active(&p.leaver), Some(true));
+    assert_eq!(p.sim.user_groups(&p.leaver).len(), 2);
+}
