@@ -221,6 +221,35 @@ async fn list_responses_have_the_rfc_shape_and_page_from_one() {
         .await;
     assert_eq!(list["itemsPerPage"], 3);
     assert_eq!(list["Resources"].as_array().unwrap().len(), 3);
+
+    // One that ignores startIndex answers the first page again: a client paging by
+    // startIndex alone would loop.
+    provider
+        .sim
+        .set_options(ScimOptions::default().ignoring_start_index());
+    let (_, list) = provider
+        .json(Method::GET, "/Users?startIndex=3&count=1", None)
+        .await;
+    assert_eq!(list["startIndex"], 1);
+    assert_eq!(list["Resources"][0]["userName"], "Babs");
+}
+
+#[tokio::test]
+async fn the_demo_directory_has_its_leaver_in_two_groups() {
+    let sim = ScimSim::start().await.unwrap();
+    let seed = sim.seed_demo();
+    assert_eq!(
+        sim.find_user(&seed.leaver_email),
+        Some(seed.leaver_id.clone())
+    );
+    let mut groups = sim.user_groups(&seed.leaver_id);
+    groups.sort();
+    let mut expected = seed.leaver_groups.clone();
+    expected.sort();
+    assert_eq!(groups, expected);
+    let user = sim.user(&seed.leaver_id).unwrap();
+    assert_eq!(user["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(sim.user_active(&seed.reclaim_id), Some(true));
 }
 
 /// A group holding users with the RFC examples' ids, elided ones included.

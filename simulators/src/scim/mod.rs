@@ -29,8 +29,8 @@
 //! 501 Not Implemented, RFC 7644 §3.12; PUT of the full resource works), ETags, no
 //! filtering (`filter.supported=false`; any `filter` answers 400 `invalidFilter`, whose
 //! RFC definition covers "filter … not supported"), Groups that do not filter on
-//! `members` ([`MembersFilter`]), a provider that ignores `count`, users without a
-//! `groups` attribute. At run time a test revokes tokens, forbids Users or Groups (403),
+//! `members` ([`MembersFilter`]), a provider that ignores `count` or `startIndex`, users
+//! without a `groups` attribute. At run time a test revokes tokens, forbids Users or Groups (403),
 //! sets a rate limit (429 with `Retry-After`), makes the next conditional writes lose an
 //! ETag race ([`ScimSim::race_next_writes`]), injects [`Fault`]s (error replies, slow or
 //! dropped connections, any raw reply) and random trouble ([`ScimSim::set_chaos`]).
@@ -42,6 +42,7 @@
 //! filter matches nothing; a missing `count` means `maxResults`; `count` above
 //! `maxResults` is capped to it; removing a member a group does not have succeeds.
 
+mod demo;
 mod directory;
 mod error;
 pub mod filter;
@@ -59,6 +60,7 @@ use serde_json::{json, Value};
 use crate::kit::{self, SimServer};
 use directory::{Directory, Kind, View};
 
+pub use demo::ScimDemoSeed;
 pub use directory::{GROUP_SCHEMA, USER_SCHEMA};
 pub use error::{ScimError, ERROR_SCHEMA, SCIM_JSON};
 pub use patch::PATCH_SCHEMA;
@@ -99,6 +101,9 @@ pub struct ScimOptions {
     /// When `false`, `count` is ignored: each page holds every resource from
     /// `startIndex` on (`itemsPerPage` says how many).
     pub honour_count: bool,
+    /// When `false`, `startIndex` is ignored: every request gets the first page again,
+    /// so a client that follows `startIndex` alone pages forever.
+    pub honour_start_index: bool,
     /// How Groups treat a filter on `members`.
     pub members_filter: MembersFilter,
     /// Whether users carry the read-only `groups` attribute.
@@ -113,6 +118,7 @@ impl Default for ScimOptions {
             filter: true,
             max_results: 100,
             honour_count: true,
+            honour_start_index: true,
             members_filter: MembersFilter::Supported,
             user_groups: true,
         }
@@ -141,6 +147,12 @@ impl ScimOptions {
     /// A provider that returns every resource on each page, whatever `count` says.
     pub fn ignoring_count(mut self) -> Self {
         self.honour_count = false;
+        self
+    }
+
+    /// A provider that answers the first page whatever `startIndex` says.
+    pub fn ignoring_start_index(mut self) -> Self {
+        self.honour_start_index = false;
         self
     }
 
@@ -591,6 +603,17 @@ impl ScimSim {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The id of the user with this `userName` (case-insensitive).
+    pub fn find_user(&self, user_name: &str) -> Option<String> {
+        let st = lock(&self.shared);
+        let found = st.directory.all(Kind::User).iter().find(|u| {
+            u.attr("userName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+        });
+        found.map(|u| u.id.clone())
     }
 
     /// Ids of every user, in creation order.

@@ -397,7 +397,12 @@ fn list(
     let st = lock(shared);
     let filter = list_filter(&st, kind, params)?;
     let max = i64::from(st.options.max_results);
-    let start = int_param(params, "startIndex", 1)?.max(1);
+    let asked_start = int_param(params, "startIndex", 1)?.max(1);
+    let start = if st.options.honour_start_index {
+        asked_start
+    } else {
+        1
+    };
     let count = int_param(params, "count", max)?.clamp(0, max);
     let matching: Vec<Value> = st
         .directory
