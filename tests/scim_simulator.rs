@@ -536,7 +536,7 @@ async fn a_provider_without_patch_takes_a_put_of_the_whole_user() {
 }
 
 #[tokio::test]
-async fn providers_that_filter_less_say_so_or_return_everything() {
+async fn providers_that_offer_less_say_so_or_return_everything() {
     let provider =
         Provider::start(ScimOptions::default().members_filter(MembersFilter::Rejected)).await;
     let a = provider.sim.add_user(ScimUser::new("a@x.io"));
@@ -560,6 +560,23 @@ async fn providers_that_filter_less_say_so_or_return_everything() {
     let (_, list) = provider.json(Method::GET, &by_member, None).await;
     assert_eq!(list["totalResults"], 1);
     assert_eq!(list["Resources"][0]["displayName"], "A");
+
+    provider
+        .sim
+        .set_options(ScimOptions::default().without_users());
+    let (_, types) = provider.json(Method::GET, "/ResourceTypes", None).await;
+    let names: Vec<&str> = types["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Group"]);
+    let (status, error) = provider.json(Method::GET, "/Users", None).await;
+    assert_eq!(
+        (status, error["status"].as_str()),
+        (StatusCode::NOT_FOUND, Some("404"))
+    );
 
     provider
         .sim

@@ -30,7 +30,7 @@
 //! filtering (`filter.supported=false`; any `filter` answers 400 `invalidFilter`, whose
 //! RFC definition covers "filter … not supported"), Groups that do not filter on
 //! `members` ([`MembersFilter`]), a provider that ignores `count` or `startIndex`, users
-//! without a `groups` attribute. At run time a test revokes tokens, forbids Users or Groups (403),
+//! without a `groups` attribute, no `User` resource type at all. At run time a test revokes tokens, forbids Users or Groups (403),
 //! sets a rate limit (429 with `Retry-After`), makes the next conditional writes lose an
 //! ETag race ([`ScimSim::race_next_writes`]), injects [`Fault`]s (error replies, slow or
 //! dropped connections, any raw reply) and random trouble ([`ScimSim::set_chaos`]).
@@ -108,6 +108,9 @@ pub struct ScimOptions {
     pub members_filter: MembersFilter,
     /// Whether users carry the read-only `groups` attribute.
     pub user_groups: bool,
+    /// Whether the provider has a `User` resource type; when `false`, `/ResourceTypes`
+    /// lists only `Group` and every `/Users` call answers 404 (a groups-only provider).
+    pub users: bool,
 }
 
 impl Default for ScimOptions {
@@ -121,6 +124,7 @@ impl Default for ScimOptions {
             honour_start_index: true,
             members_filter: MembersFilter::Supported,
             user_groups: true,
+            users: true,
         }
     }
 }
@@ -165,6 +169,12 @@ impl ScimOptions {
     /// Sets how Groups treat a filter on `members`.
     pub fn members_filter(mut self, how: MembersFilter) -> Self {
         self.members_filter = how;
+        self
+    }
+
+    /// A provider with no `User` resource type (`/Users` answers 404).
+    pub fn without_users(mut self) -> Self {
+        self.users = false;
         self
     }
 
