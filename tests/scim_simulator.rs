@@ -221,6 +221,35 @@ async fn list_responses_have_the_rfc_shape_and_page_from_one() {
         .await;
     assert_eq!(list["itemsPerPage"], 3);
     assert_eq!(list["Resources"].as_array().unwrap().len(), 3);
+
+    // One that ignores startIndex answers the first page again: a client paging by
+    // startIndex alone would loop.
+    provider
+        .sim
+        .set_options(ScimOptions::default().ignoring_start_index());
+    let (_, list) = provider
+        .json(Method::GET, "/Users?startIndex=3&count=1", None)
+        .await;
+    assert_eq!(list["startIndex"], 1);
+    assert_eq!(list["Resources"][0]["userName"], "Babs");
+}
+
+#[tokio::test]
+async fn the_demo_directory_has_its_leaver_in_two_groups() {
+    let sim = ScimSim::start().await.unwrap();
+    let seed = sim.seed_demo();
+    assert_eq!(
+        sim.find_user(&seed.leaver_email),
+        Some(seed.leaver_id.clone())
+    );
+    let mut groups = sim.user_groups(&seed.leaver_id);
+    groups.sort();
+    let mut expected = seed.leaver_groups.clone();
+    expected.sort();
+    assert_eq!(groups, expected);
+    let user = sim.user(&seed.leaver_id).unwrap();
+    assert_eq!(user["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(sim.user_active(&seed.reclaim_id), Some(true));
 }
 
 /// A group holding users with the RFC examples' ids, elided ones included.
@@ -507,7 +536,7 @@ async fn a_provider_without_patch_takes_a_put_of_the_whole_user() {
 }
 
 #[tokio::test]
-async fn providers_that_filter_less_say_so_or_return_everything() {
+async fn providers_that_offer_less_say_so_or_return_everything() {
     let provider =
         Provider::start(ScimOptions::default().members_filter(MembersFilter::Rejected)).await;
     let a = provider.sim.add_user(ScimUser::new("a@x.io"));
@@ -531,6 +560,23 @@ async fn providers_that_filter_less_say_so_or_return_everything() {
     let (_, list) = provider.json(Method::GET, &by_member, None).await;
     assert_eq!(list["totalResults"], 1);
     assert_eq!(list["Resources"][0]["displayName"], "A");
+
+    provider
+        .sim
+        .set_options(ScimOptions::default().without_users());
+    let (_, types) = provider.json(Method::GET, "/ResourceTypes", None).await;
+    let names: Vec<&str> = types["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Group"]);
+    let (status, error) = provider.json(Method::GET, "/Users", None).await;
+    assert_eq!(
+        (status, error["status"].as_str()),
+        (StatusCode::NOT_FOUND, Some("404"))
+    );
 
     provider
         .sim

@@ -435,3 +435,62 @@ fn writable_attrs(kind: Kind, body: &Value) -> Result<Map<String, Value>, ScimEr
     attrs.retain(|k, _| !kind.read_only().iter().any(|r| r.eq_ignore_ascii_case(k)));
     Ok(attrs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIEW: View<'static> = View {
+        base: "http://sim/scim/v2",
+        etags: true,
+        user_groups: true,
+    };
+
+    fn user(dir: &mut Directory, name: &str) -> String {
+        dir.create(Kind::User, &json!({"userName": name}), None)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_users_groups_follow_membership_and_deletion() {
+        let mut dir = Directory::default();
+        let (a, b) = (user(&mut dir, "a"), user(&mut dir, "b"));
+        let body = json!({"displayName": "G", "members": [{"value": a}, {"value": b}]});
+        let g = dir.create(Kind::Group, &body, None).unwrap();
+        let rendered = dir.render(Kind::User, dir.get(Kind::User, &a).unwrap(), VIEW);
+        assert_eq!(rendered["groups"][0]["value"], json!(g));
+        assert_eq!(rendered["meta"]["version"], "W/\"1\"");
+        let group = dir.render(Kind::Group, dir.get(Kind::Group, &g).unwrap(), VIEW);
+        assert_eq!(group["members"][0]["display"], "a");
+        assert_eq!(
+            group["members"][0]["$ref"],
+            json!(format!("http://sim/scim/v2/Users/{a}"))
+        );
+
+        dir.delete(Kind::User, &a).unwrap();
+        let group = dir.get(Kind::Group, &g).unwrap();
+        assert_eq!(member_ids(group), vec![b.as_str()]);
+        assert_eq!(group.version, 2);
+    }
+
+    #[test]
+    fn writes_keep_the_directory_consistent() {
+        let mut dir = Directory::default();
+        let a = user(&mut dir, "Babs");
+        let taken = dir.create(Kind::User, &json!({"userName": "BABS"}), None);
+        assert_eq!(taken.unwrap_err().status, 409);
+        let ghost = json!({"displayName": "G", "members": [{"value": "nobody"}]});
+        let err = dir.create(Kind::Group, &ghost, None).unwrap_err();
+        assert_eq!(err.scim_type, Some("invalidValue"));
+        let put = json!({"userName": "Babs", "active": "no", "groups": []});
+        assert_eq!(
+            dir.replace(Kind::User, &a, &put).unwrap_err().scim_type,
+            Some("invalidValue")
+        );
+        let put = json!({"userName": "Babs", "id": "other", "groups": [{"value": "x"}]});
+        dir.replace(Kind::User, &a, &put).unwrap();
+        let stored = dir.get(Kind::User, &a).unwrap();
+        assert!(stored.attr("groups").is_none() && stored.attr("id").is_none());
+        assert_eq!(stored.version, 2);
+    }
+}

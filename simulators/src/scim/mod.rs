@@ -29,8 +29,8 @@
 //! 501 Not Implemented, RFC 7644 §3.12; PUT of the full resource works), ETags, no
 //! filtering (`filter.supported=false`; any `filter` answers 400 `invalidFilter`, whose
 //! RFC definition covers "filter … not supported"), Groups that do not filter on
-//! `members` ([`MembersFilter`]), a provider that ignores `count`, users without a
-//! `groups` attribute. At run time a test revokes tokens, forbids Users or Groups (403),
+//! `members` ([`MembersFilter`]), a provider that ignores `count` or `startIndex`, users
+//! without a `groups` attribute, no `User` resource type at all. At run time a test revokes tokens, forbids Users or Groups (403),
 //! sets a rate limit (429 with `Retry-After`), makes the next conditional writes lose an
 //! ETag race ([`ScimSim::race_next_writes`]), injects [`Fault`]s (error replies, slow or
 //! dropped connections, any raw reply) and random trouble ([`ScimSim::set_chaos`]).
@@ -42,6 +42,7 @@
 //! filter matches nothing; a missing `count` means `maxResults`; `count` above
 //! `maxResults` is capped to it; removing a member a group does not have succeeds.
 
+mod demo;
 mod directory;
 mod error;
 pub mod filter;
@@ -59,6 +60,7 @@ use serde_json::{json, Value};
 use crate::kit::{self, SimServer};
 use directory::{Directory, Kind, View};
 
+pub use demo::ScimDemoSeed;
 pub use directory::{GROUP_SCHEMA, USER_SCHEMA};
 pub use error::{ScimError, ERROR_SCHEMA, SCIM_JSON};
 pub use patch::PATCH_SCHEMA;
@@ -99,10 +101,16 @@ pub struct ScimOptions {
     /// When `false`, `count` is ignored: each page holds every resource from
     /// `startIndex` on (`itemsPerPage` says how many).
     pub honour_count: bool,
+    /// When `false`, `startIndex` is ignored: every request gets the first page again,
+    /// so a client that follows `startIndex` alone pages forever.
+    pub honour_start_index: bool,
     /// How Groups treat a filter on `members`.
     pub members_filter: MembersFilter,
     /// Whether users carry the read-only `groups` attribute.
     pub user_groups: bool,
+    /// Whether the provider has a `User` resource type; when `false`, `/ResourceTypes`
+    /// lists only `Group` and every `/Users` call answers 404 (a groups-only provider).
+    pub users: bool,
 }
 
 impl Default for ScimOptions {
@@ -113,8 +121,10 @@ impl Default for ScimOptions {
             filter: true,
             max_results: 100,
             honour_count: true,
+            honour_start_index: true,
             members_filter: MembersFilter::Supported,
             user_groups: true,
+            users: true,
         }
     }
 }
@@ -144,6 +154,12 @@ impl ScimOptions {
         self
     }
 
+    /// A provider that answers the first page whatever `startIndex` says.
+    pub fn ignoring_start_index(mut self) -> Self {
+        self.honour_start_index = false;
+        self
+    }
+
     /// Sets `filter.maxResults` (at least 1).
     pub fn max_results(mut self, max: u32) -> Self {
         self.max_results = max.max(1);
@@ -153,6 +169,12 @@ impl ScimOptions {
     /// Sets how Groups treat a filter on `members`.
     pub fn members_filter(mut self, how: MembersFilter) -> Self {
         self.members_filter = how;
+        self
+    }
+
+    /// A provider with no `User` resource type (`/Users` answers 404).
+    pub fn without_users(mut self) -> Self {
+        self.users = false;
         self
     }
 
@@ -591,6 +613,17 @@ impl ScimSim {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The id of the user with this `userName` (case-insensitive).
+    pub fn find_user(&self, user_name: &str) -> Option<String> {
+        let st = lock(&self.shared);
+        let found = st.directory.all(Kind::User).iter().find(|u| {
+            u.attr("userName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+        });
+        found.map(|u| u.id.clone())
     }
 
     /// Ids of every user, in creation order.

@@ -61,36 +61,9 @@ fn apply_one(
     operation: &Value,
     read_only: &[&str],
 ) -> Result<(), ScimError> {
-    let op = match operation
-        .get("op")
-        .and_then(Value::as_str)
-        .map(str::to_ascii_lowercase)
-    {
-        Some(op) if op == "add" => Op::Add,
-        Some(op) if op == "remove" => Op::Remove,
-        Some(op) if op == "replace" => Op::Replace,
-        _ => {
-            return Err(ScimError::bad_request(
-                "invalidSyntax",
-                "op must be add, remove or replace",
-            ))
-        }
-    };
+    let op = parse_op(operation)?;
     let value = operation.get("value");
-    let path = match operation.get("path") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) => Some(
-            parse_patch_path(p)
-                .map_err(|e| ScimError::bad_request("invalidPath", e.to_string()))?,
-        ),
-        Some(_) => {
-            return Err(ScimError::bad_request(
-                "invalidPath",
-                "path must be a string",
-            ))
-        }
-    };
-    match (op, path) {
+    match (op, parse_path(operation)?) {
         (Op::Remove, None) => Err(ScimError::bad_request("noTarget", "remove needs a path")),
         (_, None) => {
             let Some(Value::Object(values)) = value else {
@@ -113,29 +86,65 @@ fn apply_one(
                     "add and replace need a value",
                 ));
             }
-            let target = match &path.attr.uri {
-                Some(uri) if !uri.to_ascii_lowercase().contains(":core:") => {
-                    let key = find_key(attrs, uri).cloned().unwrap_or_else(|| uri.clone());
-                    let ext = attrs
-                        .entry(key)
-                        .or_insert_with(|| Value::Object(Map::new()));
-                    match ext {
-                        Value::Object(map) => map,
-                        _ => {
-                            return Err(ScimError::bad_request(
-                                "invalidPath",
-                                "not an extension object",
-                            ))
-                        }
-                    }
-                }
-                _ => attrs,
-            };
+            let target = extension_or_core(attrs, &path)?;
             match &path.filter {
                 Some(filter) => apply_filtered(target, op, &path, filter, value),
                 None => apply_plain(target, op, &path, value),
             }
         }
+    }
+}
+
+fn parse_op(operation: &Value) -> Result<Op, ScimError> {
+    let op = operation.get("op").and_then(Value::as_str).unwrap_or("");
+    [
+        ("add", Op::Add),
+        ("remove", Op::Remove),
+        ("replace", Op::Replace),
+    ]
+    .into_iter()
+    .find(|(name, _)| op.eq_ignore_ascii_case(name))
+    .map(|(_, op)| op)
+    .ok_or_else(|| ScimError::bad_request("invalidSyntax", "op must be add, remove or replace"))
+}
+
+fn parse_path(operation: &Value) -> Result<Option<PatchPath>, ScimError> {
+    match operation.get("path") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) => parse_patch_path(p)
+            .map(Some)
+            .map_err(|e| ScimError::bad_request("invalidPath", e.to_string())),
+        Some(_) => Err(ScimError::bad_request(
+            "invalidPath",
+            "path must be a string",
+        )),
+    }
+}
+
+/// The attributes a path addresses: an extension's object for a path with an extension
+/// schema URI (`urn:…:enterprise:2.0:User:employeeNumber`), else the resource's own.
+fn extension_or_core<'a>(
+    attrs: &'a mut Map<String, Value>,
+    path: &PatchPath,
+) -> Result<&'a mut Map<String, Value>, ScimError> {
+    let Some(uri) = path
+        .attr
+        .uri
+        .as_ref()
+        .filter(|u| !u.to_ascii_lowercase().contains(":core:"))
+    else {
+        return Ok(attrs);
+    };
+    let key = find_key(attrs, uri).cloned().unwrap_or_else(|| uri.clone());
+    match attrs
+        .entry(key)
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        Value::Object(map) => Ok(map),
+        _ => Err(ScimError::bad_request(
+            "invalidPath",
+            "not an extension object",
+        )),
     }
 }
 

@@ -172,6 +172,12 @@ fn admit(st: &mut SimState, parts: &axum::http::request::Parts, has_body: bool) 
             Trouble::Dropped => FaultKind::DropConnection,
         }));
     }
+    if !st.options.users && local.starts_with("/Users") {
+        return Err(ScimError::new(
+            404,
+            "this provider has no User resource type",
+        ));
+    }
     if (st.users_forbidden && local.starts_with("/Users"))
         || (st.groups_forbidden && local.starts_with("/Groups"))
     {
@@ -294,8 +300,18 @@ fn list_of(resources: Vec<Value>) -> Value {
 }
 
 async fn resource_types(State(shared): State<Shared>) -> Response {
-    let base = lock(&shared).base.clone();
-    let types = [("User", "/Users", USER_SCHEMA), ("Group", "/Groups", GROUP_SCHEMA)].map(|(name, endpoint, schema)| {
+    let (base, users) = {
+        let st = lock(&shared);
+        (st.base.clone(), st.options.users)
+    };
+    let all = [
+        ("User", "/Users", USER_SCHEMA),
+        ("Group", "/Groups", GROUP_SCHEMA),
+    ];
+    let offered = all
+        .into_iter()
+        .filter(|(name, _, _)| users || *name != "User");
+    let types: Vec<Value> = offered.map(|(name, endpoint, schema)| {
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
             "id": name,
@@ -304,8 +320,8 @@ async fn resource_types(State(shared): State<Shared>) -> Response {
             "schema": schema,
             "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/{name}")},
         })
-    });
-    scim_json(StatusCode::OK, &list_of(types.to_vec()))
+    }).collect();
+    scim_json(StatusCode::OK, &list_of(types))
 }
 
 fn attribute(name: &str, kind: &str, multi: bool, case_exact: bool, mutability: &str) -> Value {
@@ -397,7 +413,12 @@ fn list(
     let st = lock(shared);
     let filter = list_filter(&st, kind, params)?;
     let max = i64::from(st.options.max_results);
-    let start = int_param(params, "startIndex", 1)?.max(1);
+    let asked_start = int_param(params, "startIndex", 1)?.max(1);
+    let start = if st.options.honour_start_index {
+        asked_start
+    } else {
+        1
+    };
     let count = int_param(params, "count", max)?.clamp(0, max);
     let matching: Vec<Value> = st
         .directory
