@@ -1,162 +1,17 @@
 //! SCIM workflows end to end: real RabbitMQ, a real PostgreSQL database, the SCIM
 //! simulator (`offboard_simulators::scim`) standing in for the provider, and the
-//! `offboard` binary for `check`, `show`, `replay` and `explain`. Each test seeds its own
-//! provider and checks, from the simulator's own request log, what reached the provider.
+//! `offboard` binary for `check`, `show`, `replay`, `plan` and `explain`. Each test seeds
+//! its own provider and checks, from the simulator's own request log, what reached it.
 
+mod scim_support;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use offboard::apps::AppClient;
-use offboard::config::{Config, ConnectionConfig, Secret};
-use offboard::runtime::definitions::Registry;
-use offboard::runtime::engine::Engine;
-use offboard::store::entities::workflow;
-use offboard::store::Store;
-use offboard_simulators::scim::{
-    Fault, FaultKind, ScimCall, ScimGroup, ScimOptions, ScimSim, ScimUser,
-};
+use offboard_simulators::scim::{Fault, FaultKind, ScimCall, ScimGroup, ScimOptions, ScimUser};
+use scim_support::*;
 use serde_json::{json, Value};
-use support::*;
-
-const SCIM_TOKEN: &str = "scim-test-7d1e44b09a3c";
-const SCIM_TOKEN_ENV: &str = "OFFBOARD_TEST_SCIM_TOKEN";
-const OFFBOARDING: &str = "offboarding.requested";
-const RECLAIM: &str = "license.reclaim.requested";
-
-/// A provider with a token, the leaver in two groups with a colleague, and the colleague.
-struct Provider {
-    sim: ScimSim,
-    leaver: String,
-    colleague: String,
-    groups: Vec<String>,
-}
-
-const LEAVER: &str = "ada@example.com";
-const COLLEAGUE: &str = "grace@example.com";
-
-async fn provider(options: ScimOptions) -> Provider {
-    let sim = ScimSim::start_with(options).await.unwrap();
-    sim.add_token(SCIM_TOKEN);
-    let leaver = sim.add_user(ScimUser::new(LEAVER).with_external_id("E1001"));
-    let colleague = sim.add_user(ScimUser::new(COLLEAGUE).with_external_id("E1002"));
-    let groups = ["Engineering", "Paid seats"]
-        .iter()
-        .map(|name| sim.add_group(ScimGroup::new(name, &[&leaver, &colleague])))
-        .collect();
-    Provider {
-        sim,
-        leaver,
-        colleague,
-        groups,
-    }
-}
-
-/// The `scim` connection to `url`, read from TOML as a user writes it, with `settings`
-/// lines added (`match = …`, `offboard = …`, `requests_per_minute = …`).
-fn scim_connection(url: &str, settings: &str) -> ConnectionConfig {
-    let rpm = if settings.contains("requests_per_minute") {
-        ""
-    } else {
-        "requests_per_minute = 6000\n"
-    };
-    let text = format!(
-        "[connections.scim]\napp = \"scim\"\nbase_url = \"{url}\"\ntoken_env = \"{SCIM_TOKEN_ENV}\"\ntimeout_secs = 5\n{rpm}{settings}\n"
-    );
-    Config::parse(&text).unwrap().connections["scim"].clone()
-}
-
-/// The engine for one `scim` connection, its client holding `token`.
-async fn scim_engine(database_url: &str, conn: ConnectionConfig, token: &str) -> Arc<Engine> {
-    let mut config = Config::defaults();
-    config.database_url = database_url.to_string();
-    config.amqp_url = AMQP_URL.to_string();
-    config.amqp = amqp_names();
-    config.connections.clear();
-    config.connections.insert("scim".into(), conn.clone());
-    let registry = Registry::load(None).unwrap();
-    let store = Store::open(database_url)
-        .await
-        .unwrap()
-        .with_audit_key(audit_key());
-    let engine = Engine::new(store, config, registry).with_lease(Duration::from_secs(3));
-    let client = AppClient::new(&conn, Secret::new(token)).unwrap();
-    engine.use_client("scim", client).await;
-    Arc::new(engine)
-}
-
-/// An event for `email` (and an `employee_id` when given).
-fn scim_event(
-    id: &str,
-    kind: &str,
-    email: &str,
-    employee_id: Option<&str>,
-    transfer_to: Option<&str>,
-) -> Vec<u8> {
-    let mut data = json!({ "person": { "email": email } });
-    if let Some(e) = employee_id {
-        data["person"]["employee_id"] = json!(e);
-    }
-    if let Some(t) = transfer_to {
-        data["transfer_to"] = json!({ "email": t });
-    }
-    json!({"specversion": "1.0", "id": id, "source": "test", "type": kind, "data": data})
-        .to_string()
-        .into_bytes()
-}
-
-/// Publishes an event and waits for its one workflow to end.
-async fn run(engine: &Arc<Engine>, event: Vec<u8>, kind: &str, id: &str) -> workflow::Model {
-    publish(&engine.config().amqp, kind, &event).await;
-    finished(engine.store(), id, 1, 40).await.remove(0)
-}
-
-/// The writes (not GET) the provider received, as `METHOD path`.
-fn writes(calls: &[ScimCall]) -> Vec<String> {
-    calls
-        .iter()
-        .filter(|c| c.method != "GET")
-        .map(|c| format!("{} {}", c.method, c.path))
-        .collect()
-}
-
-/// An `offboard.toml` naming this database and the `scim` connection.
-fn config_file(dir: &Path, database_url: &str, conn_url: &str) -> PathBuf {
-    let path = dir.join("offboard.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "database_url = \"{database_url}\"\n[connections.scim]\napp = \"scim\"\nbase_url = \"{conn_url}\"\ntoken_env = \"{SCIM_TOKEN_ENV}\"\ntimeout_secs = 5\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// Runs the binary (off the async workers, so the simulator keeps answering).
-async fn offboard(config: &Path, args: &[&str], token: &str) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_offboard"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env("OFFBOARD_AUDIT_KEY", AUDIT_KEY)
-        .env(SCIM_TOKEN_ENV, token)
-        .env_remove("OFFBOARD_CONFIG")
-        .env_remove("OFFBOARD_DATABASE_URL")
-        .env("NO_COLOR", "1");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{drop_database, fresh_database, serve, trail, writes_by_read_only_steps, Db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offboarding_deactivates_and_empties_groups_reclaim_keeps_them_and_trails_verify() {
@@ -293,27 +148,6 @@ async fn offboarding_deactivates_and_empties_groups_reclaim_keeps_them_and_trail
         (Some("scim"), Some("deactivated"))
     );
     drop_database(&url).await;
-}
-
-/// One workflow on a fresh database: the engine, and the workflow once ended.
-async fn one(
-    p: &Provider,
-    settings: &str,
-    event: Vec<u8>,
-    kind: &str,
-    id: &str,
-) -> (workflow::Model, String) {
-    let (url, _dir) = fresh_database(Db::Postgres).await;
-    let engine = scim_engine(
-        &url,
-        scim_connection(&p.sim.base_url(), settings),
-        SCIM_TOKEN,
-    )
-    .await;
-    let service = serve(&engine);
-    let wf = run(&engine, event, kind, id).await;
-    service.stop().await;
-    (wf, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
