@@ -381,4 +381,33 @@ mod tests {
         let other = classify("postman", &removed, &found(no_scim));
         assert_eq!(other.result, RecheckResult::Recreated);
     }
+
+    /// A SCIM app's `find-user` facts: the SCIM id and whether the user is active.
+    fn scim(id: &str, active: bool) -> Map<String, Value> {
+        let mut facts = Map::new();
+        facts.insert("scim_id".into(), id.into());
+        facts.insert("scim_active".into(), active.into());
+        facts
+    }
+
+    #[test]
+    fn on_a_scim_app_an_inactive_user_is_still_gone_and_an_active_one_is_scim_113_b() {
+        let removed = scim("u-1", true);
+        let still = classify("scim", &removed, &found(scim("u-1", false)));
+        assert_eq!((still.result, still.code), (RecheckResult::StillGone, None));
+        let back = classify("scim", &removed, &found(scim("u-1", true)));
+        assert_eq!(
+            (back.result, back.code, back.scim_id.as_deref()),
+            (
+                RecheckResult::Reactivated,
+                Some(Code::Scim113B),
+                Some("u-1")
+            )
+        );
+        let new = classify("scim", &removed, &found(scim("u-2", true)));
+        assert_eq!(
+            (new.result, new.code),
+            (RecheckResult::Recreated, Some(Code::Scim113B))
+        );
+    }
 }

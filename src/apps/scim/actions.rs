@@ -451,3 +451,22 @@ async fn confirm(client: &Client, ctx: &ActionContext<'_>, finish: bool) -> Acti
         ..StepOutput::summary(summary).fact("entitlements_after", after)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::definition::Definition;
+
+    /// Both shipped SCIM workflows end an account (so the mass-offboarding brake counts
+    /// them), start with a read (so they may recheck), and name only known actions.
+    #[test]
+    fn the_shipped_definitions_are_braked_and_start_with_a_read() {
+        for name in ["scim-offboard.toml", "scim-license-reclaim.toml"] {
+            let path = format!("{}/workflows/{name}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(path).unwrap();
+            let def = Definition::parse(&text, crate::apps::known_action).unwrap();
+            assert!(crate::apps::ends_account(&def), "{name}");
+            assert!(crate::apps::reads_only(&def.steps[0].action), "{name}");
+            assert!(!crate::apps::reads_only("scim.offboard_user"));
+        }
+    }
+}
