@@ -1,7 +1,7 @@
 //! What each SCIM provider condition turns into: the `-A` code of `offboard check` (the
 //! binary), the `-B` code of a run (RabbitMQ, PostgreSQL, the SCIM simulator), and the
 //! providers that differ (no `groups` on users, Groups that refuse or ignore a `members`
-//! filter, a provider that ignores `startIndex`).
+//! filter, a provider that ignores `startIndex`), and rechecks after a deactivation.
 
 mod scim_support;
 mod support;
@@ -267,5 +267,65 @@ async fn a_provider_ignoring_start_index_stops_with_scim_199_b_instead_of_paging
         "the second page, the same as the first, ends the lookup"
     );
     assert!(writes(&p.sim.calls()).is_empty());
+    drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recheck_reports_a_reactivated_user_as_scim_113_b_and_an_inactive_one_as_gone() {
+    let p = provider(ScimOptions::default()).await;
+    let workflows = support::fast_workflows(&["scim-offboard.toml", "scim-license-reclaim.toml"]);
+    let path = workflows.path().join("scim-offboard.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = support::edit(
+        &text,
+        r#"recheck_after = ["24h", "30d"]"#,
+        r#"recheck_after = ["2s"]"#,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (url, _db) = fresh_database(Db::Postgres).await;
+    let conn = scim_connection(&p.sim.base_url(), "");
+    let engine = scim_engine_in(&url, conn, SCIM_TOKEN, Some(workflows.path())).await;
+    let service = support::serve(&engine);
+    for (id, email) in [("ev-back", LEAVER), ("ev-gone", COLLEAGUE)] {
+        run(
+            &engine,
+            scim_event(id, OFFBOARDING, email, None, None),
+            OFFBOARDING,
+            id,
+        )
+        .await;
+    }
+    // The identity provider re-activates the leaver behind offboard's back.
+    p.sim.set_user_active(&p.leaver, true);
+    p.sim.clear_calls();
+    let store = engine.store();
+    let found = |id: &'static str| async move {
+        support::eventually(30, &format!("the recheck of {id}"), || async {
+            let row = store.by_event(id).await.unwrap().remove(0);
+            let loaded = store.load(&row.id).await.unwrap().unwrap();
+            (!loaded.state.rechecks.is_empty()).then_some(loaded)
+        })
+        .await
+    };
+    let back = found("ev-back").await;
+    let gone = found("ev-gone").await;
+    service.stop().await;
+    let finding = &back.state.rechecks[0].finding;
+    assert_eq!(
+        (finding.result.as_str(), finding.code.map(|c| c.as_str())),
+        ("reactivated", Some("SCIM-113-B"))
+    );
+    assert_eq!(finding.scim_id.as_deref(), Some(p.leaver.as_str()));
+    let clean = &gone.state.rechecks[0].finding;
+    assert_eq!((clean.result.as_str(), clean.code), ("still_gone", None));
+    for loaded in [&back, &gone] {
+        assert_eq!(loaded.row.outcome.as_deref(), Some("deactivated"));
+        let checked = offboard::evidence::replay(store, &loaded.row.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(checked.report.problem, None);
+    }
+    assert!(writes(&p.sim.calls()).is_empty(), "a recheck wrote");
     drop_database(&url).await;
 }

@@ -69,13 +69,25 @@ pub fn scim_connection(url: &str, settings: &str) -> ConnectionConfig {
 
 /// The engine for one `scim` connection, its client holding `token`.
 pub async fn scim_engine(database_url: &str, conn: ConnectionConfig, token: &str) -> Arc<Engine> {
+    scim_engine_in(database_url, conn, token, None).await
+}
+
+/// [`scim_engine`] with the workflow definitions of `workflows` (the shipped ones when
+/// `None`).
+pub async fn scim_engine_in(
+    database_url: &str,
+    conn: ConnectionConfig,
+    token: &str,
+    workflows: Option<&Path>,
+) -> Arc<Engine> {
     let mut config = Config::defaults();
+    config.workflows_dir = workflows.map(Path::to_path_buf);
     config.database_url = database_url.to_string();
     config.amqp_url = AMQP_URL.to_string();
     config.amqp = amqp_names();
     config.connections.clear();
     config.connections.insert("scim".into(), conn.clone());
-    let registry = Registry::load(None).unwrap();
+    let registry = Registry::load(config.workflows_dir.as_deref()).unwrap();
     let store = Store::open(database_url)
         .await
         .unwrap()
