@@ -298,8 +298,9 @@ impl Client {
         }
     }
 
-    /// The token's own SCIM user id (`GET /Me`, RFC 7644 §3.11), asked once; `None` when
-    /// the provider does not offer `/Me` or answers anything but a user.
+    /// The token's own SCIM user id (`GET /Me`, RFC 7644 §3.11), asked once (again after
+    /// a transient failure); `None` when the provider does not offer `/Me` or answers
+    /// anything but a user.
     pub async fn me(&self, log: &CallLog) -> Option<String> {
         let mut known = self.me.lock().await;
         if let Some(me) = known.as_ref() {
@@ -311,6 +312,8 @@ impl Client {
                 .get("id")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            // Asked again next time: an outage says nothing about whether `/Me` exists.
+            Err(e) if e.is_transient() => return None,
             Err(_) => None,
         };
         *known = Some(me.clone());
