@@ -463,3 +463,60 @@ async fn plan_lists_the_writes_of_a_scim_offboarding_and_sends_none() {
     assert_eq!(p.sim.user_active(&p.leaver), Some(true));
     assert_eq!(p.sim.user_groups(&p.leaver).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_scim_connections_side_by_side_each_offboard_on_their_own_provider() {
+    use offboard::apps::AppClient;
+    use offboard::config::{Config, Secret};
+    use offboard::runtime::definitions::Registry;
+    use offboard::runtime::engine::Engine;
+    use offboard::store::Store;
+
+    let slack = provider(ScimOptions::default()).await;
+    let github = provider(ScimOptions::default().with_etags()).await;
+    let (url, _dir) = fresh_database(Db::Postgres).await;
+    let mut config = Config::defaults();
+    config.database_url = url.clone();
+    config.amqp_url = support::AMQP_URL.into();
+    config.amqp = support::amqp_names();
+    config.connections.clear();
+    let slack_conn = scim_connection(&slack.sim.base_url(), "");
+    let github_conn = scim_connection(&github.sim.base_url(), "offboard = \"delete\"");
+    config
+        .connections
+        .insert("slack".into(), slack_conn.clone());
+    config
+        .connections
+        .insert("github".into(), github_conn.clone());
+    let store = Store::open(&url)
+        .await
+        .unwrap()
+        .with_audit_key(support::audit_key());
+    let engine = Engine::new(store, config, Registry::load(None).unwrap());
+    for (name, conn) in [("slack", &slack_conn), ("github", &github_conn)] {
+        let client = AppClient::new(conn, Secret::new(SCIM_TOKEN)).unwrap();
+        engine.use_client(name, client).await;
+    }
+    let engine = std::sync::Arc::new(engine);
+    let service = serve(&engine);
+    // No `connections` in the event: every configured connection runs.
+    let event = scim_event("ev-two-apps", OFFBOARDING, LEAVER, None, None);
+    support::publish(&engine.config().amqp, OFFBOARDING, &event).await;
+    let rows = support::finished(engine.store(), "ev-two-apps", 2, 40).await;
+    service.stop().await;
+    let mut outcomes: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.connection.clone(), r.outcome.clone()))
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("github".to_string(), Some("removed".to_string())),
+            ("slack".to_string(), Some("deactivated".to_string())),
+        ]
+    );
+    assert_eq!(slack.sim.user_active(&slack.leaver), Some(false));
+    assert_eq!(github.sim.user(&github.leaver), None);
+    drop_database(&url).await;
+}
