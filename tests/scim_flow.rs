@@ -180,6 +180,12 @@ async fn a_delete_connection_empties_the_groups_then_deletes_the_user() {
     for g in &p.groups {
         assert_eq!(p.sim.group_members(g), std::slice::from_ref(&p.colleague));
     }
+    // The trail, whose last step chose `removed` over the definition's `deactivated`,
+    // replays to the stored state.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &url, &p.sim.base_url());
+    let (code, out, err) = offboard(&config, &["replay", &wf.id], SCIM_TOKEN).await;
+    assert_eq!(code, 0, "{out}{err}");
     drop_database(&url).await;
 }
 

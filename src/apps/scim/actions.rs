@@ -218,11 +218,14 @@ async fn remove_from_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionR
     }
     let names: Vec<&str> = groups.iter().map(|(_, name)| name.as_str()).collect();
     let ids: Vec<&str> = groups.iter().map(|(group, _)| group.as_str()).collect();
-    Ok(StepOutput::summary(format!(
-        "took SCIM user {id:?} out of {} groups: {names:?}",
-        groups.len()
-    ))
-    .fact("groups_left", ids))
+    let count = match groups.len() {
+        1 => "1 group".to_string(),
+        n => format!("{n} groups"),
+    };
+    Ok(
+        StepOutput::summary(format!("took SCIM user {id:?} out of {count}: {names:?}"))
+            .fact("groups_left", ids),
+    )
 }
 
 /// The groups `user` is a direct member of, as (id, display name): its `groups`
