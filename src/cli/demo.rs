@@ -18,7 +18,7 @@ use crate::runtime::definitions::Registry;
 use crate::runtime::engine::Engine;
 use crate::store::Store;
 use offboard_simulators::postman::PostmanSim;
-use offboard_simulators::scim::{ScimGroup, ScimSim, ScimUser};
+use offboard_simulators::scim::{ScimDemoSeed, ScimSim};
 use offboard_simulators::smartsheet::SmartsheetSim;
 
 /// Runs the demo.
@@ -89,7 +89,7 @@ pub async fn run() -> Outcome {
         .map_err(|e| fail(EXIT_FAILURE, e))?,
     );
     config.connections.insert("postman".into(), postman_conn);
-    let (scim, scim_conn, scim_client) = scim_app(&seed.leaver_email, &seed.reclaim_email).await?;
+    let (scim, scim_seed, scim_conn, scim_client) = scim_app().await?;
     config.connections.insert("scim".into(), scim_conn);
     let registry = Registry::load(None).map_err(|e| fail(EXIT_FAILURE, e))?;
     let key = super::audit_key::resolve(&database_url).map_err(|e| fail(EXIT_FAILURE, e))?;
@@ -186,33 +186,27 @@ pub async fn run() -> Outcome {
         leaver.is_some(),
         reclaimed.is_some_and(|u| u.licensed_sheet_creator)
     );
-    let scim_leaver = scim.user_ids().into_iter().next().unwrap_or_default();
     println!(
-        "SCIM app now: leaver active = {:?}, in {} groups",
-        scim.user_active(&scim_leaver),
-        scim.user_groups(&scim_leaver).len()
+        "SCIM app now: leaver active = {:?}, in {} groups; reclaimed user active = {:?}",
+        scim.user_active(&scim_seed.leaver_id),
+        scim.user_groups(&scim_seed.leaver_id).len(),
+        scim.user_active(&scim_seed.reclaim_id)
     );
     println!("\nLook around: OFFBOARD_DATABASE_URL='{database_url}' offboard list   (then show / history / replay ID)");
     Ok(EXIT_OK)
 }
 
-/// A SCIM app for the demo: the in-process SCIM simulator with the leaver and the
-/// reclaimed user in one group, the `scim` connection to it and its client.
-async fn scim_app(
-    leaver: &str,
-    reclaimed: &str,
-) -> Result<(ScimSim, ConnectionConfig, AppClient), super::Failure> {
+/// A SCIM app for the demo: the in-process SCIM simulator seeded with the same people
+/// (the leaver in two groups), the `scim` connection to it and its client.
+async fn scim_app() -> Result<(ScimSim, ScimDemoSeed, ConnectionConfig, AppClient), super::Failure>
+{
     let sim = ScimSim::start().await.map_err(|e| {
         fail(
             EXIT_FAILURE,
             format!("cannot start the SCIM simulator: {e}"),
         )
     })?;
-    let token = "demo-scim-token";
-    sim.add_token(token);
-    let leaver = sim.add_user(ScimUser::new(leaver));
-    let reclaimed = sim.add_user(ScimUser::new(reclaimed));
-    sim.add_group(ScimGroup::new("Everyone", &[&leaver, &reclaimed]));
+    let seed = sim.seed_demo();
     let text = format!(
         "[connections.scim]\napp = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"OFFBOARD_DEMO_SCIM_TOKEN\"\nrequests_per_minute = 6000\n",
         sim.base_url()
@@ -222,6 +216,7 @@ async fn scim_app(
         .connections
         .remove("scim")
         .unwrap_or_else(|| unreachable!("the text names the connection"));
-    let client = AppClient::new(&conn, Secret::new(token)).map_err(|e| fail(EXIT_FAILURE, e))?;
-    Ok((sim, conn, client))
+    let client = AppClient::new(&conn, Secret::new(seed.token.clone()))
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    Ok((sim, seed, conn, client))
 }
