@@ -364,6 +364,36 @@ impl ApiHttp {
         }
     }
 
+    /// The request to send: the credential, the call's own headers, and the body as JSON
+    /// in the client's media type.
+    fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        credential: HeaderValue,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method.clone(), url)
+            .header(self.auth_header.clone(), credential)
+            .headers(headers);
+        match (self.media_type, body) {
+            (Some(media), body) => {
+                let request = request.header(ACCEPT, format!("{media}, application/json"));
+                match body {
+                    Some(body) => request
+                        .header(CONTENT_TYPE, media)
+                        .body(serde_json::to_vec(body).unwrap_or_default()),
+                    None => request,
+                }
+            }
+            (None, Some(body)) => request.json(body),
+            (None, None) => request,
+        }
+    }
+
     /// Shares this client's request budget, under the name `budget`, with every process
     /// taking slots from `source`.
     pub fn share_budget(&self, budget: &str, source: Arc<dyn SlotSource>) {
@@ -406,24 +436,7 @@ impl ApiHttp {
         })?;
         value.set_sensitive(true);
         let url = format!("{}{path}", self.base_url);
-        let mut request = self
-            .client
-            .request(method.clone(), &url)
-            .header(self.auth_header.clone(), value)
-            .headers(headers);
-        request = match (self.media_type, body) {
-            (Some(media), body) => {
-                request = request.header(ACCEPT, format!("{media}, application/json"));
-                match body {
-                    Some(body) => request
-                        .header(CONTENT_TYPE, media)
-                        .body(serde_json::to_vec(body).unwrap_or_default()),
-                    None => request,
-                }
-            }
-            (None, Some(body)) => request.json(body),
-            (None, None) => request,
-        };
+        let request = self.request(&method, &url, body, headers, value);
         let started = Instant::now();
         let outcome = async {
             let response = request.send().await?;
