@@ -102,6 +102,11 @@ async fn a_run_fails_with_the_b_code_of_each_condition_and_writes_nothing_it_sho
         content_type: "text/html".into(),
         body: "<html>sign in</html>".into(),
     };
+    let redirect = FaultKind::Reply {
+        status: 307,
+        content_type: "text/plain".into(),
+        body: String::new(),
+    };
     // (what, provider, connection settings, faults, expected code)
     let cases: Vec<(&str, ScimOptions, &str, Vec<Fault>, &str)> = vec![
         (
@@ -158,6 +163,13 @@ async fn a_run_fails_with_the_b_code_of_each_condition_and_writes_nothing_it_sho
             ScimOptions::default(),
             "",
             vec![always("GET", "/Users", html)],
+            "SCIM-199-B",
+        ),
+        (
+            "a redirect (never followed)",
+            ScimOptions::default(),
+            "",
+            vec![always("GET", "/Users", redirect)],
             "SCIM-199-B",
         ),
     ];
