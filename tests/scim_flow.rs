@@ -468,6 +468,23 @@ async fn plan_lists_the_writes_of_a_scim_offboarding_and_sends_none() {
     assert!(writes(&p.sim.calls()).is_empty());
     assert_eq!(p.sim.user_active(&p.leaver), Some(true));
     assert_eq!(p.sim.user_groups(&p.leaver).len(), 2);
+
+    // Matching on externalId: the plan needs the employee id, as the event would.
+    let config = config_file_with(
+        dir.path(),
+        &url,
+        &p.sim.base_url(),
+        "match = \"externalId\"",
+    );
+    let base = ["plan", "--email", LEAVER, "--connection", "scim"];
+    let (code, out, err) = offboard(&config, &base, SCIM_TOKEN).await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("SCIM-116-B"), "{out}");
+    let with_id = [&base[..], &["--employee-id", "E1001"]].concat();
+    let (code, out, err) = offboard(&config, &with_id, SCIM_TOKEN).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("PATCH /Users/{}", p.leaver)), "{out}");
+    assert!(writes(&p.sim.calls()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -108,6 +108,10 @@ enum Command {
         /// Who would receive the person's data.
         #[arg(long)]
         transfer_to: Option<String>,
+        /// The person's HR employee id (what a SCIM connection with `match =
+        /// "externalId"` looks for).
+        #[arg(long)]
+        employee_id: Option<String>,
         /// Event type.
         #[arg(long = "type", default_value = "offboarding.requested")]
         event_type: String,
@@ -334,6 +338,7 @@ async fn run(cli: Cli) -> Outcome {
         Command::Plan {
             email,
             transfer_to,
+            employee_id,
             event_type,
             connections,
             json,
@@ -342,6 +347,7 @@ async fn run(cli: Cli) -> Outcome {
             let args = plan::Args {
                 email,
                 transfer_to,
+                employee_id,
                 event_type,
                 connections,
                 json,

@@ -16,6 +16,8 @@ pub struct Args {
     pub email: String,
     /// `--transfer-to`.
     pub transfer_to: Option<String>,
+    /// `--employee-id`.
+    pub employee_id: Option<String>,
     /// `--type`.
     pub event_type: String,
     /// `--connection`, repeatable; empty for every configured one.
@@ -42,7 +44,11 @@ pub async fn run(config: &Config, args: Args) -> Outcome {
         event_type,
         time: Some(chrono::Utc::now()),
         person_email: event::valid_email(&args.email, "--email").map_err(usage)?,
-        employee_id: None,
+        employee_id: args
+            .employee_id
+            .map(|id| event::valid_employee_id(&id, "--employee-id"))
+            .transpose()
+            .map_err(usage)?,
         transfer_to: args
             .transfer_to
             .map(|t| event::valid_email(&t, "--transfer-to"))

@@ -283,6 +283,15 @@ fn printable(value: &str, field: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Accepts an employee id as an event's `data.person.employee_id` is accepted: at most
+/// 256 bytes, no control characters; kept exactly as given (a SCIM `externalId` is
+/// compared case-exactly).
+pub fn valid_employee_id(raw: &str, field: &str) -> Result<String, Rejection> {
+    bounded(raw, field, limits::EMPLOYEE_ID)?;
+    printable(raw, field)?;
+    Ok(raw.to_string())
+}
+
 /// Accepts `local@domain.tld` without spaces or control characters; returns it lower-cased.
 pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
     bounded(raw.trim(), field, limits::EMAIL)?;

@@ -135,11 +135,16 @@ pub fn writes(calls: &[ScimCall]) -> Vec<String> {
 
 /// An `offboard.toml` naming this database and the `scim` connection.
 pub fn config_file(dir: &Path, database_url: &str, conn_url: &str) -> PathBuf {
+    config_file_with(dir, database_url, conn_url, "")
+}
+
+/// [`config_file`] with `settings` lines added to the connection.
+pub fn config_file_with(dir: &Path, database_url: &str, conn_url: &str, settings: &str) -> PathBuf {
     let path = dir.join("offboard.toml");
     std::fs::write(
         &path,
         format!(
-            "database_url = \"{database_url}\"\n[connections.scim]\napp = \"scim\"\nbase_url = \"{conn_url}\"\ntoken_env = \"{SCIM_TOKEN_ENV}\"\ntimeout_secs = 5\n"
+            "database_url = \"{database_url}\"\n[connections.scim]\napp = \"scim\"\nbase_url = \"{conn_url}\"\ntoken_env = \"{SCIM_TOKEN_ENV}\"\ntimeout_secs = 5\n{settings}\n"
         ),
     )
     .unwrap();
