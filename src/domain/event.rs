@@ -471,4 +471,15 @@ mod tests {
         assert_eq!(r.code, Code::Evt101);
         assert!(r.message.len() < 100, "an unknown type is quoted in part");
     }
+
+    #[test]
+    fn an_employee_id_from_the_command_line_is_checked_like_an_events() {
+        let tricky = r#"E"9\ or userName pr or ""#;
+        assert_eq!(valid_employee_id(tricky, "--employee-id").unwrap(), tricky);
+        for bad in ["E1\n".to_string(), "x".repeat(limits::EMPLOYEE_ID + 1)] {
+            let e = valid_employee_id(&bad, "--employee-id").unwrap_err();
+            assert_eq!(e.code, Code::Evt102);
+            assert!(e.message.starts_with("--employee-id"), "{}", e.message);
+        }
+    }
 }
