@@ -299,7 +299,10 @@ pub async fn rows(
         };
         let state = loaded.state;
         let event_time = state.request.event_time;
-        let removed = matches!(row.outcome.as_deref(), Some("removed" | "downgraded"));
+        let removed = matches!(
+            row.outcome.as_deref(),
+            Some("removed" | "downgraded" | "deactivated")
+        );
         let seconds = match (removed, event_time, row.finished_at) {
             (true, Some(asked), Some(done)) => Some((done - asked).num_seconds()),
             _ => None,

@@ -50,6 +50,9 @@ fn client_for(sim: &PostmanSim, key: &str) -> Client {
         timeout_secs: 2,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     };
     Client::with_keys(&config, Secret::new(key), Secret::new(key))
         .unwrap()
@@ -68,6 +71,7 @@ fn request(event_type: EventType, email: &str, transfer_to: Option<&str>) -> Wor
         person_email: email.into(),
         transfer_to: transfer_to.map(str::to_string),
         not_before: None,
+        employee_id: None,
     }
 }
 

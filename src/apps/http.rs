@@ -23,7 +23,9 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant as TokioInstant;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -310,6 +312,9 @@ pub struct ApiHttp {
     pacer: Pacer,
     /// Set for `offboard plan`: writes are recorded there instead of sent.
     dry_run: Option<Arc<DryRun>>,
+    /// The JSON media type sent as `Content-Type` and asked for in `Accept` (with
+    /// `application/json` accepted too); `None` sends plain `application/json`.
+    media_type: Option<&'static str>,
 }
 
 impl ApiHttp {
@@ -338,7 +343,15 @@ impl ApiHttp {
             auth_value,
             pacer: Pacer::new(requests_per_minute),
             dry_run: None,
+            media_type: None,
         })
+    }
+
+    /// The same client speaking `media_type` (SCIM's `application/scim+json`): bodies are
+    /// sent with it as `Content-Type`, and `Accept` asks for it or `application/json`.
+    pub fn with_media_type(mut self, media_type: &'static str) -> Self {
+        self.media_type = Some(media_type);
+        self
     }
 
     /// The same client with writes turned off: each write is recorded in `dry_run` and
@@ -365,6 +378,36 @@ impl ApiHttp {
         }
     }
 
+    /// The request to send: the credential, the call's own headers, and the body as JSON
+    /// in the client's media type.
+    fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        credential: HeaderValue,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method.clone(), url)
+            .header(self.auth_header.clone(), credential)
+            .headers(headers);
+        match (self.media_type, body) {
+            (Some(media), body) => {
+                let request = request.header(ACCEPT, format!("{media}, application/json"));
+                match body {
+                    Some(body) => request
+                        .header(CONTENT_TYPE, media)
+                        .body(serde_json::to_vec(body).unwrap_or_default()),
+                    None => request,
+                }
+            }
+            (None, Some(body)) => request.json(body),
+            (None, None) => request,
+        }
+    }
+
     /// Shares this client's request budget, under the name `budget`, with every process
     /// taking slots from `source`.
     pub fn share_budget(&self, budget: &str, source: Arc<dyn SlotSource>) {
@@ -381,6 +424,20 @@ impl ApiHttp {
         log: &CallLog,
         error_code_of: fn(&Value) -> Option<i64>,
     ) -> Result<Reply, CallFailure> {
+        self.call_with(method, path, body, HeaderMap::new(), log, error_code_of)
+            .await
+    }
+
+    /// [`ApiHttp::call`] with request headers of the call's own (SCIM's `If-Match`).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        log: &CallLog,
+        error_code_of: fn(&Value) -> Option<i64>,
+    ) -> Result<Reply, CallFailure> {
         if let Some(plan) = self.dry_run.as_ref().filter(|_| is_write(&method)) {
             // Not sent, so not paced or logged as a call: the plan lists it instead.
             return Ok(plan.write(method.as_str(), path, body));
@@ -393,13 +450,7 @@ impl ApiHttp {
         })?;
         value.set_sensitive(true);
         let url = format!("{}{path}", self.base_url);
-        let mut request = self
-            .client
-            .request(method.clone(), &url)
-            .header(self.auth_header.clone(), value);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = self.request(&method, &url, body, headers, value);
         let started = Instant::now();
         let outcome = async {
             let response = request.send().await?;

@@ -19,6 +19,7 @@ use crate::runtime::definitions::Registry;
 use crate::runtime::engine::Engine;
 use crate::store::{Accepted, Store};
 use offboard_simulators::postman::PostmanSim;
+use offboard_simulators::scim::{ScimDemoSeed, ScimSim};
 use offboard_simulators::smartsheet::{DemoSeed, SmartsheetSim};
 
 /// Runs the demo: the apps started, the events fed, the workflows driven to their end,
@@ -48,6 +49,13 @@ pub async fn run() -> Outcome {
         leaver.is_some(),
         reclaimed.is_some_and(|u| u.licensed_sheet_creator)
     );
+    let (scim, scim_seed) = (&apps.scim, &apps.scim_seed);
+    outln!(
+        "SCIM app now: leaver active = {}, in {} groups; reclaimed user active = {}",
+        scim.user_active(&scim_seed.leaver_id).unwrap_or(false),
+        scim.user_groups(&scim_seed.leaver_id).len(),
+        scim.user_active(&scim_seed.reclaim_id).unwrap_or(false)
+    );
     outln!("\nLook around: OFFBOARD_DATABASE_URL='{database_url}' offboard list   (then show / history / replay ID)");
     Ok(EXIT_OK)
 }
@@ -72,6 +80,8 @@ struct Apps {
     smartsheet: SmartsheetSim,
     smartsheet_seed: DemoSeed,
     _postman: PostmanSim,
+    scim: ScimSim,
+    scim_seed: ScimDemoSeed,
     connections: Vec<(String, ConnectionConfig, AppClient)>,
 }
 
@@ -106,13 +116,17 @@ impl Apps {
             )
             .map_err(|e| fail(EXIT_FAILURE, e))?,
         );
+        let (scim, scim_seed, scim_conn, scim_client) = scim_app().await?;
         Ok(Apps {
             smartsheet,
             smartsheet_seed,
             _postman: postman,
+            scim,
+            scim_seed,
             connections: vec![
                 ("smartsheet".into(), smartsheet_conn, smartsheet_client),
                 ("postman".into(), postman_conn, postman_client),
+                ("scim".into(), scim_conn, scim_client),
             ],
         })
     }
@@ -152,6 +166,9 @@ fn demo_connection(app: AppKind, base_url: String, requests_per_minute: u32) -> 
         timeout_secs: 10,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     }
 }
 
@@ -308,4 +325,29 @@ mod tests {
             "offboard demo: 5 sample events through 2 connections (postman, sheets (smartsheet)), each against its app's built-in simulator"
         );
     }
+}
+
+/// A SCIM app for the demo: the in-process SCIM simulator seeded with the same people
+/// (the leaver in two groups), the `scim` connection to it and its client.
+async fn scim_app() -> Result<(ScimSim, ScimDemoSeed, ConnectionConfig, AppClient), super::Failure>
+{
+    let sim = ScimSim::start().await.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot start the SCIM simulator: {e}"),
+        )
+    })?;
+    let seed = sim.seed_demo();
+    let text = format!(
+        "[connections.scim]\napp = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"OFFBOARD_DEMO_SCIM_TOKEN\"\nrequests_per_minute = 6000\n",
+        sim.base_url()
+    );
+    let conn = Config::parse(&text)
+        .map_err(|e| fail(EXIT_FAILURE, e))?
+        .connections
+        .remove("scim")
+        .unwrap_or_else(|| unreachable!("the text names the connection"));
+    let client = AppClient::new(&conn, Secret::new(seed.token.clone()))
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    Ok((sim, seed, conn, client))
 }

@@ -802,6 +802,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                 let code = match app {
                     crate::config::AppKind::Smartsheet => Code::Smt100A,
                     crate::config::AppKind::Postman => Code::Post100A,
+                    crate::config::AppKind::Scim => Code::Scim100A,
                 };
                 (Some((code, e.to_string())), Vec::new())
             }

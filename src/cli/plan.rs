@@ -19,6 +19,10 @@ pub struct Args {
     /// Who would receive the person's data.
     #[arg(long)]
     pub transfer_to: Option<String>,
+    /// The person's HR employee id (what a SCIM connection with `match =
+    /// "externalId"` looks for).
+    #[arg(long)]
+    pub employee_id: Option<String>,
     /// Event type.
     #[arg(long = "type", default_value = "offboarding.requested")]
     pub event_type: String,
@@ -48,7 +52,11 @@ pub async fn run(config: &Config, args: Args) -> Outcome {
         event_type,
         time: Some(chrono::Utc::now()),
         person_email: event::valid_email(&args.email, "--email").map_err(usage)?,
-        employee_id: None,
+        employee_id: args
+            .employee_id
+            .map(|id| event::valid_employee_id(&id, "--employee-id"))
+            .transpose()
+            .map_err(usage)?,
         transfer_to: args
             .transfer_to
             .map(|t| event::valid_email(&t, "--transfer-to"))

@@ -307,6 +307,15 @@ fn printable(value: &str, field: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Accepts an employee id as an event's `data.person.employee_id` is accepted: at most
+/// 256 bytes, no control characters; kept exactly as given (a SCIM `externalId` is
+/// compared case-exactly).
+pub fn valid_employee_id(raw: &str, field: &str) -> Result<String, Rejection> {
+    bounded(raw, field, limits::EMPLOYEE_ID)?;
+    printable(raw, field)?;
+    Ok(raw.to_string())
+}
+
 /// Accepts `local@domain.tld` without spaces or control characters; returns it lower-cased.
 pub fn valid_email(raw: &str, field: &str) -> Result<String, Rejection> {
     bounded(raw.trim(), field, limits::EMAIL)?;
@@ -485,5 +494,16 @@ mod tests {
         let r = parse(&with("/type", long(10_000)), &known()).unwrap_err();
         assert_eq!(r.code, Code::Evt101);
         assert!(r.message.len() < 100, "an unknown type is quoted in part");
+    }
+
+    #[test]
+    fn an_employee_id_from_the_command_line_is_checked_like_an_events() {
+        let tricky = r#"E"9\ or userName pr or ""#;
+        assert_eq!(valid_employee_id(tricky, "--employee-id").unwrap(), tricky);
+        for bad in ["E1\n".to_string(), "x".repeat(limits::EMPLOYEE_ID + 1)] {
+            let e = valid_employee_id(&bad, "--employee-id").unwrap_err();
+            assert_eq!(e.code, Code::Evt102);
+            assert!(e.message.starts_with("--employee-id"), "{}", e.message);
+        }
     }
 }

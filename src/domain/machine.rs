@@ -38,6 +38,11 @@ pub struct WorkflowRequest {
     pub transfer_to: Option<String>,
     /// Do nothing before this time.
     pub not_before: Option<DateTime<Utc>>,
+    /// The person's id in the HR system (`data.person.employee_id`), when the event
+    /// gave one: what a SCIM connection with `match = "externalId"` looks for. Left out
+    /// of records without one, so trails written before it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_id: Option<String>,
 }
 
 /// Where a workflow stands (the contract's `state`).
@@ -750,7 +755,7 @@ pub fn apply(
             s.status = Status::Completed;
             s.outcome = Some(*outcome);
             s.error_message = None;
-            if *outcome == Outcome::Removed && !def.recheck_after.is_empty() {
+            if outcome.ends_access() && !def.recheck_after.is_empty() {
                 s.rechecks_from = Some(at);
                 s.wake_at = def.recheck_due(0, at);
             }
@@ -927,6 +932,7 @@ action = "t.remove"
                 person_email: "a@b.co".into(),
                 transfer_to: None,
                 not_before,
+                employee_id: None,
             },
             definition: def().reference(),
             steps: vec!["find".into(), "remove".into()],
