@@ -1,6 +1,8 @@
 //! The runtime: turns accepted events into workflows and drives them.
 //!
-//! - [`engine`]: what the parts share (store, config, definitions, clients) and intake.
+//! - [`engine`]: the entry points the rest of the program uses; hands out the parts.
+//! - [`shared`]: what the parts share (store, config, definitions, clients, worker id…).
+//! - [`acceptor`]: stores an accepted event's workflows and hands them to the work loop.
 //! - [`scheduler`]: claims due workflows under fenced leases, heartbeats, the serve loop.
 //! - [`runner`]: drives one leased workflow: decide, persist, perform, persist.
 //! - [`in_flight`]: the drives a process runs, by lease, with their cancel signals.
@@ -9,6 +11,7 @@
 //! - [`definitions`]: the workflow definitions in force.
 //! - [`dry_run`]: `offboard plan`: a workflow driven in memory with writes turned off.
 
+pub mod acceptor;
 pub mod definitions;
 pub mod dry_run;
 pub mod engine;
@@ -17,3 +20,4 @@ pub mod operator;
 pub mod outbound;
 mod runner;
 pub mod scheduler;
+pub mod shared;

@@ -14,9 +14,11 @@ use rand::RngExt;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::engine::{Engine, EngineError};
+use super::acceptor::Acceptor;
+use super::engine::EngineError;
 use super::in_flight::CancelSignal;
 use super::outbound;
+use super::shared::Shared;
 use crate::apps::http::{CallLog, CallRecord};
 use crate::apps::ActionContext;
 use crate::codes::Code;
@@ -27,8 +29,8 @@ use crate::domain::machine::{self, Next, Record, State, Status};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
-pub(super) struct Runner<'e> {
-    engine: &'e Engine,
+pub(super) struct Runner {
+    shared: Arc<Shared>,
     pub id: String,
     pub lease: Lease,
     end: TrailEnd,
@@ -44,16 +46,16 @@ pub(super) struct Runner<'e> {
     answered: bool,
 }
 
-impl<'e> Runner<'e> {
+impl Runner {
     /// A runner for a fresh claim, stopped early by `signal`.
     pub async fn new(
-        engine: &'e Engine,
+        shared: &Arc<Shared>,
         claim: Claim,
         signal: Arc<CancelSignal>,
-    ) -> Result<Runner<'e>, EngineError> {
-        let def = engine.definition(&claim.definition_hash).await?;
+    ) -> Result<Runner, EngineError> {
+        let def = shared.definition(&claim.definition_hash).await?;
         Ok(Runner {
-            engine,
+            shared: shared.clone(),
             id: claim.id,
             lease: claim.lease,
             end: claim.end,
@@ -97,8 +99,8 @@ impl<'e> Runner<'e> {
             Err(EngineError::Corrupt(why)) if self.state.status.is_final() => {
                 warn!(reason = %why.escape_debug(), "a recheck of this completed workflow does not fit its trail");
                 let later = stored_time(Utc::now()) + chrono::Duration::hours(1);
-                self.engine
-                    .store
+                self.shared
+                    .store()
                     .release(&self.id, &self.lease, Some(later))
                     .await?;
                 Ok(self.state)
@@ -119,7 +121,7 @@ impl<'e> Runner<'e> {
         loop {
             let preview = self.preview(&records)?;
             if let Next::Recheck { recheck, attempt } = machine::next(&preview, &self.def, at) {
-                if !self.engine.is_stopping() {
+                if !self.shared.is_stopping() {
                     at = self.recheck(&preview, recheck, attempt, &mut records).await;
                     self.offboard_again(&preview, &records).await?;
                     continue;
@@ -129,8 +131,8 @@ impl<'e> Runner<'e> {
             records.extend(more.into_iter().map(|r| (at, r)));
             if records.is_empty() {
                 // Claimed with nothing to do now (a timer not due, an ended workflow).
-                self.engine
-                    .store
+                self.shared
+                    .store()
                     .release(&self.id, &self.lease, None)
                     .await?;
                 return Ok(self.state.clone());
@@ -158,8 +160,8 @@ impl<'e> Runner<'e> {
                     // given back, so the refusal is noted like any non-holder's note.
                     self.answered = true;
                     let refused = Record::CancelRefused { by };
-                    self.engine
-                        .store
+                    self.shared
+                        .store()
                         .append_note(&self.id, stored_time(Utc::now()), &refused)
                         .await?;
                     return Ok(self.state.clone());
@@ -191,9 +193,9 @@ impl<'e> Runner<'e> {
     /// Claims the workflow again after a commit that gave the lease back, to answer a
     /// cancel that came with it. `false` when another holder has it (it answers then).
     async fn claim_again(&mut self) -> Result<bool, EngineError> {
-        let store = &self.engine.store;
+        let store = self.shared.store();
         let Some(claim) = store
-            .claim(&self.id, &self.engine.worker_id, self.engine.lease_secs())
+            .claim(&self.id, self.shared.worker_id(), self.shared.lease_secs())
             .await?
         else {
             return Ok(false);
@@ -257,7 +259,7 @@ impl<'e> Runner<'e> {
                 v.extend(refused());
                 (v, None)
             }
-            Next::Run { .. } if self.engine.is_stopping() => (Vec::new(), None),
+            Next::Run { .. } if self.shared.is_stopping() => (Vec::new(), None),
             Next::Run { step, attempt } => (
                 vec![Record::StepStarted { step, attempt }],
                 Some((step, attempt)),
@@ -310,8 +312,8 @@ impl<'e> Runner<'e> {
             outbound::completion(&self.id, &next)
         };
         let appended = self
-            .engine
-            .store
+            .shared
+            .store()
             .append(
                 Fence {
                     id: &self.id,
@@ -321,7 +323,7 @@ impl<'e> Runner<'e> {
                 &stamped,
                 &next,
                 outbox,
-                Some(self.engine.lease_secs()).filter(|_| !release),
+                Some(self.shared.lease_secs()).filter(|_| !release),
             )
             .await?;
         self.end = appended.end;
@@ -331,7 +333,7 @@ impl<'e> Runner<'e> {
         self.state = next;
         self.cancel_by = appended.cancel_requested_by;
         if let Some(pending) = appended.outbox {
-            self.engine.publish_soon(pending);
+            self.shared.publish_soon(pending);
         }
         Ok(())
     }
@@ -368,7 +370,7 @@ impl<'e> Runner<'e> {
         info!(step = %spec.name, attempt, action = %spec.action, "step started");
         let started = std::time::Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let result = match self.engine.client(&state.request.connection).await {
+        let result = match self.shared.client(&state.request.connection).await {
             Err(e) => Err(e),
             Ok(client) => {
                 let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
@@ -412,7 +414,7 @@ impl<'e> Runner<'e> {
     }
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Runs recheck `recheck` of a completed workflow: the definition's first step (its
     /// read-only lookup, through the connection's client and so its shared request
     /// budget) with the request alone — no fact of the run, and no write. Adds the
@@ -429,7 +431,7 @@ impl Runner<'_> {
         info!(recheck, attempt, action = %lookup, "recheck started");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let facts = serde_json::Map::new();
-        let result = match self.engine.client(&state.request.connection).await {
+        let result = match self.shared.client(&state.request.connection).await {
             Err(e) => Err(e),
             Ok(client) => {
                 let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
@@ -475,7 +477,7 @@ impl Runner<'_> {
     }
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Starts the fresh offboarding a recheck's finding among `records` asks for
     /// (`recheck_action = "offboard-again"`): the same person on the same connection,
     /// under the finding's derived event id. Stored before the finding commits, and
@@ -517,7 +519,8 @@ impl Runner<'_> {
                       "workflow_id": self.id },
         })
         .to_string();
-        match self.engine.accept(&request, &body).await? {
+        let acceptor = Acceptor::new(self.shared.clone());
+        match acceptor.accept(&request, &body, None).await? {
             Ok(_) => {
                 info!(event_id = %event_id.escape_debug(), "access came back: a fresh offboarding was started")
             }
