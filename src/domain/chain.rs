@@ -114,6 +114,53 @@ pub fn link(
     }
 }
 
+/// One record chained onto a trail, ready to store: its position, the link before it,
+/// its time (as stored), the record, its JSON body and its own link.
+#[derive(Clone, Debug)]
+pub struct Chained<'r, R> {
+    /// Position, from 1.
+    pub seq: i32,
+    /// The link of the record before it (or [`GENESIS`]).
+    pub prev: String,
+    /// Written at, at the precision the database keeps.
+    pub at: DateTime<Utc>,
+    /// The record.
+    pub record: &'r R,
+    /// Its JSON body, as hashed and stored.
+    pub body: String,
+    /// Its link.
+    pub hash: String,
+}
+
+/// Chains `records` (each with its time) after a trail that ends at position `seq` with
+/// link `head` (0 and [`GENESIS`] for a new trail): the one place a writer computes links,
+/// keyed when there is a key. The last element's `seq` and `hash` are the trail's new end.
+pub fn chain_after<'r, R: serde::Serialize>(
+    key: Option<&AuditKey>,
+    seq: i32,
+    head: &str,
+    records: impl IntoIterator<Item = (DateTime<Utc>, &'r R)>,
+) -> Result<Vec<Chained<'r, R>>, serde_json::Error> {
+    let (mut seq, mut prev) = (seq, head.to_string());
+    let mut chained = Vec::new();
+    for (at, record) in records {
+        let at = stored_time(at);
+        let body = serde_json::to_string(record)?;
+        seq += 1;
+        let hash = link(key, &prev, seq, at, &body);
+        let before = std::mem::replace(&mut prev, hash.clone());
+        chained.push(Chained {
+            seq,
+            prev: before,
+            at,
+            record,
+            body,
+            hash,
+        });
+    }
+    Ok(chained)
+}
+
 /// Whether a stored link is keyed (version 1).
 pub fn is_keyed(hash: &str) -> bool {
     hash.starts_with(KEYED)

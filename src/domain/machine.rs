@@ -96,10 +96,14 @@ impl Status {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 
-    /// Whether the scheduler drives workflows in this status (now or when their timer
-    /// fires): not an ended one, and not one held until an operator releases it.
+    /// The statuses the scheduler drives workflows in (now or when their timer fires):
+    /// not an ended one, and not one held until an operator releases it. The one list:
+    /// the store's queries are built from it.
+    pub const SCHEDULABLE: [Status; 3] = [Status::Pending, Status::Running, Status::Retrying];
+
+    /// Whether the scheduler drives workflows in this status (see [`Status::SCHEDULABLE`]).
     pub fn is_schedulable(self) -> bool {
-        matches!(self, Status::Pending | Status::Running | Status::Retrying)
+        Status::SCHEDULABLE.contains(&self)
     }
 }
 

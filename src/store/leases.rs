@@ -20,7 +20,7 @@ use super::sql::{storable, Dialect};
 use super::sqlite;
 use super::{Store, StoreError};
 use crate::domain::chain;
-use crate::domain::machine::{Record, State};
+use crate::domain::machine::{Record, State, Status};
 
 /// The right to drive one workflow: handed out by a claim, presented by every write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,16 +80,8 @@ pub struct Appended {
     pub outbox: Option<outbox::Pending>,
 }
 
-/// One record of an append, chained: its position, the link before it, its time, the
-/// record and its JSON, and its own link.
-struct Link<'r> {
-    seq: i32,
-    prev: String,
-    at: DateTime<Utc>,
-    record: &'r Record,
-    body: String,
-    hash: String,
-}
+/// One record of an append, chained (see [`chain::chain_after`]).
+type Link<'r> = chain::Chained<'r, Record>;
 
 /// An append ready to write: the compare-and-set update with its values (more are added
 /// for the inserts), the chained records, the outbox entry and the time it is written at.
@@ -111,6 +103,19 @@ type Written = (Option<String>, Option<outbox::Pending>);
 pub(crate) fn due_condition(d: Dialect) -> String {
     let now = d.now();
     format!("due_at <= {now} AND (lease_until IS NULL OR lease_until < {now})")
+}
+
+/// The SQL list of the statuses the scheduler drives, for `state IN (…)`: built from
+/// [`Status::SCHEDULABLE`].
+pub(crate) fn schedulable_states() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let quoted: Vec<String> = Status::SCHEDULABLE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        quoted.join(", ")
+    });
+    &LIST
 }
 
 /// `due_at` of a workflow `state` leaves behind when its holder gives the lease back: its
@@ -287,11 +292,13 @@ impl Store {
         };
         let sql = format!(
             "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer}, \
-             due_at = CASE WHEN state IN ('pending', 'running', 'retrying') \
-                      OR (state = 'completed' AND wake_at IS NOT NULL) \
+             due_at = CASE WHEN state IN ({schedulable}) \
+                      OR (state = '{completed}' AND wake_at IS NOT NULL) \
                       THEN COALESCE({wake}, {now}) END \
              WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             now = d.now(),
+            schedulable = schedulable_states(),
+            completed = Status::Completed.as_str(),
         );
         let mut values: Vec<Value> =
             vec![id.into(), lease.owner.as_str().into(), lease.epoch.into()];
@@ -360,26 +367,16 @@ impl Store {
         let d = self.dialect();
         let key = self.writing_key().await?;
         // Chain the records first: the row update carries the new head.
-        let mut links = Vec::with_capacity(records.len());
-        let (mut seq, mut prev) = (end.seq, end.head.clone());
-        let mut last_at = None;
-        for (at, record) in records {
-            let at = chain::stored_time(*at);
-            let body = serde_json::to_string(record)?;
-            seq += 1;
-            let hash = chain::link(key, &prev, seq, at, &body);
-            links.push(Link {
-                seq,
-                prev: prev.clone(),
-                at,
-                record,
-                body,
-                hash: hash.clone(),
-            });
-            prev = hash;
-            last_at = Some(at);
-        }
-        let updated_at = last_at.unwrap_or_else(|| chain::stored_time(Utc::now()));
+        let links = chain::chain_after(
+            key,
+            end.seq,
+            &end.head,
+            records.iter().map(|(at, r)| (*at, r)),
+        )?;
+        let (seq, prev, updated_at) = match links.last() {
+            Some(last) => (last.seq, last.hash.clone(), last.at),
+            None => (end.seq, end.head.clone(), chain::stored_time(Utc::now())),
+        };
         let finished = state.status.is_final();
         // While the holder keeps the lease, `due_at` stays where the claim put it (the end
         // of the first lease): the due query passes over a held row by its lease, and an
@@ -681,13 +678,12 @@ pub(crate) async fn insert_record(
     at: DateTime<Utc>,
     record: &Record,
 ) -> Result<String, StoreError> {
-    let at = chain::stored_time(at);
-    let body = serde_json::to_string(record)?;
-    let hash = chain::link(key, prev, seq, at, &body);
-    audit::Entity::insert(audit_row(id, seq, prev, at, record, &body, &hash))
+    let mut links = chain::chain_after(key, seq - 1, prev, [(at, record)])?;
+    let link = links.pop().expect("one record chains to one link");
+    audit::Entity::insert(audit_row(id, &link))
         .exec_without_returning(db)
         .await?;
-    Ok(hash)
+    Ok(link.hash)
 }
 
 /// The statement that leases a workflow being created (epoch 1) to the process handing it
@@ -705,26 +701,18 @@ pub(crate) fn lease_new(d: Dialect, id: &str, hand_off: &super::HandOff<'_>) -> 
     (d.stmt(&sql, vec![hand_off.owner.into(), id.into()]), lease)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn audit_row(
-    id: &str,
-    seq: i32,
-    prev: &str,
-    at: DateTime<Utc>,
-    record: &Record,
-    body: &str,
-    hash: &str,
-) -> audit::ActiveModel {
+/// The audit row of one chained record of workflow `id`.
+pub(crate) fn audit_row(id: &str, link: &Link<'_>) -> audit::ActiveModel {
     use sea_orm::Set;
     audit::ActiveModel {
         workflow_id: Set(id.to_string()),
-        seq: Set(seq),
-        at: Set(at),
-        kind: Set(record.kind().to_string()),
-        step: Set(record.step().map(|s| s as i32)),
-        body: Set(body.to_string()),
-        prev_hash: Set(prev.to_string()),
-        hash: Set(hash.to_string()),
+        seq: Set(link.seq),
+        at: Set(link.at),
+        kind: Set(link.record.kind().to_string()),
+        step: Set(link.record.step().map(|s| s as i32)),
+        body: Set(link.body.clone()),
+        prev_hash: Set(link.prev.clone()),
+        hash: Set(link.hash.clone()),
         ..Default::default()
     }
 }
