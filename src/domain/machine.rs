@@ -683,6 +683,33 @@ pub fn apply(
     }
     match record {
         Record::Created { .. } => return violation("a second `created`"),
+        Record::StepStarted { .. }
+        | Record::ApiCall { .. }
+        | Record::StepSucceeded { .. }
+        | Record::StepFailed { .. } => apply_step(&mut s, def, record, at)?,
+        Record::Completed { .. }
+        | Record::Failed { .. }
+        | Record::Cancelled { .. }
+        | Record::DuplicateReceived { .. }
+        | Record::CancelRefused { .. } => apply_end(&mut s, def, record, at)?,
+        Record::Rechecked { .. } | Record::RecheckFailed { .. } => {
+            apply_recheck(&mut s, def, record, at)?
+        }
+        Record::Held { .. } | Record::Released { .. } | Record::RetryRequested { .. } => {
+            apply_intervention(&mut s, record)?
+        }
+    }
+    Ok(s)
+}
+
+/// [`apply`] for a step's records: its start, its API calls, its result.
+fn apply_step(
+    s: &mut State,
+    def: &Definition,
+    record: &Record,
+    at: DateTime<Utc>,
+) -> Result<(), Violation> {
+    match record {
         Record::StepStarted { step, attempt } => {
             if s.status == Status::Held {
                 return violation("a step started while the workflow was held");
@@ -700,14 +727,14 @@ pub fn apply(
             s.wake_at = None;
         }
         Record::ApiCall { attempt, step, .. } => {
-            running(&s, *step, *attempt)?;
+            running(s, *step, *attempt)?;
         }
         Record::StepSucceeded {
             step,
             attempt,
             output,
         } => {
-            running(&s, *step, *attempt)?;
+            running(s, *step, *attempt)?;
             let st = &mut s.steps[*step];
             st.state = StepState::Succeeded;
             st.error_code = None;
@@ -732,8 +759,8 @@ pub fn apply(
             retry_at,
             ..
         } => {
-            running(&s, *step, *attempt)?;
-            check_retry_time(&s, def, *step, *attempt, error, at, *retry_at)?;
+            running(s, *step, *attempt)?;
+            check_retry_time(s, def, *step, *attempt, error, at, *retry_at)?;
             let st = &mut s.steps[*step];
             st.state = StepState::Failed;
             st.error_code = Some(error.code);
@@ -744,8 +771,21 @@ pub fn apply(
                 s.wake_at = *retry_at;
             }
         }
+        _ => unreachable!("apply hands only step records here"),
+    }
+    Ok(())
+}
+
+/// [`apply`] for the end of a workflow and the notes that change no state.
+fn apply_end(
+    s: &mut State,
+    def: &Definition,
+    record: &Record,
+    at: DateTime<Utc>,
+) -> Result<(), Violation> {
+    match record {
         Record::Completed { outcome } => {
-            if next(&s, def, at) != Next::Complete(*outcome) {
+            if next(s, def, at) != Next::Complete(*outcome) {
                 return violation(format!(
                     "`completed` ({}) before the steps were done",
                     outcome.as_str()
@@ -759,8 +799,36 @@ pub fn apply(
                 s.wake_at = def.recheck_due(0, at);
             }
         }
+        Record::Failed { code, message } => {
+            if !matches!(next(s, def, at), Next::Fail(c, _) if c == *code) {
+                return violation(format!(
+                    "`failed` with {code} does not follow a final step failure"
+                ));
+            }
+            s.status = Status::Failed;
+            s.error_code = Some(*code);
+            s.error_message = Some(message.clone());
+        }
+        Record::DuplicateReceived { .. } | Record::CancelRefused { .. } => {}
+        Record::Cancelled { .. } => {
+            s.status = Status::Cancelled;
+            s.wake_at = None;
+        }
+        _ => unreachable!("apply hands only end records and notes here"),
+    }
+    Ok(())
+}
+
+/// [`apply`] for a recheck's result after the end.
+fn apply_recheck(
+    s: &mut State,
+    def: &Definition,
+    record: &Record,
+    at: DateTime<Utc>,
+) -> Result<(), Violation> {
+    match record {
         Record::Rechecked { recheck, finding } => {
-            recheck_due(&s, *recheck, at)?;
+            recheck_due(s, *recheck, at)?;
             if (finding.result == recheck::RecheckResult::StillGone) != finding.code.is_none() {
                 return violation("a recheck's code does not match its result");
             }
@@ -788,7 +856,7 @@ pub fn apply(
             retry_at,
             ..
         } => {
-            recheck_due(&s, *recheck, at)?;
+            recheck_due(s, *recheck, at)?;
             if *attempt != s.recheck_attempts + 1 {
                 return violation(format!(
                     "recheck attempt {attempt} after {}",
@@ -812,21 +880,14 @@ pub fn apply(
             s.recheck_attempts = *attempt;
             s.wake_at = Some(*retry_at);
         }
-        Record::Failed { code, message } => {
-            if !matches!(next(&s, def, at), Next::Fail(c, _) if c == *code) {
-                return violation(format!(
-                    "`failed` with {code} does not follow a final step failure"
-                ));
-            }
-            s.status = Status::Failed;
-            s.error_code = Some(*code);
-            s.error_message = Some(message.clone());
-        }
-        Record::DuplicateReceived { .. } | Record::CancelRefused { .. } => {}
-        Record::Cancelled { .. } => {
-            s.status = Status::Cancelled;
-            s.wake_at = None;
-        }
+        _ => unreachable!("apply hands only recheck records here"),
+    }
+    Ok(())
+}
+
+/// [`apply`] for what operators and the brake do: hold, release, retry.
+fn apply_intervention(s: &mut State, record: &Record) -> Result<(), Violation> {
+    match record {
         Record::Held { .. } => {
             if s.status != Status::Pending
                 || s.current != 0
@@ -853,8 +914,10 @@ pub fn apply(
             s.error_code = None;
             s.error_message = None;
         }
+
+        _ => unreachable!("apply hands only interventions here"),
     }
-    Ok(s)
+    Ok(())
 }
 
 fn running(s: &State, step: usize, attempt: u32) -> Result<(), Violation> {
