@@ -377,63 +377,19 @@ impl Store {
             Some(last) => (last.seq, last.hash.clone(), last.at),
             None => (end.seq, end.head.clone(), chain::stored_time(Utc::now())),
         };
-        let finished = state.status.is_final();
-        // While the holder keeps the lease, `due_at` stays where the claim put it (the end
-        // of the first lease): the due query passes over a held row by its lease, and an
-        // update that leaves every indexed column alone stays on its page (PostgreSQL's
-        // HOT update), so the per-step update adds no index entries. Given back, the
-        // workflow is due as its state says.
-        let (lease_set, due) = match extend_secs {
-            Some(secs) if state.is_schedulable() => (
-                format!(
-                    "lease_until = {until}, due_at = COALESCE(due_at, {until})",
-                    until = d.later(secs)
-                ),
-                None,
-            ),
-            Some(secs) => (
-                format!("lease_until = {}, due_at = $15", d.later(secs)),
-                Some(due_after(state, updated_at)),
-            ),
-            None => (
-                "lease_owner = NULL, lease_until = NULL, due_at = $15".to_string(),
-                Some(due_after(state, updated_at)),
-            ),
+        let new_end = TrailEnd {
+            seq,
+            head: prev.clone(),
         };
-        // `finished_at` keeps the time of the end: records after it (rechecks, notes) do
-        // not move it; a workflow reopened by `retry` has none.
-        let update = format!(
-            "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
-             state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
-             finished_at = CASE WHEN $10 IS NULL THEN NULL ELSE COALESCE(finished_at, $10) END, \
-             {lease_set}{cancel} \
-             WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
-             RETURNING cancel_requested_by",
-            cancel = if clear_cancel {
-                ", cancel_requested_by = NULL"
-            } else {
-                ""
-            },
-        );
-        let mut values: Vec<Value> = vec![
-            state.status.as_str().into(),
-            state.outcome.map(|o| o.as_str().to_string()).into(),
-            state.error_code.map(|c| c.as_str().to_string()).into(),
-            state.error_message.as_deref().map(storable).into(),
-            serde_json::to_string(state)?.into(),
-            prev.clone().into(),
-            seq.into(),
-            state.wake_at.into(),
-            updated_at.into(),
-            (finished.then_some(updated_at)).into(),
-            id.into(),
-            lease.owner.as_str().into(),
-            lease.epoch.into(),
-            end.seq.into(),
-        ];
-        if let Some(due) = due {
-            values.push(due.into());
-        }
+        let (update, values) = fenced_update(
+            d,
+            fence,
+            &new_end,
+            updated_at,
+            state,
+            extend_secs,
+            clear_cancel,
+        )?;
         // The event carries the trail's final link, so a copy kept outside the database
         // can confirm the trail later.
         let outbox_entry = outbox_entry
@@ -583,6 +539,82 @@ impl Store {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// The compare-and-set update of an append: the new `state` and trail end (`new_end`,
+/// written at `updated_at`) stored if the fence's lease and trail position still hold;
+/// the lease extended by `extend_secs` or given back; a pending cancel request cleared
+/// when the records answer it. Returns the SQL and its values ($1–$14, $15 when `due_at`
+/// is set).
+fn fenced_update(
+    d: Dialect,
+    fence: Fence<'_>,
+    new_end: &TrailEnd,
+    updated_at: DateTime<Utc>,
+    state: &State,
+    extend_secs: Option<f64>,
+    clear_cancel: bool,
+) -> Result<(String, Vec<Value>), StoreError> {
+    let Fence { id, lease, end } = fence;
+    let (seq, prev) = (new_end.seq, &new_end.head);
+    let finished = state.status.is_final();
+    // While the holder keeps the lease, `due_at` stays where the claim put it (the end
+    // of the first lease): the due query passes over a held row by its lease, and an
+    // update that leaves every indexed column alone stays on its page (PostgreSQL's
+    // HOT update), so the per-step update adds no index entries. Given back, the
+    // workflow is due as its state says.
+    let (lease_set, due) = match extend_secs {
+        Some(secs) if state.is_schedulable() => (
+            format!(
+                "lease_until = {until}, due_at = COALESCE(due_at, {until})",
+                until = d.later(secs)
+            ),
+            None,
+        ),
+        Some(secs) => (
+            format!("lease_until = {}, due_at = $15", d.later(secs)),
+            Some(due_after(state, updated_at)),
+        ),
+        None => (
+            "lease_owner = NULL, lease_until = NULL, due_at = $15".to_string(),
+            Some(due_after(state, updated_at)),
+        ),
+    };
+    // `finished_at` keeps the time of the end: records after it (rechecks, notes) do
+    // not move it; a workflow reopened by `retry` has none.
+    let update = format!(
+        "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
+         state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
+         finished_at = CASE WHEN $10 IS NULL THEN NULL ELSE COALESCE(finished_at, $10) END, \
+         {lease_set}{cancel} \
+         WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
+         RETURNING cancel_requested_by",
+        cancel = if clear_cancel {
+            ", cancel_requested_by = NULL"
+        } else {
+            ""
+        },
+    );
+    let mut values: Vec<Value> = vec![
+        state.status.as_str().into(),
+        state.outcome.map(|o| o.as_str().to_string()).into(),
+        state.error_code.map(|c| c.as_str().to_string()).into(),
+        state.error_message.as_deref().map(storable).into(),
+        serde_json::to_string(state)?.into(),
+        prev.clone().into(),
+        seq.into(),
+        state.wake_at.into(),
+        updated_at.into(),
+        (finished.then_some(updated_at)).into(),
+        id.into(),
+        lease.owner.as_str().into(),
+        lease.epoch.into(),
+        end.seq.into(),
+    ];
+    if let Some(due) = due {
+        values.push(due.into());
+    }
+    Ok((update, values))
 }
 
 /// The PostgreSQL types of the audit columns an append inserts, in insert order.
