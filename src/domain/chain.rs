@@ -326,6 +326,47 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn a_trail_chained_in_two_appends_verifies_keyed_and_plain() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = AuditKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+        let records = ["created", "step_started", "step_succeeded"].map(json_kind);
+        for key in [None, Some(&key)] {
+            let first = chain_after(key, 0, GENESIS, records[..1].iter().map(|r| (at, r))).unwrap();
+            let end = first.last().unwrap();
+            let rest = chain_after(
+                key,
+                end.seq,
+                &end.hash,
+                records[1..].iter().map(|r| (at, r)),
+            )
+            .unwrap();
+            let all: Vec<_> = first.iter().chain(&rest).collect();
+            assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(all[0].at, stored_time(at));
+            assert_eq!(all[1].prev, all[0].hash);
+            let stored: Vec<Link<'_>> = all
+                .iter()
+                .map(|c| Link {
+                    seq: c.seq,
+                    at: c.at,
+                    body: &c.body,
+                    prev_hash: &c.prev,
+                    hash: &c.hash,
+                })
+                .collect();
+            let head = &all[2].hash;
+            assert_eq!(verify(&stored, head, with(key)), Ok(()));
+            assert_eq!(is_keyed(head), key.is_some());
+        }
+    }
+
+    fn json_kind(kind: &str) -> serde_json::Value {
+        serde_json::json!({ "kind": kind })
+    }
+
     /// Edits record `at` and recomputes it and every later link with `key` (an attacker
     /// with write access but, unless `key` is the real one, without the audit key).
     fn rewrite(c: &[Row], at: usize, key: Option<&AuditKey>) -> (Vec<Row>, String) {

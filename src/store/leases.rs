@@ -748,3 +748,17 @@ pub(crate) fn audit_row(id: &str, link: &Link<'_>) -> audit::ActiveModel {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_list_of_schedulable_states_is_the_domain_s() {
+        assert_eq!(schedulable_states(), "'pending', 'running', 'retrying'");
+        for status in Status::ALL {
+            let listed = schedulable_states().contains(&format!("'{}'", status.as_str()));
+            assert_eq!(listed, status.is_schedulable(), "{}", status.as_str());
+        }
+    }
+}
