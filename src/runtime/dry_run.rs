@@ -4,10 +4,11 @@
 //! The request goes through the same planning as an accepted event
 //! ([`crate::domain::plan`]: one workflow per connection, each with the definition in
 //! force), and each workflow is driven through the same pure state machine
-//! ([`machine::next`], [`machine::step_result`], [`machine::apply`]) and the same actions
-//! as the runner drives it, with one difference: the connection's client is in dry-run
-//! mode ([`crate::apps::dry_run`]), so its reads go to the app and its writes are
-//! recorded instead of sent. Nothing is stored: there is no workflow row, no trail, no
+//! ([`machine::next`], [`machine::step_result`], [`machine::apply`]), the same boundary
+//! decisions and the same run of an action ([`super::drive`]) as the runner drives it,
+//! with one difference: the connection's client is in dry-run mode
+//! ([`crate::apps::dry_run`]), so its reads go to the app and its writes are recorded
+//! instead of sent. Nothing is stored: there is no workflow row, no trail, no
 //! database at all (so the connection's request budget is paced by this process alone).
 //!
 //! What the run would wait for is not waited for: a `not_before` time is skipped over.
@@ -20,11 +21,10 @@
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
+use super::drive::{self, Circumstances};
 use crate::apps::dry_run::PlannedWrite;
-use crate::apps::http::CallLog;
-use crate::apps::{ActionContext, AppClient};
+use crate::apps::AppClient;
 use crate::codes::Code;
 use crate::config::{Config, ConnectionConfig};
 use crate::domain::definition::DefinitionRef;
@@ -208,75 +208,64 @@ async fn drive(
             return Ok(plan);
         }
     };
-    let (tx, mut calls) = mpsc::unbounded_channel();
-    let log = CallLog::new(tx);
     let mut now = Utc::now();
     let apply = |state: &machine::State, record: &Record, at| {
         machine::apply(state, def, record, at).map_err(PlanError::Machine)
     };
     loop {
-        match machine::next(&state, def, now) {
-            // `not_before`: the run would wait; the plan goes on as if the time had come.
-            Next::Sleep(at) => now = at,
-            Next::Run { step, attempt } => {
-                state = apply(&state, &Record::StepStarted { step, attempt }, now)?;
-                let spec = &def.steps[step];
-                let planned_before = dry_run.writes().len();
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &state.facts,
-                    calls: &log,
-                };
-                let result = client.perform(&spec.action, &ctx).await;
-                while let Ok(call) = calls.try_recv() {
-                    plan.reads.push(PlannedRead {
-                        step: spec.name.clone(),
-                        method: call.method,
-                        path: call.path,
-                        status: call.status,
-                    });
-                }
-                plan.writes
-                    .extend(
-                        dry_run
-                            .writes()
-                            .into_iter()
-                            .skip(planned_before)
-                            .map(|write| StepWrite {
-                                step: spec.name.clone(),
-                                write,
-                            }),
-                    );
-                match &result {
-                    Ok(out) => plan.steps.push(PlannedStep {
-                        name: spec.name.clone(),
-                        action: spec.action.clone(),
-                        summary: out.summary.clone(),
-                    }),
-                    Err(e) if e.retryable => {
-                        let stop =
-                            Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
-                        plan.stop = Some(stop);
-                        return Ok(plan);
-                    }
-                    Err(_) => {}
-                }
-                // No jitter: a retry's time is never used, the plan stops before it.
-                let record = machine::step_result(&state, def, step, attempt, result, now, 0.0);
-                state = apply(&state, &record, now)?;
-            }
-            Next::Complete(outcome) => {
-                plan.outcome = Some(outcome);
-                return Ok(plan);
-            }
-            Next::Fail(code, message) => {
-                let step = state.steps.get(state.current).map(|s| s.name.clone());
-                plan.stop = Some(Stop::new(step, code, message, false));
-                return Ok(plan);
-            }
-            // A fresh workflow is never final or held; nothing more would happen. (A
-            // recheck follows a completion, where the plan has returned already.)
-            Next::Done | Next::Recheck { .. } => return Ok(plan),
+        // `not_before`: the run would wait; the plan goes on as if the time had come.
+        if let Next::Sleep(at) = machine::next(&state, def, now) {
+            now = at;
+            continue;
         }
+        // Nobody cancels a plan, and it never stops half-way.
+        let (records, start) = drive::boundary(&state, def, now, Circumstances::default());
+        let Some((step, attempt)) = start else {
+            match records.first() {
+                Some(Record::Completed { outcome }) => plan.outcome = Some(*outcome),
+                Some(Record::Failed { code, message }) => {
+                    let step = state.steps.get(state.current).map(|s| s.name.clone());
+                    plan.stop = Some(Stop::new(step, *code, message.clone(), false));
+                }
+                // A fresh workflow is never final or held; nothing more would happen. (A
+                // recheck follows a completion, where the plan has returned already.)
+                _ => {}
+            }
+            return Ok(plan);
+        };
+        for record in &records {
+            state = apply(&state, record, now)?;
+        }
+        let spec = &def.steps[step];
+        let planned_before = dry_run.writes().len();
+        let (result, calls) =
+            drive::run_action(&client, &spec.action, &state.request, &state.facts, None).await;
+        plan.reads.extend(calls.into_iter().map(|call| PlannedRead {
+            step: spec.name.clone(),
+            method: call.method,
+            path: call.path,
+            status: call.status,
+        }));
+        let writes = dry_run.writes().into_iter().skip(planned_before);
+        plan.writes.extend(writes.map(|write| StepWrite {
+            step: spec.name.clone(),
+            write,
+        }));
+        match &result {
+            Ok(out) => plan.steps.push(PlannedStep {
+                name: spec.name.clone(),
+                action: spec.action.clone(),
+                summary: out.summary.clone(),
+            }),
+            Err(e) if e.retryable => {
+                let stop = Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
+                plan.stop = Some(stop);
+                return Ok(plan);
+            }
+            Err(_) => {}
+        }
+        // No jitter: a retry's time is never used, the plan stops before it.
+        let record = machine::step_result(&state, def, step, attempt, result, now, 0.0);
+        state = apply(&state, &record, now)?;
     }
 }

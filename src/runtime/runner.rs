@@ -11,21 +11,21 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::RngExt;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::acceptor::Acceptor;
+use super::drive::{self, Circumstances};
 use super::engine::EngineError;
 use super::in_flight::CancelSignal;
 use super::outbound;
 use super::shared::Shared;
-use crate::apps::http::{CallLog, CallRecord};
-use crate::apps::ActionContext;
+use crate::apps::http::CallRecord;
 use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{EventType, Request};
 use crate::domain::machine::{self, Next, Record, State, Status};
+use crate::domain::step::{StepError, StepOutput};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
@@ -229,53 +229,21 @@ impl Runner {
         }
     }
 
-    /// What to record at a step boundary in `state`, and the step attempt it starts.
-    ///
-    /// A cancel is honoured at every boundary that makes no write: before a step starts,
-    /// instead of a retry wait, instead of failing. Once no write is left to stop (the
-    /// workflow has ended, or only read-only steps such as the final confirmation
-    /// remain), the workflow runs to its end and the cancel is recorded as refused:
-    /// `cancelled` never stands for an account that is already gone.
+    /// What to record at a step boundary in `state`, and the step attempt it starts (see
+    /// [`drive::boundary`]), with this drive's cancel request and the process's stop.
     fn boundary(&self, state: &State, now: DateTime<Utc>) -> (Vec<Record>, Option<(usize, u32)>) {
         let cancel = self.cancel_asked();
-        let refused = || cancel.clone().map(|by| Record::CancelRefused { by });
-        let next = machine::next(state, &self.def, now);
-        if let Some(by) = cancel.clone() {
-            if !state.status.is_final() && self.writes_remain(state) {
-                return (vec![Record::Cancelled { by }], None);
-            }
-        }
-        match next {
-            Next::Done => (refused().into_iter().collect(), None),
-            // A recheck the drive did not run (the process is stopping): it stays due.
-            Next::Sleep(_) | Next::Recheck { .. } => (Vec::new(), None),
-            Next::Complete(outcome) => {
-                let mut v = vec![Record::Completed { outcome }];
-                v.extend(refused());
-                (v, None)
-            }
-            Next::Fail(code, message) => {
-                let mut v = vec![Record::Failed { code, message }];
-                v.extend(refused());
-                (v, None)
-            }
-            Next::Run { .. } if self.shared.is_stopping() => (Vec::new(), None),
-            Next::Run { step, attempt } => (
-                vec![Record::StepStarted { step, attempt }],
-                Some((step, attempt)),
-            ),
-        }
+        let knows = Circumstances {
+            cancel: cancel.as_deref(),
+            stopping: self.shared.is_stopping(),
+        };
+        drive::boundary(state, &self.def, now, knows)
     }
 
     /// Whether a step that writes to the app is still ahead of (or at) `state`'s current
     /// step.
     fn writes_remain(&self, state: &State) -> bool {
-        self.def
-            .steps
-            .get(state.current..)
-            .unwrap_or_default()
-            .iter()
-            .any(|step| !crate::apps::reads_only(&step.action))
+        drive::writes_remain(&self.def, state)
     }
 
     /// The state after `records`, not yet committed.
@@ -357,6 +325,23 @@ impl Runner {
         Ok(self.state)
     }
 
+    /// Runs `action` for `state`'s request with `facts` through the connection's client,
+    /// stopped early by a cancel (see [`drive::run_action`]).
+    async fn run_action(
+        &self,
+        state: &State,
+        action: &str,
+        facts: &serde_json::Map<String, serde_json::Value>,
+    ) -> (Result<StepOutput, StepError>, Vec<CallRecord>) {
+        match self.shared.client(&state.request.connection).await {
+            Err(e) => (Err(e), Vec::new()),
+            Ok(client) => {
+                let stop = Some(self.signal.token());
+                drive::run_action(&client, action, &state.request, facts, stop).await
+            }
+        }
+    }
+
     /// Runs one attempt of a step from `state`; adds its API-call records and its result
     /// record to `records`, and returns the time the result was decided at.
     async fn perform(
@@ -369,19 +354,7 @@ impl Runner {
         let spec = &self.def.steps[step];
         info!(step = %spec.name, attempt, action = %spec.action, "step started");
         let started = std::time::Instant::now();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let result = match self.shared.client(&state.request.connection).await {
-            Err(e) => Err(e),
-            Ok(client) => {
-                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &state.facts,
-                    calls: &log,
-                };
-                client.perform(&spec.action, &ctx).await
-            }
-        };
+        let (result, calls) = self.run_action(state, &spec.action, &state.facts).await;
         let app = state.request.app.clone();
         metrics::histogram!("offboard_step_duration_seconds", "app" => app.clone(), "step" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "error" }).record(started.elapsed().as_secs_f64());
         match &result {
@@ -392,11 +365,11 @@ impl Runner {
                 warn!(step = %spec.name, code = %e.code, retryable = e.retryable, message = %e.message.escape_debug(), "step failed")
             }
         }
-        let mut calls = Vec::new();
-        while let Ok(call) = rx.try_recv() {
-            count_call(state, &call);
-            calls.push(api_call(step, attempt, call));
-        }
+        let calls: Vec<Record> = calls
+            .into_iter()
+            .inspect(|call| count_call(state, call))
+            .map(|call| api_call(step, attempt, call))
+            .collect();
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
         let outcome = machine::step_result(state, &self.def, step, attempt, result, now, jitter);
@@ -429,23 +402,12 @@ impl Runner {
     ) -> DateTime<Utc> {
         let lookup = &self.def.steps[0].action;
         info!(recheck, attempt, action = %lookup, "recheck started");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let facts = serde_json::Map::new();
-        let result = match self.shared.client(&state.request.connection).await {
-            Err(e) => Err(e),
-            Ok(client) => {
-                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &facts,
-                    calls: &log,
-                };
-                client.perform(lookup, &ctx).await
-            }
-        };
+        let (result, calls) = self
+            .run_action(state, lookup, &serde_json::Map::new())
+            .await;
         let app = state.request.app.clone();
-        while let Ok(call) = rx.try_recv() {
-            count_call(state, &call);
+        for call in &calls {
+            count_call(state, call);
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
