@@ -24,14 +24,15 @@ use serde::Serialize;
 
 use super::drive::{self, Circumstances};
 use crate::apps::dry_run::PlannedWrite;
+use crate::apps::http::CallRecord;
 use crate::apps::AppClient;
 use crate::codes::Code;
 use crate::config::{Config, ConnectionConfig};
-use crate::domain::definition::DefinitionRef;
+use crate::domain::definition::{DefinitionRef, StepDef};
 use crate::domain::event::{EventType, Rejection, Request};
 use crate::domain::machine::{self, Next, Record, Violation};
 use crate::domain::plan::{self, Planned};
-use crate::domain::step::{Outcome, StepError};
+use crate::domain::step::{Outcome, StepError, StepOutput};
 use crate::runtime::definitions::Registry;
 
 /// What a run for one person would do, per connection.
@@ -184,6 +185,44 @@ pub async fn plan_with(
     })
 }
 
+impl ConnectionPlan {
+    /// Adds what one step did: the reads it made, the writes it would make, its summary;
+    /// or, when the run would try it again later, the stop there. Returns whether the
+    /// plan stops.
+    fn add_step(
+        &mut self,
+        spec: &StepDef,
+        calls: Vec<CallRecord>,
+        writes: impl Iterator<Item = PlannedWrite>,
+        result: &Result<StepOutput, StepError>,
+    ) -> bool {
+        self.reads.extend(calls.into_iter().map(|call| PlannedRead {
+            step: spec.name.clone(),
+            method: call.method,
+            path: call.path,
+            status: call.status,
+        }));
+        self.writes.extend(writes.map(|write| StepWrite {
+            step: spec.name.clone(),
+            write,
+        }));
+        match result {
+            Ok(out) => self.steps.push(PlannedStep {
+                name: spec.name.clone(),
+                action: spec.action.clone(),
+                summary: out.summary.clone(),
+            }),
+            Err(e) if e.retryable => {
+                let stop = Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
+                self.stop = Some(stop);
+                return true;
+            }
+            Err(_) => {}
+        }
+        false
+    }
+}
+
 /// Drives one workflow as the runner would, in memory, with writes turned off.
 async fn drive(
     workflow: Planned,
@@ -240,29 +279,9 @@ async fn drive(
         let planned_before = dry_run.writes().len();
         let (result, calls) =
             drive::run_action(&client, &spec.action, &state.request, &state.facts, None).await;
-        plan.reads.extend(calls.into_iter().map(|call| PlannedRead {
-            step: spec.name.clone(),
-            method: call.method,
-            path: call.path,
-            status: call.status,
-        }));
         let writes = dry_run.writes().into_iter().skip(planned_before);
-        plan.writes.extend(writes.map(|write| StepWrite {
-            step: spec.name.clone(),
-            write,
-        }));
-        match &result {
-            Ok(out) => plan.steps.push(PlannedStep {
-                name: spec.name.clone(),
-                action: spec.action.clone(),
-                summary: out.summary.clone(),
-            }),
-            Err(e) if e.retryable => {
-                let stop = Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
-                plan.stop = Some(stop);
-                return Ok(plan);
-            }
-            Err(_) => {}
+        if plan.add_step(spec, calls, writes, &result) {
+            return Ok(plan);
         }
         // No jitter: a retry's time is never used, the plan stops before it.
         let record = machine::step_result(&state, def, step, attempt, result, now, 0.0);
