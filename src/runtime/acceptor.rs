@@ -28,7 +28,7 @@ impl Acceptor {
     }
 
     /// Works out the workflows an event asks for (one per connection).
-    pub fn plan(&self, request: &Request) -> Result<Vec<NewWorkflow>, Rejection> {
+    fn plan(&self, request: &Request) -> Result<Vec<NewWorkflow>, Rejection> {
         let connections: Vec<(&str, &str)> = self
             .shared
             .config()

@@ -65,11 +65,6 @@ impl Engine {
         self
     }
 
-    /// The context the parts share.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// The part that takes accepted events in.
     pub fn acceptor(&self) -> Acceptor {
         Acceptor::new(self.shared.clone())
