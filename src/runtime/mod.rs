@@ -4,7 +4,7 @@
 //! - [`shared`]: what the parts share (store, config, definitions, clients, worker id…).
 //! - [`acceptor`]: stores an accepted event's workflows and hands them to the work loop.
 //! - [`scheduler`]: claims due workflows under fenced leases, heartbeats, the serve loop.
-//! - [`drive`]: what every driver shares: a boundary's records, one run of an action.
+//! - [`drive`]: the one drive loop, over how effects happen (a run's or a plan's).
 //! - [`runner`]: drives one leased workflow: decide, persist, perform, persist.
 //! - [`in_flight`]: the drives a process runs, by lease, with their cancel signals.
 //! - [`operator`]: an operator's retry or cancel, through the same lease.

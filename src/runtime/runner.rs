@@ -14,7 +14,7 @@ use rand::RngExt;
 use tracing::{info, warn};
 
 use super::acceptor::Acceptor;
-use super::drive::{self, Circumstances};
+use super::drive::{self, AfterCommit, Effects, Stamped};
 use super::engine::EngineError;
 use super::in_flight::CancelSignal;
 use super::outbound;
@@ -24,7 +24,7 @@ use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{EventType, Request};
-use crate::domain::machine::{self, Next, Record, State, Status};
+use crate::domain::machine::{self, Record, State, Status, Violation};
 use crate::domain::step::{StepError, StepOutput};
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
@@ -111,83 +111,39 @@ impl Runner {
     }
 
     async fn drive(&mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
-        // Records decided but not committed yet, each with the time its decision used.
-        let mut records: Vec<(DateTime<Utc>, Record)> = Vec::new();
-        let mut at = stored_time(Utc::now());
-        if let Some((step, attempt)) = started {
-            let state = self.state.clone();
-            at = self.perform(&state, step, attempt, &mut records).await;
-        }
-        loop {
-            let preview = self.preview(&records)?;
-            if let Next::Recheck { recheck, attempt } = machine::next(&preview, &self.def, at) {
-                if !self.shared.is_stopping() {
-                    at = self.recheck(&preview, recheck, attempt, &mut records).await;
-                    self.offboard_again(&preview, &records).await?;
-                    continue;
-                }
-            }
-            let (more, start) = self.boundary(&preview, at);
-            records.extend(more.into_iter().map(|r| (at, r)));
-            if records.is_empty() {
-                // Claimed with nothing to do now (a timer not due, an ended workflow).
+        drive::drive(self, started).await?;
+        Ok(self.state.clone())
+    }
+
+    /// After a commit: answers a cancel that came back with it — noted as refused when
+    /// the workflow has ended, else decided again at once (the step it started, a write,
+    /// is not performed, and a workflow that was going to wait stops instead; the next
+    /// boundary records `cancelled`) — or stops when nothing follows.
+    async fn after_commit(&mut self, last: bool) -> Result<AfterCommit, EngineError> {
+        if let Some(by) = self.cancel_asked() {
+            if self.state.status.is_final() {
+                // A cancel asked while this last commit was on its way: the lease is
+                // given back, so the refusal is noted like any non-holder's note.
+                self.answered = true;
+                let refused = Record::CancelRefused { by };
                 self.shared
                     .store()
-                    .release(&self.id, &self.lease, None)
+                    .append_note(&self.id, stored_time(Utc::now()), &refused)
                     .await?;
-                return Ok(self.state.clone());
+                return Ok(AfterCommit::Stop);
             }
-            if let Some((step, attempt)) = start {
-                if crate::apps::reads_only(&self.def.steps[step].action) {
-                    let state = self.preview(&records)?;
-                    at = self.perform(&state, step, attempt, &mut records).await;
-                    continue;
+            if self.writes_remain(&self.state) {
+                if last && !self.claim_again().await? {
+                    return Ok(AfterCommit::Stop);
                 }
+                return Ok(AfterCommit::Decide);
             }
-            // Nothing follows this commit now: it releases the lease as it writes.
-            let last = start.is_none() && {
-                let after = self.preview(&records)?;
-                self.boundary(&after, at).0.is_empty()
-            };
-            let ended_before = self.state.status.is_final();
-            self.commit(std::mem::take(&mut records), last).await?;
-            if !ended_before {
-                self.log_end();
-            }
-            if let Some(by) = self.cancel_asked() {
-                if self.state.status.is_final() {
-                    // A cancel asked while this last commit was on its way: the lease is
-                    // given back, so the refusal is noted like any non-holder's note.
-                    self.answered = true;
-                    let refused = Record::CancelRefused { by };
-                    self.shared
-                        .store()
-                        .append_note(&self.id, stored_time(Utc::now()), &refused)
-                        .await?;
-                    return Ok(self.state.clone());
-                }
-                // The commit brought a cancel back while a write is still ahead: the step
-                // it started (a write) is not performed, and a workflow that was going to
-                // wait stops instead. The next boundary records `cancelled`.
-                if self.writes_remain(&self.state) {
-                    if last && !self.claim_again().await? {
-                        return Ok(self.state.clone());
-                    }
-                    at = stored_time(Utc::now());
-                    continue;
-                }
-            }
-            if last {
-                return Ok(self.state.clone());
-            }
-            at = match start {
-                Some((step, attempt)) => {
-                    let state = self.state.clone();
-                    self.perform(&state, step, attempt, &mut records).await
-                }
-                None => stored_time(Utc::now()),
-            };
         }
+        Ok(if last {
+            AfterCommit::Stop
+        } else {
+            AfterCommit::Go
+        })
     }
 
     /// Claims the workflow again after a commit that gave the lease back, to answer a
@@ -227,17 +183,6 @@ impl Runner {
             Status::Cancelled => info!("workflow cancelled"),
             _ => {}
         }
-    }
-
-    /// What to record at a step boundary in `state`, and the step attempt it starts (see
-    /// [`drive::boundary`]), with this drive's cancel request and the process's stop.
-    fn boundary(&self, state: &State, now: DateTime<Utc>) -> (Vec<Record>, Option<(usize, u32)>) {
-        let cancel = self.cancel_asked();
-        let knows = Circumstances {
-            cancel: cancel.as_deref(),
-            stopping: self.shared.is_stopping(),
-        };
-        drive::boundary(state, &self.def, now, knows)
     }
 
     /// Whether a step that writes to the app is still ahead of (or at) `state`'s current
@@ -344,7 +289,7 @@ impl Runner {
 
     /// Runs one attempt of a step from `state`; adds its API-call records and its result
     /// record to `records`, and returns the time the result was decided at.
-    async fn perform(
+    async fn perform_step(
         &self,
         state: &State,
         step: usize,
@@ -393,7 +338,7 @@ impl Runner {
     /// budget) with the request alone — no fact of the run, and no write. Adds the
     /// result record to `records` and returns the time it was decided at. Access that
     /// came back is counted and logged here; the trail and the outbox say it durably.
-    async fn recheck(
+    async fn perform_recheck(
         &self,
         state: &State,
         recheck: usize,
@@ -491,6 +436,83 @@ impl Runner {
             }
         }
         Ok(())
+    }
+}
+
+/// A run's effects: actions through the connection's client, commits to the store under
+/// the lease.
+impl Effects for Runner {
+    type Error = EngineError;
+
+    fn def(&self) -> &Definition {
+        &self.def
+    }
+
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn knows(&self) -> (Option<String>, bool) {
+        (self.cancel_asked(), self.shared.is_stopping())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        stored_time(Utc::now())
+    }
+
+    fn skip_to(&mut self, _wake: DateTime<Utc>) -> bool {
+        false
+    }
+
+    fn batches(&self, step: usize) -> bool {
+        crate::apps::reads_only(&self.def.steps[step].action)
+    }
+
+    fn broken(&self, violation: Violation) -> EngineError {
+        EngineError::Corrupt(format!("workflow {}: {violation}", self.id))
+    }
+
+    async fn perform(
+        &mut self,
+        state: &State,
+        step: usize,
+        attempt: u32,
+        records: &mut Vec<Stamped>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Ok(Some(self.perform_step(state, step, attempt, records).await))
+    }
+
+    async fn recheck(
+        &mut self,
+        state: &State,
+        recheck: usize,
+        attempt: u32,
+        records: &mut Vec<Stamped>,
+    ) -> Result<DateTime<Utc>, EngineError> {
+        let at = self.perform_recheck(state, recheck, attempt, records).await;
+        self.offboard_again(state, records).await?;
+        Ok(at)
+    }
+
+    async fn rest(&mut self) -> Result<(), EngineError> {
+        self.shared
+            .store()
+            .release(&self.id, &self.lease, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        records: Vec<Stamped>,
+        last: bool,
+    ) -> Result<AfterCommit, EngineError> {
+        let ended_before = self.state.status.is_final();
+        Runner::commit(self, records, last).await?;
+        if !ended_before {
+            self.log_end();
+        }
+        self.after_commit(last).await
     }
 }
 
