@@ -278,6 +278,31 @@ async fn print_trails(store: &Store) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A SCIM app for the demo: the in-process SCIM simulator seeded with the same people
+/// (the leaver in two groups), the `scim` connection to it and its client.
+async fn scim_app() -> Result<(ScimSim, ScimDemoSeed, ConnectionConfig, AppClient), super::Failure>
+{
+    let sim = ScimSim::start().await.map_err(|e| {
+        fail(
+            EXIT_FAILURE,
+            format!("cannot start the SCIM simulator: {e}"),
+        )
+    })?;
+    let seed = sim.seed_demo();
+    let text = format!(
+        "[connections.scim]\napp = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"OFFBOARD_DEMO_SCIM_TOKEN\"\nrequests_per_minute = 6000\n",
+        sim.base_url()
+    );
+    let conn = Config::parse(&text)
+        .map_err(|e| fail(EXIT_FAILURE, e))?
+        .connections
+        .remove("scim")
+        .unwrap_or_else(|| unreachable!("the text names the connection"));
+    let client = AppClient::new(&conn, Secret::new(seed.token.clone()))
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    Ok((sim, seed, conn, client))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,29 +350,4 @@ mod tests {
             "offboard demo: 5 sample events through 2 connections (postman, sheets (smartsheet)), each against its app's built-in simulator"
         );
     }
-}
-
-/// A SCIM app for the demo: the in-process SCIM simulator seeded with the same people
-/// (the leaver in two groups), the `scim` connection to it and its client.
-async fn scim_app() -> Result<(ScimSim, ScimDemoSeed, ConnectionConfig, AppClient), super::Failure>
-{
-    let sim = ScimSim::start().await.map_err(|e| {
-        fail(
-            EXIT_FAILURE,
-            format!("cannot start the SCIM simulator: {e}"),
-        )
-    })?;
-    let seed = sim.seed_demo();
-    let text = format!(
-        "[connections.scim]\napp = \"scim\"\nbase_url = \"{}\"\ntoken_env = \"OFFBOARD_DEMO_SCIM_TOKEN\"\nrequests_per_minute = 6000\n",
-        sim.base_url()
-    );
-    let conn = Config::parse(&text)
-        .map_err(|e| fail(EXIT_FAILURE, e))?
-        .connections
-        .remove("scim")
-        .unwrap_or_else(|| unreachable!("the text names the connection"));
-    let client = AppClient::new(&conn, Secret::new(seed.token.clone()))
-        .map_err(|e| fail(EXIT_FAILURE, e))?;
-    Ok((sim, seed, conn, client))
 }
