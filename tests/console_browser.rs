@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use offboard::config::Secret;
-use offboard::http::Console;
+use offboard::console::Console;
 use offboard_simulators::smartsheet::SimUser;
 use support::*;
 
