@@ -178,7 +178,7 @@ async fn chromium_renders_the_list_and_both_timelines() {
     assert!(done.contains("event source test"), "{done}");
     assert!(
         done.contains(&format!(
-            "DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true → 200",
+            "DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true -> 200",
             org.leaver, org.recipient
         )),
         "{done}"

@@ -1,36 +1,23 @@
 //! The console's HTML, rendered on the server from plain data: no script, no stylesheet
 //! or font from elsewhere, so it works on an air-gapped host. Pure functions (data in,
-//! text out); every value that came from an event, an app or an operator goes through
-//! [`esc`] before it reaches the page.
+//! text out) over [`maud`] templates, which are checked at compile time and escape every
+//! value spliced into them, so nothing that came from an event, an app or an operator can
+//! become markup.
 //!
 //! The pages carry no inline style or script: their one stylesheet, [`STYLESHEET`], is
 //! served as `/console.css`, so the Content-Security-Policy can allow styles from this
 //! origin only (`style-src 'self'`) and scripts not at all.
 
 use chrono::{DateTime, Utc};
+use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use crate::codes::Code;
+use crate::domain::describe::{describe, Description};
 use crate::domain::machine::{Record, State};
 use crate::evidence::ReplayReport;
 use crate::store::entities::workflow;
 use crate::store::DeadLetterRow;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The console's stylesheet, served as `/console.css`.
 pub const STYLESHEET: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330}\
@@ -58,40 +45,65 @@ pub enum Nav {
 }
 
 /// A whole page around `body`.
-pub fn layout(title: &str, body: &str, nav: Nav) -> String {
-    let sign_out = match nav {
-        Nav::Plain => "",
-        Nav::SignOut => "<form method=\"post\" action=\"/logout\"><button>Sign out</button></form>",
+fn layout(title: &str, body: Markup, nav: Nav) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) " · offboard" }
+                link rel="stylesheet" href="/console.css";
+            }
+            body {
+                header {
+                    @if nav == Nav::SignOut {
+                        form method="post" action="/logout" { button { "Sign out" } }
+                    }
+                    a href="/workflows" { b { "offboard" } }
+                    a href="/workflows" { "Workflows" }
+                    a href="/dead-letters" { "Dead letters" }
+                    a href="/metrics" { "Metrics" }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+/// A page that only says what went wrong (`title` is the status), with a link to the
+/// login form when signing in would help.
+pub fn problem(title: &str, message: &str, offer_sign_in: bool) -> String {
+    let body = html! {
+        p.error { (message) }
+        @if offer_sign_in {
+            p { a href="/login" { "Sign in" } }
+        }
     };
-    format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{title} · offboard</title><link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
-         <header>{sign_out}<a href=\"/workflows\"><b>offboard</b></a><a href=\"/workflows\">Workflows</a>\
-         <a href=\"/dead-letters\">Dead letters</a><a href=\"/metrics\">Metrics</a></header>\
-         <main>{body}</main></body></html>",
-        title = esc(title)
-    )
+    layout(title, body, Nav::Plain)
 }
 
 /// The login form: the token (the viewers' or the operators'), and where to go next.
 pub fn login(next: &str, problem: Option<&str>) -> String {
-    let mut b = String::from("<h1>Sign in</h1>");
-    if let Some(p) = problem {
-        b.push_str(&format!("<p class=\"error\">{}</p>", esc(p)));
-    }
-    b.push_str(&format!(
-        "<form class=\"login\" method=\"post\" action=\"/login\">\
-         <input type=\"hidden\" name=\"next\" value=\"{}\">\
-         <label>viewer or operator token <input type=\"password\" name=\"token\" required \
-         autocomplete=\"current-password\" autofocus></label><button>Sign in</button></form>",
-        esc(next)
-    ));
-    layout("Sign in", &b, Nav::Plain)
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(p) = problem {
+            p.error { (p) }
+        }
+        form.login method="post" action="/login" {
+            input type="hidden" name="next" value=(next);
+            label {
+                "viewer or operator token "
+                input type="password" name="token" required autocomplete="current-password" autofocus;
+            }
+            button { "Sign in" }
+        }
+    };
+    layout("Sign in", body, Nav::Plain)
 }
 
-fn state_badge(state: &str) -> String {
-    let s = esc(state);
-    format!("<span class=\"state {s}\">{s}</span>")
+fn state_badge(state: &str) -> Markup {
+    html! { span class={ "state " (state) } { (state) } }
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -172,84 +184,91 @@ pub struct ListView<'a> {
 /// The workflow list: counts per state, filters, one page of rows, paging, and the
 /// evidence download.
 pub fn workflow_list(v: &ListView<'_>) -> String {
-    let mut b = String::from("<h1>Workflows</h1><p class=\"counts\">");
     let all: i64 = v.counts.iter().map(|(_, n)| n).sum();
-    b.push_str(&format!("<a href=\"/workflows\">all <b>{all}</b></a>"));
-    for (state, n) in v.counts {
-        let s = esc(state);
-        b.push_str(&format!(
-            "<a href=\"/workflows?state={s}\">{} <b>{n}</b></a>",
-            state_badge(state)
-        ));
+    let body = html! {
+        h1 { "Workflows" }
+        p.counts {
+            a href="/workflows" { "all " b { (all) } }
+            @for (state, n) in v.counts {
+                a href={ "/workflows?state=" (state) } { (state_badge(state)) " " b { (n) } }
+            }
+        }
+        (filters(v.query))
+        @if let Some(p) = &v.problem {
+            p.error { (p) }
+        }
+        table {
+            thead { tr {
+                th { "created" } th { "person" } th { "app" } th { "connection" }
+                th { "state" } th { "result" } th { "event" }
+            } }
+            tbody {
+                @for r in v.rows { (list_row(r)) }
+                @if v.rows.is_empty() {
+                    tr { td colspan="7" { "No workflows match." } }
+                }
+            }
+        }
+        (paging(v))
+        section {
+            h2 { "Evidence for auditors" }
+            form method="get" action="/evidence.csv" {
+                label { "since " input type="date" name="since" required; } " "
+                label { "until " input type="date" name="until"; } " "
+                button { "Download CSV" }
+            }
+        }
+    };
+    layout("Workflows", body, v.nav)
+}
+
+/// The filter form, holding the filters as typed.
+fn filters(query: &ListQuery) -> Markup {
+    html! {
+        form.filters method="get" action="/workflows" {
+            @for (name, value) in query.pairs() {
+                @let kind = if matches!(name, "since" | "until") { "date" } else { "text" };
+                label { (name) " " input type=(kind) name=(name) value=(value.as_deref().unwrap_or("")); } " "
+            }
+            button { "Filter" }
+        }
     }
-    b.push_str("</p><form class=\"filters\" method=\"get\" action=\"/workflows\">");
-    for (name, value) in v.query.pairs() {
-        let kind = if matches!(name, "since" | "until") {
-            "date"
-        } else {
-            "text"
-        };
-        b.push_str(&format!(
-            "<label>{name} <input type=\"{kind}\" name=\"{name}\" value=\"{}\"></label> ",
-            esc(value.as_deref().unwrap_or(""))
-        ));
+}
+
+/// One workflow in the list; its person links to its page.
+fn list_row(r: &workflow::Model) -> Markup {
+    let result = r
+        .outcome
+        .as_deref()
+        .or(r.error_code.as_deref())
+        .unwrap_or("");
+    html! {
+        tr {
+            td { (time(r.created_at)) }
+            td { a href={ "/workflows/" (r.id) } { (r.person_email) } }
+            td { (r.app) }
+            td { (r.connection) }
+            td { (state_badge(&r.state)) }
+            td { (result) }
+            td { (r.event_id) }
+        }
     }
-    b.push_str("<button>Filter</button></form>");
-    if let Some(p) = &v.problem {
-        b.push_str(&format!("<p class=\"error\">{}</p>", esc(p)));
-    }
-    b.push_str(
-        "<table><thead><tr><th>created</th><th>person</th><th>app</th><th>connection</th>\
-         <th>state</th><th>result</th><th>event</th></tr></thead><tbody>",
-    );
-    for r in v.rows {
-        let result = r
-            .outcome
-            .as_deref()
-            .or(r.error_code.as_deref())
-            .unwrap_or("");
-        b.push_str(&format!(
-            "<tr><td>{}</td><td><a href=\"/workflows/{id}\">{}</a></td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
-            time(r.created_at),
-            esc(&r.person_email),
-            esc(&r.app),
-            esc(&r.connection),
-            state_badge(&r.state),
-            esc(result),
-            esc(&r.event_id),
-            id = esc(&r.id),
-        ));
-    }
-    if v.rows.is_empty() {
-        b.push_str("<tr><td colspan=\"7\">No workflows match.</td></tr>");
-    }
-    b.push_str("</tbody></table><p>");
+}
+
+/// Where this page is among all, with links to its neighbours.
+fn paging(v: &ListView<'_>) -> Markup {
     let pages = v.total.div_ceil(v.per_page).max(1);
-    if v.page > 1 {
-        b.push_str(&format!(
-            "<a href=\"{}\">&larr; newer</a> ",
-            esc(&v.query.link(v.page - 1))
-        ));
+    html! {
+        p {
+            @if v.page > 1 {
+                a href=(v.query.link(v.page - 1)) { "← newer" } " "
+            }
+            "page " (v.page) " of " (pages) " (" (v.total) " workflows)"
+            @if v.page < pages {
+                " " a href=(v.query.link(v.page + 1)) { "older →" }
+            }
+        }
     }
-    b.push_str(&format!(
-        "page {} of {pages} ({} workflows)",
-        v.page, v.total
-    ));
-    if v.page < pages {
-        b.push_str(&format!(
-            " <a href=\"{}\">older &rarr;</a>",
-            esc(&v.query.link(v.page + 1))
-        ));
-    }
-    b.push_str(
-        "</p><section><h2>Evidence for auditors</h2>\
-         <form method=\"get\" action=\"/evidence.csv\">\
-         <label>since <input type=\"date\" name=\"since\" required></label> \
-         <label>until <input type=\"date\" name=\"until\"></label> \
-         <button>Download CSV</button></form></section>",
-    );
-    layout("Workflows", &b, v.nav)
 }
 
 /// What one workflow's page shows.
@@ -270,339 +289,189 @@ pub struct DetailView<'a> {
     pub nav: Nav,
 }
 
-fn dl(items: &[(&str, String)]) -> String {
-    let mut b = String::from("<table>");
-    for (k, v) in items {
-        b.push_str(&format!("<tr><th class=\"key\">{k}</th><td>{v}</td></tr>"));
-    }
-    b.push_str("</table>");
-    b
-}
-
-fn json_block(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "<p>not recorded</p>".into(),
-        Some(v) => format!(
-            "<pre>{}</pre>",
-            esc(&serde_json::to_string_pretty(v).unwrap_or_default())
-        ),
-    }
-}
-
-/// A code with its explanation and remedy from the catalog.
-fn code_box(code: &str, message: Option<&str>) -> String {
-    let mut b = format!(
-        "<div class=\"error\"><h2>Error <code>{}</code></h2>",
-        esc(code)
-    );
-    if let Some(m) = message {
-        b.push_str(&format!("<p>{}</p>", esc(m)));
-    }
-    if let Some(info) = Code::parse(code).map(Code::info) {
-        b.push_str(&format!(
-            "<p><b>{}</b></p><p>When: {}</p><h3>Remedy</h3><ol>",
-            esc(info.message),
-            esc(info.condition)
-        ));
-        for step in info.remedy {
-            b.push_str(&format!("<li>{}</li>", esc(step)));
-        }
-        b.push_str("</ol>");
-    }
-    b.push_str("</div>");
-    b
-}
-
-/// One trail record as a timeline row: class, step, what happened, code.
-fn timeline_row(
-    state: &State,
-    at: DateTime<Utc>,
-    record: &Record,
-) -> (&'static str, String, String, String) {
-    let step = |i: &usize| {
-        state
-            .steps
-            .get(*i)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| format!("#{i}"))
-    };
-    match record {
-        Record::Created {
-            request,
-            definition,
-            ..
-        } => (
-            "created",
-            String::new(),
-            format!(
-                "created from event {} ({} from {}) with {} v{}",
-                request.event_id,
-                request.event_type.as_str(),
-                request.source,
-                definition.name,
-                definition.version
-            ),
-            String::new(),
-        ),
-        Record::StepStarted { step: i, attempt } => (
-            "start",
-            step(i),
-            format!("attempt {attempt} started"),
-            String::new(),
-        ),
-        Record::ApiCall {
-            step: i,
-            method,
-            path,
-            status,
-            error_code,
-            duration_ms,
-            ..
-        } => (
-            "api",
-            step(i),
-            format!(
-                "{method} {path} → {} in {duration_ms} ms",
-                status.map_or("no response".into(), |s| s.to_string())
-            ),
-            error_code
-                .map(|c| format!("errorCode {c}"))
-                .unwrap_or_default(),
-        ),
-        Record::StepSucceeded {
-            step: i,
-            attempt,
-            output,
-        } => (
-            "ok",
-            step(i),
-            format!("attempt {attempt} succeeded: {}", output.summary),
-            String::new(),
-        ),
-        Record::StepFailed {
-            step: i,
-            attempt,
-            error,
-            retry_at,
-            ..
-        } => (
-            "fail",
-            step(i),
-            format!(
-                "attempt {attempt} failed: {}{}",
-                error.message,
-                match retry_at {
-                    Some(t) => format!(
-                        "; retry in {:.1} s (at {})",
-                        (*t - at).as_seconds_f64().max(0.0),
-                        time(*t)
-                    ),
-                    None => "; no retry".into(),
-                }
-            ),
-            error.code.to_string(),
-        ),
-        Record::Completed { outcome } => (
-            "ok",
-            String::new(),
-            format!("completed: {}", outcome.as_str()),
-            String::new(),
-        ),
-        Record::Failed { code, message } => (
-            "fail",
-            String::new(),
-            format!("failed: {message}"),
-            code.to_string(),
-        ),
-        Record::Cancelled { by } => (
-            "note",
-            String::new(),
-            format!("cancelled by {by}"),
-            String::new(),
-        ),
-        Record::RetryRequested { by } => (
-            "note",
-            String::new(),
-            format!("retry requested by {by}"),
-            String::new(),
-        ),
-        Record::DuplicateReceived { source } => (
-            "note",
-            String::new(),
-            format!("the same event arrived again (from {source}); nothing new started"),
-            String::new(),
-        ),
-        Record::CancelRefused { by } => (
-            "note",
-            String::new(),
-            format!("cancel asked by {by} refused: the workflow had already ended"),
-            String::new(),
-        ),
-        Record::Held {
-            limit,
-            in_last_hour,
-        } => (
-            "note",
-            String::new(),
-            format!("held by the brake: {in_last_hour} offboardings in the last hour, over the limit of {limit}"),
-            String::new(),
-        ),
-        Record::Released { by } => (
-            "note",
-            String::new(),
-            format!("released by {by}"),
-            String::new(),
-        ),
-        Record::Rechecked { recheck, finding } => (
-            if finding.code.is_some() { "fail" } else { "ok" },
-            "recheck".to_string(),
-            format!(
-                "recheck {}: {} ({})",
-                recheck + 1,
-                finding.result.as_str(),
-                finding.summary
-            ),
-            finding.code.map(|c| c.to_string()).unwrap_or_default(),
-        ),
-        Record::RecheckFailed {
-            recheck,
-            attempt,
-            error,
-            retry_at,
-            ..
-        } => (
-            "note",
-            "recheck".to_string(),
-            format!(
-                "recheck {} attempt {attempt} failed: {}; again at {}",
-                recheck + 1,
-                error.message,
-                time(*retry_at)
-            ),
-            error.code.to_string(),
-        ),
-    }
-}
-
-fn replay_verdict(report: &ReplayReport, records: usize) -> String {
-    match (&report.problem, &report.rebuilt) {
-        (None, Some(s)) => format!(
-            "<p class=\"ok\">Replay OK: {records} records, chain intact, state rebuilt from the trail matches ({}{}).</p>",
-            s.status.as_str(),
-            s.outcome.map(|o| format!(", {}", o.as_str())).unwrap_or_default()
-        ),
-        (Some((seq, why)), _) => format!(
-            "<p class=\"bad\">Replay MISMATCH at record {seq}: {}</p>",
-            esc(why)
-        ),
-        (None, None) => "<p class=\"bad\">Replay rebuilt nothing.</p>".into(),
-    }
-}
-
-fn action_form(id: &str, action: &str, label: &str) -> String {
-    format!(
-        "<form class=\"action\" method=\"post\" action=\"/workflows/{id}/{action}\">\
-         <label>your name <input name=\"by\" required maxlength=\"100\"></label> \
-         <label>operator token <input type=\"password\" name=\"token\" required autocomplete=\"off\"></label> \
-         <button>{label}</button></form>",
-        id = esc(id)
-    )
-}
-
 /// One workflow: person, event, definition, steps, timeline, error with its remedy,
 /// entitlements before and after, the replay verdict, and the operator's buttons.
 pub fn workflow_detail(v: &DetailView<'_>) -> String {
     let (row, state) = (v.row, v.state);
+    let body = html! {
+        h1 {
+            (row.person_email) " " small { "on " (row.connection) " (" (row.app) ")" } " "
+            (state_badge(&row.state))
+        }
+        @if let Some(n) = v.notice {
+            p.error { (n) }
+        }
+        @if let Some(o) = &row.outcome {
+            p.ok { "Outcome: " b { (o) } }
+        }
+        @if let Some(code) = &row.error_code {
+            (code_box(code, row.error_message.as_deref()))
+        }
+        (request(row, state))
+        (steps(state))
+        (timeline(state, v.trail))
+        section {
+            h2 { "Entitlements" }
+            h3 { "Before" } (json_block(state.facts.get("entitlements_before")))
+            h3 { "After" } (json_block(state.facts.get("entitlements_after")))
+        }
+        section { h2 { "Replay" } (replay_verdict(v.replay, v.trail.len())) }
+        @if v.operable { (operator(row)) }
+    };
+    layout(&row.person_email, body, v.nav)
+}
+
+/// The request and the workflow's times, as a two-column table.
+fn request(row: &workflow::Model, state: &State) -> Markup {
     let r = &state.request;
-    let mut b = format!(
-        "<h1>{} <small>on {} ({})</small> {}</h1>",
-        esc(&row.person_email),
-        esc(&row.connection),
-        esc(&row.app),
-        state_badge(&row.state)
-    );
-    if let Some(n) = v.notice {
-        b.push_str(&format!("<p class=\"error\">{}</p>", esc(n)));
-    }
-    if let Some(o) = &row.outcome {
-        b.push_str(&format!("<p class=\"ok\">Outcome: <b>{}</b></p>", esc(o)));
-    }
-    if let Some(code) = &row.error_code {
-        b.push_str(&code_box(code, row.error_message.as_deref()));
-    }
-    b.push_str("<section><h2>Request</h2>");
-    b.push_str(&dl(&[
-        ("workflow", format!("<code>{}</code>", esc(&row.id))),
-        ("event id", esc(&r.event_id)),
-        ("event type", esc(r.event_type.as_str())),
-        ("event source", esc(&r.source)),
-        ("event time", opt_time(r.event_time)),
-        ("recipient", esc(r.transfer_to.as_deref().unwrap_or("none"))),
-        ("not before", opt_time(r.not_before)),
+    let definition = html! {
+        (state.definition.name) " v" (state.definition.version) " "
+        code { (state.definition.hash.get(..12).unwrap_or("")) }
+    };
+    let items = [
+        ("workflow", html! { code { (row.id) } }),
+        ("event id", html! { (r.event_id) }),
+        ("event type", html! { (r.event_type.as_str()) }),
+        ("event source", html! { (r.source) }),
+        ("event time", html! { (opt_time(r.event_time)) }),
         (
-            "definition",
-            format!(
-                "{} v{} <code>{}</code>",
-                esc(&state.definition.name),
-                state.definition.version,
-                esc(state.definition.hash.get(..12).unwrap_or(""))
-            ),
+            "recipient",
+            html! { (r.transfer_to.as_deref().unwrap_or("none")) },
         ),
-        ("created", time(row.created_at)),
-        ("updated", time(row.updated_at)),
-        ("finished", opt_time(row.finished_at)),
-        ("next attempt", opt_time(row.wake_at)),
-    ]));
-    b.push_str("</section><section><h2>Steps</h2><table><thead><tr><th>step</th><th>state</th><th>attempts</th><th>code</th></tr></thead><tbody>");
-    for s in &state.steps {
-        let st = serde_json::to_value(s.state).unwrap_or_default();
-        b.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.name),
-            esc(st.as_str().unwrap_or("")),
-            s.attempts,
-            s.error_code.map(|c| c.to_string()).unwrap_or_default()
-        ));
-    }
-    b.push_str("</tbody></table></section><section><h2>Timeline</h2><table><thead><tr><th>#</th><th>time</th><th>step</th><th>what happened</th><th>code</th></tr></thead><tbody>");
-    for (seq, at, record) in v.trail {
-        let (class, step, what, code) = match record {
-            Some(rec) => timeline_row(state, *at, rec),
-            None => (
-                "fail",
-                String::new(),
-                "unreadable record".into(),
-                String::new(),
-            ),
-        };
-        b.push_str(&format!(
-            "<tr class=\"{class}\"><td>{seq}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            at.format("%H:%M:%S%.3f"),
-            esc(&step),
-            esc(&what),
-            esc(&code)
-        ));
-    }
-    b.push_str("</tbody></table></section><section><h2>Entitlements</h2><h3>Before</h3>");
-    b.push_str(&json_block(state.facts.get("entitlements_before")));
-    b.push_str("<h3>After</h3>");
-    b.push_str(&json_block(state.facts.get("entitlements_after")));
-    b.push_str("</section><section><h2>Replay</h2>");
-    b.push_str(&replay_verdict(v.replay, v.trail.len()));
-    b.push_str("</section>");
-    if v.operable {
-        let mut forms = String::new();
-        if row.state == "failed" {
-            forms.push_str(&action_form(&row.id, "retry", "Retry"));
-        }
-        if row.finished_at.is_none() {
-            forms.push_str(&action_form(&row.id, "cancel", "Cancel"));
-        }
-        if !forms.is_empty() {
-            b.push_str(&format!("<section><h2>Operator</h2>{forms}</section>"));
+        ("not before", html! { (opt_time(r.not_before)) }),
+        ("definition", definition),
+        ("created", html! { (time(row.created_at)) }),
+        ("updated", html! { (time(row.updated_at)) }),
+        ("finished", html! { (opt_time(row.finished_at)) }),
+        ("next attempt", html! { (opt_time(row.wake_at)) }),
+    ];
+    html! {
+        section {
+            h2 { "Request" }
+            table {
+                @for (key, value) in items {
+                    tr { th.key { (key) } td { (value) } }
+                }
+            }
         }
     }
-    layout(&row.person_email, &b, v.nav)
+}
+
+/// Each step with its state, attempts and code.
+fn steps(state: &State) -> Markup {
+    html! {
+        section {
+            h2 { "Steps" }
+            table {
+                thead { tr { th { "step" } th { "state" } th { "attempts" } th { "code" } } }
+                tbody {
+                    @for s in &state.steps {
+                        @let shown = serde_json::to_value(s.state).unwrap_or_default();
+                        tr {
+                            td { (s.name) }
+                            td { (shown.as_str().unwrap_or("")) }
+                            td { (s.attempts) }
+                            td { @if let Some(c) = s.error_code { (c) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The trail, one row per record in [`describe`]'s words, coloured by its tone.
+fn timeline(state: &State, trail: &[(i32, DateTime<Utc>, Option<Record>)]) -> Markup {
+    let names: Vec<String> = state.steps.iter().map(|s| s.name.clone()).collect();
+    html! {
+        section {
+            h2 { "Timeline" }
+            table {
+                thead { tr {
+                    th { "#" } th { "time" } th { "step" } th { "what happened" } th { "code" }
+                } }
+                tbody {
+                    @for (seq, at, record) in trail {
+                        @let d = record
+                            .as_ref()
+                            .map_or_else(Description::unreadable, |r| describe(r, *at, &names));
+                        tr class=(d.tone.as_str()) {
+                            td { (seq) }
+                            td { (at.format("%H:%M:%S%.3f")) }
+                            td { (d.step.unwrap_or_default()) }
+                            td { (d.summary) }
+                            td { (d.code.unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn json_block(v: Option<&Value>) -> Markup {
+    match v {
+        None | Some(Value::Null) => html! { p { "not recorded" } },
+        Some(v) => html! { pre { (serde_json::to_string_pretty(v).unwrap_or_default()) } },
+    }
+}
+
+/// A code with its explanation and remedy from the catalog.
+fn code_box(code: &str, message: Option<&str>) -> Markup {
+    html! {
+        div.error {
+            h2 { "Error " code { (code) } }
+            @if let Some(m) = message {
+                p { (m) }
+            }
+            @if let Some(info) = Code::parse(code).map(Code::info) {
+                p { b { (info.message) } }
+                p { "When: " (info.condition) }
+                h3 { "Remedy" }
+                ol {
+                    @for step in info.remedy {
+                        li { (step) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`ReplayReport::verdict`], the words `offboard replay` prints.
+fn replay_verdict(report: &ReplayReport, records: usize) -> Markup {
+    match report.verdict(records) {
+        Ok(verdict) => html! { p.ok { "Replay OK: " (verdict) } },
+        Err(problem) => html! { p.bad { "Replay MISMATCH " (problem) } },
+    }
+}
+
+/// Retry for a failed workflow and cancel for an unfinished one, if either applies.
+fn operator(row: &workflow::Model) -> Markup {
+    let retry = row.state == "failed";
+    let cancel = row.finished_at.is_none();
+    html! {
+        @if retry || cancel {
+            section {
+                h2 { "Operator" }
+                @if retry { (action_form(&row.id, "retry", "Retry")) }
+                @if cancel { (action_form(&row.id, "cancel", "Cancel")) }
+            }
+        }
+    }
+}
+
+fn action_form(id: &str, action: &str, label: &str) -> Markup {
+    html! {
+        form.action method="post" action={ "/workflows/" (id) "/" (action) } {
+            label { "your name " input name="by" required maxlength="100"; } " "
+            label {
+                "operator token "
+                input type="password" name="token" required autocomplete="off";
+            } " "
+            button { (label) }
+        }
+    }
 }
 
 /// How much of a dead letter's body the console shows.
@@ -634,44 +503,66 @@ fn bytes(n: i64) -> String {
 /// The newest dead letters with their codes, each body shown up to [`BODY_PREVIEW`]
 /// bytes with its whole size.
 pub fn dead_letters(rows: &[DeadLetterRow], nav: Nav) -> String {
-    let mut b = String::from(
-        "<h1>Dead letters</h1><table><thead><tr><th>received</th><th>code</th><th>why</th>\
-         <th>event id</th><th>routing key</th><th>size</th><th>body (first 4 KiB)</th></tr></thead><tbody>",
-    );
-    for d in rows {
-        let explained = Code::parse(&d.code).map(Code::message).unwrap_or("");
-        let (shown, cut) = preview(&d.body, BODY_PREVIEW);
-        let size = d.size.unwrap_or(d.body.len() as i64);
-        b.push_str(&format!(
-            "<tr><td>{}</td><td><code title=\"{}\">{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}{}</pre></td></tr>",
-            time(d.received_at),
-            esc(explained),
-            esc(&d.code),
-            esc(&d.message),
-            esc(d.event_id.as_deref().unwrap_or("")),
-            esc(&d.routing_key),
-            bytes(size),
-            esc(shown),
-            if cut || size > shown.len() as i64 { "…" } else { "" },
-        ));
+    let body = html! {
+        h1 { "Dead letters" }
+        table {
+            thead { tr {
+                th { "received" } th { "code" } th { "why" } th { "event id" }
+                th { "routing key" } th { "size" } th { "body (first 4 KiB)" }
+            } }
+            tbody {
+                @for d in rows { (dead_letter(d)) }
+                @if rows.is_empty() {
+                    tr { td colspan="7" { "No dead letters." } }
+                }
+            }
+        }
+    };
+    layout("Dead letters", body, nav)
+}
+
+/// One dead letter: its code (explained on hover), why, and the start of its body.
+fn dead_letter(d: &DeadLetterRow) -> Markup {
+    let explained = Code::parse(&d.code).map(Code::message).unwrap_or("");
+    let (shown, cut) = preview(&d.body, BODY_PREVIEW);
+    let size = d.size.unwrap_or(d.body.len() as i64);
+    let more = if cut || size > shown.len() as i64 {
+        "…"
+    } else {
+        ""
+    };
+    html! {
+        tr {
+            td { (time(d.received_at)) }
+            td { code title=(explained) { (d.code) } }
+            td { (d.message) }
+            td { (d.event_id.as_deref().unwrap_or("")) }
+            td { (d.routing_key) }
+            td { (bytes(size)) }
+            td { pre { (shown) (more) } }
+        }
     }
-    if rows.is_empty() {
-        b.push_str("<tr><td colspan=\"7\">No dead letters.</td></tr>");
-    }
-    b.push_str("</tbody></table>");
-    layout("Dead letters", &b, nav)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `text` as maud splices it into a page.
+    fn escaped(text: &str) -> String {
+        html! { (text) }.into_string()
+    }
+
     #[test]
-    fn markup_and_quotes_are_escaped() {
-        assert_eq!(
-            esc(r#"<script>alert("x")</script> & 'y'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+    fn outside_values_cannot_become_markup() {
+        let hostile = r#"/x"><script>alert("x")</script>"#;
+        let page = login(hostile, Some("<b>wrong</b> & 'late'"));
+        assert!(
+            !page.contains("<script>") && !page.contains("<b>wrong"),
+            "{page}"
         );
+        assert!(page.contains(r#"value="/x&quot;&gt;&lt;script&gt;alert(&quot;x&quot;)"#));
+        assert!(page.contains("&lt;b&gt;wrong&lt;/b&gt; &amp; 'late'"));
     }
 
     #[test]
@@ -718,7 +609,7 @@ mod tests {
         let pages = [
             login("/workflows", Some("wrong <token>")),
             dead_letters(&[], Nav::SignOut),
-            layout("x", "<p>y</p>", Nav::Plain),
+            problem("Unauthorized", "<p>y</p>", true),
         ];
         for page in pages {
             for inline in ["<style", "style=", "<script", "javascript:"] {
@@ -731,10 +622,10 @@ mod tests {
 
     #[test]
     fn a_code_shows_its_catalog_remedy() {
-        let html = code_box("SMT-110-B", Some("recipient <b> missing"));
+        let html = code_box("SMT-110-B", Some("recipient <b> missing")).into_string();
         let info = Code::Smt110B.info();
-        assert!(html.contains(&esc(info.message)));
-        assert!(html.contains(&esc(info.remedy[0])));
+        assert!(html.contains(&escaped(info.message)));
+        assert!(html.contains(&escaped(info.remedy[0])));
         assert!(html.contains("recipient &lt;b&gt; missing"));
     }
 }

@@ -1,0 +1,313 @@
+//! One description of each trail record, in words, for every place that shows a trail:
+//! `offboard history`, the records `offboard replay` prints and the demo, and the
+//! console's timeline. [`describe`] returns the parts ([`Description`]); the terminal
+//! lays them out as a line, the console as a table row, so both say the same thing.
+//!
+//! The parts are plain text as recorded: values from events and apps are *not* escaped
+//! here, because how to escape depends on where they go (control characters for a
+//! terminal, markup for HTML). Each renderer escapes them.
+
+use chrono::{DateTime, Utc};
+
+use super::definition::DefinitionRef;
+use super::machine::{Record, WorkflowRequest};
+use super::recheck::Finding;
+
+/// What kind of moment a record is, for a reader scanning a trail (the console colours
+/// its rows by it; the names are its CSS classes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    /// The workflow was created.
+    Created,
+    /// A step attempt began.
+    Start,
+    /// An HTTP call, evidence of what a step did.
+    Api,
+    /// Something went right: a step succeeded, the workflow completed, a clean recheck.
+    Ok,
+    /// Something went wrong: a failed attempt, a failed workflow, a recheck that found
+    /// the person back, a record that cannot be read.
+    Fail,
+    /// An operator's action or the engine's decision: cancel, retry, hold, duplicate.
+    Note,
+}
+
+impl Tone {
+    /// The lower-case name (`created`, `start`, `api`, `ok`, `fail`, `note`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tone::Created => "created",
+            Tone::Start => "start",
+            Tone::Api => "api",
+            Tone::Ok => "ok",
+            Tone::Fail => "fail",
+            Tone::Note => "note",
+        }
+    }
+}
+
+/// A trail record described: what kind of moment, which step, what happened, and the
+/// code that explains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// What kind of moment it is.
+    pub tone: Tone,
+    /// The step it belongs to (its name, `#N` for an index the workflow does not have,
+    /// or `recheck`); `None` for a record about the whole workflow.
+    pub step: Option<String>,
+    /// What happened, in one sentence.
+    pub summary: String,
+    /// The catalog code (`SMT-110-B`) or the app's own (`errorCode 1020`) that explains
+    /// it, if any.
+    pub code: Option<String>,
+}
+
+impl Description {
+    /// The description of a record whose body cannot be parsed (replay reports where).
+    pub fn unreadable() -> Description {
+        Description::whole(Tone::Fail, "unreadable record".into())
+    }
+
+    fn whole(tone: Tone, summary: String) -> Description {
+        Description {
+            tone,
+            step: None,
+            summary,
+            code: None,
+        }
+    }
+
+    fn of_step(tone: Tone, step: String, summary: String) -> Description {
+        Description {
+            tone,
+            step: Some(step),
+            summary,
+            code: None,
+        }
+    }
+
+    fn with_code(self, code: Option<String>) -> Description {
+        Description { code, ..self }
+    }
+}
+
+/// A moment as every description prints it: UTC to the millisecond, like the trail's own
+/// time column in `offboard history`.
+pub fn moment(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// Describes `record`, written at `at`, of a workflow whose steps are named `steps` (in
+/// order).
+pub fn describe(record: &Record, at: DateTime<Utc>, steps: &[String]) -> Description {
+    let step = |i: &usize| steps.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
+    let whole = Description::whole;
+    match record {
+        Record::Created {
+            request,
+            definition,
+            ..
+        } => whole(Tone::Created, created(request, definition)),
+        Record::StepStarted { step: i, attempt } => {
+            Description::of_step(Tone::Start, step(i), format!("attempt {attempt} started"))
+        }
+        Record::ApiCall {
+            step: i,
+            method,
+            path,
+            status,
+            error_code,
+            duration_ms,
+            ..
+        } => {
+            let answer = status.map_or_else(|| "no response".into(), |s| s.to_string());
+            let summary = format!("{method} {path} -> {answer} in {duration_ms} ms");
+            Description::of_step(Tone::Api, step(i), summary)
+                .with_code(error_code.map(|c| format!("errorCode {c}")))
+        }
+        Record::StepSucceeded {
+            step: i,
+            attempt,
+            output,
+        } => {
+            let summary = format!("attempt {attempt} succeeded: {}", output.summary);
+            Description::of_step(Tone::Ok, step(i), summary)
+        }
+        Record::StepFailed {
+            step: i,
+            attempt,
+            error,
+            retry_at,
+            ..
+        } => {
+            let summary = format!(
+                "attempt {attempt} failed: {}; {}",
+                error.message,
+                next_try(at, *retry_at)
+            );
+            Description::of_step(Tone::Fail, step(i), summary)
+                .with_code(Some(error.code.to_string()))
+        }
+        Record::Completed { outcome } => {
+            whole(Tone::Ok, format!("completed: {}", outcome.as_str()))
+        }
+        Record::Failed { code, message } => {
+            whole(Tone::Fail, format!("failed: {message}")).with_code(Some(code.to_string()))
+        }
+        Record::Cancelled { by } => whole(Tone::Note, format!("cancelled by {by}")),
+        Record::RetryRequested { by } => whole(Tone::Note, format!("retry requested by {by}")),
+        Record::Released { by } => whole(Tone::Note, format!("released by {by}")),
+        Record::DuplicateReceived { source } => whole(
+            Tone::Note,
+            format!("the same event arrived again (from {source}); nothing new started"),
+        ),
+        Record::CancelRefused { by } => whole(
+            Tone::Note,
+            format!("cancel asked by {by} refused: the workflow had already ended"),
+        ),
+        Record::Held {
+            limit,
+            in_last_hour,
+        } => whole(
+            Tone::Note,
+            format!(
+                "held by the mass-offboarding brake: {in_last_hour} offboardings in the last \
+                 hour, limit {limit}; waits for `offboard release`"
+            ),
+        ),
+        Record::Rechecked { recheck, finding } => rechecked(*recheck, finding),
+        Record::RecheckFailed {
+            recheck,
+            attempt,
+            error,
+            retry_at,
+            ..
+        } => {
+            let summary = format!(
+                "recheck {} attempt {attempt} failed: {}; again at {}",
+                recheck + 1,
+                error.message,
+                moment(*retry_at)
+            );
+            Description::of_step(Tone::Note, "recheck".into(), summary)
+                .with_code(Some(error.code.to_string()))
+        }
+    }
+}
+
+/// The creation record: which event, from where, with which definition, and the
+/// earliest start when the event asked for one.
+fn created(request: &WorkflowRequest, definition: &DefinitionRef) -> String {
+    let not_before = request
+        .not_before
+        .map(|t| format!(", not before {}", moment(t)))
+        .unwrap_or_default();
+    format!(
+        "created from event {} ({} from {}) with {} v{}{not_before}",
+        request.event_id,
+        request.event_type.as_str(),
+        request.source,
+        definition.name,
+        definition.version,
+    )
+}
+
+/// When a failed attempt, written at `at`, is tried again: how long after, and when.
+fn next_try(at: DateTime<Utc>, retry_at: Option<DateTime<Utc>>) -> String {
+    match retry_at {
+        Some(t) => format!(
+            "retry in {:.1} s (at {})",
+            (t - at).as_seconds_f64().max(0.0),
+            moment(t)
+        ),
+        None => "no retry".into(),
+    }
+}
+
+/// A recheck's finding: a clean one is good news, one with a code (the person is back)
+/// is not.
+fn rechecked(recheck: usize, finding: &Finding) -> Description {
+    let tone = if finding.code.is_some() {
+        Tone::Fail
+    } else {
+        Tone::Ok
+    };
+    let summary = format!(
+        "recheck {}: {} ({})",
+        recheck + 1,
+        finding.result.as_str(),
+        finding.summary
+    );
+    Description::of_step(tone, "recheck".into(), summary)
+        .with_code(finding.code.map(|c| c.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::Code;
+    use crate::domain::step::StepError;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + secs, 0).unwrap()
+    }
+
+    fn steps() -> Vec<String> {
+        vec!["find-user".into(), "remove-user".into()]
+    }
+
+    #[test]
+    fn a_call_names_its_step_and_carries_the_apps_own_code() {
+        let call = Record::ApiCall {
+            step: 1,
+            attempt: 1,
+            method: "DELETE".into(),
+            path: "/users/7".into(),
+            status: Some(404),
+            error_code: Some(1020),
+            duration_ms: 3,
+        };
+        let d = describe(&call, at(0), &steps());
+        assert_eq!(d.tone, Tone::Api);
+        assert_eq!(d.step.as_deref(), Some("remove-user"));
+        assert_eq!(d.summary, "DELETE /users/7 -> 404 in 3 ms");
+        assert_eq!(d.code.as_deref(), Some("errorCode 1020"));
+    }
+
+    #[test]
+    fn a_failed_attempt_says_when_it_is_tried_again() {
+        let failed = Record::StepFailed {
+            step: 5,
+            attempt: 2,
+            error: StepError::fatal(Code::Smt110B, "recipient missing"),
+            jitter: 0.5,
+            retry_at: Some(at(90)),
+        };
+        let d = describe(&failed, at(0), &steps());
+        assert_eq!(d.tone, Tone::Fail);
+        assert_eq!(d.step.as_deref(), Some("#5"), "an index the workflow lacks");
+        assert_eq!(
+            d.summary,
+            format!(
+                "attempt 2 failed: recipient missing; retry in 90.0 s (at {})",
+                moment(at(90))
+            )
+        );
+        assert_eq!(d.code.as_deref(), Some("SMT-110-B"));
+    }
+
+    #[test]
+    fn operators_actions_belong_to_the_whole_workflow() {
+        let d = describe(&Record::Cancelled { by: "bob".into() }, at(0), &steps());
+        assert_eq!(
+            d,
+            Description {
+                tone: Tone::Note,
+                step: None,
+                summary: "cancelled by bob".into(),
+                code: None,
+            }
+        );
+        assert_eq!(Description::unreadable().tone.as_str(), "fail");
+    }
+}
