@@ -65,29 +65,12 @@ pub struct Description {
 impl Description {
     /// The description of a record whose body cannot be parsed (replay reports where).
     pub fn unreadable() -> Description {
-        Description::whole(Tone::Fail, "unreadable record".into())
-    }
-
-    fn whole(tone: Tone, summary: String) -> Description {
         Description {
-            tone,
+            tone: Tone::Fail,
             step: None,
-            summary,
+            summary: "unreadable record".into(),
             code: None,
         }
-    }
-
-    fn of_step(tone: Tone, step: String, summary: String) -> Description {
-        Description {
-            tone,
-            step: Some(step),
-            summary,
-            code: None,
-        }
-    }
-
-    fn with_code(self, code: Option<String>) -> Description {
-        Description { code, ..self }
     }
 }
 
@@ -100,19 +83,31 @@ pub fn moment(t: DateTime<Utc>) -> String {
 /// Describes `record`, written at `at`, of a workflow whose steps are named `steps` (in
 /// order).
 pub fn describe(record: &Record, at: DateTime<Utc>, steps: &[String]) -> Description {
-    let step = |i: &usize| steps.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
-    let whole = Description::whole;
-    match record {
+    let step = match record {
+        Record::Rechecked { .. } | Record::RecheckFailed { .. } => Some("recheck".to_string()),
+        _ => record
+            .step()
+            .map(|i| steps.get(i).cloned().unwrap_or_else(|| format!("#{i}"))),
+    };
+    let (tone, summary, code) = what_happened(record, at);
+    Description {
+        tone,
+        step,
+        summary,
+        code,
+    }
+}
+
+/// A record's tone, summary and code (everything but its step).
+fn what_happened(record: &Record, at: DateTime<Utc>) -> (Tone, String, Option<String>) {
+    let (tone, summary) = match record {
         Record::Created {
             request,
             definition,
             ..
-        } => whole(Tone::Created, created(request, definition)),
-        Record::StepStarted { step: i, attempt } => {
-            Description::of_step(Tone::Start, step(i), format!("attempt {attempt} started"))
-        }
+        } => (Tone::Created, created(request, definition)),
+        Record::StepStarted { attempt, .. } => (Tone::Start, format!("attempt {attempt} started")),
         Record::ApiCall {
-            step: i,
             method,
             path,
             status,
@@ -120,62 +115,50 @@ pub fn describe(record: &Record, at: DateTime<Utc>, steps: &[String]) -> Descrip
             duration_ms,
             ..
         } => {
-            let answer = status.map_or_else(|| "no response".into(), |s| s.to_string());
-            let summary = format!("{method} {path} -> {answer} in {duration_ms} ms");
-            Description::of_step(Tone::Api, step(i), summary)
-                .with_code(error_code.map(|c| format!("errorCode {c}")))
+            let summary = api_call(method, path, *status, *duration_ms);
+            let code = error_code.map(|c| format!("errorCode {c}"));
+            return (Tone::Api, summary, code);
         }
         Record::StepSucceeded {
-            step: i,
-            attempt,
-            output,
-        } => {
-            let summary = format!("attempt {attempt} succeeded: {}", output.summary);
-            Description::of_step(Tone::Ok, step(i), summary)
-        }
+            attempt, output, ..
+        } => (
+            Tone::Ok,
+            format!("attempt {attempt} succeeded: {}", output.summary),
+        ),
         Record::StepFailed {
-            step: i,
             attempt,
             error,
             retry_at,
             ..
         } => {
-            let summary = format!(
-                "attempt {attempt} failed: {}; {}",
-                error.message,
-                next_try(at, *retry_at)
-            );
-            Description::of_step(Tone::Fail, step(i), summary)
-                .with_code(Some(error.code.to_string()))
+            let next = next_try(at, *retry_at);
+            let summary = format!("attempt {attempt} failed: {}; {next}", error.message);
+            return (Tone::Fail, summary, Some(error.code.to_string()));
         }
-        Record::Completed { outcome } => {
-            whole(Tone::Ok, format!("completed: {}", outcome.as_str()))
-        }
+        Record::Completed { outcome } => (Tone::Ok, format!("completed: {}", outcome.as_str())),
         Record::Failed { code, message } => {
-            whole(Tone::Fail, format!("failed: {message}")).with_code(Some(code.to_string()))
+            return (
+                Tone::Fail,
+                format!("failed: {message}"),
+                Some(code.to_string()),
+            )
         }
-        Record::Cancelled { by } => whole(Tone::Note, format!("cancelled by {by}")),
-        Record::RetryRequested { by } => whole(Tone::Note, format!("retry requested by {by}")),
-        Record::Released { by } => whole(Tone::Note, format!("released by {by}")),
-        Record::DuplicateReceived { source } => whole(
+        Record::Cancelled { by } => (Tone::Note, format!("cancelled by {by}")),
+        Record::RetryRequested { by } => (Tone::Note, format!("retry requested by {by}")),
+        Record::Released { by } => (Tone::Note, format!("released by {by}")),
+        Record::DuplicateReceived { source } => (
             Tone::Note,
             format!("the same event arrived again (from {source}); nothing new started"),
         ),
-        Record::CancelRefused { by } => whole(
+        Record::CancelRefused { by } => (
             Tone::Note,
             format!("cancel asked by {by} refused: the workflow had already ended"),
         ),
         Record::Held {
             limit,
             in_last_hour,
-        } => whole(
-            Tone::Note,
-            format!(
-                "held by the mass-offboarding brake: {in_last_hour} offboardings in the last \
-                 hour, limit {limit}; waits for `offboard release`"
-            ),
-        ),
-        Record::Rechecked { recheck, finding } => rechecked(*recheck, finding),
+        } => (Tone::Note, held(*limit, *in_last_hour)),
+        Record::Rechecked { recheck, finding } => return rechecked(*recheck, finding),
         Record::RecheckFailed {
             recheck,
             attempt,
@@ -189,10 +172,25 @@ pub fn describe(record: &Record, at: DateTime<Utc>, steps: &[String]) -> Descrip
                 error.message,
                 moment(*retry_at)
             );
-            Description::of_step(Tone::Note, "recheck".into(), summary)
-                .with_code(Some(error.code.to_string()))
+            return (Tone::Note, summary, Some(error.code.to_string()));
         }
-    }
+    };
+    (tone, summary, None)
+}
+
+/// The brake's hold, and who lifts it.
+fn held(limit: u32, in_last_hour: u64) -> String {
+    format!(
+        "held by the mass-offboarding brake: {in_last_hour} offboardings in the last hour, \
+         limit {limit}; waits for `offboard release`"
+    )
+}
+
+/// An HTTP call: method, path (without secrets), the status or `no response`, and how
+/// long it took.
+fn api_call(method: &str, path: &str, status: Option<u16>, duration_ms: u64) -> String {
+    let answer = status.map_or_else(|| "no response".into(), |s| s.to_string());
+    format!("{method} {path} -> {answer} in {duration_ms} ms")
 }
 
 /// The creation record: which event, from where, with which definition, and the
@@ -226,7 +224,7 @@ fn next_try(at: DateTime<Utc>, retry_at: Option<DateTime<Utc>>) -> String {
 
 /// A recheck's finding: a clean one is good news, one with a code (the person is back)
 /// is not.
-fn rechecked(recheck: usize, finding: &Finding) -> Description {
+fn rechecked(recheck: usize, finding: &Finding) -> (Tone, String, Option<String>) {
     let tone = if finding.code.is_some() {
         Tone::Fail
     } else {
@@ -238,8 +236,7 @@ fn rechecked(recheck: usize, finding: &Finding) -> Description {
         finding.result.as_str(),
         finding.summary
     );
-    Description::of_step(tone, "recheck".into(), summary)
-        .with_code(finding.code.map(|c| c.to_string()))
+    (tone, summary, finding.code.map(|c| c.to_string()))
 }
 
 #[cfg(test)]
