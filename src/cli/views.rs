@@ -172,10 +172,7 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         say!(
             "  {:<18} {:<10} attempts {}{err}",
             s.name,
-            serde_json::to_value(s.state)
-                .unwrap_or_default()
-                .as_str()
-                .unwrap_or(""),
+            s.state.as_str(),
             s.attempts
         );
     }

@@ -366,10 +366,9 @@ fn steps(state: &State) -> Markup {
                 thead { tr { th { "step" } th { "state" } th { "attempts" } th { "code" } } }
                 tbody {
                     @for s in &state.steps {
-                        @let shown = serde_json::to_value(s.state).unwrap_or_default();
                         tr {
                             td { (s.name) }
-                            td { (shown.as_str().unwrap_or("")) }
+                            td { (s.state.as_str()) }
                             td { (s.attempts) }
                             td { @if let Some(c) = s.error_code { (c) } }
                         }
