@@ -246,4 +246,34 @@ mod tests {
             assert!(!terminal_safe(raw).chars().any(char::is_control));
         }
     }
+
+    fn row(seq: i32, record: &Record) -> audit::Model {
+        audit::Model {
+            id: 1,
+            workflow_id: "wf".into(),
+            seq,
+            at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            kind: record.kind().into(),
+            step: record.step().map(|s| s as i32),
+            body: serde_json::to_string(record).unwrap(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_history_line_lays_out_the_shared_description() {
+        let failed = Record::Failed {
+            code: crate::codes::Code::Smt110B,
+            message: "recipient \u{1b}[2J missing".into(),
+        };
+        let line = describe(&row(7, &failed), &[]);
+        assert_eq!(
+            line,
+            "  7 2026-09-21 14:13:20.000                    failed: recipient \\u{1b}[2J missing  [SMT-110-B]"
+        );
+        let mut unreadable = row(8, &failed);
+        unreadable.body = "{".into();
+        assert!(describe(&unreadable, &[]).ends_with("unreadable record"));
+    }
 }
