@@ -153,17 +153,12 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         say!("{label} {}", w.to_rfc3339());
     }
     for (i, r) in state.rechecks.iter().enumerate() {
-        let code = r
-            .finding
-            .code
-            .map(|c| format!("  [{c}]"))
-            .unwrap_or_default();
+        let found = describe::recheck_finding(i, &r.finding);
+        let code = found.code.map(|c| format!("  [{c}]")).unwrap_or_default();
         say!(
-            "recheck {}  {} {}: {}{code}",
-            i + 1,
-            r.at.to_rfc3339(),
-            r.finding.result.as_str(),
-            r.finding.summary
+            "rechecked  {} {}{code}",
+            describe::moment(r.at),
+            found.summary
         );
     }
     say!("steps:");

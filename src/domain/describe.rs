@@ -158,7 +158,10 @@ fn what_happened(record: &Record, at: DateTime<Utc>) -> (Tone, String, Option<St
             limit,
             in_last_hour,
         } => (Tone::Note, held(*limit, *in_last_hour)),
-        Record::Rechecked { recheck, finding } => return rechecked(*recheck, finding),
+        Record::Rechecked { recheck, finding } => {
+            let d = recheck_finding(*recheck, finding);
+            return (d.tone, d.summary, d.code);
+        }
         Record::RecheckFailed {
             recheck,
             attempt,
@@ -166,16 +169,20 @@ fn what_happened(record: &Record, at: DateTime<Utc>) -> (Tone, String, Option<St
             retry_at,
             ..
         } => {
-            let summary = format!(
-                "recheck {} attempt {attempt} failed: {}; again at {}",
-                recheck + 1,
-                error.message,
-                moment(*retry_at)
-            );
+            let summary = recheck_retry(*recheck, *attempt, &error.message, *retry_at);
             return (Tone::Note, summary, Some(error.code.to_string()));
         }
     };
     (tone, summary, None)
+}
+
+/// A recheck's lookup that failed, and when it runs again.
+fn recheck_retry(recheck: usize, attempt: u32, message: &str, retry_at: DateTime<Utc>) -> String {
+    format!(
+        "recheck {} attempt {attempt} failed: {message}; again at {}",
+        recheck + 1,
+        moment(retry_at)
+    )
 }
 
 /// The brake's hold, and who lifts it.
@@ -222,9 +229,10 @@ fn next_try(at: DateTime<Utc>, retry_at: Option<DateTime<Utc>>) -> String {
     }
 }
 
-/// A recheck's finding: a clean one is good news, one with a code (the person is back)
-/// is not.
-fn rechecked(recheck: usize, finding: &Finding) -> (Tone, String, Option<String>) {
+/// What recheck number `recheck` (0-based) found: a clean finding is good news, one with
+/// a code (the person is back) is not. The `rechecked` record's description, and what
+/// `offboard show` lists under a workflow's rechecks.
+pub fn recheck_finding(recheck: usize, finding: &Finding) -> Description {
     let tone = if finding.code.is_some() {
         Tone::Fail
     } else {
@@ -236,7 +244,12 @@ fn rechecked(recheck: usize, finding: &Finding) -> (Tone, String, Option<String>
         finding.result.as_str(),
         finding.summary
     );
-    (tone, summary, finding.code.map(|c| c.to_string()))
+    Description {
+        tone,
+        step: Some("recheck".into()),
+        summary,
+        code: finding.code.map(|c| c.to_string()),
+    }
 }
 
 #[cfg(test)]
