@@ -256,6 +256,7 @@ pub fn recheck_finding(recheck: usize, finding: &Finding) -> Description {
 mod tests {
     use super::*;
     use crate::codes::Code;
+    use crate::domain::recheck::RecheckResult;
     use crate::domain::step::StepError;
 
     fn at(secs: i64) -> DateTime<Utc> {
@@ -304,6 +305,29 @@ mod tests {
             )
         );
         assert_eq!(d.code.as_deref(), Some("SMT-110-B"));
+    }
+
+    #[test]
+    fn a_recheck_that_finds_the_person_back_is_bad_news_with_its_code() {
+        let finding = |result, code| Finding {
+            result,
+            code,
+            user_id: Some(7),
+            scim_id: None,
+            entitlements: serde_json::Value::Null,
+            summary: "user 7 is active".into(),
+            offboarded_again: None,
+        };
+        let back = Record::Rechecked {
+            recheck: 0,
+            finding: finding(RecheckResult::Reactivated, Some(Code::Smt113B)),
+        };
+        let d = describe(&back, at(0), &steps());
+        assert_eq!((d.tone, d.step.as_deref()), (Tone::Fail, Some("recheck")));
+        assert_eq!(d.summary, "recheck 1: reactivated (user 7 is active)");
+        assert_eq!(d.code.as_deref(), Some("SMT-113-B"));
+        let gone = recheck_finding(1, &finding(RecheckResult::StillGone, None));
+        assert_eq!((gone.tone, gone.code), (Tone::Ok, None));
     }
 
     #[test]
