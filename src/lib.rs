@@ -13,8 +13,8 @@
 //!   simulators live in the `offboard-simulators` crate (`simulators/`).
 //! - [`codes`]: the error-code catalog.
 //! - [`evidence`]: what a trail proves (replay verdict, auditors' rows), for CLI and console.
-//! - `http` (feature `console`, on by default): the operators' listener: metrics, health
-//!   probes and the web console.
+//! - `console` (feature `console`, on by default): the operators' listener (axum): metrics,
+//!   health probes and the web console.
 //! - `ingest` (feature `console`): the HR-facing HTTP intake, `POST /events` onto the
 //!   exchange.
 //! - [`config`], [`telemetry`], [`cli`]: configuration, logging, the command line.
@@ -25,10 +25,10 @@ pub mod apps;
 pub mod cli;
 pub mod codes;
 pub mod config;
+#[cfg(feature = "console")]
+pub mod console;
 pub mod domain;
 pub mod evidence;
-#[cfg(feature = "console")]
-pub mod http;
 #[cfg(feature = "console")]
 pub mod ingest;
 pub mod intake;

@@ -54,11 +54,11 @@ impl Service {
     pub fn listen(
         mut self,
         listener: tokio::net::TcpListener,
-        console: crate::http::Console,
+        console: crate::console::Console,
     ) -> Service {
         let stop = self.stop.subscribe();
         let broker = self.broker.clone();
-        self.tasks.push(tokio::spawn(crate::http::serve(
+        self.tasks.push(tokio::spawn(crate::console::serve(
             listener, console, broker, stop,
         )));
         self

@@ -10,7 +10,7 @@ mod audit_key;
 mod bulk;
 #[cfg(feature = "demo")]
 mod demo;
-mod evidence;
+mod export;
 mod intervene;
 mod plan;
 mod replay;
@@ -310,7 +310,7 @@ async fn run(cli: Cli) -> Outcome {
             until,
             format,
         } => {
-            evidence::run(
+            export::run(
                 &read_store(&config).await?,
                 &since,
                 until.as_deref(),
@@ -358,15 +358,15 @@ async fn prune(config: &Config, before: &str, evidence: Option<PathBuf>) -> Outc
             "prune removes audit trails: give --evidence FILE to export their evidence first",
         )
     })?;
-    let before = evidence::parse_date(before, "--before")?;
+    let before = export::parse_date(before, "--before")?;
     let store = open_store(config).await?;
-    evidence::prune(&store, before, &evidence).await
+    export::prune(&store, before, &evidence).await
 }
 
 /// `verify --all`: every workflow (created since `since`) replayed.
 async fn verify(config: &Config, since: Option<String>) -> Outcome {
     let since = since
-        .map(|s| evidence::parse_date(&s, "--since"))
+        .map(|s| export::parse_date(&s, "--since"))
         .transpose()?;
     replay::verify_all(&read_store(config).await?, since).await
 }
@@ -555,7 +555,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
                 .local_addr()
                 .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
             tracing::info!(%addr, operable = token.is_some(), guarded = viewer.is_some(), "console, metrics and health probes listening");
-            let console = crate::http::Console::new(engine, token);
+            let console = crate::console::Console::new(engine, token);
             let console = match viewer {
                 Some(v) => console.with_viewer_token(v),
                 None => console,

@@ -128,6 +128,20 @@ pub enum StepState {
     Skipped,
 }
 
+impl StepState {
+    /// The lower-case name, as stored and shown (`pending`, `running`, `succeeded`,
+    /// `failed`, `skipped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+        }
+    }
+}
+
 /// One step's progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepStatus {

@@ -12,11 +12,14 @@
 //! - [`protection`]: who may never be removed (token owner, admins, `protected`).
 //! - [`plan`]: the workflows an accepted event asks for, one per connection.
 //! - [`recheck`]: rechecks after the end: offsets, and what a lookup found.
+//! - [`describe`]: each trail record in words, the one description the terminal and the
+//!   console render.
 
 pub mod acceptance;
 pub mod admission;
 pub mod chain;
 pub mod definition;
+pub mod describe;
 pub mod event;
 pub mod machine;
 pub mod plan;
