@@ -94,11 +94,11 @@ fn logs_to_a_file_carry_no_colours_and_the_demo_speaks_in_words() {
 
     let header = stdout.lines().next().unwrap();
     assert!(
-        header.contains("smartsheet") && header.contains("postman"),
+        header.contains("smartsheet") && header.contains("postman") && header.contains("scim"),
         "{header}"
     );
     assert!(
-        stdout.contains("event demo-001: accepted, 2 workflows started"),
+        stdout.contains("event demo-001: accepted, 3 workflows started"),
         "{stdout}"
     );
     assert!(
