@@ -19,24 +19,13 @@ pub async fn replay(store: &Store, id: &str) -> Outcome {
     for row in &checked.trail {
         outln!("{}", describe(row, &steps));
     }
-    match checked.report.problem {
-        None => {
-            let s = checked
-                .report
-                .rebuilt
-                .expect("a clean replay rebuilds a state");
-            outln!(
-                "replay OK: {} records, chain intact, rebuilt state matches ({}{})",
-                checked.trail.len(),
-                s.status.as_str(),
-                s.outcome
-                    .map(|o| format!(", {}", o.as_str()))
-                    .unwrap_or_default()
-            );
+    match checked.report.verdict(checked.trail.len()) {
+        Ok(verdict) => {
+            outln!("replay OK: {verdict}");
             Ok(EXIT_OK)
         }
-        Some((seq, why)) => {
-            outln!("replay MISMATCH at record {seq}: {why}");
+        Err(problem) => {
+            outln!("replay MISMATCH {problem}");
             Ok(EXIT_MISMATCH)
         }
     }
