@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::dead_letter::{publish_dead_letter, record};
-use super::receive::{receive, Message, Received};
+use super::message::Message;
+use super::receive::{receive, Received};
 use super::{link, open_named, reconnect_delays, topology, BrokerError};
 use crate::codes::Code;
 use crate::domain::admission::{self, SignatureHeaders};

@@ -7,7 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use tracing::warn;
 
-use super::receive::Message;
+use super::message::Message;
 use super::{BrokerError, CONFIRM_TIMEOUT};
 use crate::domain::event::{self, Rejection};
 use crate::runtime::engine::{Engine, EngineError};

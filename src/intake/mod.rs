@@ -8,6 +8,7 @@
 mod consumer;
 mod dead_letter;
 pub mod link;
+mod message;
 mod publish;
 mod receive;
 pub mod topology;
@@ -23,9 +24,10 @@ use crate::config::{redact_url, AmqpNames};
 use crate::domain::event::EventType;
 
 pub use consumer::consume;
+pub use message::Message;
 pub use publish::{publish, signature_headers, submit, submit_signed};
 pub(crate) use publish::{send, within_confirm_timeout};
-pub use receive::{receive, Message, Received};
+pub use receive::{receive, Received};
 
 /// How long connecting to the broker may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

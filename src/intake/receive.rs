@@ -4,26 +4,14 @@
 
 use crate::codes::Code;
 use crate::config::IntakeConfig;
-use crate::domain::admission::{self, SignatureHeaders, SignaturePolicy};
+use crate::domain::admission::{self, SignaturePolicy};
 use crate::domain::event::{self, Rejection};
 use crate::runtime::engine::{Engine, EngineError};
 use crate::store::Accepted;
 
 use super::dead_letter::record;
+use super::message::Message;
 use super::DELIVERY_LIMIT;
-
-/// A message as the intake reads it, whoever carried it: the broker's consumer, or
-/// `offboard demo`, which has no broker.
-pub struct Message<'a> {
-    /// The CloudEvents JSON, as received.
-    pub body: &'a [u8],
-    /// Where it was published (the event type, by convention); kept with a dead letter.
-    pub routing_key: &'a str,
-    /// The signature headers it came with.
-    pub signature: SignatureHeaders<'a>,
-    /// How many times the broker delivered it before (`x-delivery-count`), if it says.
-    pub delivery_count: Option<i64>,
-}
 
 /// What became of a message.
 #[derive(Debug)]

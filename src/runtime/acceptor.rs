@@ -7,7 +7,7 @@ use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 
-use super::engine::EngineError;
+use super::error::EngineError;
 use super::shared::{HandedOff, Shared};
 use crate::domain::chain::stored_time;
 use crate::domain::event::{Rejection, Request};

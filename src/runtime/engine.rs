@@ -18,31 +18,15 @@ use crate::apps::AppClient;
 use crate::config::Config;
 use crate::domain::event::{Rejection, Request};
 use crate::domain::machine::State;
-use crate::store::{Accepted, Pending, Store, StoreError};
+use crate::store::{Accepted, Pending, Store};
 
 pub use super::operator::{Intervened, Intervention};
+
+pub use super::error::EngineError;
 
 /// The runtime's entry points over one shared context.
 pub struct Engine {
     shared: Arc<Shared>,
-}
-
-/// Why a runtime operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The store refused (database trouble, or the lease was lost).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Stored data is inconsistent.
-    #[error("{0}")]
-    Corrupt(String),
-}
-
-impl EngineError {
-    /// Whether the error is a lost lease: the holder stops without writing.
-    pub fn is_lease_lost(&self) -> bool {
-        matches!(self, EngineError::Store(StoreError::LeaseLost))
-    }
 }
 
 impl Engine {

@@ -1,6 +1,7 @@
 //! The runtime: turns accepted events into workflows and drives them.
 //!
 //! - [`engine`]: the entry points the rest of the program uses; hands out the parts.
+//! - [`error`]: `EngineError`, the one error type of the runtime's parts.
 //! - [`shared`]: what the parts share (store, config, definitions, clients, worker id…).
 //! - [`acceptor`]: stores an accepted event's workflows and hands them to the work loop.
 //! - [`scheduler`]: claims due workflows under fenced leases, heartbeats, the serve loop.
@@ -16,6 +17,7 @@ pub mod definitions;
 mod drive;
 pub mod dry_run;
 pub mod engine;
+mod error;
 mod in_flight;
 pub mod operator;
 mod runner;

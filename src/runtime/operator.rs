@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::info;
 
-use super::engine::EngineError;
+use super::error::EngineError;
 use super::runner::Runner;
 use super::shared::Shared;
 use crate::domain::chain::stored_time;

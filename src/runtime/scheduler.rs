@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
-use super::engine::EngineError;
+use super::error::EngineError;
 use super::runner::Runner;
 use super::shared::{HandedOff, Shared};
 use crate::domain::machine::State;

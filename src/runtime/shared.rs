@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::definitions::{stored, Registry};
-use super::engine::EngineError;
+use super::error::EngineError;
 use super::in_flight::InFlight;
 use crate::apps::http::{BudgetUnavailable, SlotSource};
 use crate::apps::AppClient;
