@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
 
 use crate::intake::link::BrokerLink;
 use crate::outbox::{publish_outbox, Outbox};
@@ -13,8 +13,12 @@ use crate::runtime::engine::Engine;
 
 /// A running service.
 pub struct Service {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Cancelled by [`Service::stop`], or when the service is dropped without it.
+    stop: DropGuard,
+    /// The token every task watches, for the listeners added after the start.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
+    stopping: CancellationToken,
+    tasks: TaskTracker,
     /// The consumer's broker connection, for the console's readiness check.
     #[cfg_attr(not(feature = "console"), allow(dead_code))]
     broker: BrokerLink,
@@ -23,7 +27,7 @@ pub struct Service {
 impl Service {
     /// Starts consuming, publishing and working.
     pub fn start(engine: Arc<Engine>) -> Service {
-        let (stop, rx) = watch::channel(false);
+        let stopping = CancellationToken::new();
         let broker = BrokerLink::default();
         let outbox = engine.take_outbox().map(|fresh| Outbox {
             fresh,
@@ -31,19 +35,19 @@ impl Service {
             owner: engine.worker_id().to_string(),
             config: engine.config().clone(),
         });
-        let mut tasks = vec![
-            tokio::spawn(crate::intake::consume(
-                engine.clone(),
-                broker.clone(),
-                rx.clone(),
-            )),
-            tokio::spawn(engine.clone().work(rx.clone())),
-        ];
+        let tasks = TaskTracker::new();
+        tasks.spawn(crate::intake::consume(
+            engine.clone(),
+            broker.clone(),
+            stopping.clone(),
+        ));
+        tasks.spawn(engine.clone().work(stopping.clone()));
         if let Some(outbox) = outbox {
-            tasks.push(tokio::spawn(publish_outbox(outbox, rx)));
+            tasks.spawn(publish_outbox(outbox, stopping.clone()));
         }
         Service {
-            stop,
+            stop: stopping.clone().drop_guard(),
+            stopping,
             tasks,
             broker,
         }
@@ -52,36 +56,39 @@ impl Service {
     /// Serves the operators' console on `listener` too, until the service stops.
     #[cfg(feature = "console")]
     pub fn listen(
-        mut self,
+        self,
         listener: tokio::net::TcpListener,
         console: crate::console::Console,
     ) -> Service {
-        let stop = self.stop.subscribe();
         let broker = self.broker.clone();
-        self.tasks.push(tokio::spawn(crate::console::serve(
-            listener, console, broker, stop,
-        )));
+        self.tasks.spawn(crate::console::serve(
+            listener,
+            console,
+            broker,
+            self.stopping.clone(),
+        ));
         self
     }
 
     /// Serves the HR-facing HTTP intake on `listener` too, until the service stops.
     #[cfg(feature = "console")]
     pub fn ingest(
-        mut self,
+        self,
         listener: tokio::net::TcpListener,
         ingest: crate::ingest::Ingest,
     ) -> Service {
-        let stop = self.stop.subscribe();
-        self.tasks
-            .push(tokio::spawn(crate::ingest::serve(listener, ingest, stop)));
+        self.tasks.spawn(crate::ingest::serve(
+            listener,
+            ingest,
+            self.stopping.clone(),
+        ));
         self
     }
 
     /// Stops, waiting for in-flight steps.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        drop(self.stop);
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

@@ -39,7 +39,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::Utc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::Secret;
 use crate::evidence;
@@ -136,7 +135,7 @@ pub async fn serve(
     listener: TcpListener,
     console: Console,
     broker: BrokerLink,
-    stop: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     metrics::install();
     if let Ok(addr) = listener.local_addr() {
@@ -146,13 +145,10 @@ pub async fn serve(
     }
     let console = Arc::new(console);
     let app = router(console.clone());
-    let mut until_stopped = stop.clone();
-    let stopped = async move {
-        let _ = until_stopped.wait_for(|s| *s).await;
-    };
+    let until_stopped = stop.clone().cancelled_owned();
     let server = async {
         if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
+            .with_graceful_shutdown(until_stopped)
             .await
         {
             tracing::error!(error = %e, "the HTTP listener stopped");

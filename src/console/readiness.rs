@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::intake::link::BrokerLink;
 use crate::store::Store;
@@ -44,13 +44,13 @@ impl Readiness {
         judge(self.slot().as_ref(), now)
     }
 
-    /// Checks every [`CHECK_EVERY`] (the first at once) until `stop` turns true.
-    pub async fn run(&self, store: &Store, broker: &BrokerLink, mut stop: watch::Receiver<bool>) {
+    /// Checks every [`CHECK_EVERY`] (the first at once) until `stop` is cancelled.
+    pub async fn run(&self, store: &Store, broker: &BrokerLink, stop: CancellationToken) {
         let mut every = tokio::time::interval(CHECK_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
             let checked = check(store, broker).await;

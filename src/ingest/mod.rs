@@ -36,7 +36,8 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::codes::Code;
@@ -329,8 +330,8 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-/// Serves the HTTP intake on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+/// Serves the HTTP intake on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, ingest: Ingest, stop: CancellationToken) {
     crate::console::metrics::install();
     metrics::describe_counter!(
         "offboard_ingest_requests_total",
@@ -340,11 +341,8 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
         "offboard_ingest_events_total",
         "Events the HTTP intake published, each confirmed by the broker"
     );
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     if let Err(e) = axum::serve(listener, router(Arc::new(ingest)))
-        .with_graceful_shutdown(stopped)
+        .with_graceful_shutdown(stop.cancelled_owned())
         .await
     {
         tracing::error!(error = %e, "the HTTP intake's listener stopped");

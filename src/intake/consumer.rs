@@ -12,7 +12,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::dead_letter::{publish_dead_letter, record};
@@ -33,21 +33,17 @@ const STORE_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Consumes events until `shutdown`, reconnecting whenever the broker connection drops.
 /// The connection's status is lent to `link` while it is held (for readiness).
-pub async fn consume(
-    engine: Arc<Engine>,
-    link: link::BrokerLink,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn consume(engine: Arc<Engine>, link: link::BrokerLink, shutdown: CancellationToken) {
     let mut delays = reconnect_delays();
-    while !*shutdown.borrow() {
-        match consume_once(&engine, &link, &mut shutdown).await {
+    while !shutdown.is_cancelled() {
+        match consume_once(&engine, &link, &shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event intake lost its broker connection");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.cancelled() => return,
                 }
             }
         }
@@ -57,7 +53,7 @@ pub async fn consume(
 async fn consume_once(
     engine: &Arc<Engine>,
     link: &link::BrokerLink,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
     let names = &engine.config().amqp;
     let name = format!("offboard consumer {}", names.queue);
@@ -102,7 +98,7 @@ async fn consume_once(
     let mut draining = !topology.retiring.is_empty();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => {
+            _ = shutdown.cancelled() => {
                 let _ = conn.close(200, "offboard is stopping".into()).await;
                 return Ok(());
             }
@@ -129,7 +125,7 @@ async fn drain_retiring(
     conn: &Connection,
     dlx: &Channel,
     queue: &str,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     paused: &AtomicBool,
 ) -> Result<(), BrokerError> {
     let mut check = tokio::time::interval(RETIRE_CHECK);
@@ -197,7 +193,7 @@ async fn handle(
     engine: &Arc<Engine>,
     dlx: &Channel,
     delivery: Delivery,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     paused: &AtomicBool,
 ) -> Result<(), BrokerError> {
     let mut delays = reconnect_delays();
@@ -229,7 +225,7 @@ async fn handle(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             // Unacknowledged, the delivery goes back to the queue when we close.
-            _ = shutdown.changed() => return Err(BrokerError::StoppedWaitingForDatabase),
+            _ = shutdown.cancelled() => return Err(BrokerError::StoppedWaitingForDatabase),
         }
     }
     if paused.swap(false, Ordering::SeqCst) {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::Channel;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::Config;
@@ -37,7 +38,7 @@ pub struct Outbox {
 /// entry whose writer's claim lapsed, claimed so that only one process publishes it.
 /// Entries are published in batches (all confirms awaited together) and deleted in one
 /// statement per batch.
-pub async fn publish_outbox(outbox: Outbox, mut shutdown: watch::Receiver<bool>) {
+pub async fn publish_outbox(outbox: Outbox, shutdown: CancellationToken) {
     let Outbox {
         mut fresh,
         store,
@@ -49,7 +50,7 @@ pub async fn publish_outbox(outbox: Outbox, mut shutdown: watch::Receiver<bool>)
     // Entries taken but not confirmed when the broker went away: published first after
     // reconnecting (once their claim is renewed).
     let mut carried: Vec<Pending> = Vec::new();
-    while !*shutdown.borrow() {
+    while !shutdown.is_cancelled() {
         let result = async {
             let name = format!("offboard publisher {}", config.amqp.exchange);
             let (_conn, channel) = open_named(&config.amqp_url, &name).await?;
@@ -61,7 +62,7 @@ pub async fn publish_outbox(outbox: Outbox, mut shutdown: watch::Receiver<bool>)
             loop {
                 let batch = tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return Ok::<(), BrokerError>(()),
+                    _ = shutdown.cancelled() => return Ok::<(), BrokerError>(()),
                     _ = std::future::ready(()), if !carried.is_empty() => {
                         renewed(store, &owner, std::mem::take(&mut carried)).await
                     }
@@ -104,7 +105,7 @@ pub async fn publish_outbox(outbox: Outbox, mut shutdown: watch::Receiver<bool>)
             warn!(error = %e, "event publisher lost its broker connection");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
             }
         }
     }

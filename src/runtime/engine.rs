@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use super::acceptor::Acceptor;
 use super::definitions::Registry;
@@ -114,7 +115,7 @@ impl Engine {
     }
 
     /// See [`Scheduler::work`].
-    pub async fn work(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+    pub async fn work(self: Arc<Self>, shutdown: CancellationToken) {
         self.scheduler().work(shutdown).await
     }
 

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
 use super::error::EngineError;
@@ -18,16 +20,6 @@ use super::runner::Runner;
 use super::shared::{HandedOff, Shared};
 use crate::domain::machine::State;
 use crate::store::{Claim, Lease};
-
-/// Stops a background task when dropped (the heartbeat of a `run_due` that returned or
-/// failed).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Claims due workflows and drives each in its own task, with a [`Runner`].
 #[derive(Clone)]
@@ -124,7 +116,7 @@ impl Scheduler {
         let mut running = tokio::task::JoinSet::new();
         let mut count = 0;
         // Steps that only read commit nothing, so leases are kept alive as in `work`.
-        let _heartbeat = AbortOnDrop(tokio::spawn(self.clone().heartbeat()));
+        let _heartbeat = AbortOnDropHandle::new(tokio::spawn(self.clone().heartbeat()));
         loop {
             let free = limit - running.len();
             if free >= refill || running.is_empty() {
@@ -192,8 +184,8 @@ impl Scheduler {
 
     /// The serve loop: drives the workflows the intake hands over and claims due ones as
     /// places free up, keeps the leases of the drives in flight alive, stops when
-    /// `shutdown` turns true (in-flight steps finish first; no new step starts).
-    pub async fn work(self, mut shutdown: watch::Receiver<bool>) {
+    /// `shutdown` is cancelled (in-flight steps finish first; no new step starts).
+    pub async fn work(self, shutdown: CancellationToken) {
         let heartbeat = tokio::spawn(self.clone().heartbeat());
         let (hand_offs, mut handed) = mpsc::unbounded_channel();
         self.shared.set_hand_offs(Some(hand_offs));
@@ -205,7 +197,7 @@ impl Scheduler {
                 let _ = scheduler.drive_from(h.claim, Some(h.started)).await;
             });
         };
-        while !*shutdown.borrow() {
+        while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
             while let Ok(h) = handed.try_recv() {
                 drive(&mut running, h);
@@ -243,7 +235,7 @@ impl Scheduler {
                 _ = self.shared.woken() => {}
                 _ = tokio::time::sleep(nap) => {}
                 _ = running.join_next(), if !running.is_empty() => {}
-                _ = shutdown.changed() => {}
+                _ = shutdown.cancelled() => {}
             }
         }
         self.shared.stop();
