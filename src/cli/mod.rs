@@ -194,6 +194,10 @@ struct SubmitArgs {
     /// Who receives the person's data.
     #[arg(long)]
     transfer_to: Option<String>,
+    /// The person's HR employee id (`data.person.employee_id`: what a SCIM connection
+    /// with `match = "externalId"` looks for).
+    #[arg(long)]
+    employee_id: Option<String>,
     /// Limit to these connections (repeatable).
     #[arg(long = "connection")]
     connections: Vec<String>,
@@ -206,7 +210,7 @@ struct SubmitArgs {
     /// Publish one event per row of this leavers' list (columns email, transfer_to,
     /// type, not_before, connections, in HR exports' spellings too; other columns are
     /// ignored); nothing is published if any row is bad.
-    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id", "employee_id"])]
     csv: Option<PathBuf>,
     /// With --csv: refuse a file with columns offboard does not read.
     #[arg(long, requires = "csv")]
@@ -695,6 +699,7 @@ async fn submit(config: &Config, args: SubmitArgs) -> Outcome {
         email,
         event_type,
         transfer_to,
+        employee_id,
         connections,
         id,
         file,
@@ -721,7 +726,7 @@ async fn submit(config: &Config, args: SubmitArgs) -> Outcome {
                 event_type,
                 time: Some(chrono::Utc::now()),
                 person_email,
-                employee_id: None,
+                employee_id,
                 transfer_to,
                 connections: (!connections.is_empty()).then_some(connections),
                 not_before: None,
