@@ -14,9 +14,12 @@
 //!   [`kit::Chaos`], killable connections.
 //! - [`smartsheet`], the Smartsheet simulator, [`smartsheet::SmartsheetSim`].
 //! - [`postman`], the Postman simulator, [`postman::PostmanSim`].
+//! - [`standalone`], either simulator in a process of its own (the `simulate` binary and
+//!   the bench's separate-process mode).
 
 #![warn(missing_docs)]
 
 pub mod kit;
 pub mod postman;
 pub mod smartsheet;
+pub mod standalone;
