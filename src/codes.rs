@@ -77,6 +77,21 @@ codes! {
     Post113B => "POST-113-B",
     Post190B => "POST-190-B",
     Post199B => "POST-199-B",
+    Scim100A => "SCIM-100-A",
+    Scim100B => "SCIM-100-B",
+    Scim101A => "SCIM-101-A",
+    Scim101B => "SCIM-101-B",
+    Scim102A => "SCIM-102-A",
+    Scim102B => "SCIM-102-B",
+    Scim103A => "SCIM-103-A",
+    Scim103B => "SCIM-103-B",
+    Scim112B => "SCIM-112-B",
+    Scim113B => "SCIM-113-B",
+    Scim114B => "SCIM-114-B",
+    Scim115B => "SCIM-115-B",
+    Scim116B => "SCIM-116-B",
+    Scim190B => "SCIM-190-B",
+    Scim199B => "SCIM-199-B",
     Evt100 => "EVT-100",
     Evt101 => "EVT-101",
     Evt102 => "EVT-102",
@@ -160,7 +175,7 @@ impl TryFrom<String> for Code {
 pub struct CodeInfo {
     /// The code this entry describes.
     pub code: Code,
-    /// What it concerns: an app (`"smartsheet"`, `"postman"`), `"events"` (intake) or
+    /// What it concerns: an app (`"smartsheet"`, `"postman"`, `"scim"`), `"events"` (intake) or
     /// `"workflows"` (the engine itself).
     pub app: &'static str,
     /// When it is raised, with the HTTP status or app error code behind it.
@@ -649,6 +664,185 @@ pub static CATALOG: &[CodeInfo] = &[
             "If the error still makes no sense, report it to Postman support with the recorded response.",
         ],
     },
+    // ---------------------------------------------------------------- SCIM apps
+    CodeInfo {
+        code: Code::Scim100A,
+        app: "scim",
+        condition: "A connection check of an `app = \"scim\"` connection got HTTP 401 from the provider (or its token variable is not set): the bearer token in the variable named by `token_env` is wrong, expired or revoked.",
+        retryable: false,
+        message: "The SCIM provider rejected the token",
+        remedy: &[
+            "Create a new SCIM token in the provider's admin console (Slack: the SCIM-scoped OAuth token of an org or workspace owner; GitHub EMU: a personal access token of the setup user with the `scim:enterprise` scope; Okta-style directories: the app's API token).",
+            "Put it in the environment variable the connection's `token_env` names, then restart `offboard serve`.",
+            "Run `offboard check <connection>` until it prints OK.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim100B,
+        app: "scim",
+        condition: "During a run, the SCIM provider answered HTTP 401 (or the token variable was no longer set): the token stopped working after the connection was checked, for instance because it was revoked or its owner lost the right to provision.",
+        retryable: false,
+        message: "The SCIM token stopped working during a run",
+        remedy: &[
+            "Create a new SCIM token in the provider's admin console and put it in the variable named by `token_env`; restart `offboard serve`.",
+            "Run `offboard check <connection>` until it prints OK.",
+            "Run `offboard retry <workflow-id>`: every step is safe to repeat, so the workflow resumes at the step that failed.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim101A,
+        app: "scim",
+        condition: "A connection check got HTTP 403 when reading `/Users` or `/ServiceProviderConfig`: the token is valid but may not read users.",
+        retryable: false,
+        message: "The SCIM token may not read users",
+        remedy: &[
+            "Give the token's owner the provider's provisioning role (an org owner or admin; for GitHub EMU the setup user with `scim:enterprise`).",
+            "Run `offboard check <connection>` until it prints OK.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim101B,
+        app: "scim",
+        condition: "During a run, the provider answered HTTP 403 on `/Users`: the token may no longer read or change users (the message carries the SCIM error's `scimType` and `detail`, escaped).",
+        retryable: false,
+        message: "The SCIM token may no longer read or change users",
+        remedy: &[
+            "Run `offboard show <workflow-id>` and read the provider's `detail`.",
+            "Give the token's owner the provisioning role again, or use a token of an owner who has it.",
+            "Run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim102A,
+        app: "scim",
+        condition: "A connection with `remove_from_groups = true` got HTTP 403 when reading `/Groups` during its check: the token may not read groups.",
+        retryable: false,
+        message: "The SCIM token may not read groups",
+        remedy: &[
+            "Give the token's owner the right to manage groups at the provider.",
+            "Or set `remove_from_groups = false` for the connection if the provider empties memberships itself when a user is deactivated.",
+            "Run `offboard check <connection>` until it prints OK.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim102B,
+        app: "scim",
+        condition: "During a run, the provider answered HTTP 403 on `/Groups`: reading a group or taking the user out of it was refused.",
+        retryable: false,
+        message: "The SCIM token may no longer read or change groups",
+        remedy: &[
+            "Run `offboard show <workflow-id>` and read the provider's `detail`.",
+            "Give the token's owner the right to manage groups, or set `remove_from_groups = false` and restart `offboard serve`.",
+            "Run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim103A,
+        app: "scim",
+        condition: "A connection check found that the provider lacks what the connection needs: its `/ServiceProviderConfig` says filtering is not supported (offboard finds people with a filter), it answers 404 or 501 on `/Users`, or its configuration is not SCIM JSON.",
+        retryable: false,
+        message: "The SCIM provider lacks a feature this connection needs",
+        remedy: &[
+            "Check that `base_url` is the provider's SCIM root (the URL that `/ServiceProviderConfig` and `/Users` are under, e.g. `https://api.slack.com/scim/v2`).",
+            "Check the provider's SCIM documentation: offboard needs filtering on the `match` attribute and either PATCH or PUT on users.",
+            "Run `offboard check <connection>` until it prints OK.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim103B,
+        app: "scim",
+        condition: "During a run, the provider refused what offboard needs: filtering is not supported, or deactivation is impossible (PATCH is not supported and the PUT of the user was answered 405 or 501, or PATCH was refused with 501).",
+        retryable: false,
+        message: "The SCIM provider does not support a request the workflow needs",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the message names the request refused.",
+            "If the provider can delete but not deactivate users, set `offboard = \"delete\"` for the connection and restart `offboard serve`.",
+            "Otherwise deactivate the user in the provider's console, then run `offboard retry <workflow-id>`; the steps see the user inactive and finish.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim112B,
+        app: "scim",
+        condition: "Before its first write, or again right before a later step's write (under the rules of the configuration the driving process runs with), the workflow found that the person is protected on this connection: their `userName` or an email matches one of the connection's `protected` patterns, or they are the token's own user (as `/Me` reports, when the provider offers it). The step that found it changed nothing.",
+        retryable: false,
+        message: "The person is protected: offboard will not deactivate or remove them here",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the error message says which rule applied.",
+            "If the request is a mistake, leave the workflow failed; `offboard history <workflow-id>` lists what earlier steps changed (group memberships) to restore by hand.",
+            "If the person really leaves, change the connection's `protected` list (or give offboard a token of another user), restart `offboard serve` and run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim113B,
+        app: "scim",
+        condition: "A recheck after the end (the definition's `recheck_after`) ran the workflow's `find-user` lookup again, with no write, and found an active account for the person: the same SCIM user is active again (an identity provider re-activated it) or a new user matches. The workflow stays `completed`; the recheck is in `offboard history` and a `workflow.access_reappeared` event was published.",
+        retryable: false,
+        message: "Access came back after offboarding: the person has an active SCIM account again",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the last recheck says whether the user was re-activated or re-created.",
+            "Unassign the person from the app in the identity provider that provisions it, so it stops pushing the account back.",
+            "Then send a new offboarding event for the person on this connection (`offboard submit --email <leaver> --connection <connection>`).",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim114B,
+        app: "scim",
+        condition: "The filter on the connection's `match` attribute returned more than one user that matches the value exactly (userName and emails compared without case, externalId exactly). offboard does not guess which account is the person's: nothing was written.",
+        retryable: false,
+        message: "More than one SCIM account matches the person; nothing was changed",
+        remedy: &[
+            "Run `offboard show <workflow-id>`: the message lists the matching SCIM ids.",
+            "Find out in the provider's console which account is the person's, and merge or remove the duplicates, or match on a unique attribute (`match = \"externalId\"` with the HR employee id).",
+            "Send a new event for the person (`offboard submit --email <leaver> --connection <connection>`), which gets a new id.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim115B,
+        app: "scim",
+        condition: "The provider refused a change with HTTP 400 or 409 (or 412 twice in a row): the message carries the SCIM error's `scimType` (e.g. `mutability`, `invalidValue`, `uniqueness`) and `detail`, escaped. Typical: the provider will not deactivate an owner or an account managed elsewhere.",
+        retryable: false,
+        message: "The SCIM provider refused the change",
+        remedy: &[
+            "Run `offboard show <workflow-id>` and read the `scimType` and `detail`.",
+            "Fix the cause at the provider (transfer an ownership, unlink the account from the directory that manages it).",
+            "Run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim116B,
+        app: "scim",
+        condition: "The connection matches on an attribute the event does not carry: `match = \"externalId\"` needs `data.person.employee_id`, and the event had none. Nothing was read or written.",
+        retryable: false,
+        message: "The event lacks the value this SCIM connection matches on",
+        remedy: &[
+            "Have the HR system send `employee_id` in `data.person`, or change the connection's `match` to `userName` or `email`.",
+            "Then send the event again with a new id.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim190B,
+        app: "scim",
+        condition: "The SCIM provider kept answering HTTP 429 or a 5xx status, or timed out or dropped the connection, through every retry (each call retried for up to a minute honouring `Retry-After`, then the step on its durable timer); a connection check meeting such an answer reports it too.",
+        retryable: true,
+        message: "The SCIM provider stayed unavailable or rate-limited through every retry",
+        remedy: &[
+            "Check the provider's status page and whether the offboard host can reach `base_url`.",
+            "If `offboard history <workflow-id>` shows 429, lower `requests_per_minute` for this connection to the provider's documented SCIM rate limit.",
+            "Once the provider answers normally, run `offboard retry <workflow-id>`.",
+        ],
+    },
+    CodeInfo {
+        code: Code::Scim199B,
+        app: "scim",
+        condition: "The provider answered something no other SCIM code covers: an error status without a more specific code, a body that is not SCIM JSON, a response larger than 8 MiB, a list that keeps paging (the same page again, or more than 1000 pages), or a redirect (never followed, so the token goes to `base_url` only).",
+        retryable: false,
+        message: "The SCIM provider returned a response no specific code covers",
+        remedy: &[
+            "Run `offboard history <workflow-id>` and read the status and message recorded for the failed step.",
+            "Compare them with the provider's SCIM documentation; if the message says `a redirect to`, fix `base_url`.",
+            "Fix the cause, then run `offboard retry <workflow-id>`.",
+        ],
+    },
     // ---------------------------------------------------------------- Events
     CodeInfo {
         code: Code::Evt100,
@@ -854,6 +1048,7 @@ fn app_title(app: &str) -> &str {
     match app {
         "smartsheet" => "Smartsheet",
         "postman" => "Postman",
+        "scim" => "SCIM apps",
         "events" => "Events",
         "workflows" => "Workflows",
         other => other,
@@ -912,6 +1107,7 @@ mod tests {
             let prefix = match info.app {
                 "smartsheet" => "SMT-",
                 "postman" => "POST-",
+                "scim" => "SCIM-",
                 "events" => "EVT-",
                 "workflows" => "WF-",
                 other => panic!("{code}: unknown app {other:?}"),
@@ -948,7 +1144,7 @@ mod tests {
             .copied()
             .filter(|c| c.retryable())
             .collect();
-        assert_eq!(retryable, [Code::Smt190B, Code::Post190B]);
+        assert_eq!(retryable, [Code::Smt190B, Code::Post190B, Code::Scim190B]);
     }
 
     #[test]

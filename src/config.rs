@@ -46,6 +46,8 @@ pub enum AppKind {
     Smartsheet,
     /// Postman API (and its SCIM 2.0 endpoints).
     Postman,
+    /// Any SCIM 2.0 service provider (RFC 7643/7644).
+    Scim,
 }
 
 impl AppKind {
@@ -54,6 +56,7 @@ impl AppKind {
         match self {
             AppKind::Smartsheet => "smartsheet",
             AppKind::Postman => "postman",
+            AppKind::Scim => "scim",
         }
     }
 }
@@ -81,6 +84,53 @@ pub struct ConnectionConfig {
     /// Whether the app's administrators may be removed or downgraded (default: no).
     #[serde(default)]
     pub allow_admins: bool,
+    /// SCIM only: which attribute finds the person (`match`; default `userName`).
+    #[serde(default, rename = "match")]
+    pub scim_match: Option<ScimMatch>,
+    /// SCIM only: what offboarding does to the account (default `deactivate`).
+    #[serde(default)]
+    pub offboard: Option<ScimOffboard>,
+    /// SCIM only: whether offboarding takes the user out of its groups first (default
+    /// true).
+    #[serde(default)]
+    pub remove_from_groups: Option<bool>,
+}
+
+/// The SCIM attribute a connection finds the person by (`match`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum ScimMatch {
+    /// `userName` equals the event's email (compared without case, as RFC 7643 says).
+    #[default]
+    #[serde(rename = "userName")]
+    UserName,
+    /// One of the user's `emails` values equals the event's email.
+    #[serde(rename = "email")]
+    Email,
+    /// `externalId` equals the event's `employee_id` (compared exactly).
+    #[serde(rename = "externalId")]
+    ExternalId,
+}
+
+/// What a SCIM offboarding does to the account (`offboard`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScimOffboard {
+    /// `active` set to false: sign-in blocked, the account and its data kept.
+    #[default]
+    Deactivate,
+    /// The user resource deleted.
+    Delete,
+}
+
+/// A SCIM connection's settings with their defaults applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScimSettings {
+    /// The attribute the person is found by.
+    pub match_on: ScimMatch,
+    /// Deactivate or delete.
+    pub offboard: ScimOffboard,
+    /// Whether offboarding empties the user's group memberships first.
+    pub remove_from_groups: bool,
 }
 
 fn default_rpm() -> u32 {
@@ -97,6 +147,16 @@ impl ConnectionConfig {
         crate::domain::protection::Guard {
             patterns: self.protected.clone(),
             allow_admins: self.allow_admins,
+        }
+    }
+
+    /// The SCIM settings, defaults filled in (meaningful for `app = "scim"` only; the
+    /// other apps refuse them at load).
+    pub fn scim(&self) -> ScimSettings {
+        ScimSettings {
+            match_on: self.scim_match.unwrap_or_default(),
+            offboard: self.offboard.unwrap_or_default(),
+            remove_from_groups: self.remove_from_groups.unwrap_or(true),
         }
     }
 
@@ -398,6 +458,9 @@ impl Config {
                 timeout_secs: default_timeout(),
                 protected: Vec::new(),
                 allow_admins: false,
+                scim_match: None,
+                offboard: None,
+                remove_from_groups: None,
             },
         );
         connections.insert(
@@ -410,6 +473,9 @@ impl Config {
                 timeout_secs: default_timeout(),
                 protected: Vec::new(),
                 allow_admins: false,
+                scim_match: None,
+                offboard: None,
+                remove_from_groups: None,
             },
         );
         Config {
@@ -545,6 +611,18 @@ impl Config {
             }
             if c.token_env.trim().is_empty() {
                 return Some(format!("connection {name:?}: token_env is empty"));
+            }
+            let scim_only = [
+                ("match", c.scim_match.is_some()),
+                ("offboard", c.offboard.is_some()),
+                ("remove_from_groups", c.remove_from_groups.is_some()),
+            ];
+            if let Some((key, _)) = scim_only.iter().find(|(_, set)| *set) {
+                if c.app != AppKind::Scim {
+                    return Some(format!(
+                        "connection {name:?}: {key} is a setting of app = \"scim\" connections only"
+                    ));
+                }
             }
         }
         None
@@ -836,6 +914,56 @@ recipient_domains = ["example.com", "Example.org"]
             .unwrap_err();
         assert!(matches!(e, ConfigError::SigningKeyUnset(_)));
         assert!(IntakeConfig::default().signing_keys().unwrap().is_empty());
+    }
+
+    #[test]
+    fn scim_connections_are_read_side_by_side_with_their_defaults() {
+        let text = r#"
+            [connections.slack]
+            app = "scim"
+            base_url = "https://api.slack.com/scim/v2"
+            token_env = "SLACK_SCIM_TOKEN"
+            requests_per_minute = 60
+            match = "externalId"
+            offboard = "delete"
+            remove_from_groups = false
+
+            [connections.github]
+            app = "scim"
+            base_url = "https://api.github.com/scim/v2/enterprises/acme"
+            token_env = "GITHUB_SCIM_TOKEN"
+        "#;
+        let config = Config::parse(text).unwrap();
+        let slack = &config.connections["slack"];
+        assert_eq!(slack.app, AppKind::Scim);
+        assert_eq!(
+            slack.scim(),
+            ScimSettings {
+                match_on: ScimMatch::ExternalId,
+                offboard: ScimOffboard::Delete,
+                remove_from_groups: false,
+            }
+        );
+        assert_eq!(
+            config.connections["github"].scim(),
+            ScimSettings {
+                match_on: ScimMatch::UserName,
+                offboard: ScimOffboard::Deactivate,
+                remove_from_groups: true,
+            }
+        );
+        let scim = "[connections.x]\napp = \"scim\"\nbase_url = \"https://x\"\ntoken_env = \"T\"\n";
+        for (bad, says) in [
+            (format!("{scim}match = \"mail\""), "unknown variant"),
+            (format!("{scim}offboard = \"suspend\""), "unknown variant"),
+            (
+                "[connections.x]\napp = \"postman\"\nbase_url = \"https://x\"\ntoken_env = \"T\"\noffboard = \"delete\"".to_string(),
+                "offboard is a setting of app = \"scim\" connections only",
+            ),
+        ] {
+            let e = Config::parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

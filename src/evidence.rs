@@ -20,6 +20,26 @@ pub struct ReplayReport {
     pub problem: Option<(i32, String)>,
 }
 
+impl ReplayReport {
+    /// The verdict in words, after `replay OK` or `replay MISMATCH` (`offboard replay`
+    /// and the console print the same): `Ok("28 records, chain intact, rebuilt state
+    /// matches (completed, removed)")` over a trail of `records`, or `Err("at record 12:
+    /// why")`. Values from the trail are in it as recorded: the printer escapes them.
+    pub fn verdict(&self, records: usize) -> Result<String, String> {
+        match (&self.problem, &self.rebuilt) {
+            (Some((seq, why)), _) => Err(format!("at record {seq}: {why}")),
+            (None, None) => Err("with nothing rebuilt".into()),
+            (None, Some(s)) => Ok(format!(
+                "{records} records, chain intact, rebuilt state matches ({}{})",
+                s.status.as_str(),
+                s.outcome
+                    .map(|o| format!(", {}", o.as_str()))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
 /// Verifies the chain (as far as `verifier` can) and folds the trail through the state
 /// machine; compares the result with the stored workflow `loaded`.
 fn replay_trail(
@@ -299,7 +319,10 @@ pub async fn rows(
         };
         let state = loaded.state;
         let event_time = state.request.event_time;
-        let removed = matches!(row.outcome.as_deref(), Some("removed" | "downgraded"));
+        let removed = matches!(
+            row.outcome.as_deref(),
+            Some("removed" | "downgraded" | "deactivated")
+        );
         let seconds = match (removed, event_time, row.finished_at) {
             (true, Some(asked), Some(done)) => Some((done - asked).num_seconds()),
             _ => None,

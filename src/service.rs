@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::intake::link::BrokerLink;
+use crate::outbox::{publish_outbox, Outbox};
 use crate::runtime::engine::Engine;
 
 /// A running service.
@@ -24,15 +25,23 @@ impl Service {
     pub fn start(engine: Arc<Engine>) -> Service {
         let (stop, rx) = watch::channel(false);
         let broker = BrokerLink::default();
-        let tasks = vec![
+        let outbox = engine.take_outbox().map(|fresh| Outbox {
+            fresh,
+            store: engine.store().clone(),
+            owner: engine.worker_id().to_string(),
+            config: engine.config().clone(),
+        });
+        let mut tasks = vec![
             tokio::spawn(crate::intake::consume(
                 engine.clone(),
                 broker.clone(),
                 rx.clone(),
             )),
-            tokio::spawn(crate::intake::publish_outbox(engine.clone(), rx.clone())),
-            tokio::spawn(engine.work(rx)),
+            tokio::spawn(engine.clone().work(rx.clone())),
         ];
+        if let Some(outbox) = outbox {
+            tasks.push(tokio::spawn(publish_outbox(outbox, rx)));
+        }
         Service {
             stop,
             tasks,
@@ -45,11 +54,11 @@ impl Service {
     pub fn listen(
         mut self,
         listener: tokio::net::TcpListener,
-        console: crate::http::Console,
+        console: crate::console::Console,
     ) -> Service {
         let stop = self.stop.subscribe();
         let broker = self.broker.clone();
-        self.tasks.push(tokio::spawn(crate::http::serve(
+        self.tasks.push(tokio::spawn(crate::console::serve(
             listener, console, broker, stop,
         )));
         self

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offboard::config::Secret;
-use offboard::http::Console;
+use offboard::console::Console;
 use offboard::runtime::engine::Engine;
 use offboard::service::Service;
 use offboard_simulators::smartsheet::SimUser;
@@ -236,11 +236,13 @@ async fn console_metrics_and_operator_actions() {
     let (_, page) = get(&base, &format!("/workflows/{}", bad.id)).await;
     let info = offboard::codes::Code::Smt110B.info();
     assert!(page.contains("SMT-110-B"));
-    assert!(page.contains(&offboard::http::pages::esc(info.remedy[0])));
+    assert!(page.contains(&maud::html! { (info.remedy[0]) }.into_string()));
     assert!(page.contains("Retry"), "an operable console offers retry");
     // Hostile values are escaped wherever they appear.
     let (_, page) = get(&base, &format!("/workflows/{}", ghost.id)).await;
-    assert!(page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#39;"));
+    // Markup characters are escaped; `'` needs no escape, as every attribute is
+    // double-quoted.
+    assert!(page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;'"));
     assert!(!page.contains("<script>"), "no markup from an event");
     let (_, list) = get(&base, "/workflows").await;
     assert!(!list.contains("<script>"));

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use offboard::config::Secret;
-use offboard::http::Console;
+use offboard::console::Console;
 use offboard_simulators::smartsheet::SimUser;
 use support::*;
 
@@ -178,7 +178,7 @@ async fn chromium_renders_the_list_and_both_timelines() {
     assert!(done.contains("event source test"), "{done}");
     assert!(
         done.contains(&format!(
-            "DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true → 200",
+            "DELETE /users/{}?removeFromSharing=true&transferTo={}&transferSheets=true -> 200",
             org.leaver, org.recipient
         )),
         "{done}"

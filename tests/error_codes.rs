@@ -334,7 +334,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
         }
         // The failure is what `workflow.failed` will carry.
         let state = engine.store().load(&wf.id).await.unwrap().unwrap().state;
-        let out = offboard::runtime::outbound::completion(&wf.id, &state).unwrap();
+        let out = offboard::outbox::events::completion(&wf.id, &state).unwrap();
         assert_eq!(out.routing_key, "workflow.failed");
         let v: Value = serde_json::from_str(&out.body).unwrap();
         assert_eq!(v["data"]["error_code"], case.code);

@@ -97,7 +97,7 @@ async fn plan(config: &Config, request: &Request, key: &str) -> Plan {
     let registry = Registry::load(None).unwrap();
     dry_run::plan_with(config, &registry, request, |_, conn| {
         Ok(match conn.app {
-            offboard::config::AppKind::Smartsheet => {
+            offboard::config::AppKind::Smartsheet | offboard::config::AppKind::Scim => {
                 AppClient::new(conn, Secret::new(key)).unwrap()
             }
             offboard::config::AppKind::Postman => AppClient::Postman(

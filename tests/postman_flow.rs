@@ -662,7 +662,7 @@ async fn runs_fail_with_the_b_code_of_each_condition() {
             assert_eq!(step.attempts, 1, "{name}: a refusal is not retried");
         }
         // The failure is what `workflow.failed` will carry.
-        let out = offboard::runtime::outbound::completion(&wf.id, &state).unwrap();
+        let out = offboard::outbox::events::completion(&wf.id, &state).unwrap();
         assert_eq!(out.routing_key, "workflow.failed", "{name}");
         let v: Value = serde_json::from_str(&out.body).unwrap();
         assert_eq!(v["data"]["error_code"], case.code, "{name}");

@@ -35,7 +35,9 @@ use axum::{Extension, Json, Router};
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 
-use crate::kit::{self, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble};
+use crate::kit::{
+    self, iso_from_unix, now_iso, ConnHandle, CredentialStatus, Credentials, SimServer, Trouble,
+};
 
 // ---------------------------------------------------------------------------
 // Public data types
@@ -806,37 +808,6 @@ fn capitalize(s: &str) -> String {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-fn now_iso() -> String {
-    iso_from_unix(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
-}
-
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-fn iso_from_unix(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days conversion (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
 }
 
 fn parse_bool(value: &str, param: &str) -> Result<bool, ApiError> {

@@ -18,7 +18,7 @@ use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::http::Reply;
+use super::reply::Reply;
 
 /// One write a run would make, in the order it would make it.
 #[derive(Clone, Debug, PartialEq, Serialize)]

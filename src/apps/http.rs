@@ -22,7 +22,10 @@ use futures_util::future::BoxFuture;
 
 use tokio::time::Instant as TokioInstant;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::{mpsc, Mutex};
@@ -30,6 +33,7 @@ use tokio::sync::{mpsc, Mutex};
 use secrecy::zeroize::Zeroizing;
 
 use super::dry_run::{is_write, DryRun};
+pub use super::reply::Reply;
 use super::ClientError;
 use crate::config::Secret;
 
@@ -229,19 +233,31 @@ fn reserved_span(interval: Duration, count: u32) -> Duration {
     Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
-/// A response read in full.
-#[derive(Debug)]
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// `Retry-After` in milliseconds, when given in seconds.
-    pub retry_after_ms: Option<u64>,
-    /// The headers.
-    pub headers: HeaderMap,
-    /// The body as JSON (`Null` when empty, not JSON, or oversized).
-    pub body: Value,
-    /// Whether the body ran past [`MAX_BODY_BYTES`] (and was not read further).
-    pub oversized: bool,
+/// The characters escaped in one segment of a URL's path: the WHATWG URL standard's
+/// path-segment set, plus `/` and `%` so a value can neither add a segment nor pass for
+/// an escape of its own.
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
+/// `value` (an id an app handed out) escaped for one segment of a request's path.
+pub fn path_segment(value: &str) -> String {
+    utf8_percent_encode(value, PATH_SEGMENT).to_string()
+}
+
+/// `value` escaped for a query string (`application/x-www-form-urlencoded`: a space is
+/// `+`), as the apps read their filters and cursors.
+pub fn query_value(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// A call that brought back no answer to read.
@@ -310,6 +326,9 @@ pub struct ApiHttp {
     pacer: Pacer,
     /// Set for `offboard plan`: writes are recorded there instead of sent.
     dry_run: Option<Arc<DryRun>>,
+    /// The JSON media type sent as `Content-Type` and asked for in `Accept` (with
+    /// `application/json` accepted too); `None` sends plain `application/json`.
+    media_type: Option<&'static str>,
 }
 
 impl ApiHttp {
@@ -338,7 +357,15 @@ impl ApiHttp {
             auth_value,
             pacer: Pacer::new(requests_per_minute),
             dry_run: None,
+            media_type: None,
         })
+    }
+
+    /// The same client speaking `media_type` (SCIM's `application/scim+json`): bodies are
+    /// sent with it as `Content-Type`, and `Accept` asks for it or `application/json`.
+    pub fn with_media_type(mut self, media_type: &'static str) -> Self {
+        self.media_type = Some(media_type);
+        self
     }
 
     /// The same client with writes turned off: each write is recorded in `dry_run` and
@@ -365,6 +392,36 @@ impl ApiHttp {
         }
     }
 
+    /// The request to send: the credential, the call's own headers, and the body as JSON
+    /// in the client's media type.
+    fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        credential: HeaderValue,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method.clone(), url)
+            .header(self.auth_header.clone(), credential)
+            .headers(headers);
+        match (self.media_type, body) {
+            (Some(media), body) => {
+                let request = request.header(ACCEPT, format!("{media}, application/json"));
+                match body {
+                    Some(body) => request
+                        .header(CONTENT_TYPE, media)
+                        .body(serde_json::to_vec(body).unwrap_or_default()),
+                    None => request,
+                }
+            }
+            (None, Some(body)) => request.json(body),
+            (None, None) => request,
+        }
+    }
+
     /// Shares this client's request budget, under the name `budget`, with every process
     /// taking slots from `source`.
     pub fn share_budget(&self, budget: &str, source: Arc<dyn SlotSource>) {
@@ -381,6 +438,20 @@ impl ApiHttp {
         log: &CallLog,
         error_code_of: fn(&Value) -> Option<i64>,
     ) -> Result<Reply, CallFailure> {
+        self.call_with(method, path, body, HeaderMap::new(), log, error_code_of)
+            .await
+    }
+
+    /// [`ApiHttp::call`] with request headers of the call's own (SCIM's `If-Match`).
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+        log: &CallLog,
+        error_code_of: fn(&Value) -> Option<i64>,
+    ) -> Result<Reply, CallFailure> {
         if let Some(plan) = self.dry_run.as_ref().filter(|_| is_write(&method)) {
             // Not sent, so not paced or logged as a call: the plan lists it instead.
             return Ok(plan.write(method.as_str(), path, body));
@@ -393,13 +464,7 @@ impl ApiHttp {
         })?;
         value.set_sensitive(true);
         let url = format!("{}{path}", self.base_url);
-        let mut request = self
-            .client
-            .request(method.clone(), &url)
-            .header(self.auth_header.clone(), value);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = self.request(&method, &url, body, headers, value);
         let started = Instant::now();
         let outcome = async {
             let response = request.send().await?;
@@ -410,67 +475,67 @@ impl ApiHttp {
         }
         .await;
         let duration_ms = started.elapsed().as_millis() as u64;
-        match outcome {
-            Ok((status, headers, bytes, oversized)) => {
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let error_code = if status >= 400 {
-                    error_code_of(&body)
-                } else {
-                    None
-                };
-                log.record(CallRecord {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status: Some(status),
-                    error_code,
-                    duration_ms,
-                });
-                if (300..400).contains(&status) {
-                    let location = headers
-                        .get(LOCATION)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                    let target = redirect_target(&url, location.as_deref());
-                    return Err(CallFailure::Redirected {
-                        status,
-                        message: redirect_message(&method, path, status, &target),
-                    });
-                }
-                let retry_after_ms = headers
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(|s| s * 1000);
-                let mut reply = Reply {
-                    status,
-                    retry_after_ms,
-                    headers,
-                    body,
-                    oversized,
-                };
-                if let Some(plan) = &self.dry_run {
-                    plan.read(path, &mut reply);
-                }
-                Ok(reply)
-            }
+        let record = |status: Option<u16>, error_code: Option<i64>| CallRecord {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            error_code,
+            duration_ms,
+        };
+        let (status, headers, bytes, oversized) = match outcome {
+            Ok(answer) => answer,
             Err(e) => {
-                log.record(CallRecord {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    status: None,
-                    error_code: None,
-                    duration_ms,
-                });
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "could not connect"
-                } else {
-                    "connection failed"
-                };
-                Err(CallFailure::NoResponse(format!("{method} {path}: {kind}")))
+                log.record(record(None, None));
+                return Err(no_response(&method, path, &e));
             }
+        };
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let error_code = (status >= 400).then(|| error_code_of(&body)).flatten();
+        log.record(record(Some(status), error_code));
+        if (300..400).contains(&status) {
+            let location = headers
+                .get(LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            let target = redirect_target(&url, location.as_deref());
+            return Err(CallFailure::Redirected {
+                status,
+                message: redirect_message(&method, path, status, &target),
+            });
         }
+        let mut reply = Reply {
+            status,
+            retry_after_ms: retry_after_ms(&headers),
+            headers,
+            body,
+            oversized,
+        };
+        if let Some(plan) = &self.dry_run {
+            plan.read(path, &mut reply);
+        }
+        Ok(reply)
     }
+}
+
+/// `Retry-After` in milliseconds, when the app gave it in seconds.
+fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| s * 1000)
+}
+
+/// A call that brought no answer, said without the URL's host or query: whether it
+/// timed out, could not connect, or broke off.
+fn no_response(method: &Method, path: &str, e: &reqwest::Error) -> CallFailure {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    CallFailure::NoResponse(format!("{method} {path}: {kind}"))
 }
 
 /// Reads a body chunk by chunk, up to [`MAX_BODY_BYTES`]; past that it stops (dropping
@@ -495,6 +560,19 @@ async fn read_capped(mut response: reqwest::Response) -> Result<(Vec<u8>, bool),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_stays_one_path_segment_and_a_query_value_one_value() {
+        assert_eq!(path_segment("12345002"), "12345002");
+        assert_eq!(
+            path_segment("a b/../c%2F?x#y"),
+            "a%20b%2F..%2Fc%252F%3Fx%23y"
+        );
+        assert_eq!(
+            query_value("userName eq \"a+b@x.example\""),
+            "userName+eq+%22a%2Bb%40x.example%22"
+        );
+    }
 
     #[test]
     fn the_credential_header_is_built_per_request_and_never_printed() {

@@ -8,7 +8,9 @@ pub mod dry_run;
 pub mod failure;
 pub mod http;
 pub mod postman;
+mod reply;
 pub mod retry;
+pub mod scim;
 pub mod smartsheet;
 
 use serde_json::{Map, Value};
@@ -72,6 +74,8 @@ pub enum AppClient {
     Smartsheet(smartsheet::client::Client),
     /// A Postman team.
     Postman(postman::client::Client),
+    /// A SCIM 2.0 service provider.
+    Scim(scim::client::Client),
 }
 
 impl AppClient {
@@ -90,6 +94,7 @@ impl AppClient {
                 AppClient::Smartsheet(smartsheet::client::Client::new(config, token)?)
             }
             AppKind::Postman => AppClient::Postman(postman::client::Client::new(config, token)?),
+            AppKind::Scim => AppClient::Scim(scim::client::Client::new(config, token)?),
         })
     }
 
@@ -100,6 +105,7 @@ impl AppClient {
             let code = match config.app {
                 AppKind::Smartsheet => Code::Smt100B,
                 AppKind::Postman => Code::Post100B,
+                AppKind::Scim => Code::Scim100B,
             };
             StepError::fatal(code, message.to_string())
         })
@@ -117,6 +123,10 @@ impl AppClient {
                 let plan = dry_run::DryRun::new(postman::dry_run::PostmanModel::default());
                 (AppClient::Postman(c.with_dry_run(plan.clone())), plan)
             }
+            AppClient::Scim(c) => {
+                let plan = dry_run::DryRun::new(scim::dry_run::ScimModel::default());
+                (AppClient::Scim(c.with_dry_run(plan.clone())), plan)
+            }
         }
     }
 
@@ -125,6 +135,7 @@ impl AppClient {
         match self {
             AppClient::Smartsheet(c) => AppClient::Smartsheet(c.with_call_retry(retry)),
             AppClient::Postman(c) => AppClient::Postman(c.with_call_retry(retry)),
+            AppClient::Scim(c) => AppClient::Scim(c.with_call_retry(retry)),
         }
     }
 
@@ -150,6 +161,14 @@ impl AppClient {
                 })
                 .await
             }
+            AppClient::Scim(c) => {
+                let result = scim::actions::perform(c, action, ctx).await;
+                settle(
+                    result,
+                    |e, area| async move { scim::errors::run_error(e, area) },
+                )
+                .await
+            }
         }
     }
 
@@ -159,6 +178,7 @@ impl AppClient {
         match self {
             AppClient::Smartsheet(c) => c.share_budget(connection, source),
             AppClient::Postman(c) => c.share_budget(connection, source),
+            AppClient::Scim(c) => c.share_budget(connection, source),
         }
     }
 
@@ -167,6 +187,7 @@ impl AppClient {
         match self {
             AppClient::Smartsheet(c) => smartsheet::check::run(c).await,
             AppClient::Postman(c) => postman::check::run(c).await,
+            AppClient::Scim(c) => scim::check::run(c).await,
         }
     }
 }
@@ -175,20 +196,25 @@ impl AppClient {
 pub fn reads_only(action: &str) -> bool {
     smartsheet::actions::READ_ONLY.contains(&action)
         || postman::actions::READ_ONLY.contains(&action)
+        || scim::actions::READ_ONLY.contains(&action)
 }
 
 /// Whether a workflow running `definition` removes or deactivates an account: it runs an
 /// action that does (Smartsheet's user removal, Postman's SCIM deactivation — which a
-/// Postman licence reclaim runs too). The mass-offboarding brake counts and holds exactly
+/// Postman licence reclaim runs too — and a SCIM app's deactivation or deletion, which a
+/// SCIM licence reclaim runs too). The mass-offboarding brake counts and holds exactly
 /// these; a Smartsheet licence reclaim, which keeps the account, is not braked.
 pub fn ends_account(definition: &Definition) -> bool {
     definition.steps.iter().any(|step| {
         smartsheet::actions::ENDS_ACCOUNT.contains(&step.action.as_str())
             || postman::actions::ENDS_ACCOUNT.contains(&step.action.as_str())
+            || scim::actions::ENDS_ACCOUNT.contains(&step.action.as_str())
     })
 }
 
 /// Whether a workflow file may name this action.
 pub fn known_action(name: &str) -> bool {
-    smartsheet::actions::ACTIONS.contains(&name) || postman::actions::ACTIONS.contains(&name)
+    smartsheet::actions::ACTIONS.contains(&name)
+        || postman::actions::ACTIONS.contains(&name)
+        || scim::actions::ACTIONS.contains(&name)
 }

@@ -21,7 +21,7 @@ use chrono::Utc;
 use lapin::options::ConfirmSelectOptions;
 use sha2::{Digest, Sha256};
 
-use super::{fail, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::{fail, Failure, Outcome, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::Config;
 use crate::domain::event::{self, EventType, Request};
 
@@ -147,41 +147,7 @@ pub fn read(
         .headers()
         .map_err(|e| header_error(format!("unreadable header: {e}")))?
         .clone();
-    // Each header read as its column, or `None` when offboard does not know it.
-    let columns: Vec<Option<&'static str>> = headers.iter().map(column_of).collect();
-    let ignored: Vec<String> = headers
-        .iter()
-        .zip(&columns)
-        .filter(|(_, c)| c.is_none())
-        .map(|(h, _)| h.to_string())
-        .collect();
-    if let (Unknown::Refuse, Some(name)) = (unknown, ignored.first()) {
-        return Err(header_error(format!(
-            "unknown column {name:?}; the columns are {}",
-            COLUMNS.join(", ")
-        )));
-    }
-    for column in COLUMNS {
-        let spelled: Vec<&str> = headers
-            .iter()
-            .zip(&columns)
-            .filter(|(_, c)| **c == Some(column))
-            .map(|(h, _)| h)
-            .collect();
-        if spelled.len() > 1 {
-            return Err(header_error(format!(
-                "the headers {} are all the {column} column; keep one",
-                spelled
-                    .iter()
-                    .map(|h| format!("{h:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
-    if !columns.contains(&Some("email")) {
-        return Err(header_error("the email column is missing".into()));
-    }
+    let (columns, ignored) = read_headers(&headers, unknown).map_err(header_error)?;
     let mut requests = Vec::new();
     let mut errors = Vec::new();
     for (i, record) in reader.records().enumerate() {
@@ -208,9 +174,93 @@ pub fn read(
                 .and_then(|i| record.get(i))
                 .filter(|v| !v.is_empty())
         };
+        let row_of = RowOf {
+            row,
+            event_id: format!("csv-{}-{row}", &digest[..12]),
+            now,
+            known_connections,
+        };
+        match row_of.request(cell) {
+            Ok(request) => requests.push(request),
+            Err(found) => errors.extend(found),
+        }
+    }
+    if requests.is_empty() && errors.is_empty() {
+        errors.push(RowError {
+            row: 2,
+            column: String::new(),
+            message: "the file has no rows".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(Leavers { requests, ignored })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Each header read as its column (`None` when offboard does not know it) and the
+/// headers ignored; or why the header row is refused (an unknown column under
+/// [`Unknown::Refuse`], a column spelled twice, no email column).
+fn read_headers(
+    headers: &csv::StringRecord,
+    unknown: Unknown,
+) -> Result<(Vec<Option<&'static str>>, Vec<String>), String> {
+    let columns: Vec<Option<&'static str>> = headers.iter().map(column_of).collect();
+    let ignored: Vec<String> = headers
+        .iter()
+        .zip(&columns)
+        .filter(|(_, c)| c.is_none())
+        .map(|(h, _)| h.to_string())
+        .collect();
+    if let (Unknown::Refuse, Some(name)) = (unknown, ignored.first()) {
+        return Err(format!(
+            "unknown column {name:?}; the columns are {}",
+            COLUMNS.join(", ")
+        ));
+    }
+    for column in COLUMNS {
+        let spelled: Vec<String> = headers
+            .iter()
+            .zip(&columns)
+            .filter(|(_, c)| **c == Some(column))
+            .map(|(h, _)| format!("{h:?}"))
+            .collect();
+        if spelled.len() > 1 {
+            return Err(format!(
+                "the headers {} are all the {column} column; keep one",
+                spelled.join(", ")
+            ));
+        }
+    }
+    if !columns.contains(&Some("email")) {
+        return Err("the email column is missing".into());
+    }
+    Ok((columns, ignored))
+}
+
+/// What a data row's event is made with besides its cells.
+struct RowOf<'a> {
+    /// Its line in the file.
+    row: u64,
+    /// Its event id: the file's digest and the line, so a file sent twice repeats ids.
+    event_id: String,
+    /// The events' `time`.
+    now: chrono::DateTime<Utc>,
+    /// The connections a `connections` cell may name.
+    known_connections: &'a [String],
+}
+
+impl RowOf<'_> {
+    /// The row's event, from `cell` (a column's non-empty value), or every problem in it.
+    fn request<'c>(
+        &self,
+        cell: impl Fn(&str) -> Option<&'c str>,
+    ) -> Result<Request, Vec<RowError>> {
+        let mut errors = Vec::new();
         let mut bad = |column: &str, message: String| {
             errors.push(RowError {
-                row,
+                row: self.row,
                 column: column.into(),
                 message,
             })
@@ -257,39 +307,28 @@ pub fn read(
                 .collect()
         });
         for c in connections.iter().flatten() {
-            if !known_connections.contains(c) {
+            if !self.known_connections.contains(c) {
                 bad(
                     "connections",
                     format!("no connection named {c:?} in the configuration"),
                 );
             }
         }
-        if let (Some(person_email), Some(event_type)) = (email, event_type) {
-            requests.push(Request {
-                event_id: format!("csv-{}-{row}", &digest[..12]),
+        match (email, event_type) {
+            (Some(person_email), Some(event_type)) if errors.is_empty() => Ok(Request {
+                event_id: self.event_id.clone(),
                 source: "offboard-csv".into(),
                 event_type,
-                time: Some(now),
+                time: Some(self.now),
                 person_email,
                 employee_id: None,
                 transfer_to,
                 connections,
                 not_before,
                 reason: None,
-            });
+            }),
+            _ => Err(errors),
         }
-    }
-    if requests.is_empty() && errors.is_empty() {
-        errors.push(RowError {
-            row: 2,
-            column: String::new(),
-            message: "the file has no rows".into(),
-        });
-    }
-    if errors.is_empty() {
-        Ok(Leavers { requests, ignored })
-    } else {
-        Err(errors)
     }
 }
 
@@ -312,41 +351,7 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
     let text = std::fs::read(path)
         .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?;
     let known: Vec<String> = config.connections.keys().cloned().collect();
-    let requests = match read(&text, &known, Utc::now(), unknown) {
-        Ok(Leavers { requests, ignored }) => {
-            if !ignored.is_empty() {
-                let names: Vec<String> = ignored.iter().map(|h| format!("{h:?}")).collect();
-                eprintln!(
-                    "{}: ignoring column(s) offboard does not read: {} (--strict refuses them)",
-                    path.display(),
-                    names.join(", ")
-                );
-            }
-            requests
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{}: {e}", path.display());
-            }
-            return Err(fail(
-                EXIT_USAGE,
-                format!(
-                    "{} bad line(s) in {}; nothing was published",
-                    errors.len(),
-                    path.display()
-                ),
-            ));
-        }
-    };
-    let bodies: Vec<(EventType, Vec<u8>)> = requests
-        .iter()
-        .map(|r| {
-            (
-                r.event_type,
-                event::to_cloudevent(r).to_string().into_bytes(),
-            )
-        })
-        .collect();
+    let requests = reported(path, read(&text, &known, Utc::now(), unknown))?;
     let signer = super::signer(config)?;
     let (conn, channel) = crate::intake::open(&config.amqp_url)
         .await
@@ -358,26 +363,20 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
-    let total = bodies.len() as u64;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(total);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} events published ({per_sec}, {eta} left)",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
-    let step = (total / 10).max(1);
-    for (i, ((kind, body), request)) in bodies.iter().zip(&requests).enumerate() {
+    let total = requests.len() as u64;
+    let progress = Progress::new(total);
+    // Printing stops if the reader goes away; publishing goes on to the end.
+    let mut listening = true;
+    for (i, request) in requests.iter().enumerate() {
         let done = i as u64 + 1;
+        let body = event::to_cloudevent(request).to_string().into_bytes();
         // Signed when each is sent, so that a long file stays within the tolerance.
-        let signed = signer.as_ref().map(|sign| sign(&request.event_id, body));
+        let signed = signer.as_ref().map(|sign| sign(&request.event_id, &body));
         crate::intake::publish(
             &channel,
             &config.amqp.exchange,
-            kind.as_str(),
-            body,
+            request.event_type.as_str(),
+            &body,
             signed.as_ref(),
         )
         .await
@@ -387,18 +386,15 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
                 format!("{done} of {total}: {e}; the events before it were published"),
             )
         })?;
-        println!("{} {}", request.event_id, request.person_email);
-        match &bar {
-            Some(bar) => bar.inc(1),
-            None if done.is_multiple_of(step) || done == total => {
-                eprintln!("published {done}/{total}")
-            }
-            None => {}
+        if listening {
+            listening = super::output::write_unless_gone(format_args!(
+                "{} {}\n",
+                request.event_id, request.person_email
+            ));
         }
+        progress.published(done);
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
+    progress.finish();
     let _ = conn.close(200, "done".into()).await;
     let reclaims = requests
         .iter()
@@ -410,6 +406,77 @@ pub async fn run(config: &Config, path: &Path, unknown: Unknown) -> Outcome {
         total as usize - reclaims
     );
     Ok(EXIT_OK)
+}
+
+/// The events of a file read well (the ignored columns named on stderr), or every bad
+/// line on stderr and the verb's failure.
+fn reported(path: &Path, read: Result<Leavers, Vec<RowError>>) -> Result<Vec<Request>, Failure> {
+    match read {
+        Ok(Leavers { requests, ignored }) => {
+            if !ignored.is_empty() {
+                let names: Vec<String> = ignored.iter().map(|h| format!("{h:?}")).collect();
+                eprintln!(
+                    "{}: ignoring column(s) offboard does not read: {} (--strict refuses them)",
+                    path.display(),
+                    names.join(", ")
+                );
+            }
+            Ok(requests)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            Err(fail(
+                EXIT_USAGE,
+                format!(
+                    "{} bad line(s) in {}; nothing was published",
+                    errors.len(),
+                    path.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// How far publishing has come, on stderr: a bar on a terminal, else a line every
+/// tenth of the file.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events published ({per_sec}, {eta} left)",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress { bar, total }
+    }
+
+    /// `done` events of the total are published.
+    fn published(&self, done: u64) {
+        let step = (self.total / 10).max(1);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if done.is_multiple_of(step) || done == self.total => {
+                eprintln!("published {done}/{}", self.total)
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,18 @@
 //! verb and maps the result to the contract's exit codes. Usage and configuration errors
 //! print one line on stderr and exit 2.
 
-mod audit;
+// First: the verbs print through its macros.
+#[macro_use]
+mod output;
+
 mod audit_key;
 mod bulk;
 #[cfg(feature = "demo")]
 mod demo;
-mod evidence;
+mod export;
+mod intervene;
 mod plan;
+mod replay;
 mod views;
 
 use std::path::PathBuf;
@@ -63,34 +68,7 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Publish one event to the broker.
-    Submit {
-        /// The person to offboard.
-        #[arg(long)]
-        email: Option<String>,
-        /// Event type.
-        #[arg(long = "type", default_value = "offboarding.requested")]
-        event_type: String,
-        /// Who receives the person's data.
-        #[arg(long)]
-        transfer_to: Option<String>,
-        /// Limit to these connections (repeatable).
-        #[arg(long = "connection")]
-        connections: Vec<String>,
-        /// Event id (default: a new UUID).
-        #[arg(long)]
-        id: Option<String>,
-        /// Publish this CloudEvents JSON file instead.
-        #[arg(long, value_name = "EVENT.json")]
-        file: Option<PathBuf>,
-        /// Publish one event per row of this leavers' list (columns email, transfer_to,
-        /// type, not_before, connections, in HR exports' spellings too; other columns are
-        /// ignored); nothing is published if any row is bad.
-        #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
-        csv: Option<PathBuf>,
-        /// With --csv: refuse a file with columns offboard does not read.
-        #[arg(long, requires = "csv")]
-        strict: bool,
-    },
+    Submit(SubmitArgs),
     /// Check credentials, role and plan of one connection or all.
     Check {
         /// Connection name.
@@ -101,23 +79,7 @@ enum Command {
     },
     /// Dry run for one person: every write a run would make, and any code it would stop
     /// on; writes nothing to the apps and starts no workflow.
-    Plan {
-        /// The person.
-        #[arg(long)]
-        email: String,
-        /// Who would receive the person's data.
-        #[arg(long)]
-        transfer_to: Option<String>,
-        /// Event type.
-        #[arg(long = "type", default_value = "offboarding.requested")]
-        event_type: String,
-        /// Only these connections (repeatable; default: every configured one).
-        #[arg(long = "connection")]
-        connections: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(plan::Args),
     /// List workflows, newest first.
     List {
         /// Only this state.
@@ -220,6 +182,37 @@ enum Command {
     Demo,
 }
 
+/// What `submit` was asked, as given on the command line.
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// The person to offboard.
+    #[arg(long)]
+    email: Option<String>,
+    /// Event type.
+    #[arg(long = "type", default_value = "offboarding.requested")]
+    event_type: String,
+    /// Who receives the person's data.
+    #[arg(long)]
+    transfer_to: Option<String>,
+    /// Limit to these connections (repeatable).
+    #[arg(long = "connection")]
+    connections: Vec<String>,
+    /// Event id (default: a new UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// Publish this CloudEvents JSON file instead.
+    #[arg(long, value_name = "EVENT.json")]
+    file: Option<PathBuf>,
+    /// Publish one event per row of this leavers' list (columns email, transfer_to,
+    /// type, not_before, connections, in HR exports' spellings too; other columns are
+    /// ignored); nothing is published if any row is bad.
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["email", "file", "id"])]
+    csv: Option<PathBuf>,
+    /// With --csv: refuse a file with columns offboard does not read.
+    #[arg(long, requires = "csv")]
+    strict: bool,
+}
+
 /// A verb's failure: an exit code and one line for stderr.
 pub struct Failure {
     code: i32,
@@ -298,66 +291,16 @@ async fn run(cli: Cli) -> Outcome {
         #[cfg(feature = "demo")]
         Command::Demo => demo::run().await,
         Command::Serve { listen } => serve(config, listen).await,
-        Command::Submit {
-            email,
-            event_type,
-            transfer_to,
-            connections,
-            id,
-            file,
-            csv,
-            strict,
-        } => {
-            if let Some(path) = csv {
-                let unknown = if strict {
-                    bulk::Unknown::Refuse
-                } else {
-                    bulk::Unknown::Ignore
-                };
-                return bulk::run(&config, &path, unknown).await;
-            }
-            submit(
-                &config,
-                email,
-                &event_type,
-                transfer_to,
-                connections,
-                id,
-                file,
-            )
-            .await
-        }
+        Command::Submit(args) => submit(&config, args).await,
         Command::Check { connection, json } => {
             crate::telemetry::init("warn");
             check(&config, connection.as_deref(), json).await
         }
-        Command::Plan {
-            email,
-            transfer_to,
-            event_type,
-            connections,
-            json,
-        } => {
+        Command::Plan(args) => {
             crate::telemetry::init("warn");
-            let args = plan::Args {
-                email,
-                transfer_to,
-                event_type,
-                connections,
-                json,
-            };
             plan::run(&config, args).await
         }
-        Command::List { state, json } => {
-            let state = match state {
-                None => None,
-                Some(s) => Some(Status::parse(&s).ok_or_else(|| {
-                    fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
-                })?),
-            };
-            let store = read_store(&config).await?;
-            views::list(&store, state, json).await
-        }
+        Command::List { state, json } => list(&config, state, json).await,
         Command::Show { id, json } => views::show(&read_store(&config).await?, &id, json).await,
         Command::History { id, json } => {
             views::history(&read_store(&config).await?, &id, json).await
@@ -367,7 +310,7 @@ async fn run(cli: Cli) -> Outcome {
             until,
             format,
         } => {
-            evidence::run(
+            export::run(
                 &read_store(&config).await?,
                 &since,
                 until.as_deref(),
@@ -375,39 +318,57 @@ async fn run(cli: Cli) -> Outcome {
             )
             .await
         }
-        Command::Replay { id } => audit::replay(&read_store(&config).await?, &id).await,
+        Command::Replay { id } => replay::replay(&read_store(&config).await?, &id).await,
         Command::Release { ids, all, by } => {
             let engine = engine(config).await?;
-            audit::release(&engine, ids, all, &by).await
+            intervene::release(&engine, ids, all, &by).await
         }
-        Command::Prune { before, evidence } => {
-            let evidence = evidence.ok_or_else(|| {
-                fail(
-                    EXIT_USAGE,
-                    "prune removes audit trails: give --evidence FILE to export their evidence first",
-                )
-            })?;
-            let before = evidence::parse_date(&before, "--before")?;
-            let store = open_store(&config).await?;
-            evidence::prune(&store, before, &evidence).await
-        }
-        Command::Verify { all: _, since } => {
-            let since = since
-                .map(|s| evidence::parse_date(&s, "--since"))
-                .transpose()?;
-            audit::verify_all(&read_store(&config).await?, since).await
-        }
+        Command::Prune { before, evidence } => prune(&config, &before, evidence).await,
+        Command::Verify { all: _, since } => verify(&config, since).await,
         Command::Retry { id, by } => {
             crate::telemetry::init("warn");
             let engine = engine(config).await?;
-            audit::retry(&engine, &id, &by.unwrap_or_else(os_user)).await
+            intervene::retry(&engine, &id, &by.unwrap_or_else(os_user)).await
         }
         Command::Cancel { id, by } => {
             let engine = engine(config).await?;
-            audit::cancel(&engine, &id, &by.unwrap_or_else(os_user)).await
+            intervene::cancel(&engine, &id, &by.unwrap_or_else(os_user)).await
         }
         Command::Explain { .. } => unreachable!("handled above"),
     }
+}
+
+/// `list`: the workflows, newest first, only those in `state` when given.
+async fn list(config: &Config, state: Option<String>, json: bool) -> Outcome {
+    let state = match state {
+        None => None,
+        Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+            fail(EXIT_USAGE, format!("unknown state {s:?}: use pending, held, running, retrying, completed, failed or cancelled"))
+        })?),
+    };
+    let store = read_store(config).await?;
+    views::list(&store, state, json).await
+}
+
+/// `prune`: refused without `--evidence`, which receives the evidence first.
+async fn prune(config: &Config, before: &str, evidence: Option<PathBuf>) -> Outcome {
+    let evidence = evidence.ok_or_else(|| {
+        fail(
+            EXIT_USAGE,
+            "prune removes audit trails: give --evidence FILE to export their evidence first",
+        )
+    })?;
+    let before = export::parse_date(before, "--before")?;
+    let store = open_store(config).await?;
+    export::prune(&store, before, &evidence).await
+}
+
+/// `verify --all`: every workflow (created since `since`) replayed.
+async fn verify(config: &Config, since: Option<String>) -> Outcome {
+    let since = since
+        .map(|s| export::parse_date(&s, "--since"))
+        .transpose()?;
+    replay::verify_all(&read_store(config).await?, since).await
 }
 
 fn os_user() -> String {
@@ -494,7 +455,7 @@ async fn engine(config: Config) -> Result<Arc<Engine>, Failure> {
 fn explain(code: Option<&str>, list: bool) -> Outcome {
     if list {
         for info in codes::CATALOG {
-            println!("{:<11} {}", info.code.as_str(), info.message);
+            outln!("{:<11} {}", info.code.as_str(), info.message);
         }
         return Ok(EXIT_OK);
     }
@@ -510,7 +471,7 @@ fn explain(code: Option<&str>, list: bool) -> Outcome {
             format!("unknown code {raw:?}; offboard explain --list shows them all"),
         ));
     };
-    print!("{}", codes::render_explain(code));
+    out!("{}", codes::render_explain(code));
     Ok(EXIT_OK)
 }
 
@@ -555,19 +516,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
     crate::telemetry::init("info");
     let listen = listen.or(config.http.listen);
     #[cfg(not(feature = "console"))]
-    if let Some(addr) = listen {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
-        ));
-    }
-    #[cfg(not(feature = "console"))]
-    if let Some(addr) = config.ingest.listen {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("cannot listen on {addr}: this offboard was built without the `console` feature (the HTTP intake); remove [ingest] listen or build with it"),
-        ));
-    }
+    refuse_listeners(&config, listen)?;
     #[cfg(feature = "console")]
     let token = console_token(
         "operator_token_env",
@@ -585,21 +534,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         ),
     };
     #[cfg(feature = "console")]
-    let ingest = match config.ingest.listen {
-        None => None,
-        Some(addr) => {
-            let token = secret_named(
-                "[ingest] bearer_token_env",
-                config.ingest.bearer_token_env.as_ref(),
-            )?;
-            let ingest =
-                crate::ingest::Ingest::new(&config, token).map_err(|e| fail(EXIT_USAGE, e))?;
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?;
-            Some((listener, ingest))
-        }
-    };
+    let ingest = bind_ingest(&config).await?;
     let engine = engine(config).await?;
     // No worker of an older schema may still be writing (README "Upgrading"); this one
     // was recorded with its version when its engine was built, before any lease.
@@ -609,39 +544,8 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
         .await
         .map_err(|e| unreachable_db(engine.config(), e))?;
     tracing::info!(database = %crate::config::redact_url(&engine.config().database_url), amqp = %engine.config().amqp_url_redacted(), "offboard serving");
-    // The broker must answer at start (the contract: exit 1 when it cannot be reached);
-    // once serving, a lost broker is reconnected to instead.
-    let (conn, _) = crate::intake::open(&engine.config().amqp_url)
-        .await
-        .map_err(|e| fail(EXIT_FAILURE, e))?;
-    crate::intake::topology::declare_upgrading(&conn, &engine.config().amqp)
-        .await
-        .map_err(|e| {
-            fail(
-                EXIT_FAILURE,
-                format!("cannot declare the broker topology: {e}"),
-            )
-        })?;
-    let _ = conn.close(200, "topology declared".into()).await;
-    for (name, report) in check_all(engine.config(), None).await? {
-        match &report {
-            Ok(r) => {
-                match &r.problem {
-                    None => tracing::info!(connection = %name, "connection check passed"),
-                    Some((code, msg)) => {
-                        tracing::warn!(connection = %name, %code, message = %msg.escape_debug(), "connection check failed; workflows on it will run and may fail")
-                    }
-                }
-                // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
-                for (code, msg) in &r.warnings {
-                    tracing::warn!(connection = %name, %code, message = ?msg, "connection check warning")
-                }
-            }
-            Err(e) => {
-                tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
-            }
-        }
-    }
+    declare_topology(engine.config()).await?;
+    log_connection_checks(engine.config()).await?;
     let service = crate::service::Service::start(engine.clone());
     #[cfg(feature = "console")]
     let service = match listener {
@@ -651,7 +555,7 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
                 .local_addr()
                 .map_err(|e| fail(EXIT_FAILURE, e.to_string()))?;
             tracing::info!(%addr, operable = token.is_some(), guarded = viewer.is_some(), "console, metrics and health probes listening");
-            let console = crate::http::Console::new(engine, token);
+            let console = crate::console::Console::new(engine, token);
             let console = match viewer {
                 Some(v) => console.with_viewer_token(v),
                 None => console,
@@ -676,6 +580,91 @@ async fn serve(config: Config, listen: Option<std::net::SocketAddr>) -> Outcome 
     Ok(EXIT_OK)
 }
 
+/// Without the `console` feature, a configured listener (console or HTTP intake) is a
+/// usage error rather than silently not served.
+#[cfg(not(feature = "console"))]
+fn refuse_listeners(config: &Config, listen: Option<std::net::SocketAddr>) -> Result<(), Failure> {
+    if let Some(addr) = listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (metrics, health probes, console); remove [http] listen / --listen or build with it"),
+        ));
+    }
+    if let Some(addr) = config.ingest.listen {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("cannot listen on {addr}: this offboard was built without the `console` feature (the HTTP intake); remove [ingest] listen or build with it"),
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP intake's listener, bound, with its handler, when `[ingest] listen` is set.
+#[cfg(feature = "console")]
+async fn bind_ingest(
+    config: &Config,
+) -> Result<Option<(tokio::net::TcpListener, crate::ingest::Ingest)>, Failure> {
+    Ok(match config.ingest.listen {
+        None => None,
+        Some(addr) => {
+            let token = secret_named(
+                "[ingest] bearer_token_env",
+                config.ingest.bearer_token_env.as_ref(),
+            )?;
+            let ingest =
+                crate::ingest::Ingest::new(config, token).map_err(|e| fail(EXIT_USAGE, e))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(EXIT_FAILURE, format!("cannot listen on {addr}: {e}")))?;
+            Some((listener, ingest))
+        }
+    })
+}
+
+/// Declares the broker topology before serving: the broker must answer at start (the
+/// contract: exit 1 when it cannot be reached); once serving, a lost broker is
+/// reconnected to instead.
+async fn declare_topology(config: &Config) -> Result<(), Failure> {
+    let (conn, _) = crate::intake::open(&config.amqp_url)
+        .await
+        .map_err(|e| fail(EXIT_FAILURE, e))?;
+    crate::intake::topology::declare_upgrading(&conn, &config.amqp)
+        .await
+        .map_err(|e| {
+            fail(
+                EXIT_FAILURE,
+                format!("cannot declare the broker topology: {e}"),
+            )
+        })?;
+    let _ = conn.close(200, "topology declared".into()).await;
+    Ok(())
+}
+
+/// Checks every connection at start and logs what `offboard check` would print; a
+/// failed check is a warning, not a reason to stop serving.
+async fn log_connection_checks(config: &Config) -> Result<(), Failure> {
+    for (name, report) in check_all(config, None).await? {
+        match &report {
+            Ok(r) => {
+                match &r.problem {
+                    None => tracing::info!(connection = %name, "connection check passed"),
+                    Some((code, msg)) => {
+                        tracing::warn!(connection = %name, %code, message = %msg.escape_debug(), "connection check failed; workflows on it will run and may fail")
+                    }
+                }
+                // The same warnings `offboard check` prints (e.g. POST-105-A, no audit logs).
+                for (code, msg) in &r.warnings {
+                    tracing::warn!(connection = %name, %code, message = ?msg, "connection check warning")
+                }
+            }
+            Err(e) => {
+                tracing::warn!(connection = %name, error = %e, "connection cannot be checked")
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -692,22 +681,32 @@ async fn shutdown_signal() {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn submit(
-    config: &Config,
-    email: Option<String>,
-    event_type: &str,
-    transfer_to: Option<String>,
-    connections: Vec<String>,
-    id: Option<String>,
-    file: Option<PathBuf>,
-) -> Outcome {
+/// `submit`: one event (from the flags or a file), or a leavers' list with `--csv`.
+async fn submit(config: &Config, args: SubmitArgs) -> Outcome {
+    if let Some(path) = args.csv {
+        let unknown = if args.strict {
+            bulk::Unknown::Refuse
+        } else {
+            bulk::Unknown::Ignore
+        };
+        return bulk::run(config, &path, unknown).await;
+    }
+    let SubmitArgs {
+        email,
+        event_type,
+        transfer_to,
+        connections,
+        id,
+        file,
+        ..
+    } = args;
     let known: Vec<String> = config.connections.keys().cloned().collect();
     let body = match file {
         Some(path) => std::fs::read(&path)
             .map_err(|e| fail(EXIT_USAGE, format!("cannot read {}: {e}", path.display())))?,
         None => {
             let email = email.ok_or_else(|| fail(EXIT_USAGE, "--email or --file is required"))?;
-            let event_type = EventType::parse(event_type).ok_or_else(|| {
+            let event_type = EventType::parse(&event_type).ok_or_else(|| {
                 fail(EXIT_USAGE, format!("unknown --type {event_type:?}: use offboarding.requested or license.reclaim.requested"))
             })?;
             let person_email =
@@ -743,7 +742,7 @@ async fn submit(
     )
     .await
     .map_err(|e| fail(EXIT_FAILURE, e))?;
-    println!("{}", request.event_id);
+    outln!("{}", request.event_id);
     Ok(EXIT_OK)
 }
 
@@ -803,6 +802,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                 let code = match app {
                     crate::config::AppKind::Smartsheet => Code::Smt100A,
                     crate::config::AppKind::Postman => Code::Post100A,
+                    crate::config::AppKind::Scim => Code::Scim100A,
                 };
                 (Some((code, e.to_string())), Vec::new())
             }
@@ -820,8 +820,8 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
         } else {
             // The details quote the app's answers: shown escaped.
             match &problem {
-                None => println!("{name}: OK"),
-                Some((code, detail)) => println!(
+                None => outln!("{name}: OK"),
+                Some((code, detail)) => outln!(
                     "{name}: {code} {} ({}) -> {}",
                     code.message(),
                     views::terminal_safe(detail),
@@ -829,7 +829,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
                 ),
             }
             for (code, detail) in &warnings {
-                println!(
+                outln!(
                     "{name}: warning {code} {} ({})",
                     code.message(),
                     views::terminal_safe(detail)
@@ -838,7 +838,7 @@ async fn check(config: &Config, only: Option<&str>, json: bool) -> Outcome {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     Ok(if all_ok { EXIT_OK } else { EXIT_CHECK_FAILED })
 }

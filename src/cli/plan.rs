@@ -11,16 +11,26 @@ use crate::runtime::definitions::Registry;
 use crate::runtime::dry_run::{self, ConnectionPlan, Plan, PlanError};
 
 /// What `plan` was asked, as given on the command line.
+#[derive(clap::Args)]
 pub struct Args {
-    /// `--email`.
+    /// The person.
+    #[arg(long)]
     pub email: String,
-    /// `--transfer-to`.
+    /// Who would receive the person's data.
+    #[arg(long)]
     pub transfer_to: Option<String>,
-    /// `--type`.
+    /// The person's HR employee id (what a SCIM connection with `match =
+    /// "externalId"` looks for).
+    #[arg(long)]
+    pub employee_id: Option<String>,
+    /// Event type.
+    #[arg(long = "type", default_value = "offboarding.requested")]
     pub event_type: String,
-    /// `--connection`, repeatable; empty for every configured one.
+    /// Only these connections (repeatable; default: every configured one).
+    #[arg(long = "connection")]
     pub connections: Vec<String>,
-    /// `--json`.
+    /// Print JSON.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -42,7 +52,11 @@ pub async fn run(config: &Config, args: Args) -> Outcome {
         event_type,
         time: Some(chrono::Utc::now()),
         person_email: event::valid_email(&args.email, "--email").map_err(usage)?,
-        employee_id: None,
+        employee_id: args
+            .employee_id
+            .map(|id| event::valid_employee_id(&id, "--employee-id"))
+            .transpose()
+            .map_err(usage)?,
         transfer_to: args
             .transfer_to
             .map(|t| event::valid_email(&t, "--transfer-to"))
@@ -63,7 +77,7 @@ pub async fn run(config: &Config, args: Args) -> Outcome {
     if args.json {
         let text = serde_json::to_string_pretty(&plan)
             .map_err(|e| fail(EXIT_FAILURE, format!("cannot write the plan as JSON: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         print_text(&plan);
     }
@@ -79,7 +93,7 @@ fn print_text(plan: &Plan) {
         Some(to) => format!("recipient {to}"),
         None => "no recipient".to_string(),
     };
-    println!(
+    outln!(
         "{}",
         terminal_safe(&format!(
             "plan for {} ({}, {recipient}); nothing has been changed",
@@ -87,9 +101,9 @@ fn print_text(plan: &Plan) {
             plan.event_type.as_str()
         ))
     );
-    println!("each step shows the line a run would record; numbered lines are the writes it would make, in order");
+    outln!("each step shows the line a run would record; numbered lines are the writes it would make, in order");
     for connection in &plan.connections {
-        println!();
+        outln!();
         print_connection(connection);
     }
 }
@@ -107,7 +121,7 @@ fn print_connection(c: &ConnectionPlan) {
         (Some(outcome), None) => format!("would complete: {}", outcome.as_str()),
         (None, None) => "would do nothing".to_string(),
     };
-    let say = |line: String| println!("{}", terminal_safe(&line));
+    let say = |line: String| outln!("{}", terminal_safe(&line));
     say(format!(
         "{} ({} v{}): {verdict}; {} writes, {} reads",
         c.connection,

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{db, fail, Failure, Outcome, EXIT_OK, EXIT_UNKNOWN};
+use crate::domain::describe::{self, Description};
 use crate::domain::machine::{Record, State, Status};
 use crate::store::entities::{audit, workflow};
 use crate::store::Store;
@@ -25,11 +26,11 @@ pub fn terminal_safe(text: &str) -> String {
         .collect()
 }
 
-/// `println!` for lines that carry outside values: each line goes through
+/// `outln!` for lines that carry outside values: each line goes through
 /// [`terminal_safe`].
 macro_rules! say {
     ($($arg:tt)*) => {
-        println!("{}", terminal_safe(&format!($($arg)*)))
+        outln!("{}", terminal_safe(&format!($($arg)*)))
     };
 }
 
@@ -74,7 +75,7 @@ pub async fn list(store: &Store, state: Option<Status>, as_json: bool) -> Outcom
     let rows = store.list(state).await.map_err(db)?;
     if as_json {
         let all: Vec<Value> = rows.iter().map(|r| workflow_json(r, None)).collect();
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
@@ -113,7 +114,7 @@ async fn load(store: &Store, id: &str) -> Result<(workflow::Model, State), Failu
 pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
     let (row, state) = load(store, id).await?;
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&workflow_json(&row, Some(&state))).unwrap_or_default()
         );
@@ -152,17 +153,12 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         say!("{label} {}", w.to_rfc3339());
     }
     for (i, r) in state.rechecks.iter().enumerate() {
-        let code = r
-            .finding
-            .code
-            .map(|c| format!("  [{c}]"))
-            .unwrap_or_default();
+        let found = describe::recheck_finding(i, &r.finding);
+        let code = found.code.map(|c| format!("  [{c}]")).unwrap_or_default();
         say!(
-            "recheck {}  {} {}: {}{code}",
-            i + 1,
-            r.at.to_rfc3339(),
-            r.finding.result.as_str(),
-            r.finding.summary
+            "rechecked  {} {}{code}",
+            describe::moment(r.at),
+            found.summary
         );
     }
     say!("steps:");
@@ -171,171 +167,30 @@ pub async fn show(store: &Store, id: &str, as_json: bool) -> Outcome {
         say!(
             "  {:<18} {:<10} attempts {}{err}",
             s.name,
-            serde_json::to_value(s.state)
-                .unwrap_or_default()
-                .as_str()
-                .unwrap_or(""),
+            s.state.as_str(),
             s.attempts
         );
     }
     Ok(EXIT_OK)
 }
 
-/// One trail record as a line for people: time, step, what happened, code.
+/// One trail record as a line for people: position, time, step, what happened, code
+/// (the words are [`describe::describe`]'s, shared with the console's timeline).
 pub fn describe(row: &audit::Model, steps: &[String]) -> String {
-    let step_name = |i: &usize| steps.get(*i).cloned().unwrap_or_else(|| format!("#{i}"));
-    let record: Result<Record, _> = serde_json::from_str(&row.body);
-    let (step, what, code) = match record {
-        Err(_) => (
-            String::new(),
-            "unreadable record".to_string(),
-            String::new(),
-        ),
-        Ok(r) => match r {
-            Record::Created {
-                request,
-                definition,
-                ..
-            } => (
-                String::new(),
-                format!(
-                    "created from event {} ({} from {}) with {} v{}{}",
-                    request.event_id,
-                    request.event_type.as_str(),
-                    request.source,
-                    definition.name,
-                    definition.version,
-                    request
-                        .not_before
-                        .map(|t| format!(", not before {}", t.to_rfc3339()))
-                        .unwrap_or_default()
-                ),
-                String::new(),
-            ),
-            Record::StepStarted { step, attempt } => (
-                step_name(&step),
-                format!("attempt {attempt} started"),
-                String::new(),
-            ),
-            Record::ApiCall {
-                step,
-                method,
-                path,
-                status,
-                error_code,
-                duration_ms,
-                ..
-            } => (
-                step_name(&step),
-                format!(
-                    "{method} {path} -> {}{} in {duration_ms} ms",
-                    status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "no response".into()),
-                    error_code
-                        .map(|c| format!(" errorCode {c}"))
-                        .unwrap_or_default()
-                ),
-                String::new(),
-            ),
-            Record::StepSucceeded { step, output, .. } => (
-                step_name(&step),
-                format!("succeeded: {}", output.summary),
-                String::new(),
-            ),
-            Record::StepFailed {
-                step,
-                attempt,
-                error,
-                retry_at,
-                ..
-            } => (
-                step_name(&step),
-                format!(
-                    "attempt {attempt} failed: {}{}",
-                    error.message,
-                    retry_at
-                        .map(|t| format!("; retry at {}", t.to_rfc3339()))
-                        .unwrap_or_else(|| "; no retry".into())
-                ),
-                error.code.to_string(),
-            ),
-            Record::Completed { outcome } => (
-                String::new(),
-                format!("completed: {}", outcome.as_str()),
-                String::new(),
-            ),
-            Record::Failed { code, message } => (
-                String::new(),
-                format!("failed: {message}"),
-                code.to_string(),
-            ),
-            Record::Cancelled { by } => {
-                (String::new(), format!("cancelled by {by}"), String::new())
-            }
-            Record::RetryRequested { by } => (
-                String::new(),
-                format!("retry requested by {by}"),
-                String::new(),
-            ),
-            Record::DuplicateReceived { source } => (
-                String::new(),
-                format!("the same event arrived again (from {source}); nothing new started"),
-                String::new(),
-            ),
-            Record::CancelRefused { by } => (
-                String::new(),
-                format!("cancel asked by {by} refused: the workflow had already ended"),
-                String::new(),
-            ),
-            Record::Held {
-                limit,
-                in_last_hour,
-            } => (
-                String::new(),
-                format!("held by the mass-offboarding brake: {in_last_hour} offboardings in the last hour, limit {limit}; waits for `offboard release`"),
-                String::new(),
-            ),
-            Record::Released { by } => (String::new(), format!("released by {by}"), String::new()),
-            Record::Rechecked { recheck, finding } => (
-                "recheck".to_string(),
-                format!(
-                    "recheck {}: {} ({})",
-                    recheck + 1,
-                    finding.result.as_str(),
-                    finding.summary
-                ),
-                finding.code.map(|c| c.to_string()).unwrap_or_default(),
-            ),
-            Record::RecheckFailed {
-                recheck,
-                attempt,
-                error,
-                retry_at,
-                ..
-            } => (
-                "recheck".to_string(),
-                format!(
-                    "recheck {} attempt {attempt} failed: {}; again at {}",
-                    recheck + 1,
-                    error.message,
-                    retry_at.to_rfc3339()
-                ),
-                error.code.to_string(),
-            ),
-        },
+    let described = match serde_json::from_str::<Record>(&row.body) {
+        Ok(record) => describe::describe(&record, row.at, steps),
+        Err(_) => Description::unreadable(),
     };
+    let code = described
+        .code
+        .map(|c| format!("  [{c}]"))
+        .unwrap_or_default();
     let line = format!(
-        "{:>3} {}  {:<17} {}{}",
+        "{:>3} {}  {:<17} {}{code}",
         row.seq,
-        row.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-        step,
-        what,
-        if code.is_empty() {
-            String::new()
-        } else {
-            format!("  [{code}]")
-        }
+        describe::moment(row.at),
+        described.step.unwrap_or_default(),
+        described.summary,
     );
     terminal_safe(&line)
 }
@@ -355,12 +210,12 @@ pub async fn history(store: &Store, id: &str, as_json: bool) -> Outcome {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(EXIT_OK);
     }
     let steps: Vec<String> = state.steps.iter().map(|s| s.name.clone()).collect();
     for row in &trail {
-        println!("{}", describe(row, &steps));
+        outln!("{}", describe(row, &steps));
     }
     Ok(EXIT_OK)
 }
@@ -385,5 +240,35 @@ mod tests {
             assert_eq!(terminal_safe(raw), shown);
             assert!(!terminal_safe(raw).chars().any(char::is_control));
         }
+    }
+
+    fn row(seq: i32, record: &Record) -> audit::Model {
+        audit::Model {
+            id: 1,
+            workflow_id: "wf".into(),
+            seq,
+            at: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            kind: record.kind().into(),
+            step: record.step().map(|s| s as i32),
+            body: serde_json::to_string(record).unwrap(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_history_line_lays_out_the_shared_description() {
+        let failed = Record::Failed {
+            code: crate::codes::Code::Smt110B,
+            message: "recipient \u{1b}[2J missing".into(),
+        };
+        let line = describe(&row(7, &failed), &[]);
+        assert_eq!(
+            line,
+            "  7 2026-09-21 14:13:20.000                    failed: recipient \\u{1b}[2J missing  [SMT-110-B]"
+        );
+        let mut unreadable = row(8, &failed);
+        unreadable.body = "{".into();
+        assert!(describe(&unreadable, &[]).ends_with("unreadable record"));
     }
 }

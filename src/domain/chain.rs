@@ -114,6 +114,53 @@ pub fn link(
     }
 }
 
+/// One record chained onto a trail, ready to store: its position, the link before it,
+/// its time (as stored), the record, its JSON body and its own link.
+#[derive(Clone, Debug)]
+pub struct Chained<'r, R> {
+    /// Position, from 1.
+    pub seq: i32,
+    /// The link of the record before it (or [`GENESIS`]).
+    pub prev: String,
+    /// Written at, at the precision the database keeps.
+    pub at: DateTime<Utc>,
+    /// The record.
+    pub record: &'r R,
+    /// Its JSON body, as hashed and stored.
+    pub body: String,
+    /// Its link.
+    pub hash: String,
+}
+
+/// Chains `records` (each with its time) after a trail that ends at position `seq` with
+/// link `head` (0 and [`GENESIS`] for a new trail): the one place a writer computes links,
+/// keyed when there is a key. The last element's `seq` and `hash` are the trail's new end.
+pub fn chain_after<'r, R: serde::Serialize>(
+    key: Option<&AuditKey>,
+    seq: i32,
+    head: &str,
+    records: impl IntoIterator<Item = (DateTime<Utc>, &'r R)>,
+) -> Result<Vec<Chained<'r, R>>, serde_json::Error> {
+    let (mut seq, mut prev) = (seq, head.to_string());
+    let mut chained = Vec::new();
+    for (at, record) in records {
+        let at = stored_time(at);
+        let body = serde_json::to_string(record)?;
+        seq += 1;
+        let hash = link(key, &prev, seq, at, &body);
+        let before = std::mem::replace(&mut prev, hash.clone());
+        chained.push(Chained {
+            seq,
+            prev: before,
+            at,
+            record,
+            body,
+            hash,
+        });
+    }
+    Ok(chained)
+}
+
 /// Whether a stored link is keyed (version 1).
 pub fn is_keyed(hash: &str) -> bool {
     hash.starts_with(KEYED)
@@ -277,6 +324,47 @@ mod tests {
                 hash,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_trail_chained_in_two_appends_verifies_keyed_and_plain() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = AuditKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+        let records = ["created", "step_started", "step_succeeded"].map(json_kind);
+        for key in [None, Some(&key)] {
+            let first = chain_after(key, 0, GENESIS, records[..1].iter().map(|r| (at, r))).unwrap();
+            let end = first.last().unwrap();
+            let rest = chain_after(
+                key,
+                end.seq,
+                &end.hash,
+                records[1..].iter().map(|r| (at, r)),
+            )
+            .unwrap();
+            let all: Vec<_> = first.iter().chain(&rest).collect();
+            assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(all[0].at, stored_time(at));
+            assert_eq!(all[1].prev, all[0].hash);
+            let stored: Vec<Link<'_>> = all
+                .iter()
+                .map(|c| Link {
+                    seq: c.seq,
+                    at: c.at,
+                    body: &c.body,
+                    prev_hash: &c.prev,
+                    hash: &c.hash,
+                })
+                .collect();
+            let head = &all[2].hash;
+            assert_eq!(verify(&stored, head, with(key)), Ok(()));
+            assert_eq!(is_keyed(head), key.is_some());
+        }
+    }
+
+    fn json_kind(kind: &str) -> serde_json::Value {
+        serde_json::json!({ "kind": kind })
     }
 
     /// Edits record `at` and recomputes it and every later link with `key` (an attacker

@@ -126,9 +126,10 @@ impl Definition {
         }
         let recheck_after = super::recheck::parse_offsets(&file.recheck_after)
             .map_err(|why| DefinitionError::Invalid(format!("recheck_after: {why}")))?;
-        if !recheck_after.is_empty() && file.outcome != Outcome::Removed {
+        if !recheck_after.is_empty() && !file.outcome.ends_access() {
             return invalid(
-                "recheck_after: only a workflow whose outcome is \"removed\" rechecks".into(),
+                "recheck_after: only a workflow whose outcome is \"removed\" or \"deactivated\" rechecks"
+                    .into(),
             );
         }
         Ok(Definition {

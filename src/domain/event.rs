@@ -123,16 +123,8 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
     if attr("specversion") != Some("1.0") {
         return Err(reject(Code::Evt101, "specversion must be \"1.0\""));
     }
-    let event_id = attr("id")
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| reject(Code::Evt101, "id is missing or empty"))?;
-    bounded(event_id, "id", limits::ID)?;
-    printable(event_id, "id")?;
-    let source = attr("source")
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| reject(Code::Evt101, "source is missing or empty"))?;
-    bounded(source, "source", limits::SOURCE)?;
-    printable(source, "source")?;
+    let event_id = context_attribute(attr("id"), "id", limits::ID)?;
+    let source = context_attribute(attr("source"), "source", limits::SOURCE)?;
     let type_name = attr("type").ok_or_else(|| reject(Code::Evt101, "type is missing"))?;
     let event_type = EventType::parse(type_name).ok_or_else(|| {
         reject(
@@ -146,77 +138,15 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
         .get("data")
         .and_then(Value::as_object)
         .ok_or_else(|| reject(Code::Evt102, "data is missing or not an object"))?;
-    let person_email = data
-        .get("person")
+    let person = data.get("person");
+    let person_email = person
         .and_then(|p| p.get("email"))
         .and_then(Value::as_str)
         .ok_or_else(|| reject(Code::Evt102, "data.person.email is missing"))?;
     let person_email = valid_email(person_email, "data.person.email")?;
-    let employee_id = data
-        .get("person")
-        .and_then(|p| p.get("employee_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if let Some(id) = &employee_id {
-        bounded(id, "data.person.employee_id", limits::EMPLOYEE_ID)?;
-        printable(id, "data.person.employee_id")?;
-    }
-    let transfer_to = match data.get("transfer_to") {
-        None | Some(Value::Null) => None,
-        Some(t) => {
-            let email = t.get("email").and_then(Value::as_str).ok_or_else(|| {
-                reject(Code::Evt102, "data.transfer_to is given without an email")
-            })?;
-            Some(valid_email(email, "data.transfer_to.email")?)
-        }
-    };
-    if transfer_to.as_deref() == Some(person_email.as_str()) {
-        return Err(reject(
-            Code::Evt102,
-            "data.transfer_to.email is the person being offboarded",
-        ));
-    }
-    let connections = match data.get("connections") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            if items.len() > limits::CONNECTIONS {
-                return Err(reject(
-                    Code::Evt102,
-                    format!(
-                        "data.connections lists {} names, over the limit of {}",
-                        items.len(),
-                        limits::CONNECTIONS
-                    ),
-                ));
-            }
-            let mut names = Vec::new();
-            for item in items {
-                let name = item.as_str().ok_or_else(|| {
-                    reject(Code::Evt102, "data.connections must be a list of names")
-                })?;
-                bounded(name, "a name in data.connections", limits::CONNECTION_NAME)?;
-                if !known_connections.iter().any(|k| k == name) {
-                    return Err(reject(
-                        Code::Evt103,
-                        format!("connection {name:?} is not configured"),
-                    ));
-                }
-                if !names.iter().any(|n| n == name) {
-                    names.push(name.to_string());
-                }
-            }
-            if names.is_empty() {
-                return Err(reject(Code::Evt102, "data.connections is an empty list"));
-            }
-            Some(names)
-        }
-        Some(_) => {
-            return Err(reject(
-                Code::Evt102,
-                "data.connections must be a list of names",
-            ))
-        }
-    };
+    let employee_id = employee_id(person)?;
+    let transfer_to = transfer_to(data.get("transfer_to"), &person_email)?;
+    let connections = connections(data.get("connections"), known_connections)?;
     let not_before = optional_time(data.get("not_before"), "data.not_before")?;
     let reason = data
         .get("reason")
@@ -237,6 +167,100 @@ pub fn parse(body: &[u8], known_connections: &[String]) -> Result<Request, Rejec
         not_before,
         reason,
     })
+}
+
+/// A required CloudEvents context attribute (`id`, `source`): present, not blank, at
+/// most `limit` bytes, printable.
+fn context_attribute<'a>(
+    value: Option<&'a str>,
+    name: &str,
+    limit: usize,
+) -> Result<&'a str, Rejection> {
+    let value = value
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| reject(Code::Evt101, format!("{name} is missing or empty")))?;
+    bounded(value, name, limit)?;
+    printable(value, name)?;
+    Ok(value)
+}
+
+/// `data.person.employee_id`, when given: bounded and printable.
+fn employee_id(person: Option<&Value>) -> Result<Option<String>, Rejection> {
+    let Some(id) = person
+        .and_then(|p| p.get("employee_id"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    bounded(id, "data.person.employee_id", limits::EMPLOYEE_ID)?;
+    printable(id, "data.person.employee_id")?;
+    Ok(Some(id.to_string()))
+}
+
+/// `data.transfer_to.email`, when given: a valid address, not the person's own.
+fn transfer_to(value: Option<&Value>, person_email: &str) -> Result<Option<String>, Rejection> {
+    let email = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(t) => t
+            .get("email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| reject(Code::Evt102, "data.transfer_to is given without an email"))?,
+    };
+    let email = valid_email(email, "data.transfer_to.email")?;
+    if email == person_email {
+        return Err(reject(
+            Code::Evt102,
+            "data.transfer_to.email is the person being offboarded",
+        ));
+    }
+    Ok(Some(email))
+}
+
+/// `data.connections`, when given: a non-empty list of configured names, each kept once.
+fn connections(
+    value: Option<&Value>,
+    known_connections: &[String],
+) -> Result<Option<Vec<String>>, Rejection> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(reject(
+                Code::Evt102,
+                "data.connections must be a list of names",
+            ))
+        }
+    };
+    if items.len() > limits::CONNECTIONS {
+        return Err(reject(
+            Code::Evt102,
+            format!(
+                "data.connections lists {} names, over the limit of {}",
+                items.len(),
+                limits::CONNECTIONS
+            ),
+        ));
+    }
+    let mut names = Vec::new();
+    for item in items {
+        let name = item
+            .as_str()
+            .ok_or_else(|| reject(Code::Evt102, "data.connections must be a list of names"))?;
+        bounded(name, "a name in data.connections", limits::CONNECTION_NAME)?;
+        if !known_connections.iter().any(|k| k == name) {
+            return Err(reject(
+                Code::Evt103,
+                format!("connection {name:?} is not configured"),
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    if names.is_empty() {
+        return Err(reject(Code::Evt102, "data.connections is an empty list"));
+    }
+    Ok(Some(names))
 }
 
 fn optional_time(value: Option<&Value>, field: &str) -> Result<Option<DateTime<Utc>>, Rejection> {
@@ -281,6 +305,15 @@ fn printable(value: &str, field: &str) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+/// Accepts an employee id as an event's `data.person.employee_id` is accepted: at most
+/// 256 bytes, no control characters; kept exactly as given (a SCIM `externalId` is
+/// compared case-exactly).
+pub fn valid_employee_id(raw: &str, field: &str) -> Result<String, Rejection> {
+    bounded(raw, field, limits::EMPLOYEE_ID)?;
+    printable(raw, field)?;
+    Ok(raw.to_string())
 }
 
 /// Accepts `local@domain.tld` without spaces or control characters; returns it lower-cased.
@@ -461,5 +494,16 @@ mod tests {
         let r = parse(&with("/type", long(10_000)), &known()).unwrap_err();
         assert_eq!(r.code, Code::Evt101);
         assert!(r.message.len() < 100, "an unknown type is quoted in part");
+    }
+
+    #[test]
+    fn an_employee_id_from_the_command_line_is_checked_like_an_events() {
+        let tricky = r#"E"9\ or userName pr or ""#;
+        assert_eq!(valid_employee_id(tricky, "--employee-id").unwrap(), tricky);
+        for bad in ["E1\n".to_string(), "x".repeat(limits::EMPLOYEE_ID + 1)] {
+            let e = valid_employee_id(&bad, "--employee-id").unwrap_err();
+            assert_eq!(e.code, Code::Evt102);
+            assert!(e.message.starts_with("--employee-id"), "{}", e.message);
+        }
     }
 }

@@ -58,6 +58,7 @@ pub fn plan<'a>(
                 person_email: request.person_email.clone(),
                 transfer_to: request.transfer_to.clone(),
                 not_before: request.not_before,
+                employee_id: request.employee_id.clone(),
             },
             definition: def.reference(),
             steps: def.steps.iter().map(|s| s.name.clone()).collect(),

@@ -130,6 +130,7 @@ pub fn reappeared_code(app: &str) -> Option<Code> {
     match app {
         "smartsheet" => Some(Code::Smt113B),
         "postman" => Some(Code::Post113B),
+        "scim" => Some(Code::Scim113B),
         _ => None,
     }
 }
@@ -166,6 +167,16 @@ impl Account {
                         || facts.get("scim_active").and_then(Value::as_bool) == Some(true),
                 }
             }
+            // A SCIM app's `find-user` records the SCIM id and `active`; a deleted user
+            // is not found at all.
+            "scim" => Account {
+                user_id: None,
+                scim_id: facts
+                    .get("scim_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                active: facts.get("scim_active").and_then(Value::as_bool) == Some(true),
+            },
             _ => Account {
                 user_id: facts.get("user_id").and_then(Value::as_i64),
                 scim_id: None,
@@ -369,5 +380,34 @@ mod tests {
         no_scim.insert("member_id".into(), 13.into());
         let other = classify("postman", &removed, &found(no_scim));
         assert_eq!(other.result, RecheckResult::Recreated);
+    }
+
+    /// A SCIM app's `find-user` facts: the SCIM id and whether the user is active.
+    fn scim(id: &str, active: bool) -> Map<String, Value> {
+        let mut facts = Map::new();
+        facts.insert("scim_id".into(), id.into());
+        facts.insert("scim_active".into(), active.into());
+        facts
+    }
+
+    #[test]
+    fn on_a_scim_app_an_inactive_user_is_still_gone_and_an_active_one_is_scim_113_b() {
+        let removed = scim("u-1", true);
+        let still = classify("scim", &removed, &found(scim("u-1", false)));
+        assert_eq!((still.result, still.code), (RecheckResult::StillGone, None));
+        let back = classify("scim", &removed, &found(scim("u-1", true)));
+        assert_eq!(
+            (back.result, back.code, back.scim_id.as_deref()),
+            (
+                RecheckResult::Reactivated,
+                Some(Code::Scim113B),
+                Some("u-1")
+            )
+        );
+        let new = classify("scim", &removed, &found(scim("u-2", true)));
+        assert_eq!(
+            (new.result, new.code),
+            (RecheckResult::Recreated, Some(Code::Scim113B))
+        );
     }
 }

@@ -16,16 +16,26 @@ pub enum Outcome {
     Downgraded,
     /// The person had no account in the app; nothing was changed.
     Absent,
+    /// The account stays but is inactive: sign-in blocked, its data kept (SCIM's
+    /// `active: false`).
+    Deactivated,
 }
 
 impl Outcome {
-    /// The contract's spelling: `removed`, `downgraded`, `absent`.
+    /// The contract's spelling: `removed`, `downgraded`, `absent`, `deactivated`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Removed => "removed",
             Outcome::Downgraded => "downgraded",
             Outcome::Absent => "absent",
+            Outcome::Deactivated => "deactivated",
         }
+    }
+
+    /// Whether the person's access to the app ended (removed or deactivated): the
+    /// outcomes a recheck later verifies.
+    pub fn ends_access(self) -> bool {
+        matches!(self, Outcome::Removed | Outcome::Deactivated)
     }
 }
 

@@ -41,9 +41,9 @@ use tracing::{info, warn};
 
 use crate::codes::Code;
 use crate::config::{AmqpNames, Config, ConfigError, IntakeConfig, Secret};
+use crate::console::access::{bearer, token_matches};
 use crate::domain::admission::{self, SignatureHeaders, SignaturePolicy, SigningKey};
 use crate::domain::event::Rejection;
-use crate::http::access::{bearer, token_matches};
 use crate::intake::BrokerError;
 use request::{Admitted, Refused};
 
@@ -331,7 +331,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 
 /// Serves the HTTP intake on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
-    crate::http::metrics::install();
+    crate::console::metrics::install();
     metrics::describe_counter!(
         "offboard_ingest_requests_total",
         "Requests to the HTTP intake's POST /events, by outcome"

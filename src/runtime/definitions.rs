@@ -27,6 +27,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "postman-license-reclaim.toml",
         include_str!("../../workflows/postman-license-reclaim.toml"),
     ),
+    (
+        "scim-offboard.toml",
+        include_str!("../../workflows/scim-offboard.toml"),
+    ),
+    (
+        "scim-license-reclaim.toml",
+        include_str!("../../workflows/scim-license-reclaim.toml"),
+    ),
 ];
 
 /// Why the definitions cannot be loaded.

@@ -4,10 +4,11 @@
 //! The request goes through the same planning as an accepted event
 //! ([`crate::domain::plan`]: one workflow per connection, each with the definition in
 //! force), and each workflow is driven through the same pure state machine
-//! ([`machine::next`], [`machine::step_result`], [`machine::apply`]) and the same actions
-//! as the runner drives it, with one difference: the connection's client is in dry-run
-//! mode ([`crate::apps::dry_run`]), so its reads go to the app and its writes are
-//! recorded instead of sent. Nothing is stored: there is no workflow row, no trail, no
+//! ([`machine::next`], [`machine::step_result`], [`machine::apply`]) by the same drive
+//! loop and the same actions as the runner drives it ([`super::drive`]), with one
+//! difference: the connection's client is in dry-run mode
+//! ([`crate::apps::dry_run`]), so its reads go to the app and its writes are recorded
+//! instead of sent. Nothing is stored: there is no workflow row, no trail, no
 //! database at all (so the connection's request budget is paced by this process alone).
 //!
 //! What the run would wait for is not waited for: a `not_before` time is skipped over.
@@ -18,20 +19,22 @@
 //! tells that a user is managed by a directory (`SMT-111-B`) only by refusing the
 //! `DELETE`; no read shows it, so such a plan lists the `DELETE` and the run stops there.
 
-use chrono::Utc;
-use serde::Serialize;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
-use crate::apps::dry_run::PlannedWrite;
-use crate::apps::http::CallLog;
-use crate::apps::{ActionContext, AppClient};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::drive::{self, AfterCommit, Effects, Stamped};
+use crate::apps::dry_run::{DryRun, PlannedWrite};
+use crate::apps::http::CallRecord;
+use crate::apps::AppClient;
 use crate::codes::Code;
 use crate::config::{Config, ConnectionConfig};
-use crate::domain::definition::DefinitionRef;
+use crate::domain::definition::{Definition, DefinitionRef, StepDef};
 use crate::domain::event::{EventType, Rejection, Request};
-use crate::domain::machine::{self, Next, Record, Violation};
+use crate::domain::machine::{self, Status, Violation};
 use crate::domain::plan::{self, Planned};
-use crate::domain::step::{Outcome, StepError};
+use crate::domain::step::{Outcome, StepError, StepOutput};
 use crate::runtime::definitions::Registry;
 
 /// What a run for one person would do, per connection.
@@ -184,13 +187,51 @@ pub async fn plan_with(
     })
 }
 
+impl ConnectionPlan {
+    /// Adds what one step did: the reads it made, the writes it would make, its summary;
+    /// or, when the run would try it again later, the stop there. Returns whether the
+    /// plan stops.
+    fn add_step(
+        &mut self,
+        spec: &StepDef,
+        calls: Vec<CallRecord>,
+        writes: impl Iterator<Item = PlannedWrite>,
+        result: &Result<StepOutput, StepError>,
+    ) -> bool {
+        self.reads.extend(calls.into_iter().map(|call| PlannedRead {
+            step: spec.name.clone(),
+            method: call.method,
+            path: call.path,
+            status: call.status,
+        }));
+        self.writes.extend(writes.map(|write| StepWrite {
+            step: spec.name.clone(),
+            write,
+        }));
+        match result {
+            Ok(out) => self.steps.push(PlannedStep {
+                name: spec.name.clone(),
+                action: spec.action.clone(),
+                summary: out.summary.clone(),
+            }),
+            Err(e) if e.retryable => {
+                let stop = Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
+                self.stop = Some(stop);
+                return true;
+            }
+            Err(_) => {}
+        }
+        false
+    }
+}
+
 /// Drives one workflow as the runner would, in memory, with writes turned off.
 async fn drive(
     workflow: Planned,
     client: Result<AppClient, StepError>,
 ) -> Result<ConnectionPlan, PlanError> {
     let def = &workflow.definition;
-    let mut state = workflow.state;
+    let state = workflow.state;
     let mut plan = ConnectionPlan {
         connection: state.request.connection.clone(),
         app: state.request.app.clone(),
@@ -208,75 +249,135 @@ async fn drive(
             return Ok(plan);
         }
     };
-    let (tx, mut calls) = mpsc::unbounded_channel();
-    let log = CallLog::new(tx);
-    let mut now = Utc::now();
-    let apply = |state: &machine::State, record: &Record, at| {
-        machine::apply(state, def, record, at).map_err(PlanError::Machine)
+    let mut planning = Planning {
+        def,
+        state,
+        client,
+        dry_run,
+        plan,
+        now: Utc::now(),
     };
-    loop {
-        match machine::next(&state, def, now) {
-            // `not_before`: the run would wait; the plan goes on as if the time had come.
-            Next::Sleep(at) => now = at,
-            Next::Run { step, attempt } => {
-                state = apply(&state, &Record::StepStarted { step, attempt }, now)?;
-                let spec = &def.steps[step];
-                let planned_before = dry_run.writes().len();
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &state.facts,
-                    calls: &log,
-                };
-                let result = client.perform(&spec.action, &ctx).await;
-                while let Ok(call) = calls.try_recv() {
-                    plan.reads.push(PlannedRead {
-                        step: spec.name.clone(),
-                        method: call.method,
-                        path: call.path,
-                        status: call.status,
-                    });
-                }
-                plan.writes
-                    .extend(
-                        dry_run
-                            .writes()
-                            .into_iter()
-                            .skip(planned_before)
-                            .map(|write| StepWrite {
-                                step: spec.name.clone(),
-                                write,
-                            }),
-                    );
-                match &result {
-                    Ok(out) => plan.steps.push(PlannedStep {
-                        name: spec.name.clone(),
-                        action: spec.action.clone(),
-                        summary: out.summary.clone(),
-                    }),
-                    Err(e) if e.retryable => {
-                        let stop =
-                            Stop::new(Some(spec.name.clone()), e.code, e.message.clone(), true);
-                        plan.stop = Some(stop);
-                        return Ok(plan);
-                    }
-                    Err(_) => {}
-                }
-                // No jitter: a retry's time is never used, the plan stops before it.
-                let record = machine::step_result(&state, def, step, attempt, result, now, 0.0);
-                state = apply(&state, &record, now)?;
-            }
-            Next::Complete(outcome) => {
-                plan.outcome = Some(outcome);
-                return Ok(plan);
-            }
-            Next::Fail(code, message) => {
-                let step = state.steps.get(state.current).map(|s| s.name.clone());
-                plan.stop = Some(Stop::new(step, code, message, false));
-                return Ok(plan);
-            }
-            // A fresh workflow is never final or held; nothing more would happen. (A
-            // recheck follows a completion, where the plan has returned already.)
-            Next::Done | Next::Recheck { .. } => return Ok(plan),
+    drive::drive(&mut planning, None).await?;
+    let Planning {
+        mut plan, state, ..
+    } = planning;
+    if plan.stop.is_some() {
+        return Ok(plan);
+    }
+    // A fresh workflow is never final or held before it starts; anything else ends the
+    // plan with nothing more to add. (A recheck follows a completion, which ends a plan.)
+    match (state.status, state.error_code) {
+        (Status::Completed, _) => plan.outcome = state.outcome,
+        (Status::Failed, Some(code)) => {
+            let step = state.steps.get(state.current).map(|s| s.name.clone());
+            let message = state.error_message.clone().unwrap_or_default();
+            plan.stop = Some(Stop::new(step, code, message, false));
         }
+        _ => {}
+    }
+    Ok(plan)
+}
+
+/// A plan's effects: actions through a dry-run client (reads sent, writes recorded),
+/// commits to memory, and a clock that skips over `not_before`.
+struct Planning<'d> {
+    def: &'d Definition,
+    state: machine::State,
+    client: AppClient,
+    dry_run: Arc<DryRun>,
+    plan: ConnectionPlan,
+    now: DateTime<Utc>,
+}
+
+impl Effects for Planning<'_> {
+    type Error = PlanError;
+
+    fn def(&self) -> &Definition {
+        self.def
+    }
+
+    fn state(&self) -> &machine::State {
+        &self.state
+    }
+
+    fn knows(&self) -> (Option<String>, bool) {
+        // Nobody cancels a plan, and it never stops half-way.
+        (None, false)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    fn skip_to(&mut self, wake: DateTime<Utc>) -> bool {
+        // `not_before`: the run would wait; the plan goes on as if the time had come.
+        self.now = wake;
+        true
+    }
+
+    fn batches(&self, _step: usize) -> bool {
+        true
+    }
+
+    fn broken(&self, violation: Violation) -> PlanError {
+        PlanError::Machine(violation)
+    }
+
+    async fn perform(
+        &mut self,
+        state: &machine::State,
+        step: usize,
+        attempt: u32,
+        records: &mut Vec<Stamped>,
+    ) -> Result<Option<DateTime<Utc>>, PlanError> {
+        let spec = &self.def.steps[step];
+        let planned_before = self.dry_run.writes().len();
+        let (result, calls) = drive::run_action(
+            &self.client,
+            &spec.action,
+            &state.request,
+            &state.facts,
+            None,
+        )
+        .await;
+        let writes = self.dry_run.writes().into_iter().skip(planned_before);
+        if self.plan.add_step(spec, calls, writes, &result) {
+            return Ok(None);
+        }
+        // No jitter: a retry's time is never used, the plan stops before it.
+        let record = machine::step_result(state, self.def, step, attempt, result, self.now, 0.0);
+        records.push((self.now, record));
+        Ok(Some(self.now))
+    }
+
+    async fn recheck(
+        &mut self,
+        _state: &machine::State,
+        _recheck: usize,
+        _attempt: u32,
+        _records: &mut Vec<Stamped>,
+    ) -> Result<DateTime<Utc>, PlanError> {
+        // A recheck follows a completion, whose commit ends the plan first.
+        Ok(self.now)
+    }
+
+    async fn rest(&mut self) -> Result<(), PlanError> {
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        records: Vec<Stamped>,
+        last: bool,
+    ) -> Result<AfterCommit, PlanError> {
+        for (at, record) in &records {
+            self.state =
+                machine::apply(&self.state, self.def, record, *at).map_err(PlanError::Machine)?;
+        }
+        Ok(if last {
+            AfterCommit::Stop
+        } else {
+            AfterCommit::Go
+        })
     }
 }

@@ -8,13 +8,15 @@
 //! cancel waits a few seconds for the worker's answer before saying the workflow will stop
 //! after the call in flight.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use tracing::info;
 
-use super::engine::{Engine, EngineError};
+use super::engine::EngineError;
 use super::runner::Runner;
+use super::shared::Shared;
 use crate::domain::chain::stored_time;
 use crate::domain::machine::{Record, State, Status};
 
@@ -46,25 +48,36 @@ pub enum Intervened {
     Unknown,
 }
 
-impl Engine {
-    /// Records an operator's cancel or retry.
+/// Records operators' interventions, under a lease of its own like any worker's.
+#[derive(Clone)]
+pub struct Operator {
+    shared: Arc<Shared>,
+}
+
+impl Operator {
+    /// An operator over the runtime's shared context.
+    pub fn new(shared: Arc<Shared>) -> Operator {
+        Operator { shared }
+    }
+
+    /// Records an operator's cancel, retry or release.
     pub async fn intervene(
         &self,
         id: &str,
         by: &str,
         what: Intervention,
     ) -> Result<Intervened, EngineError> {
-        if self.store.get(id).await?.is_none() {
+        let store = self.shared.store();
+        if store.get(id).await?.is_none() {
             return Ok(Intervened::Unknown);
         }
-        let Some(claim) = self
-            .store
-            .claim(id, &self.worker_id, self.lease_secs())
+        let Some(claim) = store
+            .claim(id, self.shared.worker_id(), self.shared.lease_secs())
             .await?
         else {
             return match what {
-                Intervention::Cancel if self.store.request_cancel(id, by).await? => {
-                    self.in_flight.cancel(id, None, by);
+                Intervention::Cancel if store.request_cancel(id, by).await? => {
+                    self.shared.in_flight().cancel(id, None, by);
                     self.cancel_answer(id, by).await
                 }
                 Intervention::Cancel => Ok(Intervened::Refused(self.ended_as(id).await?)),
@@ -75,7 +88,7 @@ impl Engine {
         };
         let lease = claim.lease.clone();
         let result = async {
-            let mut runner = Runner::new(self, claim, Default::default()).await?;
+            let mut runner = Runner::new(&self.shared, claim, Default::default()).await?;
             let state = &runner.state;
             let record = match what {
                 Intervention::Cancel if state.status.is_final() => {
@@ -102,11 +115,11 @@ impl Engine {
             Ok(Intervened::Done(Box::new(runner.state)))
         }
         .await;
-        if let Err(e) = self.store.release(id, &lease, None).await {
+        if let Err(e) = store.release(id, &lease, None).await {
             tracing::warn!(workflow = %id, error = %e, "could not release a lease; it will lapse");
         }
         if matches!(result, Ok(Intervened::Done(_))) {
-            self.wake.notify_one();
+            self.shared.wake_up();
         }
         result
     }
@@ -119,7 +132,7 @@ impl Engine {
     async fn cancel_answer(&self, id: &str, by: &str) -> Result<Intervened, EngineError> {
         let deadline = tokio::time::Instant::now() + CANCEL_ANSWER_WAIT;
         loop {
-            let Some(row) = self.store.get(id).await? else {
+            let Some(row) = self.shared.store().get(id).await? else {
                 return Ok(Intervened::Unknown);
             };
             let state: State = serde_json::from_str(&row.state_json)
@@ -139,30 +152,10 @@ impl Engine {
     /// How a workflow that takes no cancel ended (`completed`, …), for the refusal.
     async fn ended_as(&self, id: &str) -> Result<String, EngineError> {
         Ok(self
-            .store
+            .shared
+            .store()
             .get(id)
             .await?
             .map_or_else(|| "it no longer exists".to_string(), |row| row.state))
-    }
-
-    /// Drives one workflow until it ends or waits longer than `patience` for a timer.
-    pub async fn drive_to_rest(
-        &self,
-        id: &str,
-        patience: Duration,
-    ) -> Result<Option<State>, EngineError> {
-        loop {
-            let Some(state) = self.run_one(id).await? else {
-                return Ok(None);
-            };
-            let Some(at) = state.wake_at.filter(|_| !state.status.is_final()) else {
-                return Ok(Some(state));
-            };
-            let wait = (at - Utc::now()).to_std().unwrap_or_default();
-            if wait > patience {
-                return Ok(Some(state));
-            }
-            tokio::time::sleep(wait).await;
-        }
     }
 }

@@ -11,24 +11,26 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rand::RngExt;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::engine::{Engine, EngineError};
+use super::acceptor::Acceptor;
+use super::drive::{self, AfterCommit, Effects, Stamped};
+use super::engine::EngineError;
 use super::in_flight::CancelSignal;
-use super::outbound;
-use crate::apps::http::{CallLog, CallRecord};
-use crate::apps::ActionContext;
+use super::shared::Shared;
+use crate::apps::http::CallRecord;
 use crate::codes::Code;
 use crate::domain::chain::stored_time;
 use crate::domain::definition::Definition;
 use crate::domain::event::{EventType, Request};
-use crate::domain::machine::{self, Next, Record, State, Status};
+use crate::domain::machine::{self, Record, State, Status, Violation};
+use crate::domain::step::{StepError, StepOutput};
+use crate::outbox::events;
 use crate::store::{Claim, Fence, Lease, TrailEnd};
 
 /// One leased workflow and what its driver knows of it.
-pub(super) struct Runner<'e> {
-    engine: &'e Engine,
+pub(super) struct Runner {
+    shared: Arc<Shared>,
     pub id: String,
     pub lease: Lease,
     end: TrailEnd,
@@ -44,16 +46,16 @@ pub(super) struct Runner<'e> {
     answered: bool,
 }
 
-impl<'e> Runner<'e> {
+impl Runner {
     /// A runner for a fresh claim, stopped early by `signal`.
     pub async fn new(
-        engine: &'e Engine,
+        shared: &Arc<Shared>,
         claim: Claim,
         signal: Arc<CancelSignal>,
-    ) -> Result<Runner<'e>, EngineError> {
-        let def = engine.definition(&claim.definition_hash).await?;
+    ) -> Result<Runner, EngineError> {
+        let def = shared.definition(&claim.definition_hash).await?;
         Ok(Runner {
-            engine,
+            shared: shared.clone(),
             id: claim.id,
             lease: claim.lease,
             end: claim.end,
@@ -97,8 +99,8 @@ impl<'e> Runner<'e> {
             Err(EngineError::Corrupt(why)) if self.state.status.is_final() => {
                 warn!(reason = %why.escape_debug(), "a recheck of this completed workflow does not fit its trail");
                 let later = stored_time(Utc::now()) + chrono::Duration::hours(1);
-                self.engine
-                    .store
+                self.shared
+                    .store()
                     .release(&self.id, &self.lease, Some(later))
                     .await?;
                 Ok(self.state)
@@ -109,91 +111,47 @@ impl<'e> Runner<'e> {
     }
 
     async fn drive(&mut self, started: Option<(usize, u32)>) -> Result<State, EngineError> {
-        // Records decided but not committed yet, each with the time its decision used.
-        let mut records: Vec<(DateTime<Utc>, Record)> = Vec::new();
-        let mut at = stored_time(Utc::now());
-        if let Some((step, attempt)) = started {
-            let state = self.state.clone();
-            at = self.perform(&state, step, attempt, &mut records).await;
-        }
-        loop {
-            let preview = self.preview(&records)?;
-            if let Next::Recheck { recheck, attempt } = machine::next(&preview, &self.def, at) {
-                if !self.engine.is_stopping() {
-                    at = self.recheck(&preview, recheck, attempt, &mut records).await;
-                    self.offboard_again(&preview, &records).await?;
-                    continue;
-                }
-            }
-            let (more, start) = self.boundary(&preview, at);
-            records.extend(more.into_iter().map(|r| (at, r)));
-            if records.is_empty() {
-                // Claimed with nothing to do now (a timer not due, an ended workflow).
-                self.engine
-                    .store
-                    .release(&self.id, &self.lease, None)
+        drive::drive(self, started).await?;
+        Ok(self.state.clone())
+    }
+
+    /// After a commit: answers a cancel that came back with it — noted as refused when
+    /// the workflow has ended, else decided again at once (the step it started, a write,
+    /// is not performed, and a workflow that was going to wait stops instead; the next
+    /// boundary records `cancelled`) — or stops when nothing follows.
+    async fn after_commit(&mut self, last: bool) -> Result<AfterCommit, EngineError> {
+        if let Some(by) = self.cancel_asked() {
+            if self.state.status.is_final() {
+                // A cancel asked while this last commit was on its way: the lease is
+                // given back, so the refusal is noted like any non-holder's note.
+                self.answered = true;
+                let refused = Record::CancelRefused { by };
+                self.shared
+                    .store()
+                    .append_note(&self.id, stored_time(Utc::now()), &refused)
                     .await?;
-                return Ok(self.state.clone());
+                return Ok(AfterCommit::Stop);
             }
-            if let Some((step, attempt)) = start {
-                if crate::apps::reads_only(&self.def.steps[step].action) {
-                    let state = self.preview(&records)?;
-                    at = self.perform(&state, step, attempt, &mut records).await;
-                    continue;
+            if self.writes_remain(&self.state) {
+                if last && !self.claim_again().await? {
+                    return Ok(AfterCommit::Stop);
                 }
+                return Ok(AfterCommit::Decide);
             }
-            // Nothing follows this commit now: it releases the lease as it writes.
-            let last = start.is_none() && {
-                let after = self.preview(&records)?;
-                self.boundary(&after, at).0.is_empty()
-            };
-            let ended_before = self.state.status.is_final();
-            self.commit(std::mem::take(&mut records), last).await?;
-            if !ended_before {
-                self.log_end();
-            }
-            if let Some(by) = self.cancel_asked() {
-                if self.state.status.is_final() {
-                    // A cancel asked while this last commit was on its way: the lease is
-                    // given back, so the refusal is noted like any non-holder's note.
-                    self.answered = true;
-                    let refused = Record::CancelRefused { by };
-                    self.engine
-                        .store
-                        .append_note(&self.id, stored_time(Utc::now()), &refused)
-                        .await?;
-                    return Ok(self.state.clone());
-                }
-                // The commit brought a cancel back while a write is still ahead: the step
-                // it started (a write) is not performed, and a workflow that was going to
-                // wait stops instead. The next boundary records `cancelled`.
-                if self.writes_remain(&self.state) {
-                    if last && !self.claim_again().await? {
-                        return Ok(self.state.clone());
-                    }
-                    at = stored_time(Utc::now());
-                    continue;
-                }
-            }
-            if last {
-                return Ok(self.state.clone());
-            }
-            at = match start {
-                Some((step, attempt)) => {
-                    let state = self.state.clone();
-                    self.perform(&state, step, attempt, &mut records).await
-                }
-                None => stored_time(Utc::now()),
-            };
         }
+        Ok(if last {
+            AfterCommit::Stop
+        } else {
+            AfterCommit::Go
+        })
     }
 
     /// Claims the workflow again after a commit that gave the lease back, to answer a
     /// cancel that came with it. `false` when another holder has it (it answers then).
     async fn claim_again(&mut self) -> Result<bool, EngineError> {
-        let store = &self.engine.store;
+        let store = self.shared.store();
         let Some(claim) = store
-            .claim(&self.id, &self.engine.worker_id, self.engine.lease_secs())
+            .claim(&self.id, self.shared.worker_id(), self.shared.lease_secs())
             .await?
         else {
             return Ok(false);
@@ -227,53 +185,10 @@ impl<'e> Runner<'e> {
         }
     }
 
-    /// What to record at a step boundary in `state`, and the step attempt it starts.
-    ///
-    /// A cancel is honoured at every boundary that makes no write: before a step starts,
-    /// instead of a retry wait, instead of failing. Once no write is left to stop (the
-    /// workflow has ended, or only read-only steps such as the final confirmation
-    /// remain), the workflow runs to its end and the cancel is recorded as refused:
-    /// `cancelled` never stands for an account that is already gone.
-    fn boundary(&self, state: &State, now: DateTime<Utc>) -> (Vec<Record>, Option<(usize, u32)>) {
-        let cancel = self.cancel_asked();
-        let refused = || cancel.clone().map(|by| Record::CancelRefused { by });
-        let next = machine::next(state, &self.def, now);
-        if let Some(by) = cancel.clone() {
-            if !state.status.is_final() && self.writes_remain(state) {
-                return (vec![Record::Cancelled { by }], None);
-            }
-        }
-        match next {
-            Next::Done => (refused().into_iter().collect(), None),
-            // A recheck the drive did not run (the process is stopping): it stays due.
-            Next::Sleep(_) | Next::Recheck { .. } => (Vec::new(), None),
-            Next::Complete(outcome) => {
-                let mut v = vec![Record::Completed { outcome }];
-                v.extend(refused());
-                (v, None)
-            }
-            Next::Fail(code, message) => {
-                let mut v = vec![Record::Failed { code, message }];
-                v.extend(refused());
-                (v, None)
-            }
-            Next::Run { .. } if self.engine.is_stopping() => (Vec::new(), None),
-            Next::Run { step, attempt } => (
-                vec![Record::StepStarted { step, attempt }],
-                Some((step, attempt)),
-            ),
-        }
-    }
-
     /// Whether a step that writes to the app is still ahead of (or at) `state`'s current
     /// step.
     fn writes_remain(&self, state: &State) -> bool {
-        self.def
-            .steps
-            .get(state.current..)
-            .unwrap_or_default()
-            .iter()
-            .any(|step| !crate::apps::reads_only(&step.action))
+        drive::writes_remain(&self.def, state)
     }
 
     /// The state after `records`, not yet committed.
@@ -305,13 +220,13 @@ impl<'e> Runner<'e> {
         release: bool,
     ) -> Result<(), EngineError> {
         let outbox = if self.state.status.is_final() {
-            outbound::reappeared(&self.id, &next, &stamped)
+            events::reappeared(&self.id, &next, &stamped)
         } else {
-            outbound::completion(&self.id, &next)
+            events::completion(&self.id, &next)
         };
         let appended = self
-            .engine
-            .store
+            .shared
+            .store()
             .append(
                 Fence {
                     id: &self.id,
@@ -321,7 +236,7 @@ impl<'e> Runner<'e> {
                 &stamped,
                 &next,
                 outbox,
-                Some(self.engine.lease_secs()).filter(|_| !release),
+                Some(self.shared.lease_secs()).filter(|_| !release),
             )
             .await?;
         self.end = appended.end;
@@ -331,7 +246,7 @@ impl<'e> Runner<'e> {
         self.state = next;
         self.cancel_by = appended.cancel_requested_by;
         if let Some(pending) = appended.outbox {
-            self.engine.publish_soon(pending);
+            self.shared.publish_soon(pending);
         }
         Ok(())
     }
@@ -355,9 +270,26 @@ impl<'e> Runner<'e> {
         Ok(self.state)
     }
 
+    /// Runs `action` for `state`'s request with `facts` through the connection's client,
+    /// stopped early by a cancel (see [`drive::run_action`]).
+    async fn run_action(
+        &self,
+        state: &State,
+        action: &str,
+        facts: &serde_json::Map<String, serde_json::Value>,
+    ) -> (Result<StepOutput, StepError>, Vec<CallRecord>) {
+        match self.shared.client(&state.request.connection).await {
+            Err(e) => (Err(e), Vec::new()),
+            Ok(client) => {
+                let stop = Some(self.signal.token());
+                drive::run_action(&client, action, &state.request, facts, stop).await
+            }
+        }
+    }
+
     /// Runs one attempt of a step from `state`; adds its API-call records and its result
     /// record to `records`, and returns the time the result was decided at.
-    async fn perform(
+    async fn perform_step(
         &self,
         state: &State,
         step: usize,
@@ -367,19 +299,7 @@ impl<'e> Runner<'e> {
         let spec = &self.def.steps[step];
         info!(step = %spec.name, attempt, action = %spec.action, "step started");
         let started = std::time::Instant::now();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let result = match self.engine.client(&state.request.connection).await {
-            Err(e) => Err(e),
-            Ok(client) => {
-                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &state.facts,
-                    calls: &log,
-                };
-                client.perform(&spec.action, &ctx).await
-            }
-        };
+        let (result, calls) = self.run_action(state, &spec.action, &state.facts).await;
         let app = state.request.app.clone();
         metrics::histogram!("offboard_step_duration_seconds", "app" => app.clone(), "step" => spec.name.clone(), "result" => if result.is_ok() { "ok" } else { "error" }).record(started.elapsed().as_secs_f64());
         match &result {
@@ -390,11 +310,11 @@ impl<'e> Runner<'e> {
                 warn!(step = %spec.name, code = %e.code, retryable = e.retryable, message = %e.message.escape_debug(), "step failed")
             }
         }
-        let mut calls = Vec::new();
-        while let Ok(call) = rx.try_recv() {
-            count_call(state, &call);
-            calls.push(api_call(step, attempt, call));
-        }
+        let calls: Vec<Record> = calls
+            .into_iter()
+            .inspect(|call| count_call(state, call))
+            .map(|call| api_call(step, attempt, call))
+            .collect();
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
         let outcome = machine::step_result(state, &self.def, step, attempt, result, now, jitter);
@@ -412,13 +332,13 @@ impl<'e> Runner<'e> {
     }
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Runs recheck `recheck` of a completed workflow: the definition's first step (its
     /// read-only lookup, through the connection's client and so its shared request
     /// budget) with the request alone — no fact of the run, and no write. Adds the
     /// result record to `records` and returns the time it was decided at. Access that
     /// came back is counted and logged here; the trail and the outbox say it durably.
-    async fn recheck(
+    async fn perform_recheck(
         &self,
         state: &State,
         recheck: usize,
@@ -427,23 +347,12 @@ impl Runner<'_> {
     ) -> DateTime<Utc> {
         let lookup = &self.def.steps[0].action;
         info!(recheck, attempt, action = %lookup, "recheck started");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let facts = serde_json::Map::new();
-        let result = match self.engine.client(&state.request.connection).await {
-            Err(e) => Err(e),
-            Ok(client) => {
-                let log = CallLog::new(tx).stopped_by(self.signal.token().clone());
-                let ctx = ActionContext {
-                    request: &state.request,
-                    facts: &facts,
-                    calls: &log,
-                };
-                client.perform(lookup, &ctx).await
-            }
-        };
+        let (result, calls) = self
+            .run_action(state, lookup, &serde_json::Map::new())
+            .await;
         let app = state.request.app.clone();
-        while let Ok(call) = rx.try_recv() {
-            count_call(state, &call);
+        for call in &calls {
+            count_call(state, call);
         }
         let jitter: f64 = rand::rng().random();
         let now = stored_time(Utc::now());
@@ -475,7 +384,7 @@ impl Runner<'_> {
     }
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Starts the fresh offboarding a recheck's finding among `records` asks for
     /// (`recheck_action = "offboard-again"`): the same person on the same connection,
     /// under the finding's derived event id. Stored before the finding commits, and
@@ -517,7 +426,8 @@ impl Runner<'_> {
                       "workflow_id": self.id },
         })
         .to_string();
-        match self.engine.accept(&request, &body).await? {
+        let acceptor = Acceptor::new(self.shared.clone());
+        match acceptor.accept(&request, &body, None).await? {
             Ok(_) => {
                 info!(event_id = %event_id.escape_debug(), "access came back: a fresh offboarding was started")
             }
@@ -526,6 +436,83 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A run's effects: actions through the connection's client, commits to the store under
+/// the lease.
+impl Effects for Runner {
+    type Error = EngineError;
+
+    fn def(&self) -> &Definition {
+        &self.def
+    }
+
+    fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn knows(&self) -> (Option<String>, bool) {
+        (self.cancel_asked(), self.shared.is_stopping())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        stored_time(Utc::now())
+    }
+
+    fn skip_to(&mut self, _wake: DateTime<Utc>) -> bool {
+        false
+    }
+
+    fn batches(&self, step: usize) -> bool {
+        crate::apps::reads_only(&self.def.steps[step].action)
+    }
+
+    fn broken(&self, violation: Violation) -> EngineError {
+        EngineError::Corrupt(format!("workflow {}: {violation}", self.id))
+    }
+
+    async fn perform(
+        &mut self,
+        state: &State,
+        step: usize,
+        attempt: u32,
+        records: &mut Vec<Stamped>,
+    ) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Ok(Some(self.perform_step(state, step, attempt, records).await))
+    }
+
+    async fn recheck(
+        &mut self,
+        state: &State,
+        recheck: usize,
+        attempt: u32,
+        records: &mut Vec<Stamped>,
+    ) -> Result<DateTime<Utc>, EngineError> {
+        let at = self.perform_recheck(state, recheck, attempt, records).await;
+        self.offboard_again(state, records).await?;
+        Ok(at)
+    }
+
+    async fn rest(&mut self) -> Result<(), EngineError> {
+        self.shared
+            .store()
+            .release(&self.id, &self.lease, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        records: Vec<Stamped>,
+        last: bool,
+    ) -> Result<AfterCommit, EngineError> {
+        let ended_before = self.state.status.is_final();
+        Runner::commit(self, records, last).await?;
+        if !ended_before {
+            self.log_end();
+        }
+        self.after_commit(last).await
     }
 }
 

@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
-use super::engine::{Engine, EngineError, HandedOff};
+use super::engine::EngineError;
 use super::runner::Runner;
+use super::shared::{HandedOff, Shared};
 use crate::domain::machine::State;
 use crate::store::{Claim, Lease};
 
@@ -28,14 +29,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl Engine {
+/// Claims due workflows and drives each in its own task, with a [`Runner`].
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// A scheduler over the runtime's shared context.
+    pub fn new(shared: Arc<Shared>) -> Scheduler {
+        Scheduler { shared }
+    }
+
     /// Drives a claimed workflow, then gives its lease back. A lost lease stops the drive
     /// with nothing more written; any other error defers the workflow for 30 s.
     pub async fn drive(&self, claim: Claim) -> Result<State, EngineError> {
         self.drive_from(claim, None).await
     }
 
-    /// [`Engine::drive`], for a claim whose step attempt `started` is recorded already
+    /// [`Scheduler::drive`], for a claim whose step attempt `started` is recorded already
     /// (a hand-off from the intake): the drive begins by performing it.
     async fn drive_from(
         &self,
@@ -44,10 +56,15 @@ impl Engine {
     ) -> Result<State, EngineError> {
         let id = claim.id.clone();
         let lease = claim.lease.clone();
-        let (_in_flight, signal) = self.in_flight.enter(&id, lease.epoch);
-        let result = async { Runner::new(self, claim, signal).await?.run(started).await }
-            .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
-            .await;
+        let (_in_flight, signal) = self.shared.in_flight().enter(&id, lease.epoch);
+        let result = async {
+            Runner::new(&self.shared, claim, signal)
+                .await?
+                .run(started)
+                .await
+        }
+        .instrument(tracing::info_span!("workflow", id = %id, epoch = lease.epoch))
+        .await;
         // A drive that ends well has given its lease back with its last write.
         match &result {
             Ok(_) => {}
@@ -64,7 +81,7 @@ impl Engine {
     }
 
     async fn release(&self, id: &str, lease: &Lease, defer: Option<chrono::DateTime<chrono::Utc>>) {
-        if let Err(e) = self.store.release(id, lease, defer).await {
+        if let Err(e) = self.shared.store().release(id, lease, defer).await {
             // Not renewed any more, the lease lapses and any process may claim it.
             warn!(workflow = %id, error = %e, "could not release a lease; it will lapse");
         }
@@ -74,8 +91,9 @@ impl Engine {
     /// `None` when another worker holds it.
     pub async fn run_one(&self, id: &str) -> Result<Option<State>, EngineError> {
         match self
-            .store
-            .claim(id, &self.worker_id, self.lease_secs())
+            .shared
+            .store()
+            .claim(id, self.shared.worker_id(), self.shared.lease_secs())
             .await?
         {
             Some(claim) => {
@@ -84,7 +102,7 @@ impl Engine {
                 // requests are looked for.
                 let drive = self.drive(claim);
                 tokio::pin!(drive);
-                let mut beat = Heartbeat::new(self.lease);
+                let mut beat = Heartbeat::new(self.shared.lease());
                 loop {
                     tokio::select! {
                         result = &mut drive => return result.map(Some),
@@ -100,8 +118,8 @@ impl Engine {
     /// until none is due now. Returns how many drives ran. Places are refilled as drives
     /// end, a quarter of them at a time, so one slow workflow does not hold up the rest
     /// and claims stay batched.
-    pub async fn run_due(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let limit = self.config().max_concurrent_workflows.max(1);
+    pub async fn run_due(&self) -> Result<usize, EngineError> {
+        let limit = self.shared.config().max_concurrent_workflows.max(1);
         let refill = (limit / 4).max(1);
         let mut running = tokio::task::JoinSet::new();
         let mut count = 0;
@@ -111,19 +129,20 @@ impl Engine {
             let free = limit - running.len();
             if free >= refill || running.is_empty() {
                 let claims = self
-                    .store
+                    .shared
+                    .store()
                     .claim_due(
-                        &self.worker_id,
-                        self.lease_secs(),
+                        self.shared.worker_id(),
+                        self.shared.lease_secs(),
                         free,
-                        &self.in_flight.ids(),
+                        &self.shared.in_flight().ids(),
                     )
                     .await?;
                 count += claims.len();
                 for claim in claims {
-                    let engine = self.clone();
+                    let scheduler = self.clone();
                     running.spawn(async move {
-                        let _ = engine.drive(claim).await;
+                        let _ = scheduler.drive(claim).await;
                     });
                 }
             }
@@ -134,17 +153,38 @@ impl Engine {
         }
     }
 
+    /// Drives one workflow until it ends or waits longer than `patience` for a timer.
+    pub async fn drive_to_rest(
+        &self,
+        id: &str,
+        patience: Duration,
+    ) -> Result<Option<State>, EngineError> {
+        loop {
+            let Some(state) = self.run_one(id).await? else {
+                return Ok(None);
+            };
+            let Some(at) = state.wake_at.filter(|_| !state.status.is_final()) else {
+                return Ok(Some(state));
+            };
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            if wait > patience {
+                return Ok(Some(state));
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Runs workflows until every one is final or waiting past `horizon` from now.
-    pub async fn run_until_settled(self: &Arc<Self>, horizon: Duration) -> Result<(), EngineError> {
+    pub async fn run_until_settled(&self, horizon: Duration) -> Result<(), EngineError> {
         let deadline = chrono::Utc::now() + chrono::Duration::from_std(horizon).unwrap_or_default();
         loop {
             self.run_due().await?;
-            match self.store.next_wake().await? {
+            match self.shared.store().next_wake().await? {
                 Some(at) if at <= deadline => {
                     let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
                 }
-                _ if self.store.any_due().await? => {}
+                _ if self.shared.store().any_due().await? => {}
                 _ => return Ok(()),
             }
         }
@@ -153,16 +193,16 @@ impl Engine {
     /// The serve loop: drives the workflows the intake hands over and claims due ones as
     /// places free up, keeps the leases of the drives in flight alive, stops when
     /// `shutdown` turns true (in-flight steps finish first; no new step starts).
-    pub async fn work(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn work(self, mut shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat());
         let (hand_offs, mut handed) = mpsc::unbounded_channel();
-        *self.hand_offs.lock().expect("hand-off lock") = Some(hand_offs);
+        self.shared.set_hand_offs(Some(hand_offs));
         let mut running = tokio::task::JoinSet::new();
         let drive = |running: &mut tokio::task::JoinSet<()>, h: HandedOff| {
-            let engine = self.clone();
+            let scheduler = self.clone();
             running.spawn(async move {
                 let _permit = h.permit;
-                let _ = engine.drive_from(h.claim, Some(h.started)).await;
+                let _ = scheduler.drive_from(h.claim, Some(h.started)).await;
             });
         };
         // Whether something may have become due since the last look: a hand-off makes
@@ -182,16 +222,15 @@ impl Engine {
                     drive(&mut running, h);
                     false
                 }
-                _ = self.wake.notified() => true,
+                _ = self.shared.woken() => true,
                 _ = tokio::time::sleep_until(next_look) => true,
                 _ = running.join_next(), if !running.is_empty() => true,
                 _ = shutdown.changed() => false,
             };
         }
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.stop();
         // Hand-offs made before the intake saw the stop are driven like any in flight.
-        *self.hand_offs.lock().expect("hand-off lock") = None;
+        self.shared.set_hand_offs(None);
         while let Ok(h) = handed.try_recv() {
             drive(&mut running, h);
         }
@@ -207,15 +246,15 @@ impl Engine {
     /// to wait before looking again if nothing else happens: until the next timer (other
     /// processes' new events are seen within a second), or a second when every place was
     /// filled (more may be due: a drive's end looks again sooner).
-    async fn claim_due_work(self: &Arc<Self>, running: &mut tokio::task::JoinSet<()>) -> Duration {
+    async fn claim_due_work(&self, running: &mut tokio::task::JoinSet<()>) -> Duration {
         let full = match self.claim_free().await {
             Ok((claims, places)) => {
                 let full = !places.is_empty() && claims.len() == places.len();
                 for (claim, permit) in claims.into_iter().zip(places) {
-                    let engine = self.clone();
+                    let scheduler = self.clone();
                     running.spawn(async move {
                         let _permit = permit;
-                        let _ = engine.drive(claim).await;
+                        let _ = scheduler.drive(claim).await;
                     });
                 }
                 full
@@ -228,7 +267,7 @@ impl Engine {
         if full {
             return Duration::from_secs(1);
         }
-        match self.store.next_wake().await {
+        match self.shared.store().next_wake().await {
             Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
             _ => Duration::from_secs(1),
         }
@@ -240,16 +279,17 @@ impl Engine {
     /// dropped).
     async fn claim_free(&self) -> Result<(Vec<Claim>, Vec<OwnedSemaphorePermit>), EngineError> {
         let mut places = Vec::new();
-        while let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        while let Ok(permit) = self.shared.permits().clone().try_acquire_owned() {
             places.push(permit);
         }
         let claims = self
-            .store
+            .shared
+            .store()
             .claim_due(
-                &self.worker_id,
-                self.lease_secs(),
+                self.shared.worker_id(),
+                self.shared.lease_secs(),
                 places.len(),
-                &self.in_flight.ids(),
+                &self.shared.in_flight().ids(),
             )
             .await?;
         Ok((claims, places))
@@ -257,8 +297,8 @@ impl Engine {
 
     /// Keeps the drives in flight informed: renews their leases every third of a lease
     /// and passes on the cancel requests waiting on them every second.
-    async fn heartbeat(self: Arc<Self>) {
-        let mut beat = Heartbeat::new(self.lease);
+    async fn heartbeat(self) {
+        let mut beat = Heartbeat::new(self.shared.lease());
         loop {
             let renew = beat.tick().await;
             self.beat(renew).await;
@@ -268,16 +308,20 @@ impl Engine {
     /// One beat: renew the leases in flight (when `renew`) or only look for cancel
     /// requests on them, and raise the signal of each drive asked to stop.
     async fn beat(&self, renew: bool) {
-        let leases = self.in_flight.leases();
+        let leases = self.shared.in_flight().leases();
         if leases.is_empty() {
             return;
         }
         let held = if renew {
-            self.store
-                .renew(&self.worker_id, &leases, self.lease_secs())
+            self.shared
+                .store()
+                .renew(self.shared.worker_id(), &leases, self.shared.lease_secs())
                 .await
         } else {
-            self.store.cancel_requests(&self.worker_id).await
+            self.shared
+                .store()
+                .cancel_requests(self.shared.worker_id())
+                .await
         };
         let held = match held {
             Ok(held) => held,
@@ -295,7 +339,9 @@ impl Engine {
         }
         for lease in held {
             if let Some(by) = lease.cancel_requested_by {
-                self.in_flight.cancel(&lease.id, Some(lease.epoch), &by);
+                self.shared
+                    .in_flight()
+                    .cancel(&lease.id, Some(lease.epoch), &by);
             }
         }
     }

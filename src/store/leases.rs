@@ -20,7 +20,7 @@ use super::sql::{storable, Dialect};
 use super::sqlite;
 use super::{Store, StoreError};
 use crate::domain::chain;
-use crate::domain::machine::{Record, State};
+use crate::domain::machine::{Record, State, Status};
 
 /// The right to drive one workflow: handed out by a claim, presented by every write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,16 +80,8 @@ pub struct Appended {
     pub outbox: Option<outbox::Pending>,
 }
 
-/// One record of an append, chained: its position, the link before it, its time, the
-/// record and its JSON, and its own link.
-struct Link<'r> {
-    seq: i32,
-    prev: String,
-    at: DateTime<Utc>,
-    record: &'r Record,
-    body: String,
-    hash: String,
-}
+/// One record of an append, chained (see [`chain::chain_after`]).
+type Link<'r> = chain::Chained<'r, Record>;
 
 /// An append ready to write: the compare-and-set update with its values (more are added
 /// for the inserts), the chained records, the outbox entry and the time it is written at.
@@ -111,6 +103,19 @@ type Written = (Option<String>, Option<outbox::Pending>);
 pub(crate) fn due_condition(d: Dialect) -> String {
     let now = d.now();
     format!("due_at <= {now} AND (lease_until IS NULL OR lease_until < {now})")
+}
+
+/// The SQL list of the statuses the scheduler drives, for `state IN (…)`: built from
+/// [`Status::SCHEDULABLE`].
+pub(crate) fn schedulable_states() -> &'static str {
+    static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let quoted: Vec<String> = Status::SCHEDULABLE
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        quoted.join(", ")
+    });
+    &LIST
 }
 
 /// `due_at` of a workflow `state` leaves behind when its holder gives the lease back: its
@@ -287,11 +292,13 @@ impl Store {
         };
         let sql = format!(
             "UPDATE workflows SET lease_owner = NULL, lease_until = NULL{defer}, \
-             due_at = CASE WHEN state IN ('pending', 'running', 'retrying') \
-                      OR (state = 'completed' AND wake_at IS NOT NULL) \
+             due_at = CASE WHEN state IN ({schedulable}) \
+                      OR (state = '{completed}' AND wake_at IS NOT NULL) \
                       THEN COALESCE({wake}, {now}) END \
              WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
             now = d.now(),
+            schedulable = schedulable_states(),
+            completed = Status::Completed.as_str(),
         );
         let mut values: Vec<Value> =
             vec![id.into(), lease.owner.as_str().into(), lease.epoch.into()];
@@ -360,83 +367,29 @@ impl Store {
         let d = self.dialect();
         let key = self.writing_key().await?;
         // Chain the records first: the row update carries the new head.
-        let mut links = Vec::with_capacity(records.len());
-        let (mut seq, mut prev) = (end.seq, end.head.clone());
-        let mut last_at = None;
-        for (at, record) in records {
-            let at = chain::stored_time(*at);
-            let body = serde_json::to_string(record)?;
-            seq += 1;
-            let hash = chain::link(key, &prev, seq, at, &body);
-            links.push(Link {
-                seq,
-                prev: prev.clone(),
-                at,
-                record,
-                body,
-                hash: hash.clone(),
-            });
-            prev = hash;
-            last_at = Some(at);
-        }
-        let updated_at = last_at.unwrap_or_else(|| chain::stored_time(Utc::now()));
-        let finished = state.status.is_final();
-        // While the holder keeps the lease, `due_at` stays where the claim put it (the end
-        // of the first lease): the due query passes over a held row by its lease, and an
-        // update that leaves every indexed column alone stays on its page (PostgreSQL's
-        // HOT update), so the per-step update adds no index entries. Given back, the
-        // workflow is due as its state says.
-        let (lease_set, due) = match extend_secs {
-            Some(secs) if state.is_schedulable() => (
-                format!(
-                    "lease_until = {until}, due_at = COALESCE(due_at, {until})",
-                    until = d.later(secs)
-                ),
-                None,
-            ),
-            Some(secs) => (
-                format!("lease_until = {}, due_at = $15", d.later(secs)),
-                Some(due_after(state, updated_at)),
-            ),
-            None => (
-                "lease_owner = NULL, lease_until = NULL, due_at = $15".to_string(),
-                Some(due_after(state, updated_at)),
-            ),
+        let links = chain::chain_after(
+            key,
+            end.seq,
+            &end.head,
+            records.iter().map(|(at, r)| (*at, r)),
+        )?;
+        let (seq, prev, updated_at) = match links.last() {
+            Some(last) => (last.seq, last.hash.clone(), last.at),
+            None => (end.seq, end.head.clone(), chain::stored_time(Utc::now())),
         };
-        // `finished_at` keeps the time of the end: records after it (rechecks, notes) do
-        // not move it; a workflow reopened by `retry` has none.
-        let update = format!(
-            "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
-             state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
-             finished_at = CASE WHEN $10 IS NULL THEN NULL ELSE COALESCE(finished_at, $10) END, \
-             {lease_set}{cancel} \
-             WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
-             RETURNING cancel_requested_by",
-            cancel = if clear_cancel {
-                ", cancel_requested_by = NULL"
-            } else {
-                ""
-            },
-        );
-        let mut values: Vec<Value> = vec![
-            state.status.as_str().into(),
-            state.outcome.map(|o| o.as_str().to_string()).into(),
-            state.error_code.map(|c| c.as_str().to_string()).into(),
-            state.error_message.as_deref().map(storable).into(),
-            serde_json::to_string(state)?.into(),
-            prev.clone().into(),
-            seq.into(),
-            state.wake_at.into(),
-            updated_at.into(),
-            (finished.then_some(updated_at)).into(),
-            id.into(),
-            lease.owner.as_str().into(),
-            lease.epoch.into(),
-            end.seq.into(),
-        ];
-        if let Some(due) = due {
-            values.push(due.into());
-        }
+        let new_end = TrailEnd {
+            seq,
+            head: prev.clone(),
+        };
+        let (update, values) = fenced_update(
+            d,
+            fence,
+            &new_end,
+            updated_at,
+            state,
+            extend_secs,
+            clear_cancel,
+        )?;
         // The event carries the trail's final link, so a copy kept outside the database
         // can confirm the trail later.
         let outbox_entry = outbox_entry
@@ -588,6 +541,82 @@ impl Store {
     }
 }
 
+/// The compare-and-set update of an append: the new `state` and trail end (`new_end`,
+/// written at `updated_at`) stored if the fence's lease and trail position still hold;
+/// the lease extended by `extend_secs` or given back; a pending cancel request cleared
+/// when the records answer it. Returns the SQL and its values ($1–$14, $15 when `due_at`
+/// is set).
+fn fenced_update(
+    d: Dialect,
+    fence: Fence<'_>,
+    new_end: &TrailEnd,
+    updated_at: DateTime<Utc>,
+    state: &State,
+    extend_secs: Option<f64>,
+    clear_cancel: bool,
+) -> Result<(String, Vec<Value>), StoreError> {
+    let Fence { id, lease, end } = fence;
+    let (seq, prev) = (new_end.seq, &new_end.head);
+    let finished = state.status.is_final();
+    // While the holder keeps the lease, `due_at` stays where the claim put it (the end
+    // of the first lease): the due query passes over a held row by its lease, and an
+    // update that leaves every indexed column alone stays on its page (PostgreSQL's
+    // HOT update), so the per-step update adds no index entries. Given back, the
+    // workflow is due as its state says.
+    let (lease_set, due) = match extend_secs {
+        Some(secs) if state.is_schedulable() => (
+            format!(
+                "lease_until = {until}, due_at = COALESCE(due_at, {until})",
+                until = d.later(secs)
+            ),
+            None,
+        ),
+        Some(secs) => (
+            format!("lease_until = {}, due_at = $15", d.later(secs)),
+            Some(due_after(state, updated_at)),
+        ),
+        None => (
+            "lease_owner = NULL, lease_until = NULL, due_at = $15".to_string(),
+            Some(due_after(state, updated_at)),
+        ),
+    };
+    // `finished_at` keeps the time of the end: records after it (rechecks, notes) do
+    // not move it; a workflow reopened by `retry` has none.
+    let update = format!(
+        "UPDATE workflows SET state = $1, outcome = $2, error_code = $3, error_message = $4, \
+         state_json = $5, trail_head = $6, trail_seq = $7, wake_at = $8, updated_at = $9, \
+         finished_at = CASE WHEN $10 IS NULL THEN NULL ELSE COALESCE(finished_at, $10) END, \
+         {lease_set}{cancel} \
+         WHERE id = $11 AND lease_owner = $12 AND lease_epoch = $13 AND trail_seq = $14 \
+         RETURNING cancel_requested_by",
+        cancel = if clear_cancel {
+            ", cancel_requested_by = NULL"
+        } else {
+            ""
+        },
+    );
+    let mut values: Vec<Value> = vec![
+        state.status.as_str().into(),
+        state.outcome.map(|o| o.as_str().to_string()).into(),
+        state.error_code.map(|c| c.as_str().to_string()).into(),
+        state.error_message.as_deref().map(storable).into(),
+        serde_json::to_string(state)?.into(),
+        prev.clone().into(),
+        seq.into(),
+        state.wake_at.into(),
+        updated_at.into(),
+        (finished.then_some(updated_at)).into(),
+        id.into(),
+        lease.owner.as_str().into(),
+        lease.epoch.into(),
+        end.seq.into(),
+    ];
+    if let Some(due) = due {
+        values.push(due.into());
+    }
+    Ok((update, values))
+}
+
 /// The PostgreSQL types of the audit columns an append inserts, in insert order.
 const AUDIT_COLUMN_TYPES: [&str; 8] = [
     "text",
@@ -681,13 +710,12 @@ pub(crate) async fn insert_record(
     at: DateTime<Utc>,
     record: &Record,
 ) -> Result<String, StoreError> {
-    let at = chain::stored_time(at);
-    let body = serde_json::to_string(record)?;
-    let hash = chain::link(key, prev, seq, at, &body);
-    audit::Entity::insert(audit_row(id, seq, prev, at, record, &body, &hash))
+    let mut links = chain::chain_after(key, seq - 1, prev, [(at, record)])?;
+    let link = links.pop().expect("one record chains to one link");
+    audit::Entity::insert(audit_row(id, &link))
         .exec_without_returning(db)
         .await?;
-    Ok(hash)
+    Ok(link.hash)
 }
 
 /// The statement that leases a workflow being created (epoch 1) to the process handing it
@@ -705,26 +733,32 @@ pub(crate) fn lease_new(d: Dialect, id: &str, hand_off: &super::HandOff<'_>) -> 
     (d.stmt(&sql, vec![hand_off.owner.into(), id.into()]), lease)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn audit_row(
-    id: &str,
-    seq: i32,
-    prev: &str,
-    at: DateTime<Utc>,
-    record: &Record,
-    body: &str,
-    hash: &str,
-) -> audit::ActiveModel {
+/// The audit row of one chained record of workflow `id`.
+pub(crate) fn audit_row(id: &str, link: &Link<'_>) -> audit::ActiveModel {
     use sea_orm::Set;
     audit::ActiveModel {
         workflow_id: Set(id.to_string()),
-        seq: Set(seq),
-        at: Set(at),
-        kind: Set(record.kind().to_string()),
-        step: Set(record.step().map(|s| s as i32)),
-        body: Set(body.to_string()),
-        prev_hash: Set(prev.to_string()),
-        hash: Set(hash.to_string()),
+        seq: Set(link.seq),
+        at: Set(link.at),
+        kind: Set(link.record.kind().to_string()),
+        step: Set(link.record.step().map(|s| s as i32)),
+        body: Set(link.body.clone()),
+        prev_hash: Set(link.prev.clone()),
+        hash: Set(link.hash.clone()),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_list_of_schedulable_states_is_the_domain_s() {
+        assert_eq!(schedulable_states(), "'pending', 'running', 'retrying'");
+        for status in Status::ALL {
+            let listed = schedulable_states().contains(&format!("'{}'", status.as_str()));
+            assert_eq!(listed, status.is_schedulable(), "{}", status.as_str());
+        }
     }
 }

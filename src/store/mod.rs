@@ -29,9 +29,12 @@ use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QueryTrait, Set, TransactionTrait,
+    DbBackend, DbErr, EntityTrait, Insert, QueryFilter, QueryOrder, QueryTrait, Set, Statement,
+    TransactionTrait,
 };
 
+use crate::domain::acceptance;
+pub use crate::domain::acceptance::NewWorkflow;
 use crate::domain::chain::{self, GENESIS};
 use crate::domain::definition::Definition;
 use crate::domain::event::Request;
@@ -144,24 +147,6 @@ pub struct Store {
     /// Definitions (by content hash) this handle has seen committed: definitions are
     /// never deleted, so an accept need not send them again.
     saved_definitions: Arc<StdMutex<HashSet<String>>>,
-}
-
-/// A workflow to create for an accepted event.
-pub struct NewWorkflow {
-    /// Its id (a UUIDv7, so ids sort by creation).
-    pub id: String,
-    /// The definition it runs with.
-    pub definition: Definition,
-    /// Its first record (`Created`).
-    pub created: Record,
-    /// The state after that record.
-    pub state: State,
-    /// The first step's start (`StepStarted`), when the accepting process will drive the
-    /// workflow at once: recorded in the same transaction as its creation.
-    pub start: Option<Record>,
-    /// Whether its definition removes or deactivates an account (`apps::ends_account`):
-    /// the mass-offboarding brake counts and holds only such workflows.
-    pub ends_account: bool,
 }
 
 /// The process that accepts an event and drives its workflows at once, and the lease it
@@ -379,34 +364,17 @@ impl Store {
     ) -> Result<(Accepted, Vec<Claim>), StoreError> {
         let key = self.writing_key().await?;
         let now = chain::stored_time(Utc::now());
-        let backend = self.backend();
-        let mut event_insert = event::Entity::insert(event::ActiveModel {
-            id: Set(request.event_id.clone()),
-            event_type: Set(request.event_type.as_str().to_string()),
-            source: Set(request.source.clone()),
-            event_time: Set(request.time),
-            body: Set(storable(body)),
-            received_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(event::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        );
-        event_insert.query().returning_col(event::Column::Id);
-        let (mut txn, inserted) = Txn::begin(&self.db, event_insert.build(backend)).await?;
+        let insert = event_insert(request, body, now).build(self.backend());
+        let (mut txn, inserted) = Txn::begin(&self.db, insert).await?;
         if inserted.is_empty() {
             txn.rollback().await?;
             return Ok((Accepted::Duplicate, Vec::new()));
         }
-        let ending = workflows.iter().filter(|w| w.ends_account).count() as u64;
+        let ending = acceptance::account_endings(workflows);
         let held = match brake {
             Some(limit) if ending > 0 => {
-                let in_last_hour = self.account_endings_since(&mut txn, now).await? + ending;
-                (in_last_hour > u64::from(limit)).then_some(Record::Held {
-                    limit,
-                    in_last_hour,
-                })
+                let earlier = self.account_endings_since(&mut txn, now).await?;
+                acceptance::brake(limit, earlier, ending)
             }
             _ => None,
         };
@@ -414,76 +382,65 @@ impl Store {
         let mut writes = Vec::new();
         let mut leased = Vec::new();
         for wf in workflows {
-            let saved = self
-                .saved_definitions
-                .lock()
-                .expect("definitions lock")
-                .contains(&wf.definition.hash);
-            if !saved {
-                writes.push(definition_insert(&wf.definition, now).build(backend));
-            }
-            // A held workflow starts nothing; a handed-off one records its first step's
-            // start with its creation, under a lease to the process that drives it.
-            let held = held.as_ref().filter(|_| wf.ends_account);
-            let start = wf.start.as_ref().filter(|_| hand_off.is_some());
-            let follow = held.or(start);
-            let mut state = wf.state.clone();
-            let mut trail = vec![&wf.created];
-            if let Some(record) = follow {
-                state = crate::domain::machine::apply(&state, &wf.definition, record, now)
-                    .map_err(|v| StoreError::Corrupt(format!("workflow {}: {v}", wf.id)))?;
-                trail.push(record);
-            }
-            let mut links = Vec::with_capacity(trail.len());
-            let mut head = GENESIS.to_string();
-            for (i, record) in trail.iter().enumerate() {
-                let body = serde_json::to_string(record)?;
-                let seq = i as i32 + 1;
-                let hash = chain::link(key, &head, seq, now, &body);
-                links.push(leases::audit_row(
-                    &wf.id, seq, &head, now, record, &body, &hash,
-                ));
-                head = hash;
-            }
-            let seq = trail.len() as i32;
-            writes.push(
-                workflow::Entity::insert(row_for(wf, &state, seq, &head, now)?).build(backend),
-            );
-            writes.push(audit::Entity::insert_many(links).build(backend));
-            if let (Some(hand_off), None, Some(_)) = (&hand_off, held, start) {
-                let (lease_stmt, lease) = leases::lease_new(self.dialect(), &wf.id, hand_off);
-                writes.push(lease_stmt);
-                leased.push(Claim {
-                    id: wf.id.clone(),
-                    lease,
-                    end: TrailEnd { seq, head },
-                    state,
-                    definition_hash: wf.definition.hash.clone(),
-                    cancel_requested_by: None,
-                });
-            }
+            let opening = wf
+                .opening(held.as_ref(), hand_off.is_some(), now)
+                .map_err(|v| StoreError::Corrupt(format!("workflow {}: {v}", wf.id)))?;
+            let hand_off = hand_off.filter(|_| opening.leased);
+            leased.extend(self.open_workflow(key, wf, opening, hand_off, now, &mut writes)?);
         }
         txn.commit(writes).await?;
-        let ids = |ends_account: bool| {
-            workflows
-                .iter()
-                .filter(|w| w.ends_account == ends_account)
-                .map(|w| w.id.clone())
-                .collect()
-        };
         self.saved_definitions
             .lock()
             .expect("definitions lock")
             .extend(workflows.iter().map(|w| w.definition.hash.clone()));
-        let accepted = match held {
-            Some(Record::Held { in_last_hour, .. }) => Accepted::Held {
-                held: ids(true),
-                running: ids(false),
-                in_last_hour,
-            },
-            _ => Accepted::New(workflows.iter().map(|w| w.id.clone()).collect()),
+        Ok((accepted(workflows, held), leased))
+    }
+
+    /// Adds to `writes` what creates one workflow as `opening` says: its definition if
+    /// not stored yet, its row, its first records chained, and with `hand_off` the lease
+    /// to the process that drives it at once (whose claim is returned).
+    fn open_workflow(
+        &self,
+        key: Option<&chain::AuditKey>,
+        wf: &NewWorkflow,
+        opening: acceptance::Opening<'_>,
+        hand_off: Option<HandOff<'_>>,
+        now: DateTime<Utc>,
+        writes: &mut Vec<Statement>,
+    ) -> Result<Option<Claim>, StoreError> {
+        let backend = self.backend();
+        let saved = self
+            .saved_definitions
+            .lock()
+            .expect("definitions lock")
+            .contains(&wf.definition.hash);
+        if !saved {
+            writes.push(definition_insert(&wf.definition, now).build(backend));
+        }
+        let trail = opening.trail.iter().map(|r| (now, *r));
+        let links = chain::chain_after(key, 0, GENESIS, trail)?;
+        let (seq, head) = links.last().map_or((0, GENESIS.to_string()), |link| {
+            (link.seq, link.hash.clone())
+        });
+        let state = opening.state;
+        writes.push(workflow::Entity::insert(row_for(wf, &state, seq, &head, now)?).build(backend));
+        writes.push(
+            audit::Entity::insert_many(links.iter().map(|l| leases::audit_row(&wf.id, l)))
+                .build(backend),
+        );
+        let Some(hand_off) = hand_off else {
+            return Ok(None);
         };
-        Ok((accepted, leased))
+        let (lease_stmt, lease) = leases::lease_new(self.dialect(), &wf.id, &hand_off);
+        writes.push(lease_stmt);
+        Ok(Some(Claim {
+            id: wf.id.clone(),
+            lease,
+            end: TrailEnd { seq, head },
+            state,
+            definition_hash: wf.definition.hash.clone(),
+            cancel_requested_by: None,
+        }))
     }
 
     /// Workflows ending an account created in the hour before `now` (inside an accept's
@@ -584,8 +541,11 @@ impl Store {
         let done = self
             .db
             .execute_raw(d.stmt(
-                "UPDATE workflows SET cancel_requested_by = $1 \
-                 WHERE id = $2 AND state IN ('pending', 'running', 'retrying')",
+                &format!(
+                    "UPDATE workflows SET cancel_requested_by = $1 \
+                     WHERE id = $2 AND state IN ({})",
+                    leases::schedulable_states()
+                ),
                 vec![by.into(), id.into()],
             ))
             .await?;
@@ -715,6 +675,46 @@ impl Store {
             .order_by_asc(audit::Column::Id)
             .all(&self.db)
             .await?)
+    }
+}
+
+/// The insert of an accepted event, doing nothing (and returning no id) when its id was
+/// seen before.
+fn event_insert(request: &Request, body: &str, now: DateTime<Utc>) -> Insert<event::ActiveModel> {
+    let mut insert = event::Entity::insert(event::ActiveModel {
+        id: Set(request.event_id.clone()),
+        event_type: Set(request.event_type.as_str().to_string()),
+        source: Set(request.source.clone()),
+        event_time: Set(request.time),
+        body: Set(storable(body)),
+        received_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(event::Column::Id)
+            .do_nothing()
+            .to_owned(),
+    );
+    insert.query().returning_col(event::Column::Id);
+    insert
+}
+
+/// What became of an event whose `workflows` were stored, with the brake's `held`
+/// verdict.
+fn accepted(workflows: &[NewWorkflow], held: Option<Record>) -> Accepted {
+    let ids = |ends_account: bool| {
+        workflows
+            .iter()
+            .filter(|w| w.ends_account == ends_account)
+            .map(|w| w.id.clone())
+            .collect()
+    };
+    match held {
+        Some(Record::Held { in_last_hour, .. }) => Accepted::Held {
+            held: ids(true),
+            running: ids(false),
+            in_last_hour,
+        },
+        _ => Accepted::New(workflows.iter().map(|w| w.id.clone()).collect()),
     }
 }
 

@@ -31,7 +31,7 @@ pub fn quick_retry() -> CallRetry {
 pub async fn retry_calls(engine: &Engine, connection: &str, token: &str, retry: CallRetry) {
     let conn = engine.config().connections[connection].clone();
     let client = match conn.app {
-        AppKind::Smartsheet => AppClient::new(&conn, Secret::new(token)).unwrap(),
+        AppKind::Smartsheet | AppKind::Scim => AppClient::new(&conn, Secret::new(token)).unwrap(),
         AppKind::Postman => AppClient::Postman(
             offboard::apps::postman::client::Client::with_keys(
                 &conn,
@@ -56,6 +56,9 @@ pub fn connection(app: AppKind, url: &str) -> ConnectionConfig {
         timeout_secs: 5,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     }
 }
 
@@ -76,6 +79,7 @@ pub fn request(
         person_email: email.into(),
         transfer_to: transfer_to.map(str::to_string),
         not_before: None,
+        employee_id: None,
     }
 }
 

@@ -200,6 +200,9 @@ pub fn smartsheet_connection(url: &str) -> ConnectionConfig {
         timeout_secs: 5,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     }
 }
 
@@ -399,6 +402,9 @@ pub fn postman_connection(url: &str) -> ConnectionConfig {
         timeout_secs: 5,
         protected: Vec::new(),
         allow_admins: false,
+        scim_match: None,
+        offboard: None,
+        remove_from_groups: None,
     }
 }
 

@@ -16,7 +16,7 @@
 use serde_json::{json, Value};
 
 use super::client::{
-    admins_of, role_name, roles_of, sole_admin_of, Client, Member, RoleChange, ROLE_ADMIN,
+    admins_of, role_name, roles_of, sole_admin_of, Client, Member, RoleChange, ScimUser, ROLE_ADMIN,
 };
 use super::errors::{run_error, ActionResult, Area, Failure};
 use crate::apps::failure::{api, unknown_action};
@@ -124,6 +124,9 @@ fn member_email<'a>(ctx: &'a ActionContext<'_>) -> &'a str {
         .unwrap_or(&ctx.request.person_email)
 }
 
+/// Finds the person in the team list and in SCIM, refuses a protected one, and reads
+/// the roles they hold in each workspace (with whether they are its only Admin): the
+/// facts the later steps act on and the entitlements before.
 async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let email = &ctx.request.person_email;
     let team = client
@@ -139,37 +142,10 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .as_ref()
         .map(|m| m.email.clone())
         .unwrap_or_else(|| email.clone());
-    // Postman's SCIM filter compares case-sensitively: try its spelling, then lower case.
-    let mut scim = client
-        .scim_find_user(&exact_email, ctx.calls)
-        .await
-        .map_err(api(Area::Users))?;
-    let lower = exact_email.to_lowercase();
-    if scim.is_none() && lower != exact_email {
-        scim = client
-            .scim_find_user(&lower, ctx.calls)
-            .await
-            .map_err(api(Area::Users))?;
-    }
+    let scim = scim_user(client, &exact_email, ctx).await?;
     let scim_active = scim.as_ref().map(|u| u.active);
     if member.is_none() && scim_active != Some(true) {
-        if let Some(user) = scim.as_ref().filter(|u| !u.active) {
-            // Deactivated, yet perhaps still the only Admin of workspaces: those need a
-            // new Admin as much as a leaver's do.
-            let sole = sole_admin_by_scim_id(client, &user.id, ctx).await?;
-            if !sole.is_empty() {
-                return deactivated_sole_admin(ctx, &exact_email, &user.id, sole);
-            }
-        }
-        let why = match scim_active {
-            Some(false) => "is already deactivated in Postman",
-            _ => "is not a member of this Postman team",
-        };
-        return Ok(StepOutput {
-            finish_with: Some(Outcome::Absent),
-            ..StepOutput::summary(format!("{email} {why}; nothing to do"))
-        }
-        .fact("scim_id", scim.map(|u| u.id)));
+        return not_a_member(client, ctx, &exact_email, scim).await;
     }
 
     let who = match &member {
@@ -181,41 +157,10 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         },
     };
     protect(client, ctx, who).await?;
-    let mut held = Vec::new();
-    let mut evidence = Vec::new();
-    if let Some(m) = &member {
-        let all = client
-            .list_workspaces(ctx.calls)
-            .await
-            .map_err(api(Area::Workspaces))?;
-        for w in all.iter().filter(|w| w.has_roles()) {
-            let Some(ws_roles) = client
-                .workspace_roles(&w.id, ctx.calls)
-                .await
-                .map_err(api(Area::Roles))?
-            else {
-                continue;
-            };
-            let mine = roles_of(&ws_roles, m.id);
-            if mine.is_empty() {
-                continue;
-            }
-            let me = m.id.to_string();
-            let sole_admin = mine.iter().any(|r| r == ROLE_ADMIN)
-                && admins_of(&ws_roles)
-                    .iter()
-                    .all(|a| *a == me || !active.contains(a));
-            held.push(
-                json!({ "id": w.id, "name": w.name, "roles": mine, "soleAdmin": sole_admin }),
-            );
-            evidence.push(json!({
-                "id": w.id,
-                "name": w.name,
-                "visibility": w.visibility,
-                "roles": mine.iter().map(|r| role_name(r)).collect::<Vec<_>>(),
-            }));
-        }
-    }
+    let (held, evidence) = match &member {
+        Some(m) => workspaces_held(client, m, &active, ctx).await?,
+        None => (Vec::new(), Vec::new()),
+    };
     let sole = held.iter().filter(|w| w["soleAdmin"] == true).count();
     let seats = client.seats(ctx.calls).await.ok();
     let team_roles = member.as_ref().map(|m| m.roles.clone()).unwrap_or_default();
@@ -247,6 +192,96 @@ async fn find_member(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             "seats_before",
             seats.map(|s| json!(s)).unwrap_or(Value::Null),
         ))
+}
+
+/// The person's SCIM user. Postman's SCIM filter compares case-sensitively: `email` as
+/// the team spells it is tried, then in lower case.
+async fn scim_user(
+    client: &Client,
+    email: &str,
+    ctx: &ActionContext<'_>,
+) -> Result<Option<ScimUser>, Failure> {
+    let scim = client
+        .scim_find_user(email, ctx.calls)
+        .await
+        .map_err(api(Area::Users))?;
+    let lower = email.to_lowercase();
+    if scim.is_some() || lower == email {
+        return Ok(scim);
+    }
+    client
+        .scim_find_user(&lower, ctx.calls)
+        .await
+        .map_err(api(Area::Users))
+}
+
+/// The end of `find_member` for someone not in the team list nor active in SCIM:
+/// nothing to do, unless a deactivated SCIM user is still the only Admin of
+/// workspaces, which need a new Admin as much as a leaver's do.
+async fn not_a_member(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    exact_email: &str,
+    scim: Option<ScimUser>,
+) -> ActionResult {
+    if let Some(user) = scim.as_ref().filter(|u| !u.active) {
+        let sole = sole_admin_by_scim_id(client, &user.id, ctx).await?;
+        if !sole.is_empty() {
+            return deactivated_sole_admin(ctx, exact_email, &user.id, sole);
+        }
+    }
+    let why = match scim.as_ref().map(|u| u.active) {
+        Some(false) => "is already deactivated in Postman",
+        _ => "is not a member of this Postman team",
+    };
+    let email = &ctx.request.person_email;
+    Ok(StepOutput {
+        finish_with: Some(Outcome::Absent),
+        ..StepOutput::summary(format!("{email} {why}; nothing to do"))
+    }
+    .fact("scim_id", scim.map(|u| u.id)))
+}
+
+/// The roles `member` holds in each workspace that has any, as the facts keep them
+/// (with whether they are its only active Admin) and as the evidence shows them.
+async fn workspaces_held(
+    client: &Client,
+    member: &Member,
+    active: &[String],
+    ctx: &ActionContext<'_>,
+) -> Result<(Vec<Value>, Vec<Value>), Failure> {
+    let mut held = Vec::new();
+    let mut evidence = Vec::new();
+    let all = client
+        .list_workspaces(ctx.calls)
+        .await
+        .map_err(api(Area::Workspaces))?;
+    for w in all.iter().filter(|w| w.has_roles()) {
+        let Some(ws_roles) = client
+            .workspace_roles(&w.id, ctx.calls)
+            .await
+            .map_err(api(Area::Roles))?
+        else {
+            continue;
+        };
+        let mine = roles_of(&ws_roles, member.id);
+        if mine.is_empty() {
+            continue;
+        }
+        let me = member.id.to_string();
+        let sole_admin = mine.iter().any(|r| r == ROLE_ADMIN)
+            && admins_of(&ws_roles)
+                .iter()
+                .all(|a| *a == me || !active.contains(a));
+        held.push(json!({ "id": w.id, "name": w.name, "roles": mine, "soleAdmin": sole_admin }));
+        evidence.push(json!({
+            "id": w.id,
+            "name": w.name,
+            "visibility": w.visibility,
+            "roles": mine.iter().map(|r| role_name(r)).collect::<Vec<_>>(),
+        }));
+    }
+    Ok((held, evidence))
 }
 
 /// Whether team roles make a team Admin.
@@ -597,6 +632,45 @@ async fn any_active(
     Ok(team.iter().any(|m| admins.contains(&&m.id.to_string())))
 }
 
+/// What became of a leaver's roles in one workspace.
+enum Taken {
+    /// These roles (by name) were taken away.
+    Roles(Vec<String>),
+    /// The workspace is gone (404): nothing left to take.
+    WorkspaceGone,
+    /// Postman refused (422), saying why; the roles not yet taken stay.
+    Refused(String),
+}
+
+/// Takes `roles` away from `leaver` in workspace `w`, one request per role: Postman takes
+/// one action per user in a request.
+async fn take_roles(
+    client: &Client,
+    ctx: &ActionContext<'_>,
+    w: &HeldWorkspace,
+    leaver: i64,
+    roles: Vec<String>,
+) -> Result<Taken, Failure> {
+    let mut gone = Vec::new();
+    for role in roles {
+        let change = RoleChange {
+            add: false,
+            user: leaver,
+            role: role.clone(),
+        };
+        match client
+            .update_workspace_roles(&w.id, &[change], ctx.calls)
+            .await
+        {
+            Ok(()) => gone.push(role_name(&role).to_string()),
+            Err(e) if e.status == Some(404) => return Ok(Taken::WorkspaceGone),
+            Err(e) if e.status == Some(422) => return Ok(Taken::Refused(e.message)),
+            Err(e) => return Err(Failure::Api(e, Area::Roles)),
+        }
+    }
+    Ok(Taken::Roles(gone))
+}
+
 async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let Some(leaver) = ctx.fact_i64("member_id") else {
         return Ok(StepOutput::summary(
@@ -622,7 +696,7 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
         protect(client, ctx, who).await?;
     }
     let active: Vec<String> = team.iter().map(|m| m.id.to_string()).collect();
-    'workspaces: for w in &held {
+    for w in &held {
         let Some(current) = client
             .workspace_roles(&w.id, ctx.calls)
             .await
@@ -644,29 +718,12 @@ async fn remove_workspace_roles(client: &Client, ctx: &ActionContext<'_>) -> Act
             ));
             mine.retain(|r| r != ROLE_ADMIN);
         }
-        let mut gone = Vec::new();
-        // One request per role: Postman takes one action per user in a request.
-        for role in mine {
-            let change = RoleChange {
-                add: false,
-                user: leaver,
-                role: role.clone(),
-            };
-            match client
-                .update_workspace_roles(&w.id, &[change], ctx.calls)
-                .await
-            {
-                Ok(()) => gone.push(role_name(&role).to_string()),
-                Err(e) if e.status == Some(404) => continue 'workspaces,
-                Err(e) if e.status == Some(422) => {
-                    kept.push(ws_reason(w, &e.message));
-                    continue 'workspaces;
-                }
-                Err(e) => return Err(Failure::Api(e, Area::Roles)),
+        match take_roles(client, ctx, w, leaver, mine).await? {
+            Taken::Roles(gone) if !gone.is_empty() => {
+                removed.push(json!({ "id": w.id, "name": w.name, "roles": gone }))
             }
-        }
-        if !gone.is_empty() {
-            removed.push(json!({ "id": w.id, "name": w.name, "roles": gone }));
+            Taken::Roles(_) | Taken::WorkspaceGone => {}
+            Taken::Refused(why) => kept.push(ws_reason(w, &why)),
         }
     }
     Ok(StepOutput::summary(format!(
@@ -797,782 +854,4 @@ async fn confirm_deprovisioned(client: &Client, ctx: &ActionContext<'_>) -> Acti
         "seats_after",
         seats.map(|s| json!(s)).unwrap_or(Value::Null),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::Map;
-
-    use super::*;
-    use crate::apps::http::CallLog;
-    use crate::config::{AppKind, ConnectionConfig, Secret};
-    use crate::domain::definition::Definition;
-    use crate::domain::machine::WorkflowRequest;
-    use offboard_simulators::postman::{
-        DemoSeed, Fault, FaultKind, PostmanSim, SimWorkspace, ROLE_EDITOR,
-    };
-
-    const OFFBOARD: &[&str] = &[
-        "postman.find_member",
-        "postman.record_activity",
-        "postman.check_recipient",
-        "postman.hand_over_workspaces",
-        "postman.remove_workspace_roles",
-        "postman.deprovision",
-        "postman.confirm_deprovisioned",
-    ];
-
-    const RECLAIM: &[&str] = &[
-        "postman.find_member",
-        "postman.record_activity",
-        "postman.check_recipient",
-        "postman.hand_over_workspaces",
-        "postman.deprovision",
-        "postman.confirm_deprovisioned",
-    ];
-
-    fn client_for(sim: &PostmanSim, key: &str) -> Client {
-        let config = ConnectionConfig {
-            app: AppKind::Postman,
-            base_url: sim.base_url(),
-            token_env: "UNUSED".into(),
-            requests_per_minute: 60_000,
-            timeout_secs: 2,
-            protected: Vec::new(),
-            allow_admins: false,
-        };
-        Client::with_keys(&config, Secret::new(key), Secret::new(key))
-            .unwrap()
-            // One call, one answer: these tests are about how each answer is read.
-            .with_call_retry(crate::apps::retry::CallRetry::never())
-    }
-
-    fn request(event_type: EventType, email: &str, transfer_to: Option<&str>) -> WorkflowRequest {
-        WorkflowRequest {
-            event_id: "evt-1".into(),
-            source: "test".into(),
-            event_time: None,
-            event_type,
-            connection: "postman".into(),
-            app: "postman".into(),
-            person_email: email.into(),
-            transfer_to: transfer_to.map(str::to_string),
-            not_before: None,
-        }
-    }
-
-    struct Run {
-        sim: PostmanSim,
-        seed: DemoSeed,
-        client: Client,
-        facts: Map<String, Value>,
-    }
-
-    impl Run {
-        async fn new() -> Run {
-            let sim = PostmanSim::start().await.unwrap();
-            let seed = sim.seed_demo();
-            let client = client_for(&sim, &seed.api_key);
-            Run {
-                sim,
-                seed,
-                client,
-                facts: Map::new(),
-            }
-        }
-
-        async fn step(
-            &mut self,
-            req: &WorkflowRequest,
-            action: &str,
-        ) -> Result<StepOutput, StepError> {
-            let log = CallLog::discard();
-            let ctx = ActionContext {
-                request: req,
-                facts: &self.facts,
-                calls: &log,
-            };
-            let result = perform(&self.client, action, &ctx).await;
-            let out = crate::apps::failure::settle(result, |e, area| {
-                run_error(&self.client, e, area, &log)
-            })
-            .await?;
-            self.facts.extend(out.facts.clone());
-            Ok(out)
-        }
-
-        /// Runs the steps in order; stops at the first error or early finish.
-        async fn steps(
-            &mut self,
-            req: &WorkflowRequest,
-            actions: &[&str],
-        ) -> Result<Vec<StepOutput>, StepError> {
-            let mut outs = Vec::new();
-            for a in actions {
-                let out = self.step(req, a).await?;
-                let stop = out.finish_with.is_some();
-                outs.push(out);
-                if stop {
-                    break;
-                }
-            }
-            Ok(outs)
-        }
-
-        fn writes(&self) -> usize {
-            self.sim
-                .calls()
-                .iter()
-                .filter(|c| c.method != "GET")
-                .count()
-        }
-    }
-
-    #[tokio::test]
-    async fn offboarding_hands_over_takes_roles_away_and_deactivates() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        let outs = run.steps(&req, OFFBOARD).await.unwrap();
-        assert_eq!(outs.len(), OFFBOARD.len());
-        assert!(outs.iter().all(|o| o.finish_with.is_none()));
-
-        let f = &run.facts;
-        assert_eq!(f["member_id"], s.leaver_id);
-        assert_eq!(f["recipient_id"], s.recipient_id);
-        let before = &f["entitlements_before"];
-        assert_eq!(before["teamMember"], true);
-        assert_eq!(before["scimActive"], true);
-        assert_eq!(before["workspaces"].as_array().unwrap().len(), 4);
-        assert_eq!(f["last_activity"]["action"], "user.login_google_success");
-        assert_eq!(f["workspaces_handed_over"].as_array().unwrap().len(), 2);
-        assert_eq!(f["workspace_roles_removed"].as_array().unwrap().len(), 4);
-        assert_eq!(f["workspace_roles_kept"], json!([]));
-        assert_eq!(f["entitlements_after"]["scimActive"], false);
-        let (b, a) = (&f["seats_before"], &f["seats_after"]);
-        assert_eq!(
-            a["consumed"].as_i64().unwrap(),
-            b["consumed"].as_i64().unwrap() - 1
-        );
-        assert_eq!(
-            a["available"].as_i64().unwrap(),
-            b["available"].as_i64().unwrap() + 1
-        );
-
-        for ws in &s.leaver_sole_admin_workspaces {
-            assert_eq!(
-                run.sim.workspace_role(ws, s.recipient_id).as_deref(),
-                Some(ROLE_ADMIN)
-            );
-        }
-        for ws in &s.leaver_workspaces {
-            assert_eq!(run.sim.workspace_role(ws, s.leaver_id), None, "{ws}");
-        }
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-        // Workspaces the leaver did not administer alone got no new Admin.
-        assert_eq!(
-            run.sim
-                .workspace_role(&s.leaver_workspaces[3], s.recipient_id),
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn every_step_is_safe_to_run_twice() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        for action in OFFBOARD {
-            let first = run.step(&req, action).await.unwrap();
-            let writes = run.writes();
-            let again = run.step(&req, action).await.unwrap();
-            assert_eq!(run.writes(), writes, "{action} wrote again");
-            // What a step reports about the end state does not change on a rerun.
-            for key in [
-                "workspaces_handed_over",
-                "entitlements_after",
-                "recipient_id",
-                "member_id",
-            ] {
-                if let Some(v) = first.facts.get(key) {
-                    assert_eq!(again.facts.get(key), Some(v), "{action}: {key}");
-                }
-            }
-        }
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-    }
-
-    #[tokio::test]
-    async fn unknown_or_already_deactivated_people_are_absent() {
-        let mut run = Run::new().await;
-        let req = request(EventType::Offboarding, "nobody@northwind.example", None);
-        let outs = run.steps(&req, OFFBOARD).await.unwrap();
-        assert_eq!(outs.len(), 1);
-        assert_eq!(outs[0].finish_with, Some(Outcome::Absent));
-        assert_eq!(run.writes(), 0);
-
-        let mut run = Run::new().await;
-        let gone = run
-            .sim
-            .member_by_email("felix.wagner@northwind.example")
-            .unwrap();
-        assert!(!gone.active);
-        let req = request(EventType::LicenseReclaim, &gone.email.to_uppercase(), None);
-        let outs = run.steps(&req, RECLAIM).await.unwrap();
-        assert_eq!(outs[0].finish_with, Some(Outcome::Absent));
-        assert!(outs[0].summary.contains("already deactivated"));
-    }
-
-    #[tokio::test]
-    async fn emails_match_without_case_but_scim_gets_postmans_spelling() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        run.sim.update_member(s.leaver_id, |m| {
-            m.email = "Marcus.Lee@Northwind.example".into()
-        });
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, OFFBOARD).await.unwrap();
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-        let scim_lookup = run
-            .sim
-            .calls()
-            .into_iter()
-            .find(|c| c.path == "/scim/v2/Users")
-            .unwrap();
-        assert!(
-            scim_lookup.query.contains("Marcus.Lee%40Northwind.example"),
-            "{}",
-            scim_lookup.query
-        );
-    }
-
-    #[tokio::test]
-    async fn without_a_recipient_only_admins_keep_their_admin_role() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(EventType::Offboarding, &s.leaver_email, None);
-        let outs = run.steps(&req, OFFBOARD).await.unwrap();
-        assert_eq!(outs.len(), OFFBOARD.len());
-        assert_eq!(
-            run.facts["orphaned_workspaces"].as_array().unwrap().len(),
-            2
-        );
-        assert_eq!(
-            run.facts["workspace_roles_kept"].as_array().unwrap().len(),
-            2
-        );
-        for ws in &s.leaver_sole_admin_workspaces {
-            assert_eq!(
-                run.sim.workspace_role(ws, s.leaver_id).as_deref(),
-                Some(ROLE_ADMIN)
-            );
-        }
-        for ws in &s.leaver_workspaces[2..] {
-            assert_eq!(run.sim.workspace_role(ws, s.leaver_id), None);
-        }
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-    }
-
-    #[tokio::test]
-    async fn unusable_recipients_fail_with_post_110_b() {
-        let s = Run::new().await.seed;
-        let deactivated = "felix.wagner@northwind.example";
-        for to in [
-            "stranger@elsewhere.example",
-            s.leaver_email.as_str(),
-            deactivated,
-        ] {
-            let mut run = Run::new().await;
-            let req = request(EventType::Offboarding, &s.leaver_email, Some(to));
-            let err = run.steps(&req, OFFBOARD).await.unwrap_err();
-            assert_eq!(
-                (err.code, err.retryable),
-                (Code::Post110B, false),
-                "{to}: {}",
-                err.message
-            );
-            assert_eq!(run.writes(), 0);
-        }
-    }
-
-    #[tokio::test]
-    async fn reclaim_keeps_roles_and_frees_the_seat() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let before = run.sim.seats_consumed();
-        let req = request(
-            EventType::LicenseReclaim,
-            &s.reclaim_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, RECLAIM).await.unwrap();
-        assert_eq!(run.sim.seats_consumed(), before - 1);
-        let m = run.sim.member(s.reclaim_id).unwrap();
-        assert!(!m.active);
-        assert_eq!(
-            run.facts["workspaces_handed_over"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            run.facts["last_activity"]["action"],
-            "user.login_password_success"
-        );
-        assert_eq!(
-            run.facts["entitlements_after"]["workspaceRoles"],
-            "kept (restored by a reactivation)"
-        );
-        // Roles are kept: a reactivation gives the seat and the access back.
-        let viewer_ws = &s.leaver_workspaces[3];
-        assert_eq!(
-            run.sim.workspace_role(viewer_ws, s.reclaim_id).as_deref(),
-            Some("1")
-        );
-        let log = CallLog::discard();
-        run.client
-            .scim_set_active(&m.scim_id, true, &log)
-            .await
-            .unwrap();
-        assert!(run.sim.member(s.reclaim_id).unwrap().active);
-    }
-
-    #[tokio::test]
-    async fn recipient_becomes_admin_even_if_they_held_another_role() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let ws = &s.leaver_sole_admin_workspaces[0];
-        run.sim
-            .set_workspace_role(ws, s.recipient_id, Some(ROLE_EDITOR));
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, OFFBOARD).await.unwrap();
-        assert_eq!(
-            run.sim.workspace_role(ws, s.recipient_id).as_deref(),
-            Some(ROLE_ADMIN)
-        );
-    }
-
-    #[tokio::test]
-    async fn workspaces_that_changed_meanwhile_are_skipped() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, &OFFBOARD[..3]).await.unwrap();
-        let [gone, other] = [
-            &s.leaver_sole_admin_workspaces[0],
-            &s.leaver_sole_admin_workspaces[1],
-        ];
-        run.sim.delete_workspace(gone);
-        run.sim
-            .set_workspace_role(other, s.admin_id, Some(ROLE_ADMIN));
-        run.steps(&req, &OFFBOARD[3..]).await.unwrap();
-        let skipped = run.facts["workspaces_not_handed_over"].as_array().unwrap();
-        assert_eq!(skipped.len(), 2);
-        assert_eq!(run.sim.workspace_role(other, s.recipient_id), None);
-        // The other Admin lets the leaver's Admin role go.
-        assert_eq!(run.sim.workspace_role(other, s.leaver_id), None);
-    }
-
-    #[tokio::test]
-    async fn partner_and_personal_workspaces_do_not_stop_the_run() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let partner = run.sim.add_workspace(
-            SimWorkspace::team("Partner Portal", s.admin_id)
-                .visibility("partner")
-                .role(s.leaver_id, ROLE_EDITOR),
-        );
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, OFFBOARD).await.unwrap();
-        let kept = run.facts["workspace_roles_kept"].as_array().unwrap();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0]["id"], partner);
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-    }
-
-    #[tokio::test]
-    async fn protected_people_are_refused_before_any_write() {
-        // (who, allow_admins, protected patterns, what the refusal names)
-        type Who = fn(&DemoSeed) -> String;
-        let cases: [(Who, bool, &[&str], &str); 4] = [
-            (|s| s.admin_email.clone(), false, &[], "administrator"),
-            (|s| s.admin_email.clone(), true, &[], "owns the token"),
-            (
-                |s| s.leaver_email.clone(),
-                false,
-                &["*@*"],
-                "protected pattern",
-            ),
-            (
-                |s| s.leaver_email.to_uppercase(),
-                false,
-                &["marcus.*@northwind.example"],
-                "protected pattern",
-            ),
-        ];
-        for (who, allow_admins, patterns, why) in cases {
-            let mut run = Run::new().await;
-            let s = run.seed.clone();
-            run.client.guard.allow_admins = allow_admins;
-            run.client.guard.patterns = patterns.iter().map(|p| p.to_string()).collect();
-            for (event_type, steps) in [
-                (EventType::Offboarding, OFFBOARD),
-                (EventType::LicenseReclaim, RECLAIM),
-            ] {
-                let req = request(event_type, &who(&s), Some(&s.recipient_email));
-                let err = run.steps(&req, steps).await.unwrap_err();
-                assert_eq!(err.code, Code::Post112B, "{}", err.message);
-                assert!(err.message.contains(why), "{}", err.message);
-            }
-            let writes: Vec<_> = run
-                .sim
-                .calls()
-                .into_iter()
-                .filter(|c| c.method != "GET")
-                .collect();
-            assert!(writes.is_empty(), "{writes:?}");
-            assert!(run.sim.member(s.admin_id).unwrap().active);
-        }
-    }
-
-    #[tokio::test]
-    async fn protection_is_checked_again_right_before_each_write() {
-        // Each writing step, reached under rules that let the person go, is run again
-        // after the rules changed (a restart with a new `protected` list): it refuses
-        // before its own write.
-        for (i, action) in OFFBOARD.iter().enumerate() {
-            if READ_ONLY.contains(action) {
-                continue;
-            }
-            let mut run = Run::new().await;
-            let s = run.seed.clone();
-            let req = request(
-                EventType::Offboarding,
-                &s.leaver_email,
-                Some(&s.recipient_email),
-            );
-            run.steps(&req, &OFFBOARD[..i]).await.unwrap();
-            let before = run.writes();
-            run.client.guard.patterns = vec![s.leaver_email.to_uppercase()];
-            let err = run.step(&req, action).await.unwrap_err();
-            assert_eq!(err.code, Code::Post112B, "{action}: {}", err.message);
-            assert!(err.message.contains("protected pattern"), "{}", err.message);
-            assert_eq!(run.writes(), before, "{action} wrote");
-            assert!(run.sim.member(s.leaver_id).unwrap().active);
-        }
-    }
-
-    #[tokio::test]
-    async fn an_admin_role_given_after_find_is_seen_before_the_role_removal() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        let upto = OFFBOARD
-            .iter()
-            .position(|a| *a == "postman.remove_workspace_roles")
-            .unwrap();
-        run.steps(&req, &OFFBOARD[..upto]).await.unwrap();
-        let before = run.writes();
-        // `remove_workspace_roles` reads the team list: the new role shows there.
-        run.sim
-            .update_member(s.leaver_id, |m| m.roles = vec!["admin".into()]);
-        let err = run
-            .step(&req, "postman.remove_workspace_roles")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, Code::Post112B, "{}", err.message);
-        assert!(err.message.contains("administrator"), "{}", err.message);
-        assert_eq!(run.writes(), before);
-    }
-
-    type Setup = Box<dyn FnOnce(&PostmanSim, &DemoSeed)>;
-
-    async fn failing(setup: impl FnOnce(&PostmanSim, &DemoSeed), actions: &[&str]) -> StepError {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        setup(&run.sim, &s);
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, actions).await.unwrap_err()
-    }
-
-    #[tokio::test]
-    async fn refusals_during_a_run_map_to_the_area_codes() {
-        let cases: Vec<(Setup, Code)> = vec![
-            (
-                Box::new(|sim, _| sim.set_users_access(false)),
-                Code::Post101B,
-            ),
-            (
-                Box::new(|sim, _| sim.set_scim_enabled(false)),
-                Code::Post101B,
-            ),
-            (
-                Box::new(|sim, _| sim.set_workspaces_access(false)),
-                Code::Post102B,
-            ),
-            (
-                Box::new(|sim, _| sim.set_roles_access(false)),
-                Code::Post103B,
-            ),
-            (
-                Box::new(|sim, s| sim.revoke_api_key(&s.api_key)),
-                Code::Post100B,
-            ),
-            (
-                Box::new(|sim, s| sim.revoke_scim_key(&s.scim_key)),
-                Code::Post100B,
-            ),
-            (
-                Box::new(|sim, _| sim.set_team_deleted(true)),
-                Code::Post106B,
-            ),
-        ];
-        for (setup, code) in cases {
-            let err = failing(setup, OFFBOARD).await;
-            assert_eq!((err.code, err.retryable), (code, false), "{}", err.message);
-        }
-    }
-
-    #[tokio::test]
-    async fn refusals_later_in_the_run_are_mapped_too() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, &OFFBOARD[..4]).await.unwrap();
-        run.sim.set_roles_access(false);
-        let err = run
-            .step(&req, "postman.remove_workspace_roles")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, Code::Post103B);
-        run.sim.set_roles_access(true);
-        run.sim.set_team_deleted(true);
-        let err = run
-            .step(&req, "postman.remove_workspace_roles")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, Code::Post106B);
-        run.sim.set_team_deleted(false);
-        run.sim.set_scim_enabled(false);
-        let err = run.step(&req, "postman.deprovision").await.unwrap_err();
-        assert_eq!(err.code, Code::Post101B);
-    }
-
-    #[tokio::test]
-    async fn transient_trouble_is_retryable_with_the_servers_wait() {
-        let err = failing(
-            |sim, _| {
-                sim.inject(
-                    Fault::new(
-                        "/workspaces",
-                        FaultKind::Error {
-                            status: 503,
-                            retry_after_secs: Some(9),
-                        },
-                    )
-                    .method("GET"),
-                )
-            },
-            OFFBOARD,
-        )
-        .await;
-        assert_eq!(
-            (err.code, err.retryable, err.retry_after_ms),
-            (Code::Post190B, true, Some(9000))
-        );
-
-        let err = failing(
-            |sim, _| sim.inject(Fault::new("/scim/v2/Users", FaultKind::DropConnection)),
-            OFFBOARD,
-        )
-        .await;
-        assert_eq!((err.code, err.retryable), (Code::Post190B, true));
-
-        let err = failing(
-            |sim, _| {
-                sim.inject(Fault::new(
-                    "/users",
-                    FaultKind::Delay(std::time::Duration::from_secs(4)),
-                ))
-            },
-            OFFBOARD,
-        )
-        .await;
-        assert_eq!((err.code, err.retryable), (Code::Post190B, true));
-        assert!(err.message.contains("timed out"), "{}", err.message);
-
-        let err = failing(|sim, _| sim.set_rate_limit(Some(3)), OFFBOARD).await;
-        assert_eq!((err.code, err.retryable), (Code::Post190B, true));
-        assert!(err.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 60_000));
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_is_retried_without_harm() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        run.sim.inject(
-            Fault::new(
-                "/scim/v2/Users/",
-                FaultKind::Error {
-                    status: 502,
-                    retry_after_secs: None,
-                },
-            )
-            .method("PATCH"),
-        );
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        let err = run.steps(&req, OFFBOARD).await.unwrap_err();
-        assert_eq!((err.code, err.retryable), (Code::Post190B, true));
-        assert!(run.sim.member(s.leaver_id).unwrap().active);
-        run.step(&req, "postman.deprovision").await.unwrap();
-        run.step(&req, "postman.confirm_deprovisioned")
-            .await
-            .unwrap();
-        assert!(!run.sim.member(s.leaver_id).unwrap().active);
-    }
-
-    #[tokio::test]
-    async fn confirmation_waits_while_the_account_is_still_active() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(
-            EventType::Offboarding,
-            &s.leaver_email,
-            Some(&s.recipient_email),
-        );
-        run.steps(&req, &OFFBOARD[..6]).await.unwrap();
-        run.sim.update_member(s.leaver_id, |m| m.active = true);
-        let err = run
-            .step(&req, "postman.confirm_deprovisioned")
-            .await
-            .unwrap_err();
-        assert_eq!((err.code, err.retryable), (Code::Post199B, true));
-    }
-
-    #[tokio::test]
-    async fn audit_evidence_is_optional_unless_required() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        let req = request(EventType::Offboarding, &s.leaver_email, None);
-        run.step(&req, "postman.find_member").await.unwrap();
-        run.sim.set_enterprise(false);
-        let out = run.step(&req, "postman.record_activity").await.unwrap();
-        assert_eq!(out.facts["audit_evidence"]["code"], "POST-105-B");
-        assert_eq!(out.facts["last_activity"], Value::Null);
-        let err = run
-            .step(&req, "postman.require_activity")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, Code::Post105B);
-        run.sim.set_enterprise(true);
-        run.sim.set_audit_logs_access(false);
-        let out = run.step(&req, "postman.record_activity").await.unwrap();
-        assert_eq!(out.facts["audit_evidence"]["code"], "POST-104-B");
-        let err = run
-            .step(&req, "postman.require_activity")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code, Code::Post104B);
-        // Other trouble is not swallowed.
-        run.sim.set_audit_logs_access(true);
-        run.sim.inject(Fault::new(
-            "/audit/logs",
-            FaultKind::Error {
-                status: 500,
-                retry_after_secs: None,
-            },
-        ));
-        let err = run.step(&req, "postman.record_activity").await.unwrap_err();
-        assert_eq!((err.code, err.retryable), (Code::Post190B, true));
-    }
-
-    #[tokio::test]
-    async fn seats_are_optional_evidence() {
-        let mut run = Run::new().await;
-        let s = run.seed.clone();
-        run.sim.inject(
-            Fault::new(
-                "/accounts",
-                FaultKind::Error {
-                    status: 403,
-                    retry_after_secs: None,
-                },
-            )
-            .times(5),
-        );
-        let req = request(EventType::Offboarding, &s.leaver_email, None);
-        run.step(&req, "postman.find_member").await.unwrap();
-        assert_eq!(run.facts["seats_before"], Value::Null);
-    }
-
-    #[tokio::test]
-    async fn unknown_actions_are_refused() {
-        let mut run = Run::new().await;
-        let req = request(EventType::Offboarding, "x@y.z", None);
-        let err = run.step(&req, "postman.nope").await.unwrap_err();
-        assert_eq!(err.code, Code::Post199B);
-    }
-
-    #[test]
-    fn shipped_workflows_name_only_known_actions() {
-        for (text, outcome, steps) in [
-            (
-                include_str!("../../../workflows/postman-offboard.toml"),
-                Outcome::Removed,
-                OFFBOARD,
-            ),
-            (
-                include_str!("../../../workflows/postman-license-reclaim.toml"),
-                Outcome::Downgraded,
-                RECLAIM,
-            ),
-        ] {
-            let def = Definition::parse(text, |a| ACTIONS.contains(&a)).unwrap();
-            assert_eq!(def.app, "postman");
-            assert_eq!(def.outcome, outcome);
-            let actions: Vec<&str> = def.steps.iter().map(|s| s.action.as_str()).collect();
-            assert_eq!(actions, steps);
-        }
-    }
 }

@@ -89,6 +89,9 @@ mod tests {
             timeout_secs: 2,
             protected: Vec::new(),
             allow_admins: false,
+            scim_match: None,
+            offboard: None,
+            remove_from_groups: None,
         };
         Client::with_keys(&config, Secret::new(key), Secret::new(scim_key))
             .unwrap()

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::http::{
-    oversized_message, page_loop_message, ApiHttp, CallFailure, CallLog, Reply, MAX_PAGES,
+    oversized_message, page_loop_message, path_segment, query_value, ApiHttp, CallFailure, CallLog,
+    Reply, MAX_PAGES,
 };
 use crate::apps::ClientError;
 
@@ -662,7 +663,7 @@ impl Client {
         for _ in 0..MAX_PAGES {
             let mut path = format!("/workspaces?limit={WORKSPACE_PAGE}");
             if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", urlencode(c)));
+                path.push_str(&format!("&cursor={}", query_value(c)));
             }
             let page: WorkspacesPage = self.get(&path, log).await?;
             all.extend(page.workspaces);
@@ -697,7 +698,7 @@ impl Client {
         id: &str,
         log: &CallLog,
     ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
-        self.read_workspace_roles(&format!("/workspaces/{}/roles", urlencode(id)), log)
+        self.read_workspace_roles(&format!("/workspaces/{}/roles", path_segment(id)), log)
             .await
     }
 
@@ -708,7 +709,7 @@ impl Client {
         id: &str,
         log: &CallLog,
     ) -> Result<Option<Vec<WorkspaceRole>>, ApiError> {
-        let path = format!("/workspaces/{}/roles?include=scim", urlencode(id));
+        let path = format!("/workspaces/{}/roles?include=scim", path_segment(id));
         self.read_workspace_roles(&path, log).await
     }
 
@@ -744,7 +745,7 @@ impl Client {
         let body = json!({ "roles": ops });
         self.send(
             Method::PATCH,
-            &format!("/workspaces/{}/roles", urlencode(id)),
+            &format!("/workspaces/{}/roles", path_segment(id)),
             Some(&body),
             log,
         )
@@ -800,7 +801,7 @@ impl Client {
         log: &CallLog,
     ) -> Result<Option<ScimUser>, ApiError> {
         let quoted = email.replace('\\', "\\\\").replace('"', "\\\"");
-        let filter = urlencode(&format!("userName eq \"{quoted}\""));
+        let filter = query_value(&format!("userName eq \"{quoted}\""));
         let mut start = 1u64;
         for _ in 0..MAX_PAGES {
             let path =
@@ -831,7 +832,7 @@ impl Client {
         match self
             .send_scim(
                 Method::GET,
-                &format!("/scim/v2/Users/{}", urlencode(id)),
+                &format!("/scim/v2/Users/{}", path_segment(id)),
                 None,
                 log,
             )
@@ -858,7 +859,7 @@ impl Client {
         let reply = self
             .send_scim(
                 Method::PATCH,
-                &format!("/scim/v2/Users/{}", urlencode(id)),
+                &format!("/scim/v2/Users/{}", path_segment(id)),
                 Some(&body),
                 log,
             )
@@ -874,10 +875,6 @@ fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         message: format!("unexpected response shape: {e}"),
         retry_after_ms: None,
     })
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]

@@ -439,6 +439,9 @@ mod tests {
                 timeout_secs: 2,
                 protected: Vec::new(),
                 allow_admins: false,
+                scim_match: None,
+                offboard: None,
+                remove_from_groups: None,
             };
             let client = Client::new(&config, Secret::new(&seed.token))
                 .unwrap()
@@ -462,6 +465,7 @@ mod tests {
                 person_email: self.seed.leaver_email.clone(),
                 transfer_to: Some(self.seed.recipient_email.clone()),
                 not_before: None,
+                employee_id: None,
             }
         }
 

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::apps::dry_run::DryRun;
 use crate::apps::http::{
-    oversized_message, page_loop_message, ApiHttp, CallFailure, CallLog, Reply, MAX_PAGES,
+    oversized_message, page_loop_message, query_value, ApiHttp, CallFailure, CallLog, Reply,
+    MAX_PAGES,
 };
 use crate::apps::retry::{CallError, CallRetry};
 use crate::apps::ClientError;
@@ -315,7 +316,7 @@ impl Client {
             spellings.push(&lower);
         }
         for spelling in spellings {
-            let path = format!("/users?email={}", urlencode(spelling));
+            let path = format!("/users?email={}", query_value(spelling));
             let users: Vec<User> = self.list_all(&path, log).await?;
             if let Some(user) = users
                 .into_iter()
@@ -435,8 +436,4 @@ fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
         message: format!("unexpected response shape: {e}"),
         retry_after_ms: None,
     })
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

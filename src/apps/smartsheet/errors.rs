@@ -146,6 +146,9 @@ mod tests {
             timeout_secs: 10,
             protected: Vec::new(),
             allow_admins: false,
+            scim_match: None,
+            offboard: None,
+            remove_from_groups: None,
         };
         let client = Client::new(&config, crate::config::Secret::new("t")).unwrap();
         let log = CallLog::discard();

@@ -199,11 +199,7 @@ fn unauthorized(headers: &HeaderMap, why: &str) -> Response {
         let json = (header::CONTENT_TYPE, "application/json");
         (StatusCode::UNAUTHORIZED, [challenge, json], body).into_response()
     } else {
-        let body = format!(
-            "<p class=\"error\">{}</p><p><a href=\"/login\">Sign in</a></p>",
-            pages::esc(why)
-        );
-        let page = Html(pages::layout("Unauthorized", &body, Nav::Plain));
+        let page = Html(pages::problem("Unauthorized", why, true));
         (StatusCode::UNAUTHORIZED, [challenge], page).into_response()
     }
 }
@@ -277,11 +273,7 @@ struct Problem(StatusCode, String);
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = pages::layout(
-            self.0.canonical_reason().unwrap_or("error"),
-            &format!("<p class=\"error\">{}</p>", pages::esc(&self.1)),
-            Nav::Plain,
-        );
+        let body = pages::problem(self.0.canonical_reason().unwrap_or("error"), &self.1, false);
         (self.0, Html(body)).into_response()
     }
 }

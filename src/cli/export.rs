@@ -34,7 +34,7 @@ pub async fn run(store: &Store, since: &str, until: Option<&str>, format: &str) 
     let since = parse_date(since, "--since")?;
     let until = until.map(|u| parse_date(u, "--until")).transpose()?;
     let rows = rows(store, since, until).await.map_err(db)?;
-    print!("{}", render(&rows, format)?);
+    out!("{}", render(&rows, format)?);
     Ok(EXIT_OK)
 }
 
@@ -63,7 +63,7 @@ pub async fn prune(store: &Store, before: DateTime<Utc>, file: &std::path::Path)
         .filter_map(|r| r["workflow_id"].as_str().map(str::to_string))
         .collect();
     let pruned = store.prune(&ids, before).await.map_err(db)?;
-    println!(
+    outln!(
         "exported {} workflows to {}; removed {} finished before {} and {} dead letters",
         exported.len(),
         file.display(),
@@ -72,7 +72,7 @@ pub async fn prune(store: &Store, before: DateTime<Utc>, file: &std::path::Path)
         pruned.dead_letters,
     );
     for id in &pruned.skipped {
-        println!("skipped workflow {id}: a worker or an operator holds it now (it was exported; prune again later)");
+        outln!("skipped workflow {id}: a worker or an operator holds it now (it was exported; prune again later)");
     }
     Ok(EXIT_OK)
 }

@@ -1,0 +1,500 @@
+//! Typed calls to a SCIM 2.0 service provider (RFC 7644) over the shared
+//! [`ApiHttp`]: `application/scim+json` both ways, the bearer token, pacing, per-call
+//! retries with `Retry-After`, no redirect followed, dry-run mode. Lists are read with
+//! `startIndex`/`count` up to `totalResults`, and stop with an error when the provider
+//! pages forever or sends the same page again (a provider ignoring `startIndex`). Errors
+//! keep the HTTP status and the SCIM error body's `scimType` and `detail`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::discovery::Features;
+use super::filter::member_path;
+use crate::apps::dry_run::DryRun;
+use crate::apps::http::{
+    oversized_message, page_loop_message, ApiHttp, CallFailure, CallLog, MAX_PAGES,
+};
+use crate::apps::retry::{CallError, CallRetry};
+use crate::apps::ClientError;
+use crate::config::{ConnectionConfig, ScimSettings, Secret};
+use crate::domain::protection::Guard;
+
+/// SCIM's JSON media type (RFC 7644 §3.1).
+pub const SCIM_JSON: &str = "application/scim+json";
+
+/// The PATCH message schema (RFC 7644 §3.5.2).
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// Page size asked for when listing.
+const PAGE_SIZE: usize = 100;
+
+/// A failed call: no response, or an error response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    /// HTTP status (`None` when no response came).
+    pub status: Option<u16>,
+    /// The SCIM error's `scimType` (`invalidFilter`, `mutability`, `noTarget`…).
+    pub scim_type: Option<String>,
+    /// The SCIM error's `detail`, or what went wrong on the way.
+    pub detail: String,
+    /// `Retry-After`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    /// An error about an answer that came with status 200 but cannot be used.
+    pub fn unusable(detail: impl Into<String>) -> Self {
+        ApiError {
+            status: Some(200),
+            scim_type: None,
+            detail: detail.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// Whether another attempt may succeed: 429, 5xx but 501 (Not Implemented is an
+    /// answer), or no response.
+    pub fn is_transient(&self) -> bool {
+        match self.status {
+            None | Some(429) => true,
+            Some(501) => false,
+            Some(s) => (500..=599).contains(&s),
+        }
+    }
+
+    /// Whether the answer was a redirect, which is never followed.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self.status, Some(300..=399))
+    }
+
+    /// One line naming the status, `scimType` and `detail`; what came from the provider
+    /// is quoted and escaped (`{:?}`), as it ends up in logs and terminals.
+    pub fn describe(&self) -> String {
+        match (self.status, &self.scim_type) {
+            (Some(s), Some(t)) => format!("HTTP {s}, scimType {t:?}: {:?}", self.detail),
+            (Some(s), None) => format!("HTTP {s}: {:?}", self.detail),
+            (None, _) => self.detail.clone(),
+        }
+    }
+}
+
+impl From<CallFailure> for ApiError {
+    fn from(failure: CallFailure) -> Self {
+        let (status, detail) = match failure {
+            CallFailure::NoResponse(message) => (None, message),
+            CallFailure::Redirected { status, message } => (Some(status), message),
+        };
+        ApiError {
+            status,
+            scim_type: None,
+            detail,
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl CallError for ApiError {
+    fn is_transient(&self) -> bool {
+        ApiError::is_transient(self)
+    }
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+}
+
+/// A resource as read, with its version (`ETag` header, else `meta.version`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// The resource's JSON.
+    pub body: Value,
+    /// Its version, for `If-Match`.
+    pub etag: Option<String>,
+}
+
+impl Resource {
+    /// The resource's `id`.
+    pub fn id(&self) -> &str {
+        self.body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Whether the user may sign in (see [`is_active`]).
+    pub fn active(&self) -> bool {
+        is_active(&self.body)
+    }
+}
+
+/// Whether a user may sign in: its `active`, true when the provider leaves it out.
+pub fn is_active(user: &Value) -> bool {
+    user.get("active").and_then(Value::as_bool).unwrap_or(true)
+}
+
+/// A successful answer: its body and version.
+struct Answer {
+    body: Value,
+    etag: Option<String>,
+}
+
+/// A client for one SCIM service provider.
+#[derive(Debug)]
+pub struct Client {
+    http: ApiHttp,
+    retry: CallRetry,
+    /// Who this connection never deactivates or removes.
+    pub guard: Guard,
+    /// The connection's `match`, `offboard` and `remove_from_groups`.
+    pub settings: ScimSettings,
+    /// The provider's features, read once (see [`Client::features`]).
+    features: tokio::sync::Mutex<Option<Features>>,
+    /// The token's own user id from `/Me`: outer `None` not asked yet, inner `None` the
+    /// provider does not say.
+    me: tokio::sync::Mutex<Option<Option<String>>>,
+}
+
+impl Client {
+    /// A client for a configured connection.
+    pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, ClientError> {
+        let http = ApiHttp::new(
+            &config.base_url,
+            AUTHORIZATION,
+            Some("Bearer"),
+            token,
+            config.requests_per_minute,
+            Duration::from_secs(config.timeout_secs),
+        )?
+        .with_media_type(SCIM_JSON);
+        Ok(Client {
+            http,
+            retry: CallRetry::default(),
+            guard: config.guard(),
+            settings: config.scim(),
+            features: tokio::sync::Mutex::new(None),
+            me: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Shares the request budget with every process on the connection.
+    pub fn share_budget(
+        &self,
+        budget: &str,
+        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
+    ) {
+        self.http.share_budget(budget, source);
+    }
+
+    /// The same client retrying each call as `retry` says.
+    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same client with writes recorded in `dry_run` instead of sent.
+    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
+        self.http = self.http.with_dry_run(dry_run);
+        self
+    }
+
+    /// Sends one request, retrying it while it fails transiently.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<Answer, ApiError> {
+        self.retry
+            .run(log.stop(), || {
+                self.send_once(method.clone(), path, body, if_match, log)
+            })
+            .await
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<Answer, ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = if_match.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(IF_MATCH, value);
+        }
+        let reply = self
+            .http
+            .call_with(method, path, body, headers, log, |_| None)
+            .await
+            .map_err(ApiError::from)?;
+        if reply.oversized {
+            return Err(ApiError::unusable(oversized_message(path)));
+        }
+        if reply.status >= 400 {
+            let text = |key: &str| {
+                reply
+                    .body
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            return Err(ApiError {
+                status: Some(reply.status),
+                scim_type: text("scimType"),
+                detail: text("detail").unwrap_or_else(|| "no detail".into()),
+                retry_after_ms: reply.retry_after_ms,
+            });
+        }
+        let etag = reply
+            .headers
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| {
+                let version = reply.body.get("meta")?.get("version")?.as_str()?;
+                Some(version.to_string())
+            });
+        Ok(Answer {
+            body: reply.body,
+            etag,
+        })
+    }
+
+    /// The provider's features: `/ServiceProviderConfig`, read on first use and kept for
+    /// the life of the client (a 404 means the RFC's defaults, see [`Features`]).
+    pub async fn features(&self, log: &CallLog) -> Result<Features, ApiError> {
+        let mut known = self.features.lock().await;
+        if let Some(features) = *known {
+            return Ok(features);
+        }
+        let features = self.read_features(log).await?;
+        *known = Some(features);
+        Ok(features)
+    }
+
+    /// Reads `/ServiceProviderConfig` again (connection checks), keeping what it says.
+    pub async fn refresh_features(&self, log: &CallLog) -> Result<Features, ApiError> {
+        let features = self.read_features(log).await?;
+        *self.features.lock().await = Some(features);
+        Ok(features)
+    }
+
+    async fn read_features(&self, log: &CallLog) -> Result<Features, ApiError> {
+        match self
+            .send(Method::GET, "/ServiceProviderConfig", None, None, log)
+            .await
+        {
+            Ok(answer) => Features::parse(&answer.body).ok_or_else(|| {
+                ApiError::unusable("/ServiceProviderConfig: not a SCIM ServiceProviderConfig")
+            }),
+            Err(e) if e.status == Some(404) => Ok(Features::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The token's own SCIM user id (`GET /Me`, RFC 7644 §3.11), asked once (again after
+    /// a transient failure); `None` when the provider does not offer `/Me` or answers
+    /// anything but a user.
+    pub async fn me(&self, log: &CallLog) -> Option<String> {
+        let mut known = self.me.lock().await;
+        if let Some(me) = known.as_ref() {
+            return me.clone();
+        }
+        let me = match self.send(Method::GET, "/Me", None, None, log).await {
+            Ok(answer) => answer
+                .body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            // Asked again next time: an outage says nothing about whether `/Me` exists.
+            Err(e) if e.is_transient() => return None,
+            Err(_) => None,
+        };
+        *known = Some(me.clone());
+        me
+    }
+
+    /// Every resource of `/{resource}` the `filter` selects (see [`Client::list_all`]).
+    pub async fn list(
+        &self,
+        resource: &str,
+        filter: &str,
+        log: &CallLog,
+    ) -> Result<Vec<Value>, ApiError> {
+        self.read_list(
+            resource,
+            &format!("/{resource}?filter={}&", urlencode(filter)),
+            log,
+        )
+        .await
+    }
+
+    /// Every resource of `/{resource}`, page by page up to `totalResults`. A page
+    /// repeating only ids already seen, or more than [`MAX_PAGES`] pages, ends in an
+    /// error rather than an endless loop.
+    pub async fn list_all(&self, resource: &str, log: &CallLog) -> Result<Vec<Value>, ApiError> {
+        self.read_list(resource, &format!("/{resource}?"), log)
+            .await
+    }
+
+    async fn read_list(
+        &self,
+        resource: &str,
+        base: &str,
+        log: &CallLog,
+    ) -> Result<Vec<Value>, ApiError> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut start = 1;
+        for _ in 0..MAX_PAGES {
+            let path = format!("{base}startIndex={start}&count={PAGE_SIZE}");
+            let page = self.send(Method::GET, &path, None, None, log).await?.body;
+            let (total, resources) = list_page(&page).ok_or_else(|| {
+                ApiError::unusable(format!("/{resource}: not a SCIM ListResponse"))
+            })?;
+            let fresh: Vec<Value> = resources
+                .into_iter()
+                .filter(|r| seen.insert(r.get("id").map(Value::to_string).unwrap_or_default()))
+                .collect();
+            if fresh.is_empty() && start > 1 && all.len() < total {
+                return Err(ApiError::unusable(format!(
+                    "/{resource}: the page at startIndex {start} holds no resource not seen before; stopped reading (the provider ignores startIndex)"
+                )));
+            }
+            if fresh.is_empty() {
+                return Ok(all);
+            }
+            start += fresh.len();
+            all.extend(fresh);
+            if all.len() >= total {
+                return Ok(all);
+            }
+        }
+        Err(ApiError::unusable(page_loop_message(&format!(
+            "/{resource}"
+        ))))
+    }
+
+    /// `GET /Users/{id}`; `None` on 404.
+    pub async fn get_user(&self, id: &str, log: &CallLog) -> Result<Option<Resource>, ApiError> {
+        self.get_resource("Users", id, log).await
+    }
+
+    /// `GET /Groups/{id}`; `None` on 404.
+    pub async fn get_group(&self, id: &str, log: &CallLog) -> Result<Option<Resource>, ApiError> {
+        self.get_resource("Groups", id, log).await
+    }
+
+    async fn get_resource(
+        &self,
+        kind: &str,
+        id: &str,
+        log: &CallLog,
+    ) -> Result<Option<Resource>, ApiError> {
+        let path = format!("/{kind}/{}", urlencode_segment(id));
+        match self.send(Method::GET, &path, None, None, log).await {
+            Ok(answer) => Ok(Some(Resource {
+                body: answer.body,
+                etag: answer.etag,
+            })),
+            Err(e) if e.status == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of `/{resource}` (a permission probe for checks).
+    pub async fn probe(&self, resource: &str, log: &CallLog) -> Result<(), ApiError> {
+        let page = self
+            .send(
+                Method::GET,
+                &format!("/{resource}?startIndex=1&count=1"),
+                None,
+                None,
+                log,
+            )
+            .await?;
+        list_page(&page.body)
+            .map(drop)
+            .ok_or_else(|| ApiError::unusable(format!("/{resource}: not a SCIM ListResponse")))
+    }
+
+    /// `PATCH /{kind}/{id}` with `operations`, `If-Match` when a version is given.
+    pub async fn patch(
+        &self,
+        kind: &str,
+        id: &str,
+        operations: Value,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
+        let body = json!({ "schemas": [PATCH_OP], "Operations": operations });
+        let path = format!("/{kind}/{}", urlencode_segment(id));
+        self.send(Method::PATCH, &path, Some(&body), if_match, log)
+            .await
+            .map(drop)
+    }
+
+    /// `PUT /{kind}/{id}` with the whole resource, `If-Match` when a version is given.
+    pub async fn put(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
+        let path = format!("/{kind}/{}", urlencode_segment(id));
+        self.send(Method::PUT, &path, Some(body), if_match, log)
+            .await
+            .map(drop)
+    }
+
+    /// `PATCH /Groups/{group}` removing the member `user` (RFC 7644 §3.5.2.2).
+    pub async fn remove_member(
+        &self,
+        group: &str,
+        user: &str,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<(), ApiError> {
+        let op = json!([{ "op": "remove", "path": member_path(user) }]);
+        self.patch("Groups", group, op, if_match, log).await
+    }
+
+    /// `DELETE /Users/{id}`; `false` when it was already gone (404).
+    pub async fn delete_user(&self, id: &str, log: &CallLog) -> Result<bool, ApiError> {
+        let path = format!("/Users/{}", urlencode_segment(id));
+        match self.send(Method::DELETE, &path, None, None, log).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A ListResponse's `totalResults` and `Resources` (RFC 7644 §3.4.2); `None` when the
+/// body is not one. `Resources` may be left out when there are none.
+pub fn list_page(body: &Value) -> Option<(usize, Vec<Value>)> {
+    let total = body.get("totalResults")?.as_u64()? as usize;
+    let resources = match body.get("Resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(all)) => all.clone(),
+        Some(_) => return None,
+    };
+    Some((total, resources))
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// An id as one path segment (an id holding `/` or `?` cannot reach another path).
+pub(super) fn urlencode_segment(s: &str) -> String {
+    urlencode(s).replace('+', "%20")
+}
