@@ -15,10 +15,15 @@
 //!   the due query (a claim that finds nothing) takes;
 //! - bulk: leavers on one connection at a request budget the simulator enforces: time
 //!   against the lower bound (calls ÷ budget) and the 429s seen;
-//! - replay: how fast the pure machine folds a trail.
+//! - replay: how fast the pure machine folds a trail;
+//! - separate processes (`cargo bench --bench engine -- separate`): the release `serve`, the
+//!   simulator and the publisher each in a process of their own, with the work per
+//!   workflow of the engine, PostgreSQL and the broker (see `separate_process`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+mod separate_process;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -472,6 +477,9 @@ async fn replay() {
 
 #[tokio::main]
 async fn main() {
+    if separate_process::run_simulator_role().await {
+        return;
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -510,6 +518,14 @@ async fn main() {
         .max(1);
     if wanted("end_to_end_postgres") {
         end_to_end_sizes(Db::Postgres, "PostgreSQL", &sizes, repeats).await;
+    }
+    if wanted("separate") {
+        let repeats = std::env::var("BENCH_REPEAT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2)
+            .max(1);
+        separate_process::sizes(&sizes, repeats, 200).await;
     }
     if wanted("end_to_end_sqlite") {
         end_to_end_sizes(Db::Sqlite, "SQLite", &sizes, repeats).await;

@@ -27,7 +27,12 @@ impl SimServer {
     /// Binds a free port on `127.0.0.1` and serves `router` from a spawned task. Handlers
     /// receive the connection's [`ConnHandle`] through `ConnectInfo`.
     pub async fn start(router: Router) -> io::Result<SimServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        SimServer::start_on(0, router).await
+    }
+
+    /// As [`SimServer::start`], on a given port of `127.0.0.1` (`0`: any free one).
+    pub async fn start_on(port: u16, router: Router) -> io::Result<SimServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

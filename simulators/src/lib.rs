@@ -17,6 +17,8 @@
 //! - [`smartsheet`], the Smartsheet simulator, [`smartsheet::SmartsheetSim`].
 //! - [`postman`], the Postman simulator, [`postman::PostmanSim`].
 //! - [`scim`], a SCIM 2.0 provider written from RFC 7643/7644, [`scim::ScimSim`].
+//! - [`standalone`], either simulator in a process of its own (the `simulate` binary and
+//!   the bench's separate-process mode).
 
 #![warn(missing_docs)]
 
@@ -24,3 +26,4 @@ pub mod kit;
 pub mod postman;
 pub mod scim;
 pub mod smartsheet;
+pub mod standalone;

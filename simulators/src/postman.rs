@@ -413,8 +413,13 @@ pub struct PostmanSim {
 impl PostmanSim {
     /// Binds `127.0.0.1:0` and serves the API from a spawned tokio task.
     pub async fn start() -> io::Result<Self> {
+        Self::start_on(0).await
+    }
+
+    /// As [`PostmanSim::start`], on a given port of `127.0.0.1` (`0`: any free one).
+    pub async fn start_on(port: u16) -> io::Result<Self> {
         let shared: Shared = Arc::new(Mutex::new(SimState::new()));
-        let server = SimServer::start(router(shared.clone())).await?;
+        let server = SimServer::start_on(port, router(shared.clone())).await?;
         Ok(PostmanSim { shared, server })
     }
 

@@ -135,7 +135,8 @@ pub trait SlotSource: Send + Sync + std::fmt::Debug {
 pub struct BudgetUnavailable(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// How far ahead a process reserves shared slots in one go: one database write per
-/// this much of the budget, not one per request.
+/// this much of the budget's time, not one per request — however many requests a fast
+/// budget fits into it (at 60,000,000 a minute, 100,000 slots in one write).
 const RESERVE_AHEAD: Duration = Duration::from_millis(100);
 
 /// Spaces requests so a connection never exceeds its requests-per-minute budget, across
@@ -191,14 +192,13 @@ impl Pacer {
                 slots.left = 0;
             }
             if let (0, Some((budget, source))) = (slots.left, self.shared.get()) {
-                let count = (RESERVE_AHEAD.as_micros() / self.interval.as_micros().max(1))
-                    .clamp(1, 1000) as u32;
+                let count = reserve_count(self.interval);
                 match source.take_slots(budget, self.interval, count).await {
                     Ok(wait) => {
                         *slots = Slots {
                             next: now + wait,
                             left: count,
-                            end: now + wait + self.interval * count,
+                            end: now + wait + reserved_span(self.interval, count),
                         }
                     }
                     Err(e) => {
@@ -217,6 +217,20 @@ impl Pacer {
             tokio::time::sleep_until(slot).await;
         }
     }
+}
+
+/// How many slots one reservation takes: as many as fit into [`RESERVE_AHEAD`], at least one.
+fn reserve_count(interval: Duration) -> u32 {
+    let count = RESERVE_AHEAD.as_micros() / interval.as_micros().max(1);
+    count.clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// The stretch of time `count` slots `interval` apart cover in the shared budget, counted
+/// in whole microseconds as `Store::take_request_slots` counts it: past its end the time
+/// is another process's, so the slots left unused then are given up.
+fn reserved_span(interval: Duration, count: u32) -> Duration {
+    let micros = interval.as_micros().max(1) * u128::from(count);
+    Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
 /// The characters escaped in one segment of a URL's path: the WHATWG URL standard's
@@ -748,5 +762,47 @@ mod tests {
         }
         assert_eq!(start.elapsed(), pacer.interval * 4);
         assert!(pacer.interval >= Duration::from_millis(500));
+    }
+
+    /// A shared budget that hands out every reservation at once and notes its size.
+    #[derive(Debug, Default)]
+    struct CountingSource(std::sync::Mutex<Vec<u32>>);
+
+    impl SlotSource for CountingSource {
+        fn take_slots<'a>(
+            &'a self,
+            _budget: &'a str,
+            _interval: Duration,
+            count: u32,
+        ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>> {
+            self.0.lock().unwrap().push(count);
+            Box::pin(async { Ok(Duration::ZERO) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_shared_budget_is_reserved_once_per_window_not_once_per_request() {
+        let pacer = Pacer::new(60_000_000); // one a microsecond: it cannot bind here
+        let source = Arc::new(CountingSource::default());
+        pacer.share("fast", source.clone());
+        // (Paused, the clock moves a whole millisecond per timer: 50 waits fit in the window.)
+        for _ in 0..50 {
+            pacer.wait().await;
+        }
+        assert_eq!(*source.0.lock().unwrap(), vec![100_000]);
+        // Past the window, the unused slots are given up and a new window reserved.
+        tokio::time::advance(RESERVE_AHEAD + Duration::from_millis(1)).await;
+        pacer.wait().await;
+        assert_eq!(*source.0.lock().unwrap(), vec![100_000, 100_000]);
+    }
+
+    #[test]
+    fn a_reservation_spans_the_time_the_store_reserves() {
+        let fast = Duration::from_nanos(1001);
+        assert_eq!(reserve_count(fast), 100_000);
+        assert_eq!(reserved_span(fast, 100_000), RESERVE_AHEAD);
+        let slow = Duration::from_millis(500);
+        assert_eq!(reserve_count(slow), 1);
+        assert_eq!(reserved_span(slow, 1), slow);
     }
 }

@@ -89,6 +89,7 @@ impl Acceptor {
             .store()
             .accept(request, body, &planned, brake, hand_off)
             .await?;
+        let mut handed = 0;
         for claim in claims {
             let Some(i) = places.iter().position(|(id, _, _)| *id == claim.id) else {
                 continue;
@@ -100,8 +101,9 @@ impl Acceptor {
                 permit,
             })
             .await;
+            handed += 1;
         }
-        self.report(request, &accepted, brake).await?;
+        self.report(request, &accepted, brake, handed).await?;
         Ok(Ok(accepted))
     }
 
@@ -137,19 +139,23 @@ impl Acceptor {
         places
     }
 
-    /// Logs and counts what became of an event, wakes the work loop for what runs, and
+    /// Logs and counts what became of an event, wakes the work loop for what runs and was
+    /// not `handed` to it (a claim that can find nothing is two statements per event), and
     /// notes a duplicate delivery on the workflows the event made the first time.
     async fn report(
         &self,
         request: &Request,
         accepted: &Accepted,
         brake: Option<u32>,
+        handed: usize,
     ) -> Result<(), EngineError> {
         let event_id = request.event_id.escape_debug();
         match accepted {
             Accepted::New(ids) => {
                 info!(event_id = %event_id, workflows = ids.len(), "event accepted");
-                self.shared.wake_up();
+                if handed < ids.len() {
+                    self.shared.wake_up();
+                }
             }
             Accepted::Held {
                 held,
@@ -160,7 +166,9 @@ impl Acceptor {
                 metrics::counter!("offboard_workflows_held_total").increment(held.len() as u64);
                 if !running.is_empty() {
                     info!(event_id = %event_id, workflows = running.len(), "event accepted; its workflows that keep the account run");
-                    self.shared.wake_up();
+                    if handed < running.len() {
+                        self.shared.wake_up();
+                    }
                 }
             }
             Accepted::Duplicate => {

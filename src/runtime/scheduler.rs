@@ -197,46 +197,28 @@ impl Scheduler {
                 let _ = scheduler.drive_from(h.claim, Some(h.started)).await;
             });
         };
+        // Whether something may have become due since the last look: a hand-off makes
+        // nothing due (it arrives leased), so it costs no claim and no due query.
+        let mut look = true;
+        let mut next_look = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             while running.try_join_next().is_some() {}
             while let Ok(h) = handed.try_recv() {
                 drive(&mut running, h);
             }
-            let full = match self.claim_free().await {
-                Ok((claims, places)) => {
-                    let full = !places.is_empty() && claims.len() == places.len();
-                    for (claim, permit) in claims.into_iter().zip(places) {
-                        let scheduler = self.clone();
-                        running.spawn(async move {
-                            let _permit = permit;
-                            let _ = scheduler.drive(claim).await;
-                        });
-                    }
-                    full
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not claim due workflows");
+            if look {
+                next_look = tokio::time::Instant::now() + self.claim_due_work(&mut running).await;
+            }
+            look = tokio::select! {
+                Some(h) = handed.recv() => {
+                    drive(&mut running, h);
                     false
                 }
+                _ = self.shared.woken() => true,
+                _ = tokio::time::sleep_until(next_look) => true,
+                _ = running.join_next(), if !running.is_empty() => true,
+                _ = shutdown.cancelled() => false,
             };
-            // More may be due: look again as soon as a drive ends. Otherwise sleep until
-            // the next timer (other processes' new events are seen within a second).
-            let nap = if full {
-                Duration::from_secs(1)
-            } else {
-                match self.shared.store().next_wake().await {
-                    Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
-                    _ => Duration::from_secs(1),
-                }
-                .clamp(Duration::from_millis(20), Duration::from_secs(1))
-            };
-            tokio::select! {
-                Some(h) = handed.recv() => drive(&mut running, h),
-                _ = self.shared.woken() => {}
-                _ = tokio::time::sleep(nap) => {}
-                _ = running.join_next(), if !running.is_empty() => {}
-                _ = shutdown.cancelled() => {}
-            }
         }
         self.shared.stop();
         // Hand-offs made before the intake saw the stop are driven like any in flight.
@@ -250,6 +232,38 @@ impl Scheduler {
         );
         running.join_all().await;
         heartbeat.abort();
+    }
+
+    /// Claims due workflows into the free places and starts their drives; returns how long
+    /// to wait before looking again if nothing else happens: until the next timer (other
+    /// processes' new events are seen within a second), or a second when every place was
+    /// filled (more may be due: a drive's end looks again sooner).
+    async fn claim_due_work(&self, running: &mut tokio::task::JoinSet<()>) -> Duration {
+        let full = match self.claim_free().await {
+            Ok((claims, places)) => {
+                let full = !places.is_empty() && claims.len() == places.len();
+                for (claim, permit) in claims.into_iter().zip(places) {
+                    let scheduler = self.clone();
+                    running.spawn(async move {
+                        let _permit = permit;
+                        let _ = scheduler.drive(claim).await;
+                    });
+                }
+                full
+            }
+            Err(e) => {
+                warn!(error = %e, "could not claim due workflows");
+                false
+            }
+        };
+        if full {
+            return Duration::from_secs(1);
+        }
+        match self.shared.store().next_wake().await {
+            Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            _ => Duration::from_secs(1),
+        }
+        .clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
 
     /// Claims as many due workflows as there are free places; returns the claims, and the

@@ -19,7 +19,7 @@ impl Store {
         use sea_orm::ConnectionTrait;
         let d = self.dialect();
         let now = d.now_micros();
-        let span = interval.as_micros() as i64 * i64::from(count.max(1));
+        let span = interval.as_micros().max(1) as i64 * i64::from(count.max(1));
         let sql = format!(
             "INSERT INTO request_budgets AS b (connection, next_slot_us) VALUES ($1, {now} + $2) \
              ON CONFLICT (connection) DO UPDATE \
