@@ -142,6 +142,29 @@ fn default_timeout() -> u64 {
 }
 
 impl ConnectionConfig {
+    /// A connection to `app` at `base_url` whose token is in `token_env`, drawing on
+    /// `requests_per_minute`; everything else as a config file that names nothing more
+    /// would have it (default timeout, nobody protected, SCIM defaults).
+    pub fn new(
+        app: AppKind,
+        base_url: impl Into<String>,
+        token_env: impl Into<String>,
+        requests_per_minute: u32,
+    ) -> ConnectionConfig {
+        ConnectionConfig {
+            app,
+            base_url: base_url.into(),
+            token_env: token_env.into(),
+            requests_per_minute,
+            timeout_secs: default_timeout(),
+            protected: Vec::new(),
+            allow_admins: false,
+            scim_match: None,
+            offboard: None,
+            remove_from_groups: None,
+        }
+    }
+
     /// The connection's protection rules, as the connectors apply them.
     pub fn guard(&self) -> crate::domain::protection::Guard {
         crate::domain::protection::Guard {
@@ -450,33 +473,21 @@ impl Config {
         let mut connections = BTreeMap::new();
         connections.insert(
             "smartsheet".to_string(),
-            ConnectionConfig {
-                app: AppKind::Smartsheet,
-                base_url: "https://api.smartsheet.com/2.0".into(),
-                token_env: "SMARTSHEET_TOKEN".into(),
-                requests_per_minute: 300,
-                timeout_secs: default_timeout(),
-                protected: Vec::new(),
-                allow_admins: false,
-                scim_match: None,
-                offboard: None,
-                remove_from_groups: None,
-            },
+            ConnectionConfig::new(
+                AppKind::Smartsheet,
+                "https://api.smartsheet.com/2.0",
+                "SMARTSHEET_TOKEN",
+                300,
+            ),
         );
         connections.insert(
             "postman".to_string(),
-            ConnectionConfig {
-                app: AppKind::Postman,
-                base_url: "https://api.getpostman.com".into(),
-                token_env: "POSTMAN_API_KEY".into(),
-                requests_per_minute: 120,
-                timeout_secs: default_timeout(),
-                protected: Vec::new(),
-                allow_admins: false,
-                scim_match: None,
-                offboard: None,
-                remove_from_groups: None,
-            },
+            ConnectionConfig::new(
+                AppKind::Postman,
+                "https://api.getpostman.com",
+                "POSTMAN_API_KEY",
+                120,
+            ),
         );
         Config {
             database_url: DEFAULT_DATABASE_URL.into(),
