@@ -44,6 +44,24 @@ pub trait Model: Send + std::fmt::Debug {
     fn read(&mut self, path: &str, status: &mut u16, body: &mut Value);
 }
 
+/// How a planned write names a thing: kind, name and id once a read told the model the
+/// name (`workspace "Launch" (w1)`), kind and id before (`workspace w1`).
+pub fn thing(kind: &str, name: Option<&String>, id: impl std::fmt::Display) -> String {
+    match name {
+        Some(name) => format!("{kind} {name:?} ({id})"),
+        None => format!("{kind} {id}"),
+    }
+}
+
+/// How a planned write names a person: email and user id once a read told the model the
+/// email (`ada@example.com (user 7)`), the user id before (`user 7`).
+pub fn person(email: Option<&String>, id: impl std::fmt::Display) -> String {
+    match email {
+        Some(email) => format!("{email} (user {id})"),
+        None => format!("user {id}"),
+    }
+}
+
 /// The dry run of one connection: its app's model and the writes planned so far. Shared
 /// by every HTTP client of the connection (Postman's API and SCIM clients), so the writes
 /// stay in the order the actions made them.

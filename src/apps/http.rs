@@ -261,6 +261,17 @@ pub enum CallFailure {
     },
 }
 
+impl CallFailure {
+    /// The status (a redirect's, or `None` when no response came) and the message, for
+    /// each app's own error type.
+    pub fn into_parts(self) -> (Option<u16>, String) {
+        match self {
+            CallFailure::NoResponse(message) => (None, message),
+            CallFailure::Redirected { status, message } => (Some(status), message),
+        }
+    }
+}
+
 /// The longest redirect target a message repeats (a `Location` can be kilobytes long).
 const MAX_TARGET_CHARS: usize = 200;
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::client::role_name;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one Postman team.
 #[derive(Debug, Default)]
@@ -34,17 +34,11 @@ pub struct PostmanModel {
 
 impl PostmanModel {
     fn who(&self, id: &str) -> String {
-        match self.members.get(id) {
-            Some(email) => format!("{email} (user {id})"),
-            None => format!("user {id}"),
-        }
+        dry_run::person(self.members.get(id), id)
     }
 
     fn workspace(&self, id: &str) -> String {
-        match self.workspaces.get(id) {
-            Some(name) => format!("workspace {name:?} ({id})"),
-            None => format!("workspace {id}"),
-        }
+        dry_run::thing("workspace", self.workspaces.get(id), id)
     }
 
     /// Whether a planned deactivation took the person with this email out of the team.

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::client::urlencode_segment;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one SCIM provider. Users and groups are keyed by
 /// their id as it appears in a path.
@@ -29,17 +29,11 @@ pub struct ScimModel {
 
 impl ScimModel {
     fn user(&self, id: &str) -> String {
-        match self.names.get(id) {
-            Some(name) => format!("SCIM user {name:?} ({id})"),
-            None => format!("SCIM user {id}"),
-        }
+        dry_run::thing("SCIM user", self.names.get(id), id)
     }
 
     fn group(&self, id: &str) -> String {
-        match self.groups.get(id) {
-            Some(name) => format!("group {name:?} ({id})"),
-            None => format!("group {id}"),
-        }
+        dry_run::thing("group", self.groups.get(id), id)
     }
 
     /// The user as the planned writes leave it: inactive, out of the groups it left.

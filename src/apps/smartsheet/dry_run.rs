@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Map, Value};
 
 use super::client::USER_NOT_FOUND;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one Smartsheet account.
 #[derive(Debug, Default)]
@@ -31,10 +31,7 @@ const SUCCESS: &str = "SUCCESS";
 
 impl SmartsheetModel {
     fn who(&self, id: i64) -> String {
-        match self.emails.get(&id) {
-            Some(email) => format!("{email} (user {id})"),
-            None => format!("user {id}"),
-        }
+        dry_run::person(self.emails.get(&id), id)
     }
 
     fn learn_user(&mut self, user: &Value) {
