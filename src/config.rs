@@ -540,41 +540,25 @@ impl Config {
     /// Parses a config file's text over the defaults.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let file: ConfigFile = toml::from_str(text)?;
-        let mut config = Config::defaults();
-        if let Some(v) = file.database_url {
-            config.database_url = v;
-        }
-        if let Some(v) = file.amqp_url {
-            config.amqp_url = v;
-        }
-        if let Some(v) = file.amqp {
-            config.amqp = v;
-        }
-        if let Some(v) = file.intake {
-            config.intake = v;
-        }
-        if let Some(v) = file.limits {
-            config.limits = v;
-        }
-        if let Some(v) = file.max_concurrent_workflows {
-            config.max_concurrent_workflows = v;
-        }
-        if let Some(v) = file.lease_secs {
-            config.lease_secs = v;
-        }
-        if let Some(v) = file.database_pool_size {
-            config.database_pool_size = v;
-        }
-        config.workflows_dir = file.workflows_dir;
-        if let Some(v) = file.connections {
-            config.connections = v;
-        }
-        if let Some(v) = file.http {
-            config.http = v;
-        }
-        if let Some(v) = file.ingest {
-            config.ingest = v;
-        }
+        let defaults = Config::defaults();
+        let config = Config {
+            database_url: file.database_url.unwrap_or(defaults.database_url),
+            amqp_url: file.amqp_url.unwrap_or(defaults.amqp_url),
+            amqp: file.amqp.unwrap_or(defaults.amqp),
+            workflows_dir: file.workflows_dir,
+            max_concurrent_workflows: file
+                .max_concurrent_workflows
+                .unwrap_or(defaults.max_concurrent_workflows),
+            lease_secs: file.lease_secs.unwrap_or(defaults.lease_secs),
+            database_pool_size: file
+                .database_pool_size
+                .unwrap_or(defaults.database_pool_size),
+            intake: file.intake.unwrap_or(defaults.intake),
+            limits: file.limits.unwrap_or(defaults.limits),
+            connections: file.connections.unwrap_or(defaults.connections),
+            http: file.http.unwrap_or(defaults.http),
+            ingest: file.ingest.unwrap_or(defaults.ingest),
+        };
         config.validate()?;
         Ok(config)
     }
