@@ -62,6 +62,15 @@ pub fn person(email: Option<&String>, id: impl std::fmt::Display) -> String {
     }
 }
 
+/// A successful (200) read of `path` answered with `body`, as `model` makes it look: the
+/// status and body the action would see. For the models' tests.
+#[cfg(test)]
+pub(crate) fn read_through(model: &mut impl Model, path: &str, mut body: Value) -> (u16, Value) {
+    let mut status = 200;
+    model.read(path, &mut status, &mut body);
+    (status, body)
+}
+
 /// The dry run of one connection: its app's model and the writes planned so far. Shared
 /// by every HTTP client of the connection (Postman's API and SCIM clients), so the writes
 /// stay in the order the actions made them.

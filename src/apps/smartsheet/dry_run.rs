@@ -164,35 +164,28 @@ impl Model for SmartsheetModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::dry_run::read_through;
 
     #[test]
     fn reads_after_planned_writes_answer_as_smartsheet_would_then() {
         let mut model = SmartsheetModel::default();
-        let (mut status, mut user) = (
-            200,
-            json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true}),
-        );
-        model.read("/users/7", &mut status, &mut user);
-        let mut group = json!({"id": 3, "name": "Launch", "ownerId": 7});
-        model.read("/groups/3", &mut status, &mut group);
+        let user = json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true});
+        read_through(&mut model, "/users/7", user.clone());
+        let group = json!({"id": 3, "name": "Launch", "ownerId": 7});
+        read_through(&mut model, "/groups/3", group.clone());
 
         let (_, text) = model.write("PUT", "/groups/3", Some(&json!({"ownerId": 8})));
         assert_eq!(
             text,
             "group \"Launch\" (group 3): owner ada@example.com (user 7) -> user 8"
         );
-        let mut again = json!({"id": 3, "name": "Launch", "ownerId": 7});
-        model.read("/groups/3", &mut status, &mut again);
+        let (_, again) = read_through(&mut model, "/groups/3", group);
         assert_eq!(again["ownerId"], 8);
 
-        model.write(
-            "PUT",
-            "/users/7",
-            Some(&json!({"licensedSheetCreator": false})),
-        );
-        let mut user = json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true});
-        model.read("/users/7", &mut status, &mut user);
-        assert_eq!(user["licensedSheetCreator"], false);
+        let unlicensed = json!({"licensedSheetCreator": false});
+        model.write("PUT", "/users/7", Some(&unlicensed));
+        let (_, seen) = read_through(&mut model, "/users/7", user.clone());
+        assert_eq!(seen["licensedSheetCreator"], false);
 
         let (_, text) = model.write(
             "DELETE",
@@ -200,9 +193,9 @@ mod tests {
             None,
         );
         assert_eq!(text, "remove user ada@example.com (user 7) from the account and from all sharing; their sheets go to user 8");
-        model.read("/users/7", &mut status, &mut user);
+        let (status, gone) = read_through(&mut model, "/users/7", user);
         assert_eq!(
-            (status, user["errorCode"].as_i64()),
+            (status, gone["errorCode"].as_i64()),
             (404, Some(USER_NOT_FOUND))
         );
     }
