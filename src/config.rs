@@ -142,6 +142,29 @@ fn default_timeout() -> u64 {
 }
 
 impl ConnectionConfig {
+    /// A connection to `app` at `base_url` whose token is in `token_env`, drawing on
+    /// `requests_per_minute`; everything else as a config file that names nothing more
+    /// would have it (default timeout, nobody protected, SCIM defaults).
+    pub fn new(
+        app: AppKind,
+        base_url: impl Into<String>,
+        token_env: impl Into<String>,
+        requests_per_minute: u32,
+    ) -> ConnectionConfig {
+        ConnectionConfig {
+            app,
+            base_url: base_url.into(),
+            token_env: token_env.into(),
+            requests_per_minute,
+            timeout_secs: default_timeout(),
+            protected: Vec::new(),
+            allow_admins: false,
+            scim_match: None,
+            offboard: None,
+            remove_from_groups: None,
+        }
+    }
+
     /// The connection's protection rules, as the connectors apply them.
     pub fn guard(&self) -> crate::domain::protection::Guard {
         crate::domain::protection::Guard {
@@ -450,33 +473,21 @@ impl Config {
         let mut connections = BTreeMap::new();
         connections.insert(
             "smartsheet".to_string(),
-            ConnectionConfig {
-                app: AppKind::Smartsheet,
-                base_url: "https://api.smartsheet.com/2.0".into(),
-                token_env: "SMARTSHEET_TOKEN".into(),
-                requests_per_minute: 300,
-                timeout_secs: default_timeout(),
-                protected: Vec::new(),
-                allow_admins: false,
-                scim_match: None,
-                offboard: None,
-                remove_from_groups: None,
-            },
+            ConnectionConfig::new(
+                AppKind::Smartsheet,
+                "https://api.smartsheet.com/2.0",
+                "SMARTSHEET_TOKEN",
+                300,
+            ),
         );
         connections.insert(
             "postman".to_string(),
-            ConnectionConfig {
-                app: AppKind::Postman,
-                base_url: "https://api.getpostman.com".into(),
-                token_env: "POSTMAN_API_KEY".into(),
-                requests_per_minute: 120,
-                timeout_secs: default_timeout(),
-                protected: Vec::new(),
-                allow_admins: false,
-                scim_match: None,
-                offboard: None,
-                remove_from_groups: None,
-            },
+            ConnectionConfig::new(
+                AppKind::Postman,
+                "https://api.getpostman.com",
+                "POSTMAN_API_KEY",
+                120,
+            ),
         );
         Config {
             database_url: DEFAULT_DATABASE_URL.into(),
@@ -529,41 +540,25 @@ impl Config {
     /// Parses a config file's text over the defaults.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let file: ConfigFile = toml::from_str(text)?;
-        let mut config = Config::defaults();
-        if let Some(v) = file.database_url {
-            config.database_url = v;
-        }
-        if let Some(v) = file.amqp_url {
-            config.amqp_url = v;
-        }
-        if let Some(v) = file.amqp {
-            config.amqp = v;
-        }
-        if let Some(v) = file.intake {
-            config.intake = v;
-        }
-        if let Some(v) = file.limits {
-            config.limits = v;
-        }
-        if let Some(v) = file.max_concurrent_workflows {
-            config.max_concurrent_workflows = v;
-        }
-        if let Some(v) = file.lease_secs {
-            config.lease_secs = v;
-        }
-        if let Some(v) = file.database_pool_size {
-            config.database_pool_size = v;
-        }
-        config.workflows_dir = file.workflows_dir;
-        if let Some(v) = file.connections {
-            config.connections = v;
-        }
-        if let Some(v) = file.http {
-            config.http = v;
-        }
-        if let Some(v) = file.ingest {
-            config.ingest = v;
-        }
+        let defaults = Config::defaults();
+        let config = Config {
+            database_url: file.database_url.unwrap_or(defaults.database_url),
+            amqp_url: file.amqp_url.unwrap_or(defaults.amqp_url),
+            amqp: file.amqp.unwrap_or(defaults.amqp),
+            workflows_dir: file.workflows_dir,
+            max_concurrent_workflows: file
+                .max_concurrent_workflows
+                .unwrap_or(defaults.max_concurrent_workflows),
+            lease_secs: file.lease_secs.unwrap_or(defaults.lease_secs),
+            database_pool_size: file
+                .database_pool_size
+                .unwrap_or(defaults.database_pool_size),
+            intake: file.intake.unwrap_or(defaults.intake),
+            limits: file.limits.unwrap_or(defaults.limits),
+            connections: file.connections.unwrap_or(defaults.connections),
+            http: file.http.unwrap_or(defaults.http),
+            ingest: file.ingest.unwrap_or(defaults.ingest),
+        };
         config.validate()?;
         Ok(config)
     }

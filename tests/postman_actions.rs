@@ -43,16 +43,8 @@ const RECLAIM: &[&str] = &[
 
 fn client_for(sim: &PostmanSim, key: &str) -> Client {
     let config = ConnectionConfig {
-        app: AppKind::Postman,
-        base_url: sim.base_url(),
-        token_env: "UNUSED".into(),
-        requests_per_minute: 60_000,
         timeout_secs: 2,
-        protected: Vec::new(),
-        allow_admins: false,
-        scim_match: None,
-        offboard: None,
-        remove_from_groups: None,
+        ..ConnectionConfig::new(AppKind::Postman, sim.base_url(), "UNUSED", 60_000)
     };
     Client::with_keys(&config, Secret::new(key), Secret::new(key))
         .unwrap()

@@ -44,6 +44,33 @@ pub trait Model: Send + std::fmt::Debug {
     fn read(&mut self, path: &str, status: &mut u16, body: &mut Value);
 }
 
+/// How a planned write names a thing: kind, name and id once a read told the model the
+/// name (`workspace "Launch" (w1)`), kind and id before (`workspace w1`).
+pub fn thing(kind: &str, name: Option<&String>, id: impl std::fmt::Display) -> String {
+    match name {
+        Some(name) => format!("{kind} {name:?} ({id})"),
+        None => format!("{kind} {id}"),
+    }
+}
+
+/// How a planned write names a person: email and user id once a read told the model the
+/// email (`ada@example.com (user 7)`), the user id before (`user 7`).
+pub fn person(email: Option<&String>, id: impl std::fmt::Display) -> String {
+    match email {
+        Some(email) => format!("{email} (user {id})"),
+        None => format!("user {id}"),
+    }
+}
+
+/// A successful (200) read of `path` answered with `body`, as `model` makes it look: the
+/// status and body the action would see. For the models' tests.
+#[cfg(test)]
+pub(crate) fn read_through(model: &mut impl Model, path: &str, mut body: Value) -> (u16, Value) {
+    let mut status = 200;
+    model.read(path, &mut status, &mut body);
+    (status, body)
+}
+
 /// The dry run of one connection: its app's model and the writes planned so far. Shared
 /// by every HTTP client of the connection (Postman's API and SCIM clients), so the writes
 /// stay in the order the actions made them.

@@ -275,6 +275,17 @@ pub enum CallFailure {
     },
 }
 
+impl CallFailure {
+    /// The status (a redirect's, or `None` when no response came) and the message, for
+    /// each app's own error type.
+    pub fn into_parts(self) -> (Option<u16>, String) {
+        match self {
+            CallFailure::NoResponse(message) => (None, message),
+            CallFailure::Redirected { status, message } => (Some(status), message),
+        }
+    }
+}
+
 /// The longest redirect target a message repeats (a `Location` can be kilobytes long).
 const MAX_TARGET_CHARS: usize = 200;
 
@@ -623,18 +634,17 @@ mod tests {
         (url, sent)
     }
 
+    /// A client of `url` sending `key` as an `X-Api-Key` header (as Postman's API wants),
+    /// with budget to spare.
+    fn api_key_client(url: &str, key: &str, timeout: Duration) -> ApiHttp {
+        let header = HeaderName::from_static("x-api-key");
+        ApiHttp::new(url, header, None, Secret::new(key), 60_000, timeout).unwrap()
+    }
+
     #[tokio::test]
     async fn a_100_mib_body_is_not_read_past_the_cap() {
         let (url, sent) = endless_body(100 * 1024 * 1024).await;
-        let http = ApiHttp::new(
-            &url,
-            HeaderName::from_static("x-api-key"),
-            None,
-            Secret::new("k"),
-            60_000,
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        let http = api_key_client(&url, "k", Duration::from_secs(30));
         let reply = http
             .call(Method::GET, "/big", None, &CallLog::discard(), |_| None)
             .await
@@ -713,15 +723,7 @@ mod tests {
     async fn a_redirect_is_an_answer_not_followed_and_the_key_stays_home() {
         for status in [301, 302, 303, 307, 308] {
             let (url, target, reached) = redirecting(status).await;
-            let http = ApiHttp::new(
-                &url,
-                HeaderName::from_static("x-api-key"),
-                None,
-                Secret::new("PMAK-must-not-travel"),
-                60_000,
-                Duration::from_secs(5),
-            )
-            .unwrap();
+            let http = api_key_client(&url, "PMAK-must-not-travel", Duration::from_secs(5));
             for method in [Method::GET, Method::DELETE, Method::PATCH] {
                 let body = serde_json::json!({"active": false});
                 let got = http

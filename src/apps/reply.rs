@@ -20,3 +20,22 @@ pub struct Reply {
     /// read further.
     pub oversized: bool,
 }
+
+impl Reply {
+    /// The body of an answer that succeeded (status below 400), else the app's error:
+    /// `cut_off` with the status when the body ran past the limit, `refused` with the
+    /// whole answer when the status is 400 or more.
+    pub fn into_body<E>(
+        self,
+        cut_off: impl FnOnce(u16) -> E,
+        refused: impl FnOnce(Reply) -> E,
+    ) -> Result<Value, E> {
+        if self.oversized {
+            Err(cut_off(self.status))
+        } else if self.status < 400 {
+            Ok(self.body)
+        } else {
+            Err(refused(self))
+        }
+    }
+}

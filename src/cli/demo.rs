@@ -158,17 +158,10 @@ impl Apps {
 /// A connection to a simulator: its token is handed to the client directly (the
 /// environment variable is named for the config's sake, never read).
 fn demo_connection(app: AppKind, base_url: String, requests_per_minute: u32) -> ConnectionConfig {
+    let token_env = format!("OFFBOARD_DEMO_{}_TOKEN", app.as_str().to_uppercase());
     ConnectionConfig {
-        app,
-        base_url,
-        token_env: format!("OFFBOARD_DEMO_{}_TOKEN", app.as_str().to_uppercase()),
-        requests_per_minute,
         timeout_secs: 10,
-        protected: Vec::new(),
-        allow_admins: false,
-        scim_match: None,
-        offboard: None,
-        remove_from_groups: None,
+        ..ConnectionConfig::new(app, base_url, token_env, requests_per_minute)
     }
 }
 

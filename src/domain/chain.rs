@@ -288,7 +288,7 @@ pub fn verify(
 mod tests {
     use super::*;
 
-    type Row = (i32, DateTime<Utc>, &'static str, String, String);
+    type Row = (i32, DateTime<Utc>, String, String, String);
 
     fn with(key: Option<&AuditKey>) -> Verifier<'_> {
         Verifier {
@@ -308,7 +308,13 @@ mod tests {
             let seq = i as i32 + 1;
             let key = keys[i.min(keys.len() - 1)];
             let hash = link(key, &prev, seq, at, b);
-            out.push((seq, stored_time(at), *b, prev.clone(), hash.clone()));
+            out.push((
+                seq,
+                stored_time(at),
+                b.to_string(),
+                prev.clone(),
+                hash.clone(),
+            ));
             prev = hash;
         }
         out
@@ -347,18 +353,12 @@ mod tests {
             assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
             assert_eq!(all[0].at, stored_time(at));
             assert_eq!(all[1].prev, all[0].hash);
-            let stored: Vec<Link<'_>> = all
+            let stored: Vec<Row> = all
                 .iter()
-                .map(|c| Link {
-                    seq: c.seq,
-                    at: c.at,
-                    body: &c.body,
-                    prev_hash: &c.prev,
-                    hash: &c.hash,
-                })
+                .map(|c| (c.seq, c.at, c.body.clone(), c.prev.clone(), c.hash.clone()))
                 .collect();
             let head = &all[2].hash;
-            assert_eq!(verify(&stored, head, with(key)), Ok(()));
+            assert_eq!(verify(&links(&stored), head, with(key)), Ok(()));
             assert_eq!(is_keyed(head), key.is_some());
         }
     }
@@ -371,11 +371,11 @@ mod tests {
     /// with write access but, unless `key` is the real one, without the audit key).
     fn rewrite(c: &[Row], at: usize, key: Option<&AuditKey>) -> (Vec<Row>, String) {
         let mut out = c.to_vec();
-        out[at].2 = "forged";
+        out[at].2 = "forged".into();
         let mut prev = out[at].3.clone();
         for r in out.iter_mut().skip(at) {
             r.3 = prev.clone();
-            r.4 = link(key, &prev, r.0, r.1, r.2);
+            r.4 = link(key, &prev, r.0, r.1, &r.2);
             prev = r.4.clone();
         }
         (out, prev)
@@ -390,7 +390,7 @@ mod tests {
             assert_eq!(verify(&links(&c), &head, with(Some(&key))), Ok(()));
 
             let mut edited = c.clone();
-            edited[1].2 = "B";
+            edited[1].2 = "B".into();
             assert_eq!(
                 verify(&links(&edited), &head, with(Some(&key)))
                     .unwrap_err()

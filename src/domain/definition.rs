@@ -174,11 +174,10 @@ impl Definition {
     }
 }
 
+/// A two-step definition of a made-up app `x` (actions `x.find` and `x.remove`, the
+/// second with its own retry limit), for the domain's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = r#"
+pub(crate) const SAMPLE: &str = r#"
 name = "x-offboard"
 version = 3
 app = "x"
@@ -198,6 +197,10 @@ name = "remove"
 action = "x.remove"
 retry = { max_attempts = 7 }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn known(a: &str) -> bool {
         ["x.find", "x.remove"].contains(&a)

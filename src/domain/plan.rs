@@ -81,23 +81,6 @@ mod tests {
     use super::*;
     use crate::domain::event::EventType;
 
-    const DEF: &str = r#"
-name = "t"
-version = 1
-app = "smartsheet"
-event_type = "offboarding.requested"
-outcome = "removed"
-[retry]
-initial_interval_ms = 1000
-multiplier = 2.0
-max_interval_ms = 10000
-max_attempts = 3
-jitter = 0.5
-[[steps]]
-name = "find"
-action = "smartsheet.find"
-"#;
-
     fn request(connections: Option<Vec<String>>) -> Request {
         Request {
             event_id: "e1".into(),
@@ -114,7 +97,7 @@ action = "smartsheet.find"
     }
 
     fn check(connections: Option<Vec<String>>, expect: Result<Vec<&str>, Code>) {
-        let def = Definition::parse(DEF, |_| true).unwrap();
+        let def = Definition::parse(crate::domain::definition::SAMPLE, |_| true).unwrap();
         let configured = [("sheets", "smartsheet"), ("pm", "postman")];
         let got = plan(&request(connections), &configured, |app, _| {
             (app == "smartsheet").then_some(&def)

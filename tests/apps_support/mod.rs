@@ -49,16 +49,8 @@ pub async fn retry_calls(engine: &Engine, connection: &str, token: &str, retry: 
 /// A connection of `app` to `url` for clients built by hand.
 pub fn connection(app: AppKind, url: &str) -> ConnectionConfig {
     ConnectionConfig {
-        app,
-        base_url: url.to_string(),
-        token_env: "UNUSED".into(),
-        requests_per_minute: 60_000,
         timeout_secs: 5,
-        protected: Vec::new(),
-        allow_admins: false,
-        scim_match: None,
-        offboard: None,
-        remove_from_groups: None,
+        ..ConnectionConfig::new(app, url, "UNUSED", 60_000)
     }
 }
 

@@ -193,16 +193,13 @@ pub fn config(database_url: &str, names: AmqpNames, smartsheet_url: &str) -> Con
 /// The Smartsheet connection of [`config`].
 pub fn smartsheet_connection(url: &str) -> ConnectionConfig {
     ConnectionConfig {
-        app: AppKind::Smartsheet,
-        base_url: url.to_string(),
-        token_env: "OFFBOARD_TEST_SMARTSHEET_TOKEN".into(),
-        requests_per_minute: 6000,
         timeout_secs: 5,
-        protected: Vec::new(),
-        allow_admins: false,
-        scim_match: None,
-        offboard: None,
-        remove_from_groups: None,
+        ..ConnectionConfig::new(
+            AppKind::Smartsheet,
+            url,
+            "OFFBOARD_TEST_SMARTSHEET_TOKEN",
+            6000,
+        )
     }
 }
 
@@ -395,16 +392,8 @@ pub async fn postman_team() -> Team {
 /// A Postman connection to `url`, its key in [`POSTMAN_TOKEN_ENV`].
 pub fn postman_connection(url: &str) -> ConnectionConfig {
     ConnectionConfig {
-        app: AppKind::Postman,
-        base_url: url.to_string(),
-        token_env: POSTMAN_TOKEN_ENV.into(),
-        requests_per_minute: 6000,
         timeout_secs: 5,
-        protected: Vec::new(),
-        allow_admins: false,
-        scim_match: None,
-        offboard: None,
-        remove_from_groups: None,
+        ..ConnectionConfig::new(AppKind::Postman, url, POSTMAN_TOKEN_ENV, 6000)
     }
 }
 

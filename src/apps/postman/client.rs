@@ -28,12 +28,7 @@ use crate::apps::ClientError;
 
 /// The error that ends a list still paging after [`MAX_PAGES`] (mapped to `POST-199-B`).
 fn page_loop(path: &str) -> ApiError {
-    ApiError {
-        status: Some(200),
-        name: None,
-        message: page_loop_message(path),
-        retry_after_ms: None,
-    }
+    ApiError::without_body(Some(200), page_loop_message(path))
 }
 use crate::apps::dry_run::DryRun;
 use crate::apps::retry::{CallError, CallRetry};
@@ -300,6 +295,17 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with no app error body to read: no answer, a redirect, or an answer
+    /// that cannot be used.
+    pub fn without_body(status: Option<u16>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            name: None,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
     /// Whether another attempt may succeed (429, 5xx, no response).
     pub fn is_transient(&self) -> bool {
         matches!(self.status, None | Some(429) | Some(500..=599))
@@ -371,16 +377,8 @@ impl ApiError {
 
 impl From<CallFailure> for ApiError {
     fn from(failure: CallFailure) -> Self {
-        let (status, message) = match failure {
-            CallFailure::NoResponse(message) => (None, message),
-            CallFailure::Redirected { status, message } => (Some(status), message),
-        };
-        ApiError {
-            status,
-            name: None,
-            message,
-            retry_after_ms: None,
-        }
+        let (status, message) = failure.into_parts();
+        ApiError::without_body(status, message)
     }
 }
 
@@ -579,24 +577,18 @@ impl Client {
             .call(method, path, body, log, error_code_of)
             .await
             .map_err(ApiError::from)?;
-        if reply.oversized {
-            return Err(ApiError {
-                status: Some(reply.status),
-                name: None,
-                message: oversized_message(path),
-                retry_after_ms: None,
-            });
-        }
-        if reply.status < 400 {
-            return Ok(reply.body);
-        }
-        let (name, message) = error_parts(&reply.body);
-        Err(ApiError {
-            status: Some(reply.status),
-            name,
-            message: message.unwrap_or_else(|| "no message".to_string()),
-            retry_after_ms: retry_after_ms(&reply),
-        })
+        reply.into_body(
+            |status| ApiError::without_body(Some(status), oversized_message(path)),
+            |reply| {
+                let (name, message) = error_parts(&reply.body);
+                ApiError {
+                    status: Some(reply.status),
+                    name,
+                    message: message.unwrap_or_else(|| "no message".to_string()),
+                    retry_after_ms: retry_after_ms(&reply),
+                }
+            },
+        )
     }
 
     async fn send(
@@ -869,12 +861,8 @@ impl Client {
 }
 
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    serde_json::from_value(body).map_err(|e| ApiError {
-        status: Some(200),
-        name: None,
-        message: format!("unexpected response shape: {e}"),
-        retry_after_ms: None,
-    })
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::without_body(Some(200), format!("unexpected response shape: {e}")))
 }
 
 #[cfg(test)]

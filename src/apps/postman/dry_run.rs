@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::client::role_name;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one Postman team.
 #[derive(Debug, Default)]
@@ -34,17 +34,11 @@ pub struct PostmanModel {
 
 impl PostmanModel {
     fn who(&self, id: &str) -> String {
-        match self.members.get(id) {
-            Some(email) => format!("{email} (user {id})"),
-            None => format!("user {id}"),
-        }
+        dry_run::person(self.members.get(id), id)
     }
 
     fn workspace(&self, id: &str) -> String {
-        match self.workspaces.get(id) {
-            Some(name) => format!("workspace {name:?} ({id})"),
-            None => format!("workspace {id}"),
-        }
+        dry_run::thing("workspace", self.workspaces.get(id), id)
     }
 
     /// Whether a planned deactivation took the person with this email out of the team.
@@ -223,15 +217,15 @@ impl Model for PostmanModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::dry_run::read_through;
 
     #[test]
     fn a_planned_admin_shows_in_role_lists_and_a_deactivated_member_leaves_the_team() {
         let mut model = PostmanModel::default();
-        let mut status = 200;
-        let mut team = json!({"data": [{"id": 1, "email": "ada@example.com"}, {"id": 2, "email": "grace@example.com"}]});
-        model.read("/users", &mut status, &mut team);
-        let mut roles = json!({"roles": [{"id": "3", "displayName": "Admin", "user": ["1"]}]});
-        model.read("/workspaces/w1/roles", &mut status, &mut roles);
+        let team = json!({"data": [{"id": 1, "email": "ada@example.com"}, {"id": 2, "email": "grace@example.com"}]});
+        read_through(&mut model, "/users", team.clone());
+        let roles = json!({"roles": [{"id": "3", "displayName": "Admin", "user": ["1"]}]});
+        read_through(&mut model, "/workspaces/w1/roles", roles.clone());
 
         let change =
             json!({"roles": [{"op": "add", "path": "/user", "value": [{"id": "2", "role": "3"}]}]});
@@ -241,21 +235,19 @@ mod tests {
             "workspace w1: grace@example.com (user 2) becomes Admin"
         );
         assert_eq!(answer["roles"][0]["user"], json!(["1", "2"]));
-        let mut again = json!({"roles": [{"id": "3", "displayName": "Admin", "user": ["1"]}]});
-        model.read("/workspaces/w1/roles", &mut status, &mut again);
+        let (_, again) = read_through(&mut model, "/workspaces/w1/roles", roles);
         assert_eq!(again["roles"][0]["user"], json!(["1", "2"]));
 
-        let mut scim = json!({"id": "s1", "userName": "ada@example.com", "active": true});
-        model.read("/scim/v2/Users/s1", &mut status, &mut scim);
+        let scim = json!({"id": "s1", "userName": "ada@example.com", "active": true});
+        read_through(&mut model, "/scim/v2/Users/s1", scim.clone());
         let off = json!({"Operations": [{"op": "replace", "value": {"active": false}}]});
         model.write("PATCH", "/scim/v2/Users/s1", Some(&off));
-        model.read("/scim/v2/Users/s1", &mut status, &mut scim);
+        let (_, scim) = read_through(&mut model, "/scim/v2/Users/s1", scim);
         assert_eq!(scim["active"], false);
-        let mut team = json!({"data": [{"id": 1, "email": "ada@example.com"}, {"id": 2, "email": "grace@example.com"}]});
-        model.read("/users", &mut status, &mut team);
+        let (_, team) = read_through(&mut model, "/users", team);
         assert_eq!(team["data"].as_array().unwrap().len(), 1);
-        let mut member = json!({"id": 1, "email": "ada@example.com"});
-        model.read("/users/1", &mut status, &mut member);
+        let member = json!({"id": 1, "email": "ada@example.com"});
+        let (status, _) = read_through(&mut model, "/users/1", member);
         assert_eq!(status, 404);
     }
 }

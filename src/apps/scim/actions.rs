@@ -90,6 +90,11 @@ fn evidence(user: &Value) -> Value {
     Value::Object(out)
 }
 
+/// What a step says when the user it would change no longer exists.
+fn already_gone(id: &str) -> StepOutput {
+    StepOutput::summary(format!("SCIM user {id:?} is already gone"))
+}
+
 fn scim_id<'a>(ctx: &'a ActionContext<'_>) -> Result<&'a str, Failure> {
     ctx.fact_str("scim_id")
         .ok_or_else(|| Failure::fatal(Code::Scim199B, "no SCIM id recorded by find-user"))
@@ -201,9 +206,7 @@ async fn remove_from_groups(client: &Client, ctx: &ActionContext<'_>) -> ActionR
         .await
         .map_err(api(Area::Users))?
     else {
-        return Ok(StepOutput::summary(format!(
-            "SCIM user {id:?} is already gone"
-        )));
+        return Ok(already_gone(id));
     };
     let groups = member_groups(client, &user, ctx).await?;
     if groups.is_empty() {
@@ -352,9 +355,7 @@ async fn deactivate(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
             .await
             .map_err(api(Area::Users))?
         else {
-            return Ok(StepOutput::summary(format!(
-                "SCIM user {id:?} is already gone"
-            )));
+            return Ok(already_gone(id));
         };
         if !user.active() {
             return Ok(StepOutput::summary(format!(
@@ -406,9 +407,7 @@ async fn delete(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         .await
         .map_err(api(Area::Users))?
     else {
-        return Ok(StepOutput::summary(format!(
-            "SCIM user {id:?} is already gone"
-        )));
+        return Ok(already_gone(id));
     };
     protect(client, ctx, &user.body).await?;
     let deleted = client

@@ -46,14 +46,20 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error about an answer that came with status 200 but cannot be used.
-    pub fn unusable(detail: impl Into<String>) -> Self {
+    /// An error with no app error body to read: no answer, a redirect, or an answer
+    /// that cannot be used.
+    pub fn without_body(status: Option<u16>, detail: impl Into<String>) -> Self {
         ApiError {
-            status: Some(200),
+            status,
             scim_type: None,
             detail: detail.into(),
             retry_after_ms: None,
         }
+    }
+
+    /// An error about an answer that came with status 200 but cannot be used.
+    pub fn unusable(detail: impl Into<String>) -> Self {
+        ApiError::without_body(Some(200), detail)
     }
 
     /// Whether another attempt may succeed: 429, 5xx but 501 (Not Implemented is an
@@ -84,16 +90,8 @@ impl ApiError {
 
 impl From<CallFailure> for ApiError {
     fn from(failure: CallFailure) -> Self {
-        let (status, detail) = match failure {
-            CallFailure::NoResponse(message) => (None, message),
-            CallFailure::Redirected { status, message } => (Some(status), message),
-        };
-        ApiError {
-            status,
-            scim_type: None,
-            detail,
-            retry_after_ms: None,
-        }
+        let (status, message) = failure.into_parts();
+        ApiError::without_body(status, message)
     }
 }
 

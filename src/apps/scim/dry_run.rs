@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::client::urlencode_segment;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one SCIM provider. Users and groups are keyed by
 /// their id as it appears in a path.
@@ -29,17 +29,11 @@ pub struct ScimModel {
 
 impl ScimModel {
     fn user(&self, id: &str) -> String {
-        match self.names.get(id) {
-            Some(name) => format!("SCIM user {name:?} ({id})"),
-            None => format!("SCIM user {id}"),
-        }
+        dry_run::thing("SCIM user", self.names.get(id), id)
     }
 
     fn group(&self, id: &str) -> String {
-        match self.groups.get(id) {
-            Some(name) => format!("group {name:?} ({id})"),
-            None => format!("group {id}"),
-        }
+        dry_run::thing("group", self.groups.get(id), id)
     }
 
     /// The user as the planned writes leave it: inactive, out of the groups it left.
@@ -201,15 +195,13 @@ impl Model for ScimModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::dry_run::read_through;
 
     #[test]
     fn planned_writes_show_in_later_reads() {
         let mut model = ScimModel::default();
-        let (mut status, mut user) = (
-            200,
-            json!({"id": "u 1", "userName": "ada@example.com", "active": true, "groups": [{"value": "g1"}, {"value": "g2"}]}),
-        );
-        model.read("/Users/u%201", &mut status, &mut user);
+        let user = json!({"id": "u 1", "userName": "ada@example.com", "active": true, "groups": [{"value": "g1"}, {"value": "g2"}]});
+        read_through(&mut model, "/Users/u%201", user.clone());
         let remove = json!({"Operations": [{"op": "remove", "path": "members[value eq \"u 1\"]"}]});
         let (_, said) = model.write("PATCH", "/Groups/g1", Some(&remove));
         assert_eq!(
@@ -218,11 +210,11 @@ mod tests {
         );
         let off = json!({"Operations": [{"op": "replace", "path": "active", "value": false}]});
         model.write("PATCH", "/Users/u%201", Some(&off));
-        model.read("/Users/u%201", &mut status, &mut user);
-        assert_eq!(user["active"], false);
-        assert_eq!(user["groups"], json!([{"value": "g2"}]));
+        let (_, seen) = read_through(&mut model, "/Users/u%201", user.clone());
+        assert_eq!(seen["active"], false);
+        assert_eq!(seen["groups"], json!([{"value": "g2"}]));
         model.write("DELETE", "/Users/u%201", None);
-        model.read("/Users/u%201", &mut status, &mut user);
+        let (status, _) = read_through(&mut model, "/Users/u%201", user);
         assert_eq!(status, 404);
     }
 }

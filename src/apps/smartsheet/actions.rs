@@ -432,16 +432,8 @@ mod tests {
             let sim = SmartsheetSim::start().await.unwrap();
             let seed = sim.seed_demo();
             let config = ConnectionConfig {
-                app: AppKind::Smartsheet,
-                base_url: sim.base_url(),
-                token_env: "UNUSED".into(),
-                requests_per_minute: 60_000,
                 timeout_secs: 2,
-                protected: Vec::new(),
-                allow_admins: false,
-                scim_match: None,
-                offboard: None,
-                remove_from_groups: None,
+                ..ConnectionConfig::new(AppKind::Smartsheet, sim.base_url(), "UNUSED", 60_000)
             };
             let client = Client::new(&config, Secret::new(&seed.token))
                 .unwrap()

@@ -96,6 +96,17 @@ pub const USER_NOT_FOUND: i64 = 1020;
 pub const GROUP_NOT_FOUND: i64 = 1106;
 
 impl ApiError {
+    /// An error with no app error body to read: no answer, a redirect, or an answer
+    /// that cannot be used.
+    pub fn without_body(status: Option<u16>, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error_code: None,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
     /// Whether another attempt may succeed (429, 5xx, 4000–4004, no response).
     pub fn is_transient(&self) -> bool {
         matches!(self.error_code, Some(4000..=4004))
@@ -125,16 +136,8 @@ impl ApiError {
 
 impl From<CallFailure> for ApiError {
     fn from(failure: CallFailure) -> Self {
-        let (status, message) = match failure {
-            CallFailure::NoResponse(message) => (None, message),
-            CallFailure::Redirected { status, message } => (Some(status), message),
-        };
-        ApiError {
-            status,
-            error_code: None,
-            message,
-            retry_after_ms: None,
-        }
+        let (status, message) = failure.into_parts();
+        ApiError::without_body(status, message)
     }
 }
 
@@ -245,28 +248,20 @@ impl Client {
             .call(method, path, body, log, error_code_of)
             .await
             .map_err(ApiError::from)?;
-        if reply.oversized {
-            return Err(ApiError {
+        reply.into_body(
+            |status| ApiError::without_body(Some(status), oversized_message(path)),
+            |reply| ApiError {
                 status: Some(reply.status),
-                error_code: None,
-                message: oversized_message(path),
-                retry_after_ms: None,
-            });
-        }
-        if reply.status < 400 {
-            return Ok(reply.body);
-        }
-        Err(ApiError {
-            status: Some(reply.status),
-            error_code: error_code_of(&reply.body),
-            message: reply
-                .body
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message")
-                .to_string(),
-            retry_after_ms: reply.retry_after_ms,
-        })
+                error_code: error_code_of(&reply.body),
+                message: reply
+                    .body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no message")
+                    .to_string(),
+                retry_after_ms: reply.retry_after_ms,
+            },
+        )
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, log: &CallLog) -> Result<T, ApiError> {
@@ -290,12 +285,7 @@ impl Client {
                 return Ok(all);
             }
         }
-        Err(ApiError {
-            status: Some(200),
-            error_code: None,
-            message: page_loop_message(path),
-            retry_after_ms: None,
-        })
+        Err(ApiError::without_body(Some(200), page_loop_message(path)))
     }
 
     /// `GET /users/me`: the token's own user.
@@ -430,10 +420,6 @@ impl Client {
 }
 
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    serde_json::from_value(body).map_err(|e| ApiError {
-        status: Some(200),
-        error_code: None,
-        message: format!("unexpected response shape: {e}"),
-        retry_after_ms: None,
-    })
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::without_body(Some(200), format!("unexpected response shape: {e}")))
 }

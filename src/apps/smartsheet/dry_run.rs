@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Map, Value};
 
 use super::client::USER_NOT_FOUND;
-use crate::apps::dry_run::{split, Model};
+use crate::apps::dry_run::{self, split, Model};
 
 /// The effects of the writes planned on one Smartsheet account.
 #[derive(Debug, Default)]
@@ -31,10 +31,7 @@ const SUCCESS: &str = "SUCCESS";
 
 impl SmartsheetModel {
     fn who(&self, id: i64) -> String {
-        match self.emails.get(&id) {
-            Some(email) => format!("{email} (user {id})"),
-            None => format!("user {id}"),
-        }
+        dry_run::person(self.emails.get(&id), id)
     }
 
     fn learn_user(&mut self, user: &Value) {
@@ -167,35 +164,28 @@ impl Model for SmartsheetModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::dry_run::read_through;
 
     #[test]
     fn reads_after_planned_writes_answer_as_smartsheet_would_then() {
         let mut model = SmartsheetModel::default();
-        let (mut status, mut user) = (
-            200,
-            json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true}),
-        );
-        model.read("/users/7", &mut status, &mut user);
-        let mut group = json!({"id": 3, "name": "Launch", "ownerId": 7});
-        model.read("/groups/3", &mut status, &mut group);
+        let user = json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true});
+        read_through(&mut model, "/users/7", user.clone());
+        let group = json!({"id": 3, "name": "Launch", "ownerId": 7});
+        read_through(&mut model, "/groups/3", group.clone());
 
         let (_, text) = model.write("PUT", "/groups/3", Some(&json!({"ownerId": 8})));
         assert_eq!(
             text,
             "group \"Launch\" (group 3): owner ada@example.com (user 7) -> user 8"
         );
-        let mut again = json!({"id": 3, "name": "Launch", "ownerId": 7});
-        model.read("/groups/3", &mut status, &mut again);
+        let (_, again) = read_through(&mut model, "/groups/3", group);
         assert_eq!(again["ownerId"], 8);
 
-        model.write(
-            "PUT",
-            "/users/7",
-            Some(&json!({"licensedSheetCreator": false})),
-        );
-        let mut user = json!({"id": 7, "email": "ada@example.com", "licensedSheetCreator": true});
-        model.read("/users/7", &mut status, &mut user);
-        assert_eq!(user["licensedSheetCreator"], false);
+        let unlicensed = json!({"licensedSheetCreator": false});
+        model.write("PUT", "/users/7", Some(&unlicensed));
+        let (_, seen) = read_through(&mut model, "/users/7", user.clone());
+        assert_eq!(seen["licensedSheetCreator"], false);
 
         let (_, text) = model.write(
             "DELETE",
@@ -203,9 +193,9 @@ mod tests {
             None,
         );
         assert_eq!(text, "remove user ada@example.com (user 7) from the account and from all sharing; their sheets go to user 8");
-        model.read("/users/7", &mut status, &mut user);
+        let (status, gone) = read_through(&mut model, "/users/7", user);
         assert_eq!(
-            (status, user["errorCode"].as_i64()),
+            (status, gone["errorCode"].as_i64()),
             (404, Some(USER_NOT_FOUND))
         );
     }

@@ -139,16 +139,13 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let config = crate::config::ConnectionConfig {
-            app: crate::config::AppKind::Smartsheet,
-            base_url: url,
-            token_env: "UNUSED".into(),
-            requests_per_minute: 6_000_000,
             timeout_secs: 10,
-            protected: Vec::new(),
-            allow_admins: false,
-            scim_match: None,
-            offboard: None,
-            remove_from_groups: None,
+            ..crate::config::ConnectionConfig::new(
+                crate::config::AppKind::Smartsheet,
+                url,
+                "UNUSED",
+                6_000_000,
+            )
         };
         let client = Client::new(&config, crate::config::Secret::new("t")).unwrap();
         let log = CallLog::discard();
