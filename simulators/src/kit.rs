@@ -3,12 +3,13 @@
 //! random transient trouble ([`Chaos`]) and a listener whose connections a fault can kill, so the client sees the connection
 //! drop with no response, as with a real network failure.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
@@ -324,6 +325,24 @@ impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
     fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
         stream.remote_addr().clone()
     }
+}
+
+/// A key's calls in the sliding minute a simulated rate limit counts: drops the calls
+/// older than a minute and returns the `Retry-After` a 429 sent `now` would carry (whole
+/// seconds, at least one, until the oldest call left leaves the window).
+pub fn slide_minute(hits: &mut VecDeque<Instant>, now: Instant) -> u64 {
+    let window = Duration::from_secs(60);
+    while hits
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= window)
+    {
+        hits.pop_front();
+    }
+    let wait = hits
+        .front()
+        .map(|t| window.saturating_sub(now.duration_since(*t)))
+        .unwrap_or(window);
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC), the

@@ -903,26 +903,10 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDThh:mm:ss.000Z`.
+/// Seconds since the epoch as `YYYY-MM-DDThh:mm:ss.000Z` (Postman writes milliseconds).
 fn iso_from_unix(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    let whole = kit::iso_from_unix(secs);
+    format!("{}.000Z", whole.trim_end_matches('Z'))
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -1145,19 +1129,8 @@ fn rate_check(st: &mut SimState, key: &str, scim: bool) -> Result<RateInfo, (Api
     let limit = st.rate_limit.unwrap_or(300);
     let enforce = st.rate_limit.is_some();
     let now = Instant::now();
-    let window = Duration::from_secs(60);
     let hits = st.rate_windows.entry(key.to_string()).or_default();
-    while hits
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= window)
-    {
-        hits.pop_front();
-    }
-    let wait = hits
-        .front()
-        .map(|t| window.saturating_sub(now.duration_since(*t)))
-        .unwrap_or(window);
-    let wait_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let wait_secs = kit::slide_minute(hits, now);
     let reset = unix_now() + wait_secs;
     if enforce && hits.len() >= limit as usize {
         let info = RateInfo {

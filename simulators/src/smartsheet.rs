@@ -23,7 +23,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -1104,22 +1104,11 @@ fn admit(
     }
     if let Some(limit) = st.rate_limit {
         let now = Instant::now();
-        let window = Duration::from_secs(60);
         let hits = st.rate_windows.entry(token.to_string()).or_default();
-        while hits
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            hits.pop_front();
-        }
+        let retry_after = kit::slide_minute(hits, now);
         if hits.len() >= limit as usize {
-            let wait = hits
-                .front()
-                .map(|t| window.saturating_sub(now.duration_since(*t)))
-                .unwrap_or(window);
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut e = ApiError::new(429, 4003);
-            e.retry_after = Some(secs.max(1));
+            e.retry_after = Some(retry_after);
             return Err(e);
         }
         hits.push_back(now);

@@ -2,7 +2,7 @@
 //! bearer token, rate limit, faults, forbidden endpoints, media type) and the handlers.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -99,21 +99,11 @@ fn rate_check(st: &mut SimState, token: &str) -> Result<(), ScimError> {
         return Ok(());
     };
     let now = Instant::now();
-    let window = Duration::from_secs(60);
     let hits = st.rate_windows.entry(token.to_string()).or_default();
-    while hits
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= window)
-    {
-        hits.pop_front();
-    }
+    let retry_after = kit::slide_minute(hits, now);
     if hits.len() >= limit as usize {
-        let wait = hits
-            .front()
-            .map(|t| window.saturating_sub(now.duration_since(*t)))
-            .unwrap_or(window);
         let mut e = ScimError::new(429, "too many requests");
-        e.retry_after = Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
+        e.retry_after = Some(retry_after);
         return Err(e);
     }
     hits.push_back(now);
