@@ -1569,6 +1569,7 @@ async fn update_group(
 mod tests {
     use super::*;
     use reqwest::Method as M;
+    use std::time::Duration;
 
     struct Reply {
         status: u16,
