@@ -8,6 +8,7 @@
 mod support;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::Channel;
 use offboard::store::Store;
 use offboard_simulators::postman::SimWorkspace;
 use offboard_simulators::smartsheet::SimUser;
@@ -139,24 +140,7 @@ async fn access_that_comes_back_is_reported_and_access_that_stays_gone_is_on_rec
 
     // Published: the completion once for each, and the reappearance for the leaver only,
     // with the code and the entitlements seen.
-    let events = std::sync::Mutex::new(Vec::<(String, Value)>::new());
-    eventually(20, "three events out", || async {
-        while let Some(m) = watch
-            .basic_get(queue.as_str().into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-        {
-            m.ack(BasicAckOptions::default()).await.unwrap();
-            let event = (
-                m.routing_key.to_string(),
-                serde_json::from_slice(&m.data).unwrap(),
-            );
-            events.lock().unwrap().push(event);
-        }
-        (events.lock().unwrap().len() >= 3).then_some(())
-    })
-    .await;
-    let events = events.into_inner().unwrap();
+    let events = published(&watch, &queue, 3).await;
     let keys_of = |id: &str| -> Vec<&str> {
         events
             .iter()
@@ -426,24 +410,7 @@ async fn on_postman_a_reactivated_scim_user_is_reported_and_a_deactivated_one_is
     assert!(writes.is_empty(), "a recheck wrote: {writes:?}");
 
     // Published: each completion, and the reappearance of the leaver only.
-    let events = std::sync::Mutex::new(Vec::<(String, Value)>::new());
-    eventually(20, "three events out", || async {
-        while let Some(m) = watch
-            .basic_get(queue.as_str().into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-        {
-            m.ack(BasicAckOptions::default()).await.unwrap();
-            let event = (
-                m.routing_key.to_string(),
-                serde_json::from_slice(&m.data).unwrap(),
-            );
-            events.lock().unwrap().push(event);
-        }
-        (events.lock().unwrap().len() >= 3).then_some(())
-    })
-    .await;
-    let events = events.into_inner().unwrap();
+    let events = published(&watch, &queue, 3).await;
     let reappeared: Vec<_> = events
         .iter()
         .filter(|(k, _)| k == "workflow.access_reappeared")
@@ -475,4 +442,27 @@ async fn on_postman_a_reactivated_scim_user_is_reported_and_a_deactivated_one_is
         out.contains("reactivated") && out.contains("POST-113-B"),
         "{out}"
     );
+}
+
+/// The events published to the watch `queue` (routing key and body), taken until at least
+/// `count` have come.
+async fn published(watch: &Channel, queue: &str, count: usize) -> Vec<(String, Value)> {
+    let events = std::sync::Mutex::new(Vec::<(String, Value)>::new());
+    eventually(20, "the events out", || async {
+        while let Some(m) = watch
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            m.ack(BasicAckOptions::default()).await.unwrap();
+            let event = (
+                m.routing_key.to_string(),
+                serde_json::from_slice(&m.data).unwrap(),
+            );
+            events.lock().unwrap().push(event);
+        }
+        (events.lock().unwrap().len() >= count).then_some(())
+    })
+    .await;
+    events.into_inner().unwrap()
 }
