@@ -511,12 +511,18 @@ impl Store {
     /// lease that would lapse should its holder die), read off the due index. A workflow
     /// already past its `due_at` is either claimable now or held by a live lease, whose
     /// end the serve loop's one-second look catches.
+    ///
+    /// "Future" is read on the database's clock, as [`Store::any_due`] and the claims
+    /// read "due": on this process's clock, a `due_at` it has just passed but SQLite's
+    /// millisecond clock has not would be neither future nor due, and a caller waiting
+    /// for the next wake-up would take the workflow for settled.
     pub async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        use sea_orm::QuerySelect;
+        use sea_orm::sea_query::Expr;
+        use sea_orm::{ExprTrait, QuerySelect};
         let next: Option<Option<DateTime<Utc>>> = workflow::Entity::find()
             .select_only()
             .column(workflow::Column::DueAt)
-            .filter(workflow::Column::DueAt.gt(chain::stored_time(Utc::now())))
+            .filter(Expr::col(workflow::Column::DueAt).gt(Expr::cust(self.dialect().now())))
             .order_by_asc(workflow::Column::DueAt)
             .into_tuple()
             .one(&self.db)
