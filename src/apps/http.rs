@@ -116,15 +116,14 @@ impl CallLog {
 }
 
 /// Where a connection's request slots come from when several processes share its budget
-/// (the runtime hands the database in; see `Store::take_request_slots`).
+/// (the runtime hands the database in; see `Store::take_request_span`).
 pub trait SlotSource: Send + Sync + std::fmt::Debug {
-    /// Takes the next `count` slots of `budget`, slots being `interval` apart; returns how
-    /// long to wait for the first (the others follow it, `interval` apart).
+    /// Reserves the next `span` of `budget`'s time — a run of slots end to end, which
+    /// only the pacer counts — and returns how long to wait for its start.
     fn take_slots<'a>(
         &'a self,
         budget: &'a str,
-        interval: Duration,
-        count: u32,
+        span: Duration,
     ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>>;
 }
 
@@ -193,12 +192,13 @@ impl Pacer {
             }
             if let (0, Some((budget, source))) = (slots.left, self.shared.get()) {
                 let count = reserve_count(self.interval);
-                match source.take_slots(budget, self.interval, count).await {
+                let span = reserved_span(self.interval, count);
+                match source.take_slots(budget, span).await {
                     Ok(wait) => {
                         *slots = Slots {
                             next: now + wait,
                             left: count,
-                            end: now + wait + reserved_span(self.interval, count),
+                            end: now + wait + span,
                         }
                     }
                     Err(e) => {
@@ -225,9 +225,9 @@ fn reserve_count(interval: Duration) -> u32 {
     count.clamp(1, u128::from(u32::MAX)) as u32
 }
 
-/// The stretch of time `count` slots `interval` apart cover in the shared budget, counted
-/// in whole microseconds as `Store::take_request_slots` counts it: past its end the time
-/// is another process's, so the slots left unused then are given up.
+/// The stretch of time `count` slots `interval` apart cover in the shared budget, in whole
+/// microseconds (the budget's unit): past its end the time is another process's, so the
+/// slots left unused then are given up.
 fn reserved_span(interval: Duration, count: u32) -> Duration {
     let micros = interval.as_micros().max(1) * u128::from(count);
     Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
@@ -765,18 +765,17 @@ mod tests {
         assert!(pacer.interval >= Duration::from_millis(500));
     }
 
-    /// A shared budget that hands out every reservation at once and notes its size.
+    /// A shared budget that hands out every reservation at once and notes its span.
     #[derive(Debug, Default)]
-    struct CountingSource(std::sync::Mutex<Vec<u32>>);
+    struct CountingSource(std::sync::Mutex<Vec<Duration>>);
 
     impl SlotSource for CountingSource {
         fn take_slots<'a>(
             &'a self,
             _budget: &'a str,
-            _interval: Duration,
-            count: u32,
+            span: Duration,
         ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>> {
-            self.0.lock().unwrap().push(count);
+            self.0.lock().unwrap().push(span);
             Box::pin(async { Ok(Duration::ZERO) })
         }
     }
@@ -790,11 +789,15 @@ mod tests {
         for _ in 0..50 {
             pacer.wait().await;
         }
-        assert_eq!(*source.0.lock().unwrap(), vec![100_000]);
+        // 100,000 slots a microsecond apart: the whole 100 ms window in one reservation.
+        assert_eq!(*source.0.lock().unwrap(), vec![RESERVE_AHEAD]);
         // Past the window, the unused slots are given up and a new window reserved.
         tokio::time::advance(RESERVE_AHEAD + Duration::from_millis(1)).await;
         pacer.wait().await;
-        assert_eq!(*source.0.lock().unwrap(), vec![100_000, 100_000]);
+        assert_eq!(
+            *source.0.lock().unwrap(),
+            vec![RESERVE_AHEAD, RESERVE_AHEAD]
+        );
     }
 
     #[test]

@@ -37,12 +37,11 @@ impl SlotSource for DbBudget {
     fn take_slots<'a>(
         &'a self,
         budget: &'a str,
-        interval: Duration,
-        count: u32,
+        span: Duration,
     ) -> BoxFuture<'a, Result<Duration, BudgetUnavailable>> {
         Box::pin(async move {
             self.0
-                .take_request_slots(budget, interval, count)
+                .take_request_span(budget, span)
                 .await
                 .map_err(|e| BudgetUnavailable(Box::new(e)))
         })

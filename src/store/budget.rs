@@ -1,6 +1,6 @@
 //! Request budgets shared by every process on one connection: each connection has one row
 //! holding the time of its next free request slot. Taking slots is a single upsert on the
-//! database's clock that moves the next free slot on by as many intervals, so N processes
+//! database's clock that moves the next free slot on by the span taken, so N processes
 //! together send no more than `requests_per_minute`.
 
 use std::time::Duration;
@@ -8,18 +8,17 @@ use std::time::Duration;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Takes the next `count` request slots of `connection`, slots being `interval` apart;
-    /// returns how long to wait for the first.
-    pub async fn take_request_slots(
+    /// Reserves the next `span` of `connection`'s request time (a run of slots, end to
+    /// end, as the caller's pacer counts them); returns how long to wait for its start.
+    pub async fn take_request_span(
         &self,
         connection: &str,
-        interval: Duration,
-        count: u32,
+        span: Duration,
     ) -> Result<Duration, StoreError> {
         use sea_orm::ConnectionTrait;
         let d = self.dialect();
         let now = d.now_micros();
-        let span = interval.as_micros().max(1) as i64 * i64::from(count.max(1));
+        let span = i64::try_from(span.as_micros().max(1)).unwrap_or(i64::MAX);
         let sql = format!(
             "INSERT INTO request_budgets AS b (connection, next_slot_us) VALUES ($1, {now} + $2) \
              ON CONFLICT (connection) DO UPDATE \
