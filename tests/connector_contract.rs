@@ -17,6 +17,7 @@ use apps_support::{connection, request, Steps};
 use contract::{Allowances, Api, Exchange, Recorder};
 use offboard::apps::postman::client::Client as PostmanClient;
 use offboard::apps::retry::CallRetry;
+use offboard::apps::transport::Transported;
 use offboard::apps::AppClient;
 use offboard::config::{AppKind, Secret};
 use offboard::domain::event::EventType;

@@ -10,6 +10,7 @@ use offboard::apps::postman::actions::{perform, ACTIONS, READ_ONLY};
 use offboard::apps::postman::client::{Client, ROLE_ADMIN};
 use offboard::apps::postman::errors::run_error;
 use offboard::apps::retry::CallRetry;
+use offboard::apps::transport::Transported;
 use offboard::apps::ActionContext;
 use offboard::codes::Code;
 use offboard::config::{AppKind, ConnectionConfig, Secret};

@@ -379,11 +379,10 @@ impl ApiHttp {
         self
     }
 
-    /// The same client with writes turned off: each write is recorded in `dry_run` and
+    /// Turns writes off: each write is recorded in `dry_run` and
     /// answered as a success, and reads are seen through its model (see [`DryRun`]).
-    pub fn with_dry_run(mut self, dry_run: Arc<DryRun>) -> Self {
+    pub fn set_dry_run(&mut self, dry_run: Arc<DryRun>) {
         self.dry_run = Some(dry_run);
-        self
     }
 
     /// The credential header's value, built for this request only: the `Bearer …` text is

@@ -1,5 +1,6 @@
-//! The apps offboard drives. Each app has a client (typed calls over [`http::ApiHttp`],
-//! each call retried on its own by [`retry::CallRetry`]), actions (the workflow steps
+//! The apps offboard drives. Each app has a client (typed calls over one
+//! [`transport::Transport`] per API it speaks: an [`http::ApiHttp`], each call retried on
+//! its own by [`retry::CallRetry`]), actions (the workflow steps
 //! named in `workflows/`), an error mapping to the catalog's codes and a connection check.
 //! The simulators that tests and `offboard demo` run against are the separate
 //! `offboard-simulators` crate; they meet these clients only over HTTP.
@@ -13,6 +14,7 @@ mod reply;
 pub mod retry;
 pub mod scim;
 pub mod smartsheet;
+pub mod transport;
 
 use serde_json::{Map, Value};
 
@@ -22,6 +24,7 @@ use crate::domain::definition::Definition;
 use crate::domain::machine::WorkflowRequest;
 use crate::domain::step::{StepError, StepOutput};
 use http::CallLog;
+use transport::Transported;
 
 /// What an action may read: the request, the facts earlier steps learned, and where to
 /// report its HTTP calls.

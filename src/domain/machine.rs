@@ -711,9 +711,16 @@ pub fn apply(
         | Record::Cancelled { .. }
         | Record::DuplicateReceived { .. }
         | Record::CancelRefused { .. } => apply_end(&mut s, def, record, at)?,
-        Record::Rechecked { .. } | Record::RecheckFailed { .. } => {
-            apply_recheck(&mut s, def, record, at)?
+        Record::Rechecked { recheck, finding } => {
+            apply_rechecked(&mut s, def, *recheck, finding, at)?
         }
+        Record::RecheckFailed {
+            recheck,
+            attempt,
+            error,
+            retry_at,
+            ..
+        } => apply_recheck_failed(&mut s, def, *recheck, *attempt, error, *retry_at, at)?,
         Record::Held { .. } | Record::Released { .. } | Record::RetryRequested { .. } => {
             apply_intervention(&mut s, record)?
         }
@@ -838,69 +845,71 @@ fn apply_end(
     Ok(())
 }
 
-/// [`apply`] for a recheck's result after the end.
-fn apply_recheck(
+/// [`apply`] for a recheck's finding after the end: it must be the one due, its code
+/// must match its result, and a fresh offboarding is named exactly when the definition
+/// asks for one.
+fn apply_rechecked(
     s: &mut State,
     def: &Definition,
-    record: &Record,
+    recheck: usize,
+    finding: &recheck::Finding,
     at: DateTime<Utc>,
 ) -> Result<(), Violation> {
-    match record {
-        Record::Rechecked { recheck, finding } => {
-            recheck_due(s, *recheck, at)?;
-            if (finding.result == recheck::RecheckResult::StillGone) != finding.code.is_none() {
-                return violation("a recheck's code does not match its result");
-            }
-            let asked = (finding.code.is_some()
-                && def.recheck_action == recheck::RecheckAction::OffboardAgain)
-                .then(|| recheck::again_event_id(&s.request.event_id, *recheck));
-            if finding.offboarded_again != asked {
-                return violation(
-                    "a recheck's fresh offboarding is not the one its definition asks for",
-                );
-            }
-            s.rechecks.push(Recheck {
-                at,
-                finding: finding.clone(),
-            });
-            s.recheck_attempts = 0;
-            s.wake_at = s
-                .rechecks_from
-                .and_then(|from| def.recheck_due(recheck + 1, from));
-        }
-        Record::RecheckFailed {
-            recheck,
-            attempt,
-            error,
-            retry_at,
-            ..
-        } => {
-            recheck_due(s, *recheck, at)?;
-            if *attempt != s.recheck_attempts + 1 {
-                return violation(format!(
-                    "recheck attempt {attempt} after {}",
-                    s.recheck_attempts
-                ));
-            }
-            let bounds = def
-                .retry
-                .delay_bounds(recheck_counted(def, *attempt), error.retry_after_ms);
-            let delay = (*retry_at - at).to_std().ok();
-            let admitted = match bounds {
-                Some(b) => delay.is_some_and(|d| b.admits(d)),
-                None => delay == Some(std::time::Duration::from_millis(def.retry.max_interval_ms)),
-            };
-            if !admitted {
-                return violation(format!(
-                    "a recheck retried {} ms after its failure, outside the policy",
-                    (*retry_at - at).num_milliseconds()
-                ));
-            }
-            s.recheck_attempts = *attempt;
-            s.wake_at = Some(*retry_at);
-        }
-        _ => unreachable!("apply hands only recheck records here"),
+    recheck_due(s, recheck, at)?;
+    if (finding.result == recheck::RecheckResult::StillGone) != finding.code.is_none() {
+        return violation("a recheck's code does not match its result");
     }
+    let asked = (finding.code.is_some()
+        && def.recheck_action == recheck::RecheckAction::OffboardAgain)
+        .then(|| recheck::again_event_id(&s.request.event_id, recheck));
+    if finding.offboarded_again != asked {
+        return violation("a recheck's fresh offboarding is not the one its definition asks for");
+    }
+    s.rechecks.push(Recheck {
+        at,
+        finding: finding.clone(),
+    });
+    s.recheck_attempts = 0;
+    s.wake_at = s
+        .rechecks_from
+        .and_then(|from| def.recheck_due(recheck + 1, from));
+    Ok(())
+}
+
+/// [`apply`] for a recheck attempt that failed: the next attempt in turn, retried within
+/// the definition's policy (or, past its attempts, at its longest interval).
+fn apply_recheck_failed(
+    s: &mut State,
+    def: &Definition,
+    recheck: usize,
+    attempt: u32,
+    error: &StepError,
+    retry_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<(), Violation> {
+    recheck_due(s, recheck, at)?;
+    if attempt != s.recheck_attempts + 1 {
+        return violation(format!(
+            "recheck attempt {attempt} after {}",
+            s.recheck_attempts
+        ));
+    }
+    let bounds = def
+        .retry
+        .delay_bounds(recheck_counted(def, attempt), error.retry_after_ms);
+    let delay = (retry_at - at).to_std().ok();
+    let admitted = match bounds {
+        Some(b) => delay.is_some_and(|d| b.admits(d)),
+        None => delay == Some(std::time::Duration::from_millis(def.retry.max_interval_ms)),
+    };
+    if !admitted {
+        return violation(format!(
+            "a recheck retried {} ms after its failure, outside the policy",
+            (retry_at - at).num_milliseconds()
+        ));
+    }
+    s.recheck_attempts = attempt;
+    s.wake_at = Some(retry_at);
     Ok(())
 }
 

@@ -140,7 +140,7 @@ pub async fn declare(channel: &Channel, names: &AmqpNames) -> lapin::Result<()> 
             request_queue_args(names),
         )
         .await?;
-    bind_requests(channel, &names.queue, names).await
+    route_requests(channel, &names.queue, names, Routing::Bind).await
 }
 
 /// The options of every queue offboard declares.
@@ -211,18 +211,41 @@ async fn declare_exchanges(channel: &Channel, names: &AmqpNames) -> lapin::Resul
         .await
 }
 
-/// Binds `queue` to every event type's routing key on the exchange.
-async fn bind_requests(channel: &Channel, queue: &str, names: &AmqpNames) -> lapin::Result<()> {
+/// Whether [`route_requests`] gives a queue the event types' routing keys or takes them away.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Routing {
+    /// The queue receives every event type published to the exchange.
+    Bind,
+    /// The queue receives no more events (a queue being retired by an upgrade).
+    Unbind,
+}
+
+/// Binds `queue` to every event type's routing key on the exchange, or unbinds it.
+pub(crate) async fn route_requests(
+    channel: &Channel,
+    queue: &str,
+    names: &AmqpNames,
+    routing: Routing,
+) -> lapin::Result<()> {
     for t in EventType::ALL {
-        channel
-            .queue_bind(
-                queue.into(),
-                names.exchange.as_str().into(),
-                t.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (queue, exchange, key) = (
+            queue.into(),
+            names.exchange.as_str().into(),
+            t.as_str().into(),
+        );
+        match routing {
+            Routing::Bind => {
+                let options = QueueBindOptions::default();
+                channel
+                    .queue_bind(queue, exchange, key, options, FieldTable::default())
+                    .await?
+            }
+            Routing::Unbind => {
+                channel
+                    .queue_unbind(queue, exchange, key, FieldTable::default())
+                    .await?
+            }
+        }
     }
     Ok(())
 }

@@ -23,11 +23,10 @@
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::Connection;
 
-use super::{bind_requests, declare_exchanges, durable_queue, request_queue_args};
+use super::{declare_exchanges, durable_queue, request_queue_args, route_requests, Routing};
 use crate::config::AmqpNames;
-use crate::domain::event::EventType;
 
 /// The revision of the request queue's arguments. 1: quorum with dead letters, no delivery
 /// limit (releases before the fenced-lease work); 2: [`super::DELIVERY_LIMIT`] added.
@@ -81,11 +80,11 @@ pub async fn declare_upgrading(conn: &Connection, names: &AmqpNames) -> lapin::R
             request_queue_args(names),
         )
         .await?;
-    bind_requests(&channel, &queue, names).await?;
+    route_requests(&channel, &queue, names, Routing::Bind).await?;
     let mut retiring = Vec::new();
     for name in known_names(&names.queue) {
         if name != queue && exists(conn, &name).await? {
-            unbind_requests(&channel, &name, names).await?;
+            route_requests(&channel, &name, names, Routing::Unbind).await?;
             retiring.push(name);
         }
     }
@@ -167,20 +166,6 @@ async fn declares(conn: &Connection, queue: &str, names: &AmqpNames) -> lapin::R
         Err(e) if reply_code(&e) == Some(PRECONDITION_FAILED) => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-async fn unbind_requests(channel: &Channel, queue: &str, names: &AmqpNames) -> lapin::Result<()> {
-    for t in EventType::ALL {
-        channel
-            .queue_unbind(
-                queue.into(),
-                names.exchange.as_str().into(),
-                t.as_str().into(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 /// The AMQP reply code a channel was closed with, when that is what happened.

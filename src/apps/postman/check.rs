@@ -77,6 +77,7 @@ async fn probe(client: &Client, warnings: &mut Vec<Problem>) -> Result<(), Probl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::transport::Transported;
     use crate::config::{AppKind, ConnectionConfig, Secret};
     use offboard_simulators::postman::{Fault, FaultKind, PostmanSim};
 

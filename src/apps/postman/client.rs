@@ -14,7 +14,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, HeaderName, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderName};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,7 @@ use crate::apps::ClientError;
 fn page_loop(path: &str) -> ApiError {
     ApiError::unusable(page_loop_message(path))
 }
-use crate::apps::dry_run::DryRun;
-use crate::apps::retry::CallRetry;
+use crate::apps::transport::{Transport, Transported};
 use crate::config::{ConnectionConfig, Secret};
 use crate::domain::protection::Guard;
 
@@ -421,10 +420,11 @@ fn retry_after_ms(reply: &Reply) -> Option<u64> {
 /// A client for one Postman team.
 #[derive(Debug)]
 pub struct Client {
-    api: ApiHttp,
-    scim: ApiHttp,
+    /// The public API, with the API key in `X-Api-Key`.
+    api: Transport,
+    /// The SCIM API, with the SCIM key as a bearer token.
+    scim: Transport,
     scim_key_source: String,
-    retry: CallRetry,
     /// Who this connection never removes or downgrades.
     pub guard: Guard,
 }
@@ -448,17 +448,6 @@ impl Client {
         Ok(client)
     }
 
-    /// Shares the request budget (one for the API and SCIM calls together) with every
-    /// process on the connection.
-    pub fn share_budget(
-        &self,
-        budget: &str,
-        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
-    ) {
-        self.api.share_budget(budget, source.clone());
-        self.scim.share_budget(budget, source);
-    }
-
     /// Which key SCIM calls send, for messages (never the key itself).
     pub fn scim_key_source(&self) -> &str {
         &self.scim_key_source
@@ -479,49 +468,26 @@ impl Client {
             config.requests_per_minute,
             timeout,
         )?;
-        let scim = ApiHttp::new(
-            &config.base_url,
-            AUTHORIZATION,
-            Some("Bearer"),
-            scim_key,
-            config.requests_per_minute,
-            timeout,
-        )?;
         Ok(Client {
-            api,
-            scim,
+            api: Transport::new(api),
+            scim: Transport::bearer(config, scim_key, None)?,
             scim_key_source: "the SCIM API key given".to_string(),
-            retry: CallRetry::default(),
             guard: config.guard(),
         })
-    }
-
-    /// The same client retrying each call as `retry` says.
-    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// The same client with writes recorded in `dry_run` instead of sent (API and SCIM
-    /// calls into the one list, in the order they are made).
-    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
-        self.api = self.api.with_dry_run(dry_run.clone());
-        self.scim = self.scim.with_dry_run(dry_run);
-        self
     }
 
     /// Sends one request, retrying it while it fails transiently (see [`CallRetry`]).
     async fn send_via(
         &self,
-        http: &ApiHttp,
+        transport: &Transport,
         method: Method,
         path: &str,
         body: Option<&Value>,
         log: &CallLog,
     ) -> Result<Value, ApiError> {
-        self.retry
-            .run(log.stop(), || {
-                Client::send_once(http, method.clone(), path, body, log)
+        transport
+            .send(log, || {
+                Client::send_once(transport.http(), method.clone(), path, body, log)
             })
             .await
     }
@@ -823,6 +789,16 @@ impl Client {
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     serde_json::from_value(body)
         .map_err(|e| ApiError::unusable(format!("unexpected response shape: {e}")))
+}
+
+impl Transported for Client {
+    fn transports(&self) -> Vec<&Transport> {
+        vec![&self.api, &self.scim]
+    }
+
+    fn transports_mut(&mut self) -> Vec<&mut Transport> {
+        vec![&mut self.api, &mut self.scim]
+    }
 }
 
 #[cfg(test)]

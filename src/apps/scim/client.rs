@@ -6,18 +6,16 @@
 //! keep the HTTP status and the SCIM error body's `scimType` and `detail`.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH};
+use reqwest::header::{HeaderMap, HeaderValue, ETAG, IF_MATCH};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::discovery::Features;
 use super::filter::member_path;
 use crate::apps::api_error::{transient_status, ErrorKind};
-use crate::apps::dry_run::DryRun;
-use crate::apps::http::{oversized_message, page_loop_message, ApiHttp, CallLog, MAX_PAGES};
-use crate::apps::retry::CallRetry;
+use crate::apps::http::{oversized_message, page_loop_message, CallLog, MAX_PAGES};
+use crate::apps::transport::{Transport, Transported};
 use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, ScimSettings, Secret};
 use crate::domain::protection::Guard;
@@ -97,11 +95,44 @@ struct Answer {
     etag: Option<String>,
 }
 
+/// One request to the provider, as [`Client::send`] sends and retries it.
+struct Call<'a> {
+    method: Method,
+    /// The path below the SCIM root, query included.
+    path: &'a str,
+    /// The JSON body of a write.
+    body: Option<&'a Value>,
+    /// The version a write is conditional on (`If-Match`, RFC 7644 §3.14), when the
+    /// provider keeps ETags.
+    if_match: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    /// A read of `path`.
+    fn get(path: &'a str) -> Self {
+        Call::write(Method::GET, path, None, None)
+    }
+
+    /// A `method` request to `path` with `body`, conditional on `if_match`.
+    fn write(
+        method: Method,
+        path: &'a str,
+        body: Option<&'a Value>,
+        if_match: Option<&'a str>,
+    ) -> Self {
+        Call {
+            method,
+            path,
+            body,
+            if_match,
+        }
+    }
+}
+
 /// A client for one SCIM service provider.
 #[derive(Debug)]
 pub struct Client {
-    http: ApiHttp,
-    retry: CallRetry,
+    transport: Transport,
     /// Who this connection never deactivates or removes.
     pub guard: Guard,
     /// The connection's `match`, `offboard` and `remove_from_groups`.
@@ -116,18 +147,8 @@ pub struct Client {
 impl Client {
     /// A client for a configured connection.
     pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, ClientError> {
-        let http = ApiHttp::new(
-            &config.base_url,
-            AUTHORIZATION,
-            Some("Bearer"),
-            token,
-            config.requests_per_minute,
-            Duration::from_secs(config.timeout_secs),
-        )?
-        .with_media_type(SCIM_JSON);
         Ok(Client {
-            http,
-            retry: CallRetry::default(),
+            transport: Transport::bearer(config, token, Some(SCIM_JSON))?,
             guard: config.guard(),
             settings: config.scim(),
             features: tokio::sync::Mutex::new(None),
@@ -135,58 +156,23 @@ impl Client {
         })
     }
 
-    /// Shares the request budget with every process on the connection.
-    pub fn share_budget(
-        &self,
-        budget: &str,
-        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
-    ) {
-        self.http.share_budget(budget, source);
-    }
-
-    /// The same client retrying each call as `retry` says.
-    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// The same client with writes recorded in `dry_run` instead of sent.
-    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
-        self.http = self.http.with_dry_run(dry_run);
-        self
-    }
-
     /// Sends one request, retrying it while it fails transiently.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
-        log: &CallLog,
-    ) -> Result<Answer, ApiError> {
-        self.retry
-            .run(log.stop(), || {
-                self.send_once(method.clone(), path, body, if_match, log)
-            })
+    async fn send(&self, call: Call<'_>, log: &CallLog) -> Result<Answer, ApiError> {
+        self.transport
+            .send(log, || self.send_once(&call, log))
             .await
     }
 
-    async fn send_once(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
-        log: &CallLog,
-    ) -> Result<Answer, ApiError> {
+    async fn send_once(&self, call: &Call<'_>, log: &CallLog) -> Result<Answer, ApiError> {
         let mut headers = HeaderMap::new();
-        if let Some(value) = if_match.and_then(|v| HeaderValue::from_str(v).ok()) {
+        if let Some(value) = call.if_match.and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(IF_MATCH, value);
         }
+        let (method, path) = (call.method.clone(), call.path);
         let reply = self
-            .http
-            .call_with(method, path, body, headers, log, |_| None)
+            .transport
+            .http()
+            .call_with(method, path, call.body, headers, log, |_| None)
             .await
             .map_err(ApiError::from)?;
         if reply.oversized {
@@ -242,10 +228,7 @@ impl Client {
     }
 
     async fn read_features(&self, log: &CallLog) -> Result<Features, ApiError> {
-        match self
-            .send(Method::GET, "/ServiceProviderConfig", None, None, log)
-            .await
-        {
+        match self.send(Call::get("/ServiceProviderConfig"), log).await {
             Ok(answer) => Features::parse(&answer.body).ok_or_else(|| {
                 ApiError::unusable("/ServiceProviderConfig: not a SCIM ServiceProviderConfig")
             }),
@@ -262,7 +245,7 @@ impl Client {
         if let Some(me) = known.as_ref() {
             return me.clone();
         }
-        let me = match self.send(Method::GET, "/Me", None, None, log).await {
+        let me = match self.send(Call::get("/Me"), log).await {
             Ok(answer) => answer
                 .body
                 .get("id")
@@ -310,7 +293,7 @@ impl Client {
         let mut start = 1;
         for _ in 0..MAX_PAGES {
             let path = format!("{base}startIndex={start}&count={PAGE_SIZE}");
-            let page = self.send(Method::GET, &path, None, None, log).await?.body;
+            let page = self.send(Call::get(&path), log).await?.body;
             let (total, resources) = list_page(&page).ok_or_else(|| {
                 ApiError::unusable(format!("/{resource}: not a SCIM ListResponse"))
             })?;
@@ -354,7 +337,7 @@ impl Client {
         log: &CallLog,
     ) -> Result<Option<Resource>, ApiError> {
         let path = format!("/{kind}/{}", urlencode_segment(id));
-        match self.send(Method::GET, &path, None, None, log).await {
+        match self.send(Call::get(&path), log).await {
             Ok(answer) => Ok(Some(Resource {
                 body: answer.body,
                 etag: answer.etag,
@@ -367,13 +350,7 @@ impl Client {
     /// One page of `/{resource}` (a permission probe for checks).
     pub async fn probe(&self, resource: &str, log: &CallLog) -> Result<(), ApiError> {
         let page = self
-            .send(
-                Method::GET,
-                &format!("/{resource}?startIndex=1&count=1"),
-                None,
-                None,
-                log,
-            )
+            .send(Call::get(&format!("/{resource}?startIndex=1&count=1")), log)
             .await?;
         list_page(&page.body)
             .map(drop)
@@ -391,9 +368,12 @@ impl Client {
     ) -> Result<(), ApiError> {
         let body = json!({ "schemas": [PATCH_OP], "Operations": operations });
         let path = format!("/{kind}/{}", urlencode_segment(id));
-        self.send(Method::PATCH, &path, Some(&body), if_match, log)
-            .await
-            .map(drop)
+        self.send(
+            Call::write(Method::PATCH, &path, Some(&body), if_match),
+            log,
+        )
+        .await
+        .map(drop)
     }
 
     /// `PUT /{kind}/{id}` with the whole resource, `If-Match` when a version is given.
@@ -406,7 +386,7 @@ impl Client {
         log: &CallLog,
     ) -> Result<(), ApiError> {
         let path = format!("/{kind}/{}", urlencode_segment(id));
-        self.send(Method::PUT, &path, Some(body), if_match, log)
+        self.send(Call::write(Method::PUT, &path, Some(body), if_match), log)
             .await
             .map(drop)
     }
@@ -426,7 +406,10 @@ impl Client {
     /// `DELETE /Users/{id}`; `false` when it was already gone (404).
     pub async fn delete_user(&self, id: &str, log: &CallLog) -> Result<bool, ApiError> {
         let path = format!("/Users/{}", urlencode_segment(id));
-        match self.send(Method::DELETE, &path, None, None, log).await {
+        match self
+            .send(Call::write(Method::DELETE, &path, None, None), log)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.status == Some(404) => Ok(false),
             Err(e) => Err(e),
@@ -453,4 +436,14 @@ fn urlencode(s: &str) -> String {
 /// An id as one path segment (an id holding `/` or `?` cannot reach another path).
 pub(super) fn urlencode_segment(s: &str) -> String {
     urlencode(s).replace('+', "%20")
+}
+
+impl Transported for Client {
+    fn transports(&self) -> Vec<&Transport> {
+        vec![&self.transport]
+    }
+
+    fn transports_mut(&mut self) -> Vec<&mut Transport> {
+        vec![&mut self.transport]
+    }
 }

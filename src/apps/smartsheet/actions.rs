@@ -406,6 +406,7 @@ mod tests {
 
     use super::*;
     use crate::apps::http::CallLog;
+    use crate::apps::transport::Transported;
     use crate::config::{AppKind, ConnectionConfig, Secret};
     use crate::domain::machine::WorkflowRequest;
     use offboard_simulators::smartsheet::{DemoSeed, SmartsheetSim};

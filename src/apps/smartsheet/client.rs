@@ -5,8 +5,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::AUTHORIZATION;
-
 use crate::domain::protection::Guard;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -14,11 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::apps::api_error::{transient_status, ErrorKind};
-use crate::apps::dry_run::DryRun;
 use crate::apps::http::{
-    oversized_message, page_loop_message, query_value, ApiHttp, CallLog, Reply, MAX_PAGES,
+    oversized_message, page_loop_message, query_value, CallLog, Reply, MAX_PAGES,
 };
-use crate::apps::retry::CallRetry;
+use crate::apps::transport::{Transport, Transported};
 use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, Secret};
 
@@ -131,8 +128,7 @@ type GroupList = (Instant, u64, Arc<Vec<Group>>);
 /// A client for one Smartsheet account.
 #[derive(Debug)]
 pub struct Client {
-    http: ApiHttp,
-    retry: CallRetry,
+    transport: Transport,
     /// Who this connection never removes or downgrades.
     pub guard: Guard,
     /// The shared group list; its lock also makes workflows that ask at once wait for one
@@ -146,42 +142,12 @@ pub struct Client {
 impl Client {
     /// A client for a configured connection.
     pub fn new(config: &ConnectionConfig, token: Secret) -> Result<Self, ClientError> {
-        let http = ApiHttp::new(
-            &config.base_url,
-            AUTHORIZATION,
-            Some("Bearer"),
-            token,
-            config.requests_per_minute,
-            Duration::from_secs(config.timeout_secs),
-        )?;
         Ok(Client {
-            http,
-            retry: CallRetry::default(),
+            transport: Transport::bearer(config, token, None)?,
             guard: config.guard(),
             groups: tokio::sync::Mutex::new(None),
             group_writes: AtomicU64::new(0),
         })
-    }
-
-    /// Shares the request budget with every process on the connection.
-    pub fn share_budget(
-        &self,
-        budget: &str,
-        source: std::sync::Arc<dyn crate::apps::http::SlotSource>,
-    ) {
-        self.http.share_budget(budget, source);
-    }
-
-    /// The same client retrying each call as `retry` says.
-    pub fn with_call_retry(mut self, retry: CallRetry) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// The same client with writes recorded in `dry_run` instead of sent.
-    pub fn with_dry_run(mut self, dry_run: std::sync::Arc<DryRun>) -> Self {
-        self.http = self.http.with_dry_run(dry_run);
-        self
     }
 
     /// Sends one request, retrying it while it fails transiently (see [`CallRetry`]).
@@ -192,10 +158,8 @@ impl Client {
         body: Option<&Value>,
         log: &CallLog,
     ) -> Result<Value, ApiError> {
-        self.retry
-            .run(log.stop(), || {
-                self.send_once(method.clone(), path, body, log)
-            })
+        self.transport
+            .send(log, || self.send_once(method.clone(), path, body, log))
             .await
     }
 
@@ -207,7 +171,8 @@ impl Client {
         log: &CallLog,
     ) -> Result<Value, ApiError> {
         let reply: Reply = self
-            .http
+            .transport
+            .http()
             .call(method, path, body, log, error_code_of)
             .await
             .map_err(ApiError::from)?;
@@ -385,4 +350,14 @@ impl Client {
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     serde_json::from_value(body)
         .map_err(|e| ApiError::unusable(format!("unexpected response shape: {e}")))
+}
+
+impl Transported for Client {
+    fn transports(&self) -> Vec<&Transport> {
+        vec![&self.transport]
+    }
+
+    fn transports_mut(&mut self) -> Vec<&mut Transport> {
+        vec![&mut self.transport]
+    }
 }
