@@ -10,17 +10,17 @@
 //! in its kind's [`ErrorKind`]: which answers are worth another try (Smartsheet also
 //! retries its errorCodes 4000–4004; for SCIM a 501 is an answer, not an outage), and how
 //! a description names the kind (`errorCode 4003`, `forbiddenError`,
-//! `scimType "invalidFilter"`). Each client names its instance with a type alias
-//! (`smartsheet::client::ApiError` is `ApiError<ErrorCode>`), and adds there what only
-//! its app can read in an error (Smartsheet's "user not found", Postman's hints about an
-//! expired key or the team's plan).
+//! `scimType "invalidFilter"`) and whether it quotes the message (SCIM's `detail` is).
+//! Each client names its instance with a type alias (`smartsheet::client::ApiError` is
+//! `ApiError<ErrorCode>`), and adds there what only its app can read in an error
+//! (Smartsheet's "user not found", Postman's hints about an expired key or the plan).
 
 use std::fmt::Debug;
 
 use crate::apps::http::CallFailure;
 use crate::apps::retry::CallError;
 
-/// An app's own name for what went wrong, and the two judgements that depend on it.
+/// An app's own name for what went wrong, and what the app's errors do differently.
 pub trait ErrorKind: Clone + Debug + PartialEq {
     /// Whether [`ApiError::describe`] quotes and escapes the message (`{:?}`): for an app
     /// whose messages are a provider's free text on its way to logs and terminals.
