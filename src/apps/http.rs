@@ -277,7 +277,7 @@ pub enum CallFailure {
 
 impl CallFailure {
     /// The status (a redirect's, or `None` when no response came) and the message, for
-    /// each app's own error type.
+    /// the apps' [`ApiError`](super::api_error::ApiError).
     pub fn into_parts(self) -> (Option<u16>, String) {
         match self {
             CallFailure::NoResponse(message) => (None, message),

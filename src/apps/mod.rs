@@ -5,6 +5,7 @@
 //! The simulators that tests and `offboard demo` run against are the separate
 //! `offboard-simulators` crate; they meet these clients only over HTTP.
 
+pub mod api_error;
 pub mod dry_run;
 pub mod failure;
 pub mod http;

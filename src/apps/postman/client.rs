@@ -20,17 +20,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::apps::api_error::ErrorKind;
 use crate::apps::http::{
-    oversized_message, page_loop_message, path_segment, query_value, ApiHttp, CallFailure, CallLog,
-    Reply, MAX_PAGES,
+    oversized_message, page_loop_message, path_segment, query_value, ApiHttp, CallLog, Reply,
+    MAX_PAGES,
 };
 use crate::apps::ClientError;
 
 /// The error that ends a list still paging after [`MAX_PAGES`] (mapped to `POST-199-B`).
 fn page_loop(path: &str) -> ApiError {
-    ApiError::without_body(Some(200), page_loop_message(path))
+    ApiError::unusable(page_loop_message(path))
 }
-use crate::apps::retry::CallError;
 use crate::apps::transport::{Transport, Transported};
 use crate::config::{ConnectionConfig, Secret};
 use crate::domain::protection::Guard;
@@ -281,53 +281,28 @@ struct AccountEnvelope {
     slots: Seats,
 }
 
-/// A failed call: no response, or an error response.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiError {
-    /// HTTP status (`None` when no response came).
-    pub status: Option<u16>,
-    /// Postman's error name (`AuthenticationError`, `forbiddenError`, the problem type…).
-    pub name: Option<String>,
-    /// Postman's message, or what went wrong on the way.
-    pub message: String,
-    /// How long to wait before trying again, in milliseconds.
-    pub retry_after_ms: Option<u64>,
+/// Postman's error name (`AuthenticationError`, `forbiddenError`, the problem type…): the
+/// kind of its [`ApiError`]s. Which answers are transient is what HTTP says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorName(pub String);
+
+impl ErrorKind for ErrorName {
+    fn label(&self) -> String {
+        format!(" {}", self.0)
+    }
 }
 
+/// A failed Postman call: no response, or an error response with its error name.
+pub type ApiError = crate::apps::api_error::ApiError<ErrorName>;
+
 impl ApiError {
-    /// An error with no app error body to read: no answer, a redirect, or an answer
-    /// that cannot be used.
-    pub fn without_body(status: Option<u16>, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            name: None,
-            message: message.into(),
-            retry_after_ms: None,
-        }
-    }
-
-    /// Whether another attempt may succeed (429, 5xx, no response).
-    pub fn is_transient(&self) -> bool {
-        matches!(self.status, None | Some(429) | Some(500..=599))
-    }
-
-    /// Whether the answer was a redirect, which is never followed (see
-    /// [`crate::apps::http`]): `POST-199-B`, not retried.
-    pub fn is_redirect(&self) -> bool {
-        matches!(self.status, Some(300..=399))
-    }
-
-    /// One line naming status and error name.
-    pub fn describe(&self) -> String {
-        match (self.status, &self.name) {
-            (Some(s), Some(n)) => format!("HTTP {s} {n}: {}", self.message),
-            (Some(s), None) => format!("HTTP {s}: {}", self.message),
-            _ => self.message.clone(),
-        }
+    /// Postman's error name, when the answer had one.
+    pub fn name(&self) -> Option<&str> {
+        self.kind.as_ref().map(|name| name.0.as_str())
     }
 
     fn text(&self) -> String {
-        format!("{} {}", self.name.as_deref().unwrap_or(""), self.message).to_ascii_lowercase()
+        format!("{} {}", self.name().unwrap_or(""), self.message).to_ascii_lowercase()
     }
 
     /// Whether a 401 says the key was valid once (expired, revoked, owner deactivated).
@@ -372,13 +347,6 @@ impl ApiError {
             || t.contains("no team")
             || t.contains("team doesn't exist")
             || t.contains("team does not exist")
-    }
-}
-
-impl From<CallFailure> for ApiError {
-    fn from(failure: CallFailure) -> Self {
-        let (status, message) = failure.into_parts();
-        ApiError::without_body(status, message)
     }
 }
 
@@ -447,15 +415,6 @@ fn retry_after_ms(reply: &Reply) -> Option<u64> {
         return Some(wait.max(1) * 1000);
     }
     None
-}
-
-impl CallError for ApiError {
-    fn is_transient(&self) -> bool {
-        ApiError::is_transient(self)
-    }
-    fn retry_after_ms(&self) -> Option<u64> {
-        self.retry_after_ms
-    }
 }
 
 /// A client for one Postman team.
@@ -550,7 +509,7 @@ impl Client {
                 let (name, message) = error_parts(&reply.body);
                 ApiError {
                     status: Some(reply.status),
-                    name,
+                    kind: name.map(ErrorName),
                     message: message.unwrap_or_else(|| "no message".to_string()),
                     retry_after_ms: retry_after_ms(&reply),
                 }
@@ -829,7 +788,7 @@ impl Client {
 
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     serde_json::from_value(body)
-        .map_err(|e| ApiError::without_body(Some(200), format!("unexpected response shape: {e}")))
+        .map_err(|e| ApiError::unusable(format!("unexpected response shape: {e}")))
 }
 
 impl Transported for Client {
@@ -850,7 +809,7 @@ mod tests {
     fn only_words_about_the_plan_blame_the_plan() {
         let err = |message: &str| ApiError {
             status: Some(403),
-            name: Some("forbiddenError".into()),
+            kind: Some(ErrorName("forbiddenError".into())),
             message: message.into(),
             retry_after_ms: None,
         };
@@ -919,7 +878,7 @@ mod tests {
     fn err(status: u16, name: &str, message: &str) -> ApiError {
         ApiError {
             status: Some(status),
-            name: Some(name.into()),
+            kind: Some(ErrorName(name.into())),
             message: message.into(),
             retry_after_ms: None,
         }
@@ -950,13 +909,7 @@ mod tests {
         )
         .says_plan());
         assert!(err(400, "bad-request", "You must be part of a team").says_no_team());
-        assert!(ApiError {
-            status: None,
-            name: None,
-            message: "timed out".into(),
-            retry_after_ms: None
-        }
-        .is_transient());
+        assert!(ApiError::without_body(None, "timed out").is_transient());
         assert!(err(429, "rateLimited", "slow down").is_transient());
         assert!(err(503, "x", "y").is_transient());
         assert!(!err(403, "x", "y").is_transient());

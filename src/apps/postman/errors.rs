@@ -136,11 +136,12 @@ pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::postman::client::ErrorName;
 
     fn err(status: u16, name: &str, message: &str) -> ApiError {
         ApiError {
             status: Some(status),
-            name: Some(name.into()),
+            kind: Some(ErrorName(name.into())),
             message: message.into(),
             retry_after_ms: None,
         }
@@ -179,12 +180,7 @@ mod tests {
     }
 
     fn down() -> ApiError {
-        ApiError {
-            status: None,
-            name: None,
-            message: "GET /users: timed out".into(),
-            retry_after_ms: None,
-        }
+        ApiError::without_body(None, "GET /users: timed out")
     }
 
     #[test]

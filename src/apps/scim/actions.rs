@@ -303,9 +303,7 @@ async fn leave_group(
         };
         match sent {
             Ok(()) => return Ok(()),
-            Err(e) if e.status == Some(404) || e.scim_type.as_deref() == Some("noTarget") => {
-                return Ok(())
-            }
+            Err(e) if e.status == Some(404) || e.scim_type() == Some("noTarget") => return Ok(()),
             Err(e) if e.status == Some(412) && attempt == 0 => continue,
             Err(e) => return Err(Failure::Api(e, Area::Groups)),
         }

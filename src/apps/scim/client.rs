@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::discovery::Features;
 use super::filter::member_path;
-use crate::apps::http::{oversized_message, page_loop_message, CallFailure, CallLog, MAX_PAGES};
-use crate::apps::retry::CallError;
+use crate::apps::api_error::{transient_status, ErrorKind};
+use crate::apps::http::{oversized_message, page_loop_message, CallLog, MAX_PAGES};
 use crate::apps::transport::{Transport, Transported};
 use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, ScimSettings, Secret};
@@ -29,75 +29,34 @@ pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// Page size asked for when listing.
 const PAGE_SIZE: usize = 100;
 
-/// A failed call: no response, or an error response.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiError {
-    /// HTTP status (`None` when no response came).
-    pub status: Option<u16>,
-    /// The SCIM error's `scimType` (`invalidFilter`, `mutability`, `noTarget`…).
-    pub scim_type: Option<String>,
-    /// The SCIM error's `detail`, or what went wrong on the way.
-    pub detail: String,
-    /// `Retry-After`, in milliseconds.
-    pub retry_after_ms: Option<u64>,
+/// The SCIM error's `scimType` (`invalidFilter`, `mutability`, `noTarget`…): the kind of
+/// its [`ApiError`]s, whose message is the error's `detail`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScimType(pub String);
+
+impl ErrorKind for ScimType {
+    /// What came from the provider is quoted and escaped, as it ends up in logs and
+    /// terminals.
+    const QUOTES_MESSAGE: bool = true;
+
+    fn label(&self) -> String {
+        format!(", scimType {:?}", self.0)
+    }
+
+    /// 429, 5xx but 501 (Not Implemented is an answer), or no response.
+    fn is_transient(status: Option<u16>, _kind: Option<&Self>) -> bool {
+        status != Some(501) && transient_status(status)
+    }
 }
+
+/// A failed call to a SCIM provider: no response, or an error response with its
+/// `scimType` and `detail`.
+pub type ApiError = crate::apps::api_error::ApiError<ScimType>;
 
 impl ApiError {
-    /// An error with no app error body to read: no answer, a redirect, or an answer
-    /// that cannot be used.
-    pub fn without_body(status: Option<u16>, detail: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            scim_type: None,
-            detail: detail.into(),
-            retry_after_ms: None,
-        }
-    }
-
-    /// An error about an answer that came with status 200 but cannot be used.
-    pub fn unusable(detail: impl Into<String>) -> Self {
-        ApiError::without_body(Some(200), detail)
-    }
-
-    /// Whether another attempt may succeed: 429, 5xx but 501 (Not Implemented is an
-    /// answer), or no response.
-    pub fn is_transient(&self) -> bool {
-        match self.status {
-            None | Some(429) => true,
-            Some(501) => false,
-            Some(s) => (500..=599).contains(&s),
-        }
-    }
-
-    /// Whether the answer was a redirect, which is never followed.
-    pub fn is_redirect(&self) -> bool {
-        matches!(self.status, Some(300..=399))
-    }
-
-    /// One line naming the status, `scimType` and `detail`; what came from the provider
-    /// is quoted and escaped (`{:?}`), as it ends up in logs and terminals.
-    pub fn describe(&self) -> String {
-        match (self.status, &self.scim_type) {
-            (Some(s), Some(t)) => format!("HTTP {s}, scimType {t:?}: {:?}", self.detail),
-            (Some(s), None) => format!("HTTP {s}: {:?}", self.detail),
-            (None, _) => self.detail.clone(),
-        }
-    }
-}
-
-impl From<CallFailure> for ApiError {
-    fn from(failure: CallFailure) -> Self {
-        let (status, message) = failure.into_parts();
-        ApiError::without_body(status, message)
-    }
-}
-
-impl CallError for ApiError {
-    fn is_transient(&self) -> bool {
-        ApiError::is_transient(self)
-    }
-    fn retry_after_ms(&self) -> Option<u64> {
-        self.retry_after_ms
+    /// The SCIM error's `scimType`, when the answer had one.
+    pub fn scim_type(&self) -> Option<&str> {
+        self.kind.as_ref().map(|kind| kind.0.as_str())
     }
 }
 
@@ -229,8 +188,8 @@ impl Client {
             };
             return Err(ApiError {
                 status: Some(reply.status),
-                scim_type: text("scimType"),
-                detail: text("detail").unwrap_or_else(|| "no detail".into()),
+                kind: text("scimType").map(ScimType),
+                message: text("detail").unwrap_or_else(|| "no detail".into()),
                 retry_after_ms: reply.retry_after_ms,
             });
         }

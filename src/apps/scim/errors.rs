@@ -32,7 +32,7 @@ pub fn code(err: &ApiError, area: Area, run: bool) -> Code {
     if err.is_transient() {
         return Code::Scim190B;
     }
-    match (err.status, err.scim_type.as_deref(), area) {
+    match (err.status, err.scim_type(), area) {
         (Some(401), _, _) => pick(Code::Scim100A, Code::Scim100B),
         (Some(403), _, Area::Users) => pick(Code::Scim101A, Code::Scim101B),
         (Some(403), _, Area::Groups) => pick(Code::Scim102A, Code::Scim102B),
@@ -63,12 +63,13 @@ pub fn run_error(err: ApiError, area: Area) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::scim::client::ScimType;
 
     fn err(status: u16, scim_type: Option<&str>) -> ApiError {
         ApiError {
             status: Some(status),
-            scim_type: scim_type.map(str::to_string),
-            detail: "d".into(),
+            kind: scim_type.map(|t| ScimType(t.into())),
+            message: "d".into(),
             retry_after_ms: None,
         }
     }
@@ -119,7 +120,7 @@ mod tests {
     #[test]
     fn what_the_provider_says_is_escaped_in_the_message() {
         let e = ApiError {
-            detail: "bad\n\u{1b}[31mred".into(),
+            message: "bad\n\u{1b}[31mred".into(),
             ..err(400, Some("invalid\"Value"))
         };
         let message = run_error(e, Area::Users).message;

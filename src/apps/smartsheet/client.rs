@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::apps::api_error::{transient_status, ErrorKind};
 use crate::apps::http::{
-    oversized_message, page_loop_message, query_value, CallFailure, CallLog, Reply, MAX_PAGES,
+    oversized_message, page_loop_message, query_value, CallLog, Reply, MAX_PAGES,
 };
-use crate::apps::retry::CallError;
 use crate::apps::transport::{Transport, Transported};
 use crate::apps::ClientError;
 use crate::config::{ConnectionConfig, Secret};
@@ -73,18 +73,24 @@ struct Page<T> {
     data: Vec<T>,
 }
 
-/// A failed call: no response, or an error response.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiError {
-    /// HTTP status (`None` when no response came).
-    pub status: Option<u16>,
-    /// Smartsheet's `errorCode`.
-    pub error_code: Option<i64>,
-    /// Smartsheet's message, or what went wrong on the way.
-    pub message: String,
-    /// `Retry-After`, in milliseconds.
-    pub retry_after_ms: Option<u64>,
+/// Smartsheet's `errorCode`: the kind of its [`ApiError`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub i64);
+
+impl ErrorKind for ErrorCode {
+    fn label(&self) -> String {
+        format!(", errorCode {}", self.0)
+    }
+
+    /// 429, 5xx and no response, as for any app, and also errorCodes 4000–4004, which
+    /// Smartsheet documents as "try again" whatever the status.
+    fn is_transient(status: Option<u16>, kind: Option<&Self>) -> bool {
+        matches!(kind, Some(ErrorCode(4000..=4004))) || transient_status(status)
+    }
 }
+
+/// A failed Smartsheet call: no response, or an error response with its errorCode.
+pub type ApiError = crate::apps::api_error::ApiError<ErrorCode>;
 
 /// Smartsheet's errorCode for "User not found" (HTTP 404), the only one its error-code
 /// table documents for a missing user.
@@ -93,63 +99,20 @@ pub const USER_NOT_FOUND: i64 = 1020;
 pub const GROUP_NOT_FOUND: i64 = 1106;
 
 impl ApiError {
-    /// An error with no app error body to read: no answer, a redirect, or an answer
-    /// that cannot be used.
-    pub fn without_body(status: Option<u16>, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error_code: None,
-            message: message.into(),
-            retry_after_ms: None,
-        }
-    }
-
-    /// Whether another attempt may succeed (429, 5xx, 4000–4004, no response).
-    pub fn is_transient(&self) -> bool {
-        matches!(self.error_code, Some(4000..=4004))
-            || matches!(self.status, None | Some(429) | Some(500..=599))
-    }
-
-    /// Whether the answer was a redirect, which is never followed (see
-    /// [`crate::apps::http`]): `SMT-199-B`, not retried.
-    pub fn is_redirect(&self) -> bool {
-        matches!(self.status, Some(300..=399))
+    /// Smartsheet's `errorCode`, when the answer had one.
+    pub fn error_code(&self) -> Option<i64> {
+        self.kind.map(|code| code.0)
     }
 
     /// Whether Smartsheet said the user does not exist (404 with errorCode 1020).
     pub fn is_user_not_found(&self) -> bool {
-        self.status == Some(404) && self.error_code == Some(USER_NOT_FOUND)
-    }
-
-    /// One line naming status and errorCode.
-    pub fn describe(&self) -> String {
-        match (self.status, self.error_code) {
-            (Some(s), Some(c)) => format!("HTTP {s}, errorCode {c}: {}", self.message),
-            (Some(s), None) => format!("HTTP {s}: {}", self.message),
-            _ => self.message.clone(),
-        }
-    }
-}
-
-impl From<CallFailure> for ApiError {
-    fn from(failure: CallFailure) -> Self {
-        let (status, message) = failure.into_parts();
-        ApiError::without_body(status, message)
+        self.status == Some(404) && self.error_code() == Some(USER_NOT_FOUND)
     }
 }
 
 /// Extracts `errorCode` from a Smartsheet error body.
 pub fn error_code_of(body: &Value) -> Option<i64> {
     body.get("errorCode").and_then(Value::as_i64)
-}
-
-impl CallError for ApiError {
-    fn is_transient(&self) -> bool {
-        ApiError::is_transient(self)
-    }
-    fn retry_after_ms(&self) -> Option<u64> {
-        self.retry_after_ms
-    }
 }
 
 /// How long one read of the group list serves every workflow on the connection: a bulk
@@ -217,7 +180,7 @@ impl Client {
             |status| ApiError::without_body(Some(status), oversized_message(path)),
             |reply| ApiError {
                 status: Some(reply.status),
-                error_code: error_code_of(&reply.body),
+                kind: error_code_of(&reply.body).map(ErrorCode),
                 message: reply
                     .body
                     .get("message")
@@ -250,7 +213,7 @@ impl Client {
                 return Ok(all);
             }
         }
-        Err(ApiError::without_body(Some(200), page_loop_message(path)))
+        Err(ApiError::unusable(page_loop_message(path)))
     }
 
     /// `GET /users/me`: the token's own user.
@@ -334,7 +297,7 @@ impl Client {
     pub async fn get_group(&self, id: i64, log: &CallLog) -> Result<Option<Group>, ApiError> {
         match self.get(&format!("/groups/{id}"), log).await {
             Ok(g) => Ok(Some(g)),
-            Err(e) if e.status == Some(404) && e.error_code == Some(GROUP_NOT_FOUND) => Ok(None),
+            Err(e) if e.status == Some(404) && e.error_code() == Some(GROUP_NOT_FOUND) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -386,7 +349,7 @@ impl Client {
 
 fn decode<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     serde_json::from_value(body)
-        .map_err(|e| ApiError::without_body(Some(200), format!("unexpected response shape: {e}")))
+        .map_err(|e| ApiError::unusable(format!("unexpected response shape: {e}")))
 }
 
 impl Transported for Client {

@@ -28,12 +28,12 @@ pub type ActionResult = failure::ActionResult<ApiError, Area>;
 /// Codes that hold whatever the phase; `None` when the phase decides.
 fn common(err: &ApiError, run: bool) -> Option<Code> {
     let pick = |a, b| Some(if run { b } else { a });
-    match (err.status, err.error_code) {
+    match (err.status, err.error_code()) {
         (_, Some(1003)) => Some(Code::Smt100B),
         (Some(401), Some(1002)) if run => Some(Code::Smt100B),
         (Some(401), _) => pick(Code::Smt100A, Code::Smt100B),
         (_, Some(1013)) => pick(Code::Smt103A, Code::Smt103B),
-        (_, Some(5000..=5999)) if err.error_code != Some(5666) => {
+        (_, Some(5000..=5999)) if err.error_code() != Some(5666) => {
             pick(Code::Smt104A, Code::Smt104B)
         }
         _ => None,
@@ -70,7 +70,7 @@ pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog
     if let Some(code) = common(&err, true) {
         return StepError::fatal(code, detail);
     }
-    let code = match err.error_code {
+    let code = match err.error_code() {
         Some(1018 | 1019 | 1021 | 1107 | 1121) => Code::Smt110B,
         Some(5666) => Code::Smt111B,
         // 1022: the user belongs to another organisation account, not a permission problem.
@@ -91,11 +91,12 @@ pub async fn run_error(client: &Client, err: ApiError, area: Area, log: &CallLog
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apps::smartsheet::client::ErrorCode;
 
     fn err(status: u16, code: i64) -> ApiError {
         ApiError {
             status: Some(status),
-            error_code: Some(code),
+            kind: Some(ErrorCode(code)),
             message: "m".into(),
             retry_after_ms: None,
         }
@@ -165,13 +166,7 @@ mod tests {
     fn transient_errors_are_recognised() {
         assert!(err(429, 4003).is_transient());
         assert!(err(503, 4001).is_transient());
-        assert!(ApiError {
-            status: None,
-            error_code: None,
-            message: "x".into(),
-            retry_after_ms: None
-        }
-        .is_transient());
+        assert!(ApiError::without_body(None, "x").is_transient());
         assert!(!err(400, 1121).is_transient());
         assert!(!err(403, 1004).is_transient());
     }
