@@ -388,7 +388,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// The rows as CSV with a header line (the `csv` crate). Fields are quoted when CSV needs
-/// it, and always when they hold a `'` — so every cell [`cell`] defused is a quoted field
+/// it, and always when they hold a `'` — so every cell `cell` defused is a quoted field
 /// starting with `'`. (The crate quotes any field containing its `comment` byte; nothing
 /// here reads the output back with comments.)
 pub fn csv(rows: &[Value]) -> String {

@@ -179,7 +179,7 @@ impl Pacer {
     }
 
     /// Waits for this request's slot. A shared budget is drawn on in batches covering
-    /// [`RESERVE_AHEAD`]; when it cannot be reached, this process paces itself alone
+    /// `RESERVE_AHEAD`; when it cannot be reached, this process paces itself alone
     /// rather than stop calling.
     pub async fn wait(&self) {
         let slot = {
@@ -291,7 +291,7 @@ const MAX_TARGET_CHARS: usize = 200;
 
 /// Where a redirect pointed, fit for a message: `location` resolved against the request's
 /// URL, without user info, query or fragment (they may hold tokens), at most
-/// [`MAX_TARGET_CHARS`] characters. Quote it with `{:?}` to escape it.
+/// `MAX_TARGET_CHARS` characters. Quote it with `{:?}` to escape it.
 pub fn redirect_target(request_url: &str, location: Option<&str>) -> String {
     let Some(location) = location else {
         return "nowhere (no Location header)".into();

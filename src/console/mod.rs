@@ -102,7 +102,7 @@ impl Console {
     }
 }
 
-/// The routes: the open ones, the console behind [`gate`], and the security headers on
+/// The routes: the open ones, the console behind `gate`, and the security headers on
 /// every answer (unknown paths included).
 pub fn router(console: Arc<Console>) -> Router {
     let guarded = Router::new()

@@ -30,7 +30,7 @@ use crate::config::AmqpNames;
 
 /// The revision of the request queue's arguments. 1: quorum with dead letters, no delivery
 /// limit (releases before the fenced-lease work); 2: [`super::DELIVERY_LIMIT`] added.
-/// Raise it whenever [`request_queue_args`] changes.
+/// Raise it whenever `request_queue_args` changes.
 pub const QUEUE_REVISION: u32 = 2;
 
 /// AMQP reply codes that close a channel and that the upgrade expects.

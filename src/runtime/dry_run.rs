@@ -5,7 +5,7 @@
 //! ([`crate::domain::plan`]: one workflow per connection, each with the definition in
 //! force), and each workflow is driven through the same pure state machine
 //! ([`machine::next`], [`machine::step_result`], [`machine::apply`]) by the same drive
-//! loop and the same actions as the runner drives it ([`super::drive`]), with one
+//! loop and the same actions as the runner drives it (`super::drive`), with one
 //! difference: the connection's client is in dry-run mode
 //! ([`crate::apps::dry_run`]), so its reads go to the app and its writes are recorded
 //! instead of sent. Nothing is stored: there is no workflow row, no trail, no

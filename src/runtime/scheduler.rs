@@ -21,7 +21,7 @@ use super::shared::{HandedOff, Shared};
 use crate::domain::machine::State;
 use crate::store::{Claim, Lease};
 
-/// Claims due workflows and drives each in its own task, with a [`Runner`].
+/// Claims due workflows and drives each in its own task, with a `Runner`.
 #[derive(Clone)]
 pub struct Scheduler {
     shared: Arc<Shared>,

@@ -5,7 +5,7 @@
 //! the work loop, and the hand-off of fresh outbox entries to the publisher.
 //!
 //! The parts that act hold it behind an `Arc`: [`super::acceptor::Acceptor`] takes accepted
-//! events in, [`super::scheduler::Scheduler`] claims and leases, [`super::runner::Runner`]
+//! events in, [`super::scheduler::Scheduler`] claims and leases, `super::runner::Runner`
 //! drives one leased workflow, [`super::operator::Operator`] records an operator's
 //! intervention. This file is the only one that implements [`Shared`].
 

@@ -3,7 +3,7 @@
 //! dead letters, the outbox of events to publish and the request budgets shared by every
 //! process.
 //!
-//! A workflow is written only by the holder of its lease ([`leases`]): every append
+//! A workflow is written only by the holder of its lease (`leases`): every append
 //! presents the lease and the trail position it extends, and is refused with
 //! [`StoreError::LeaseLost`] once another process has claimed the workflow.
 

@@ -1,5 +1,5 @@
 //! Typed calls to a SCIM 2.0 service provider (RFC 7644) over the shared
-//! [`ApiHttp`]: `application/scim+json` both ways, the bearer token, pacing, per-call
+//! [`Transport`]: `application/scim+json` both ways, the bearer token, pacing, per-call
 //! retries with `Retry-After`, no redirect followed, dry-run mode. Lists are read with
 //! `startIndex`/`count` up to `totalResults`, and stop with an error when the provider
 //! pages forever or sends the same page again (a provider ignoring `startIndex`). Errors

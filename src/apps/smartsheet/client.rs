@@ -271,7 +271,7 @@ impl Client {
     }
 
     /// `GET /groups`, every page — or the list another workflow on this connection read
-    /// less than [`GROUP_LIST_FRESH`] ago, if this client has changed no group since.
+    /// less than `GROUP_LIST_FRESH` ago, if this client has changed no group since.
     pub async fn list_groups(&self, log: &CallLog) -> Result<Arc<Vec<Group>>, ApiError> {
         let mut shared = self.groups.lock().await;
         let writes = self.group_writes.load(Ordering::SeqCst);
