@@ -358,6 +358,40 @@ async fn with_etags_every_write_sends_if_match_and_a_412_is_read_again_and_retri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_etags_a_delete_sends_if_match_and_a_412_is_read_again_and_retried_once() {
+    let p = provider(ScimOptions::default().with_etags()).await;
+    p.sim.race_next_writes(1);
+    let event = scim_event("ev-scim-etag-del", OFFBOARDING, LEAVER, None, None);
+    let settings = "offboard = \"delete\"\nremove_from_groups = false";
+    let (wf, url) = one(&p, settings, event, OFFBOARDING, "ev-scim-etag-del").await;
+    assert_eq!(
+        (wf.state.as_str(), wf.outcome.as_deref()),
+        ("completed", Some("removed")),
+        "{:?}",
+        wf.error_message
+    );
+    let calls = p.sim.calls();
+    let deletes: Vec<&ScimCall> = calls.iter().filter(|c| c.method == "DELETE").collect();
+    assert_eq!(
+        deletes.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [412, 204],
+        "{deletes:?}"
+    );
+    assert!(
+        deletes
+            .iter()
+            .all(|c| c.if_match.as_deref().is_some_and(|v| v.starts_with("W/\""))),
+        "{deletes:?}"
+    );
+    // The delete that lost the race was sent again after a fresh read of the user.
+    let lost = calls.iter().position(|c| c.status == 412).unwrap();
+    assert_eq!(calls[lost + 1].method, "GET");
+    assert_eq!(calls[lost + 2].method, "DELETE");
+    assert_eq!(p.sim.user(&p.leaver), None);
+    drop_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_token_is_scim_100_a_at_check_and_scim_100_b_in_a_run() {
     let p = provider(ScimOptions::default()).await;
     let (url, _dir) = fresh_database(Db::Postgres).await;

@@ -398,25 +398,34 @@ fn refused(how: &str, id: &str, e: &ApiError) -> Failure {
     )
 }
 
+/// Deletes the user read just before (after its protection is checked), with
+/// `If-Match` and the version read where the provider has ETags; on 412 reads again and
+/// tries once more, as a deactivation does.
 async fn delete(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
     let id = scim_id(ctx)?;
-    let Some(user) = client
-        .get_user(id, ctx.calls)
-        .await
-        .map_err(api(Area::Users))?
-    else {
-        return Ok(already_gone(id));
-    };
-    protect(client, ctx, &user.body).await?;
-    let deleted = client
-        .delete_user(id, ctx.calls)
-        .await
-        .map_err(api(Area::Users))?;
-    Ok(StepOutput::summary(if deleted {
-        format!("deleted SCIM user {id:?}")
-    } else {
-        format!("SCIM user {id:?} was already deleted")
-    }))
+    let features = client.features(ctx.calls).await.map_err(api(Area::Users))?;
+    for attempt in 0..2 {
+        let Some(user) = client
+            .get_user(id, ctx.calls)
+            .await
+            .map_err(api(Area::Users))?
+        else {
+            return Ok(already_gone(id));
+        };
+        protect(client, ctx, &user.body).await?;
+        let etag = user.etag.as_deref().filter(|_| features.etag);
+        match client.delete_user(id, etag, ctx.calls).await {
+            Ok(true) => return Ok(StepOutput::summary(format!("deleted SCIM user {id:?}"))),
+            Ok(false) => {
+                return Ok(StepOutput::summary(format!(
+                    "SCIM user {id:?} was already deleted"
+                )))
+            }
+            Err(e) if e.status == Some(412) && attempt == 0 => continue,
+            Err(e) => return Err(Failure::Api(e, Area::Users)),
+        }
+    }
+    unreachable!("the second attempt returns")
 }
 
 /// Reads the user back: gone, or inactive. For an offboarding (`finish`), the outcome

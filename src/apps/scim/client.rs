@@ -3,7 +3,8 @@
 //! retries with `Retry-After`, no redirect followed, dry-run mode. Lists are read with
 //! `startIndex`/`count` up to `totalResults`, and stop with an error when the provider
 //! pages forever or sends the same page again (a provider ignoring `startIndex`). Errors
-//! keep the HTTP status and the SCIM error body's `scimType` and `detail`.
+//! keep the HTTP status and the SCIM error body's `scimType` and `detail`; a success
+//! carrying a SCIM error message stands for the error its `status` names.
 
 use std::collections::HashSet;
 
@@ -178,7 +179,12 @@ impl Client {
         if reply.oversized {
             return Err(ApiError::unusable(oversized_message(path)));
         }
-        if reply.status >= 400 {
+        let Some(status) = answered_status(reply.status, &reply.body) else {
+            return Err(ApiError::unusable(format!(
+                "{path}: a SCIM error message without an HTTP error status"
+            )));
+        };
+        if status >= 400 {
             let text = |key: &str| {
                 reply
                     .body
@@ -187,7 +193,7 @@ impl Client {
                     .map(str::to_string)
             };
             return Err(ApiError {
-                status: Some(reply.status),
+                status: Some(status),
                 kind: text("scimType").map(ScimType),
                 message: text("detail").unwrap_or_else(|| "no detail".into()),
                 retry_after_ms: reply.retry_after_ms,
@@ -403,11 +409,17 @@ impl Client {
         self.patch("Groups", group, op, if_match, log).await
     }
 
-    /// `DELETE /Users/{id}`; `false` when it was already gone (404).
-    pub async fn delete_user(&self, id: &str, log: &CallLog) -> Result<bool, ApiError> {
+    /// `DELETE /Users/{id}`, `If-Match` when a version is given; `false` when it was
+    /// already gone (404).
+    pub async fn delete_user(
+        &self,
+        id: &str,
+        if_match: Option<&str>,
+        log: &CallLog,
+    ) -> Result<bool, ApiError> {
         let path = format!("/Users/{}", urlencode_segment(id));
         match self
-            .send(Call::write(Method::DELETE, &path, None, None), log)
+            .send(Call::write(Method::DELETE, &path, None, if_match), log)
             .await
         {
             Ok(_) => Ok(true),
@@ -415,6 +427,30 @@ impl Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The SCIM error message's schema (RFC 7644 §3.12).
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+
+/// The status an answer stands for: its HTTP status, unless a success carries a SCIM
+/// error message (RFC 7644 §3.12: `schemas` holding the Error URN, `status` the HTTP
+/// status as a string) — a provider that wraps a refusal in a 200 has still refused, so
+/// the message's own status counts. `None`: such a message whose `status` is no HTTP
+/// error status, an answer that says neither.
+fn answered_status(http_status: u16, body: &Value) -> Option<u16> {
+    let is_error_message = body
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|schemas| schemas.iter().any(|s| s.as_str() == Some(ERROR_SCHEMA)));
+    if http_status >= 400 || !is_error_message {
+        return Some(http_status);
+    }
+    let status = match body.get("status")? {
+        Value::String(text) => text.trim().parse().ok()?,
+        Value::Number(n) => u16::try_from(n.as_u64()?).ok()?,
+        _ => return None,
+    };
+    (400..=599).contains(&status).then_some(status)
 }
 
 /// A ListResponse's `totalResults` and `Resources` (RFC 7644 §3.4.2); `None` when the
@@ -445,5 +481,47 @@ impl Transported for Client {
 
     fn transports_mut(&mut self) -> Vec<&mut Transport> {
         vec![&mut self.transport]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7644 §3.12's own example of an error message.
+    fn not_found() -> Value {
+        json!({
+            "schemas": [ERROR_SCHEMA],
+            "detail": "Resource 2819c223-7f76-453a-919d-413861904646 not found",
+            "status": "404"
+        })
+    }
+
+    #[test]
+    fn an_error_status_or_a_plain_success_stands_as_sent() {
+        assert_eq!(answered_status(404, &not_found()), Some(404));
+        assert_eq!(answered_status(409, &json!({})), Some(409));
+        let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "1"});
+        assert_eq!(answered_status(200, &user), Some(200));
+        assert_eq!(answered_status(204, &Value::Null), Some(204));
+    }
+
+    #[test]
+    fn a_success_carrying_an_error_message_is_the_message_s_status() {
+        assert_eq!(answered_status(200, &not_found()), Some(404));
+        let refused = json!({"schemas": [ERROR_SCHEMA], "scimType": "mutability", "status": 400});
+        assert_eq!(answered_status(200, &refused), Some(400));
+    }
+
+    #[test]
+    fn an_error_message_without_an_error_status_cannot_be_read() {
+        for status in [json!("200"), json!("soon"), json!(null), json!(70000)] {
+            let body = json!({"schemas": [ERROR_SCHEMA], "status": status});
+            assert_eq!(answered_status(200, &body), None, "{body}");
+        }
+        assert_eq!(
+            answered_status(200, &json!({"schemas": [ERROR_SCHEMA]})),
+            None
+        );
     }
 }
