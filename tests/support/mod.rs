@@ -4,8 +4,11 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -77,6 +80,79 @@ pub async fn fresh_database(db: Db) -> (String, Option<tempfile::TempDir>) {
             (format!("postgres://postgres@127.0.0.1:5432/{name}"), None)
         }
     }
+}
+
+/// The variables (besides `CARGO_PKG_*`) cargo sets in a test's environment.
+const SET_FOR_TESTS: [&str; 8] = [
+    "CARGO",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// The release build of the `offboard` binary, for tests that check what ships: built
+/// with `cargo build --release --locked --bin offboard` the first time a test of this
+/// process asks (later calls wait for that build and share it), into the target directory
+/// of the binary under test (`<target>/debug/offboard` → `<target>/release/offboard`), with
+/// the features this test was compiled with. Blocks: call it from `spawn_blocking`. A test
+/// run that is itself a release build (`cargo test --release`) gets its own binary back.
+pub fn release_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tested = Path::new(env!("CARGO_BIN_EXE_offboard"));
+            let profile_dir = tested
+                .parent()
+                .expect("the binary lies in a profile folder");
+            if profile_dir.file_name() == Some(OsStr::new("release")) {
+                return tested.to_path_buf();
+            }
+            let target = profile_dir
+                .parent()
+                .expect("a profile folder lies in a target folder");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut features = Vec::new();
+            if cfg!(feature = "demo") {
+                features.push("demo");
+            }
+            if cfg!(feature = "console") {
+                features.push("console");
+            }
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "--release", "--locked", "--bin", "offboard"])
+                .arg("--manifest-path")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(target)
+                .arg("--no-default-features");
+            if !features.is_empty() {
+                build.args(["--features", &features.join(",")]);
+            }
+            // What cargo sets for a running test and a shell does not have: a build script
+            // watching one of them (ring watches CARGO_MANIFEST_DIR) would otherwise make
+            // this build and a `cargo build --release` from a shell redo each other's work.
+            for (name, _) in std::env::vars_os() {
+                let text = name.to_string_lossy();
+                if text.starts_with("CARGO_PKG_") || SET_FOR_TESTS.contains(&text.as_ref()) {
+                    build.env_remove(&name);
+                }
+            }
+            let out = build.output().expect("cargo runs");
+            assert!(
+                out.status.success(),
+                "the release build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let built = target.join("release").join(tested.file_name().unwrap());
+            assert!(built.is_file(), "{} was not built", built.display());
+            built
+        })
+        .clone()
 }
 
 /// Broker names unique to one test, so tests can run side by side.

@@ -111,7 +111,12 @@ timeout_secs = 10
 
 /// A command for the binary with the test token, no stray overrides from the environment.
 pub fn command(config: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    command_of(Path::new(BIN), config)
+}
+
+/// [`command`] for another build of the binary (e.g. [`super::release_binary`]).
+pub fn command_of(bin: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.arg("--config")
         .arg(config)
         .env("OFFBOARD_TEST_SMARTSHEET_TOKEN", TOKEN)
