@@ -11,6 +11,8 @@
 //! | `scim.confirm_offboarded` | read the user: gone (outcome `removed`) or inactive (outcome `deactivated`) |
 //! | `scim.confirm_deactivated` | read the user: inactive (or gone) |
 
+use std::future::Future;
+
 use serde_json::{json, Value};
 
 use super::client::{is_active, ApiError, Client, Resource};
@@ -278,7 +280,7 @@ async fn leave_group(
     user: &str,
     ctx: &ActionContext<'_>,
 ) -> Result<(), Failure> {
-    for attempt in 0..2 {
+    retry_lost_race(|| async {
         let read = match (features.patch, features.etag) {
             (true, false) => None,
             _ => match client
@@ -302,13 +304,27 @@ async fn leave_group(
             _ => client.remove_member(group, user, etag, ctx.calls).await,
         };
         match sent {
-            Ok(()) => return Ok(()),
-            Err(e) if e.status == Some(404) || e.scim_type() == Some("noTarget") => return Ok(()),
-            Err(e) if e.status == Some(412) && attempt == 0 => continue,
-            Err(e) => return Err(Failure::Api(e, Area::Groups)),
+            Ok(()) => Ok(()),
+            Err(e) if e.status == Some(404) || e.scim_type() == Some("noTarget") => Ok(()),
+            Err(e) => Err(Failure::Api(e, Area::Groups)),
         }
+    })
+    .await
+}
+
+/// Runs `write` — which reads what it changes, then writes it with `If-Match` where the
+/// provider keeps ETags — once more when it lost a race: a 412 says the resource changed
+/// between the read and the write, so the second run reads it afresh. A second 412 goes
+/// up as the provider's refusal (`SCIM-115-B`).
+async fn retry_lost_race<T, F, Fut>(mut write: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    match write().await {
+        Err(Failure::Api(e, _)) if e.status == Some(412) => write().await,
+        done => done,
     }
-    unreachable!("the second attempt returns")
 }
 
 /// The group with `user` taken out of its `members`; `None` when it is not a member.
@@ -328,26 +344,25 @@ fn without_member(group: &Value, user: &str) -> Option<Value> {
 }
 
 async fn offboard_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
-    let output = match client.settings.offboard {
-        ScimOffboard::Deactivate => deactivate(client, ctx)
-            .await?
-            .fact("offboard", "deactivate"),
-        ScimOffboard::Delete => delete(client, ctx).await?.fact("offboard", "delete"),
-    };
-    Ok(output)
+    let delete = client.settings.offboard == ScimOffboard::Delete;
+    let how = if delete { "delete" } else { "deactivate" };
+    Ok(end_user(client, ctx, delete).await?.fact("offboard", how))
 }
 
 async fn deactivate_user(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
-    deactivate(client, ctx).await
+    end_user(client, ctx, false).await
 }
 
-/// Sets `active` to false: PATCH `replace` where the provider supports PATCH, else a PUT
-/// of the user read just before with `active` false; `If-Match` with the version read
-/// where the provider has ETags, and on 412 read again and try once more.
-async fn deactivate(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
+/// Ends the user's access, from the user read just before (gone already: done) and after
+/// its protection is checked: DELETE when `delete`, else `active` set to false — PATCH
+/// `replace` where the provider supports PATCH, else a PUT of what was read with `active`
+/// false (an inactive user is done). Every write carries `If-Match` with the version read
+/// where the provider has ETags; on 412 the user is read again and the write tried once
+/// more.
+async fn end_user(client: &Client, ctx: &ActionContext<'_>, delete: bool) -> ActionResult {
     let id = scim_id(ctx)?;
     let features = client.features(ctx.calls).await.map_err(api(Area::Users))?;
-    for attempt in 0..2 {
+    retry_lost_race(|| async {
         let Some(user) = client
             .get_user(id, ctx.calls)
             .await
@@ -355,36 +370,40 @@ async fn deactivate(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
         else {
             return Ok(already_gone(id));
         };
-        if !user.active() {
+        if !delete && !user.active() {
             return Ok(StepOutput::summary(format!(
                 "SCIM user {id:?} is already inactive"
             )));
         }
         protect(client, ctx, &user.body).await?;
         let etag = user.etag.as_deref().filter(|_| features.etag);
-        let (how, sent) = if features.patch {
-            let op = json!([{ "op": "replace", "path": "active", "value": false }]);
-            (
-                "PATCH",
-                client.patch("Users", id, op, etag, ctx.calls).await,
-            )
-        } else {
-            let mut body = user.body.clone();
-            body["active"] = Value::Bool(false);
-            ("PUT", client.put("Users", id, &body, etag, ctx.calls).await)
-        };
-        match sent {
-            Ok(()) => {
-                return Ok(StepOutput::summary(format!(
-                    "deactivated SCIM user {id:?} ({how} active=false)"
-                )))
+        let summary = if delete {
+            match client.delete_user(id, etag, ctx.calls).await {
+                Ok(true) => format!("deleted SCIM user {id:?}"),
+                Ok(false) => format!("SCIM user {id:?} was already deleted"),
+                Err(e) => return Err(Failure::Api(e, Area::Users)),
             }
-            Err(e) if e.status == Some(412) && attempt == 0 => continue,
-            Err(e) if matches!(e.status, Some(405 | 501)) => return Err(refused(how, id, &e)),
-            Err(e) => return Err(Failure::Api(e, Area::Users)),
-        }
-    }
-    unreachable!("the second attempt returns")
+        } else {
+            let (how, sent) = if features.patch {
+                let op = json!([{ "op": "replace", "path": "active", "value": false }]);
+                (
+                    "PATCH",
+                    client.patch("Users", id, op, etag, ctx.calls).await,
+                )
+            } else {
+                let mut body = user.body.clone();
+                body["active"] = Value::Bool(false);
+                ("PUT", client.put("Users", id, &body, etag, ctx.calls).await)
+            };
+            match sent {
+                Ok(()) => format!("deactivated SCIM user {id:?} ({how} active=false)"),
+                Err(e) if matches!(e.status, Some(405 | 501)) => return Err(refused(how, id, &e)),
+                Err(e) => return Err(Failure::Api(e, Area::Users)),
+            }
+        };
+        Ok(StepOutput::summary(summary))
+    })
+    .await
 }
 
 /// `SCIM-103-B`: the provider does not take the write deactivation needs.
@@ -396,36 +415,6 @@ fn refused(how: &str, id: &str, e: &ApiError) -> Failure {
             e.describe()
         ),
     )
-}
-
-/// Deletes the user read just before (after its protection is checked), with
-/// `If-Match` and the version read where the provider has ETags; on 412 reads again and
-/// tries once more, as a deactivation does.
-async fn delete(client: &Client, ctx: &ActionContext<'_>) -> ActionResult {
-    let id = scim_id(ctx)?;
-    let features = client.features(ctx.calls).await.map_err(api(Area::Users))?;
-    for attempt in 0..2 {
-        let Some(user) = client
-            .get_user(id, ctx.calls)
-            .await
-            .map_err(api(Area::Users))?
-        else {
-            return Ok(already_gone(id));
-        };
-        protect(client, ctx, &user.body).await?;
-        let etag = user.etag.as_deref().filter(|_| features.etag);
-        match client.delete_user(id, etag, ctx.calls).await {
-            Ok(true) => return Ok(StepOutput::summary(format!("deleted SCIM user {id:?}"))),
-            Ok(false) => {
-                return Ok(StepOutput::summary(format!(
-                    "SCIM user {id:?} was already deleted"
-                )))
-            }
-            Err(e) if e.status == Some(412) && attempt == 0 => continue,
-            Err(e) => return Err(Failure::Api(e, Area::Users)),
-        }
-    }
-    unreachable!("the second attempt returns")
 }
 
 /// Reads the user back: gone, or inactive. For an offboarding (`finish`), the outcome
