@@ -71,16 +71,7 @@ fn offboard_cmd(args: &[&str]) -> Command {
 
 /// Runs `offboard` off the async workers (the simulators keep answering meanwhile).
 async fn offboard(args: &[&str]) -> (i32, String, String) {
-    let mut cmd = offboard_cmd(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end(offboard_cmd(args)).await
 }
 
 /// Runs one Postman workflow for the seeded leaver to its end; returns its row and facts.

@@ -32,11 +32,7 @@ fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
         .arg(config)
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,15 +97,7 @@ async fn offboard(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end(cmd).await
 }
 
 /// An `offboard.toml` with this database and, when given, one `postman` connection.

@@ -31,8 +31,8 @@ use scim_support::*;
 use serde_json::{json, Value};
 use support::procs::{all_ended, command_of, publish_many, Procs};
 use support::{
-    amqp_names, delete_broker_names, drop_database, fresh_database, release_binary, trail,
-    writes_by_read_only_steps, Db, AMQP_URL,
+    amqp_names, delete_broker_names, drop_database, fresh_database, release_binary, run_to_end,
+    trail, writes_by_read_only_steps, Db, AMQP_URL,
 };
 
 /// The externalId that must reach the provider escaped: quotes, a backslash, and ` or `
@@ -84,15 +84,7 @@ fn connection_table(name: &str, base_url: &str, settings: &str) -> String {
 async fn cli(bin: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
     let mut cmd = command_of(bin, config);
     cmd.args(args).env(SCIM_TOKEN_ENV, SCIM_TOKEN);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end(cmd).await
 }
 
 /// The writes (not GET) a workflow's trail records, as `METHOD path`.

@@ -162,15 +162,7 @@ pub async fn offboard(config: &Path, args: &[&str], token: &str) -> (i32, String
         .env_remove("OFFBOARD_CONFIG")
         .env_remove("OFFBOARD_DATABASE_URL")
         .env("NO_COLOR", "1");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end(cmd).await
 }
 
 /// One workflow on a fresh database: the engine, and the workflow once ended.

@@ -328,6 +328,25 @@ pub fn event(id: &str, kind: &str, email: &str, transfer_to: Option<&str>) -> Ve
     .into_bytes()
 }
 
+/// What a finished command left: its exit code (-1 when a signal ended it), its stdout
+/// and its stderr.
+pub fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `cmd` to its end off the async workers, so the simulators this process serves
+/// keep answering meanwhile; see [`outcome`].
+pub async fn run_to_end(mut cmd: Command) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap();
+    outcome(out.unwrap())
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where

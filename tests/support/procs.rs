@@ -131,12 +131,7 @@ pub fn command_of(bin: &Path, config: &Path) -> Command {
 
 /// Runs a CLI verb to the end: (exit code, stdout, stderr).
 pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = command(config).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    super::outcome(command(config).args(args).output().unwrap())
 }
 
 /// Sends a signal (`STOP`, `CONT`, `TERM`, `KILL`) to a process with `kill(1)`.
