@@ -299,32 +299,7 @@ async fn a_provider_without_patch_gets_puts_of_what_was_just_read() {
         "{:?}",
         wf.error_message
     );
-    let calls = p.sim.calls();
-    assert_eq!(
-        writes(&calls),
-        [
-            format!("PUT /Groups/{}", p.groups[0]),
-            format!("PUT /Groups/{}", p.groups[1]),
-            format!("PUT /Users/{}", p.leaver),
-        ]
-    );
-    let put_user = calls
-        .iter()
-        .rfind(|c| c.method == "PUT")
-        .unwrap()
-        .body
-        .clone()
-        .unwrap();
-    assert_eq!(
-        (put_user["active"].clone(), put_user["userName"].clone()),
-        (json!(false), json!(LEAVER))
-    );
-    assert_eq!(p.sim.user_active(&p.leaver), Some(false));
-    assert!(p.sim.user_groups(&p.leaver).is_empty());
-    assert_eq!(
-        p.sim.group_members(&p.groups[0]),
-        std::slice::from_ref(&p.colleague)
-    );
+    assert_deactivated_by_puts(&p);
     drop_database(&url).await;
 }
 
@@ -340,20 +315,7 @@ async fn with_etags_every_write_sends_if_match_and_a_412_is_read_again_and_retri
         "{:?}",
         wf.error_message
     );
-    let calls = p.sim.calls();
-    let sent: Vec<&ScimCall> = calls.iter().filter(|c| c.method != "GET").collect();
-    assert!(
-        sent.iter()
-            .all(|c| c.if_match.as_deref().is_some_and(|v| v.starts_with("W/\""))),
-        "{sent:?}"
-    );
-    assert_eq!(sent.iter().filter(|c| c.status == 412).count(), 1);
-    // The write that lost the race was sent again after a fresh read.
-    let lost = calls.iter().position(|c| c.status == 412).unwrap();
-    assert_eq!(calls[lost + 1].method, "GET");
-    assert_eq!(calls[lost + 2].path, calls[lost].path);
-    assert_eq!(p.sim.user_active(&p.leaver), Some(false));
-    assert!(p.sim.user_groups(&p.leaver).is_empty());
+    assert_if_match_and_one_race_lost(&p);
     drop_database(&url).await;
 }
 

@@ -435,30 +435,7 @@ async fn the_release_binary_offboards_from_six_scim_providers_side_by_side() {
     // `scim_nopatch`: PUTs of what was just read.
     let put = &wf["ev-rel-put"];
     assert_eq!(ended(put), done("deactivated"), "{:?}", put.error_message);
-    let calls = nopatch.sim.calls();
-    assert_eq!(
-        writes(&calls),
-        [
-            format!("PUT /Groups/{}", nopatch.groups[0]),
-            format!("PUT /Groups/{}", nopatch.groups[1]),
-            format!("PUT /Users/{}", nopatch.leaver),
-        ]
-    );
-    let put_user = calls
-        .iter()
-        .rfind(|c| c.method == "PUT")
-        .and_then(|c| c.body.clone())
-        .unwrap();
-    assert_eq!(
-        (put_user["active"].clone(), put_user["userName"].clone()),
-        (json!(false), json!(LEAVER))
-    );
-    assert_eq!(nopatch.sim.user_active(&nopatch.leaver), Some(false));
-    assert!(nopatch.sim.user_groups(&nopatch.leaver).is_empty());
-    assert_eq!(
-        nopatch.sim.group_members(&nopatch.groups[0]),
-        std::slice::from_ref(&nopatch.colleague)
-    );
+    assert_deactivated_by_puts(&nopatch);
 
     // `scim_etag`: every write carried If-Match; the one that lost its race (412) was sent
     // again after a fresh read.
@@ -469,26 +446,7 @@ async fn the_release_binary_offboards_from_six_scim_providers_side_by_side() {
         "{:?}",
         tagged.error_message
     );
-    let calls = etag.sim.calls();
-    let sent_writes: Vec<&ScimCall> = calls.iter().filter(|c| c.method != "GET").collect();
-    assert!(
-        sent_writes
-            .iter()
-            .all(|c| c.if_match.as_deref().is_some_and(|v| v.starts_with("W/\""))),
-        "{sent_writes:?}"
-    );
-    assert_eq!(sent_writes.iter().filter(|c| c.status == 412).count(), 1);
-    let lost = calls.iter().position(|c| c.status == 412).unwrap();
-    assert_eq!(calls[lost + 1].method, "GET");
-    assert_eq!(
-        (
-            calls[lost + 2].method.as_str(),
-            calls[lost + 2].path.as_str()
-        ),
-        (calls[lost].method.as_str(), calls[lost].path.as_str())
-    );
-    assert_eq!(etag.sim.user_active(&etag.leaver), Some(false));
-    assert!(etag.sim.user_groups(&etag.leaver).is_empty());
+    assert_if_match_and_one_race_lost(&etag);
 
     // `scim_revoked`: SCIM-100-B, nothing accepted, the token in no message or log.
     let refused = &wf["ev-rel-401"];

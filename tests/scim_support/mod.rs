@@ -185,3 +185,58 @@ pub async fn one(
     service.stop().await;
     (wf, url)
 }
+
+/// What a provider without PATCH shows after the leaver's offboarding: both groups and
+/// then the user were PUT back as just read (the user with `active` false), and the
+/// leaver is inactive and in no group while the colleague stays.
+pub fn assert_deactivated_by_puts(p: &Provider) {
+    let calls = p.sim.calls();
+    assert_eq!(
+        writes(&calls),
+        [
+            format!("PUT /Groups/{}", p.groups[0]),
+            format!("PUT /Groups/{}", p.groups[1]),
+            format!("PUT /Users/{}", p.leaver),
+        ]
+    );
+    let put_user = calls
+        .iter()
+        .rfind(|c| c.method == "PUT")
+        .and_then(|c| c.body.clone())
+        .unwrap();
+    assert_eq!(
+        (put_user["active"].clone(), put_user["userName"].clone()),
+        (json!(false), json!(LEAVER))
+    );
+    assert_eq!(p.sim.user_active(&p.leaver), Some(false));
+    assert!(p.sim.user_groups(&p.leaver).is_empty());
+    assert_eq!(
+        p.sim.group_members(&p.groups[0]),
+        std::slice::from_ref(&p.colleague)
+    );
+}
+
+/// What a provider with ETags shows after the leaver's offboarding with one write raced:
+/// every write carried a weak `If-Match`, exactly one got 412, and that write was sent
+/// again after a fresh read; the leaver is inactive and in no group.
+pub fn assert_if_match_and_one_race_lost(p: &Provider) {
+    let calls = p.sim.calls();
+    let sent: Vec<&ScimCall> = calls.iter().filter(|c| c.method != "GET").collect();
+    assert!(
+        sent.iter()
+            .all(|c| c.if_match.as_deref().is_some_and(|v| v.starts_with("W/\""))),
+        "{sent:?}"
+    );
+    assert_eq!(sent.iter().filter(|c| c.status == 412).count(), 1);
+    let lost = calls.iter().position(|c| c.status == 412).unwrap();
+    assert_eq!(calls[lost + 1].method, "GET");
+    assert_eq!(
+        (
+            calls[lost + 2].method.as_str(),
+            calls[lost + 2].path.as_str()
+        ),
+        (calls[lost].method.as_str(), calls[lost].path.as_str())
+    );
+    assert_eq!(p.sim.user_active(&p.leaver), Some(false));
+    assert!(p.sim.user_groups(&p.leaver).is_empty());
+}
